@@ -1,0 +1,53 @@
+/* Structs and constants shared by the BPF programs and the C++ daemon.
+ * One definition only: the C++ side static_asserts sizes and offsets
+ * (proxy/bpf_abi.h), so a change here that breaks the layout fails the build. */
+#ifndef KTPROXY_SHARED_H
+#define KTPROXY_SHARED_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* SO_ORIGINAL_DST (SOL_IP) and IP6T_SO_ORIGINAL_DST (SOL_IPV6) share one value. */
+#define KTP_SO_ORIGINAL_DST 80
+
+#define KTP_AF_INET 2
+#define KTP_AF_INET6 10
+
+/* Per-CPU counters, indexes into the ktp_counters array map. */
+enum ktp_counter {
+	KTP_CTR_REDIRECTED = 0,     /* connect rewritten to the proxy */
+	KTP_CTR_SKIPPED_MARK,       /* socket carries the proxy's SO_MARK */
+	KTP_CTR_SKIPPED_NETNS,      /* socket lives in another network namespace */
+	KTP_CTR_SKIPPED_LOCAL,      /* loopback / unspecified destination */
+	KTP_CTR_ORIG_DST_ANSWERED,  /* getsockopt(SO_ORIGINAL_DST) answered */
+	KTP_CTR_ORIG_DST_MISSED,    /* asked on the proxy's socket, no entry */
+	KTP_CTR_MAP_FULL,           /* could not store the original destination */
+	KTP_CTR_MAX,
+};
+
+/* Original destination of a redirected connection.
+ * Map ktp_orig_dst: key = socket cookie of the app's socket (__u64).
+ * Written by connect4/6, deleted by sockops when that socket reaches TCP_CLOSE. */
+struct ktp_orig_dst {
+	__u32 addr[4];  /* IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d); network order */
+	__u16 port;     /* network byte order */
+	__u16 family;   /* KTP_AF_INET or KTP_AF_INET6: the family on the wire */
+	__u32 _pad;
+};
+
+/* 4-tuple of a redirected connection as seen from the app's side: src is the
+ * app's socket, dst is the proxy listener. Map ktp_tuples: key = this struct,
+ * value = socket cookie. Written by sockops on ACTIVE_ESTABLISHED, deleted by
+ * sockops on TCP_CLOSE. The proxy's accepted socket sees the same tuple
+ * mirrored (its local = dst, its peer = src). */
+struct ktp_tuple {
+	__u32 src_addr[4]; /* v4-mapped for IPv4 */
+	__u32 dst_addr[4];
+	__u16 src_port;    /* network byte order */
+	__u16 dst_port;    /* network byte order */
+	__u16 family;      /* KTP_AF_INET or KTP_AF_INET6 (wire family) */
+	__u16 _pad;
+};
+
+#endif

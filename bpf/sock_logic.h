@@ -1,0 +1,44 @@
+/* Pure decisions of the socket hooks: address classification and tuple
+ * building. No map access here, so that these can be included by test
+ * programs that BPF_PROG_RUN can execute. */
+#ifndef KTPROXY_SOCK_LOGIC_H
+#define KTPROXY_SOCK_LOGIC_H
+
+#include "ktproxy_shared.h"
+
+static __always_inline int ktp_is_v4mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline void ktp_map_v4(__u32 out[4], __u32 ip4)
+{
+	out[0] = 0;
+	out[1] = 0;
+	out[2] = bpf_htonl(0xffff);
+	out[3] = ip4;
+}
+
+/* 127/8 and 0.0.0.0 (which Linux connects to locally). */
+static __always_inline int ktp_is_local4(__u32 ip4)
+{
+	__u32 h = bpf_ntohl(ip4);
+	return (h >> 24) == 127 || h == 0;
+}
+
+/* ::1 and :: */
+static __always_inline int ktp_is_local6(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 &&
+	       (a[3] == 0 || a[3] == bpf_htonl(1));
+}
+
+/* Wire family of a 16-byte address: v4-mapped counts as IPv4, so that an
+ * AF_INET6 app socket talking to ::ffff:a.b.c.d and the proxy's AF_INET
+ * accepted socket produce the same key. */
+static __always_inline __u16 ktp_wire_family(const __u32 a[4])
+{
+	return ktp_is_v4mapped(a) ? KTP_AF_INET : KTP_AF_INET6;
+}
+
+#endif

@@ -1,0 +1,39 @@
+/* Maps of the socket hooks. Owner: the ktproxy process that loaded them
+ * (they die with it unless pinned). See docs/architecture.md for the lifecycle. */
+#ifndef KTPROXY_SOCK_MAPS_H
+#define KTPROXY_SOCK_MAPS_H
+
+#include "ktproxy_shared.h"
+
+/* LRU so that a socket whose close we never saw cannot wedge the map; the
+ * sockops close handler is the mechanism, LRU the safety net. Sized by the
+ * loader (--max-conns) before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ktp_orig_dst);
+} ktp_orig_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ktp_tuple);
+	__type(value, __u64);
+} ktp_tuples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KTP_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ktp_counters SEC(".maps");
+
+static __always_inline void ktp_count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&ktp_counters, &which);
+	if (v)
+		*v += 1;
+}
+
+#endif

@@ -1,0 +1,21 @@
+// The C++ view of bpf/ktproxy_shared.h, with the layout pinned down: the BPF
+// programs and this daemon read the same bytes, so a drift must not compile.
+#pragma once
+
+#include <cstddef>
+
+#include "ktproxy_shared.h"
+
+static_assert(sizeof(ktp_orig_dst) == 24);
+static_assert(offsetof(ktp_orig_dst, addr) == 0);
+static_assert(offsetof(ktp_orig_dst, port) == 16);
+static_assert(offsetof(ktp_orig_dst, family) == 18);
+
+static_assert(sizeof(ktp_tuple) == 40);
+static_assert(offsetof(ktp_tuple, src_addr) == 0);
+static_assert(offsetof(ktp_tuple, dst_addr) == 16);
+static_assert(offsetof(ktp_tuple, src_port) == 32);
+static_assert(offsetof(ktp_tuple, dst_port) == 34);
+static_assert(offsetof(ktp_tuple, family) == 36);
+
+static_assert(KTP_AF_INET == 2 && KTP_AF_INET6 == 10);

@@ -1,0 +1,93 @@
+// cgroup2 discovery and validation.
+#include "cgroup.h"
+
+#include "error.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+namespace ktp {
+
+std::optional<std::string> find_cgroup2_mount(std::string_view proc_mounts)
+{
+    std::vector<std::string> found;
+    std::istringstream in{std::string(proc_mounts)};
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string dev, dir, type;
+        if (fields >> dev >> dir >> type && type == "cgroup2")
+            found.push_back(dir);
+    }
+    for (const char* preferred : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"})
+        for (const auto& f : found)
+            if (f == preferred)
+                return f;
+    if (!found.empty())
+        return found.front();
+    return std::nullopt;
+}
+
+std::optional<std::string> cgroup2_path_of_self(std::string_view text)
+{
+    std::istringstream in{std::string(text)};
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("0::", 0) == 0)
+            return line.substr(3);
+    return std::nullopt;
+}
+
+std::string resolve_cgroup_path(std::string_view mount, std::string_view user_path)
+{
+    std::string p(user_path);
+    if (p.empty() || p.front() != '/') {
+        std::string m(mount);
+        while (!m.empty() && m.back() == '/')
+            m.pop_back();
+        p = m + "/" + p;
+    }
+    while (p.size() > 1 && p.back() == '/')
+        p.pop_back();
+    return p;
+}
+
+static std::string slurp(const char* path)
+{
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::string cgroup2_mount()
+{
+    auto m = find_cgroup2_mount(slurp("/proc/self/mounts"));
+    if (!m)
+        fail("no cgroup2 filesystem is mounted (looked in /proc/self/mounts); mount one at /sys/fs/cgroup");
+    return *m;
+}
+
+Cgroup open_cgroup2_dir(const std::string& path)
+{
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) {
+        if (errno == ENOTDIR)
+            fail("cgroup {}: not a directory", path);
+        fail_errno("cgroup {}", path);
+    }
+    struct statfs sfs {};
+    if (fstatfs(fd.get(), &sfs) != 0)
+        fail_errno("cgroup {}: statfs", path);
+    if (sfs.f_type != CGROUP2_SUPER_MAGIC)
+        fail("cgroup {}: not a cgroup2 directory (cgroup2 is mounted at {})", path, cgroup2_mount());
+    return Cgroup{path, std::move(fd)};
+}
+
+}  // namespace ktp

@@ -1,0 +1,49 @@
+// Listening sockets: bind errors become one clear line ("port in use").
+#include "listener.h"
+
+#include "error.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace ktp {
+
+Listener listen_tcp(const SockAddr& addr, const char* what)
+{
+    Listener l;
+    l.fd = UniqueFd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!l.fd)
+        fail_errno("{} {}: socket", what, addr.to_string());
+    int one = 1;
+    setsockopt(l.fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (addr.family() == AF_INET6)
+        setsockopt(l.fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (::bind(l.fd.get(), addr.get(), addr.size()) != 0) {
+        if (errno == EADDRINUSE)
+            fail("{} {}: port {} is already in use (pick another with --port)", what, addr.to_string(),
+                 addr.port());
+        if (errno == EADDRNOTAVAIL)
+            fail("{} {}: address not available in this network namespace", what, addr.to_string());
+        fail_errno("{} {}: bind", what, addr.to_string());
+    }
+    if (::listen(l.fd.get(), 4096) != 0)
+        fail_errno("{} {}: listen", what, addr.to_string());
+    l.addr = SockAddr::local_of(l.fd.get());
+    l.orig_dst_level = addr.family() == AF_INET6 ? SOL_IPV6 : SOL_IP;
+    return l;
+}
+
+uint64_t netns_cookie_of(int fd)
+{
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+        fail_errno("read the network namespace cookie (SO_NETNS_COOKIE needs Linux >= 5.14)");
+    return cookie;
+}
+
+}  // namespace ktp

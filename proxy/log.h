@@ -1,0 +1,36 @@
+// Leveled, line-atomic logging to stderr: "ktproxy: LEVEL: message".
+#pragma once
+
+#include <fmt/format.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace ktp::log {
+
+enum class Level { trace = 0, debug, info, warn, error };
+
+std::optional<Level> parse_level(std::string_view name);
+std::string_view level_name(Level level);
+void set_level(Level level);
+bool enabled(Level level);
+void write(Level level, std::string_view message);
+
+template <typename... Args>
+void at(Level level, fmt::format_string<Args...> f, Args&&... args)
+{
+    if (enabled(level))
+        write(level, fmt::format(f, std::forward<Args>(args)...));
+}
+
+template <typename... Args>
+void debug(fmt::format_string<Args...> f, Args&&... args) { at(Level::debug, f, std::forward<Args>(args)...); }
+template <typename... Args>
+void info(fmt::format_string<Args...> f, Args&&... args) { at(Level::info, f, std::forward<Args>(args)...); }
+template <typename... Args>
+void warn(fmt::format_string<Args...> f, Args&&... args) { at(Level::warn, f, std::forward<Args>(args)...); }
+template <typename... Args>
+void error(fmt::format_string<Args...> f, Args&&... args) { at(Level::error, f, std::forward<Args>(args)...); }
+
+}  // namespace ktp::log

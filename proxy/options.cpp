@@ -1,0 +1,92 @@
+// CLI11 wiring for ktproxy's flags and their validation.
+#include "options.h"
+
+#include "sock_addr.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+namespace ktp {
+
+void add_proxy_options(CLI::App& app, Options& o)
+{
+    app.add_option("--listen4", o.listen4, "IPv4 address of the local listener that intercepted IPv4 connections are sent to")
+        ->capture_default_str();
+    app.add_option("--listen6", o.listen6, "IPv6 address of the local listener for IPv6 connections; \"\" disables IPv6 interception")
+        ->capture_default_str();
+    app.add_option("--port", o.port, "listener port; 0 lets the kernel pick a free one")
+        ->capture_default_str();
+    app.add_option("--mark", o.mark, "SO_MARK put on ktproxy's own outgoing sockets so the hooks skip them (decimal or 0x hex)")
+        ->capture_default_str();
+    app.add_option("--connect-timeout", o.connect_timeout, "seconds to wait for the original destination to accept")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    app.add_option("--max-conns", o.max_conns, "size of the kernel connection maps (connections being set up or open at once)")
+        ->check(CLI::Range(1024u, 4u * 1024 * 1024))
+        ->capture_default_str();
+    app.add_option("--buffer-size", o.buffer_size, "relay buffer per direction per connection, bytes")
+        ->check(CLI::Range(4096u, 16u * 1024 * 1024))
+        ->capture_default_str();
+    app.add_option_function<std::string>(
+           "--log-level",
+           [&o](const std::string& v) { o.log_level = *log::parse_level(v); },
+           "trace, debug, info (one line per connection), warn or error")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+        ->default_str("info");
+}
+
+namespace {
+
+std::string validate(const Options& o)
+{
+    if (!SockAddr::parse_ip(o.listen4, 0) || SockAddr::parse_ip(o.listen4, 0)->family() != AF_INET)
+        return fmt::format("--listen4: '{}' is not an IPv4 address", o.listen4);
+    if (!o.listen6.empty() &&
+        (!SockAddr::parse_ip(o.listen6, 0) || SockAddr::parse_ip(o.listen6, 0)->family() != AF_INET6))
+        return fmt::format("--listen6: '{}' is not an IPv6 address", o.listen6);
+    if (o.mark == 0)
+        return "--mark: must not be 0 (0 is every unmarked socket)";
+    return {};
+}
+
+}  // namespace
+
+ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
+{
+    CLI::App app{
+        "ktproxy: send every TCP connection made by the processes of one cgroup through a local\n"
+        "proxy, transparently (eBPF connect/sockops/getsockopt hooks + an io_uring relay).\n\n"
+        "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app\n"
+        "Then every connect() from a process in that cgroup goes via ktproxy to its original\n"
+        "destination. Stop with Ctrl-C: the hooks go away with the process (fail-open).",
+        "ktproxy"};
+    app.set_version_flag("--version", "ktproxy 0.1.0");
+    app.add_option("--cgroup", opts.cgroup,
+                   "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount")
+        ->required();
+    add_proxy_options(app, opts);
+
+    ParseResult r;
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+        r.message = app.help();
+        return r;
+    } catch (const CLI::CallForVersion&) {
+        r.message = "ktproxy 0.1.0\n";
+        return r;
+    } catch (const CLI::ParseError& e) {
+        r.exit_code = 2;
+        r.message = fmt::format("{} (see ktproxy --help)", e.what());
+        return r;
+    }
+    if (auto err = validate(opts); !err.empty()) {
+        r.exit_code = 2;
+        r.message = err;
+        return r;
+    }
+    r.run = true;
+    return r;
+}
+
+}  // namespace ktp

@@ -1,0 +1,48 @@
+// Command-line options of the daemon and the parser that fills them. Kept
+// free of side effects so that unit tests can drive it with argv arrays.
+#pragma once
+
+#include "log.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace ktp {
+
+struct Options {
+    // cgroup2 directory whose processes are intercepted: absolute, or relative
+    // to the cgroup2 mount ("app" -> /sys/fs/cgroup/app).
+    std::string cgroup;
+    // Listener addresses; the BPF hooks rewrite IPv4 connects to listen4 and
+    // IPv6 connects to listen6. An empty listen6 disables IPv6 interception.
+    std::string listen4 = "127.0.0.1";
+    std::string listen6 = "::1";
+    // 0: the kernel picks a free port (printed in the ready line).
+    uint16_t port = 0;
+    // SO_MARK on ktproxy's outgoing sockets, so the hooks let them through.
+    uint32_t mark = 0x6b74;
+    log::Level log_level = log::Level::info;
+    // Seconds to wait for the original destination to accept.
+    double connect_timeout = 10.0;
+    // Size of the BPF maps: connections in flight at once.
+    uint32_t max_conns = 65536;
+    // Per direction relay buffer, bytes.
+    uint32_t buffer_size = 64 * 1024;
+};
+
+struct ParseResult {
+    bool run = false;     // false: exit now with exit_code
+    int exit_code = 0;
+    std::string message;  // what to print (help text on stdout, or one error line)
+};
+
+// Adds the options every mode shares (listener, mark, timeouts, logging).
+void add_proxy_options(CLI::App& app, Options& opts);
+ParseResult parse_command_line(int argc, const char* const* argv, Options& opts);
+
+}  // namespace ktp

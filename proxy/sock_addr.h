@@ -1,0 +1,48 @@
+// A socket address (IPv4 or IPv6) with parsing, printing and the conversions
+// between the BPF maps' v4-mapped form and what sockets want.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+struct ktp_orig_dst;
+
+namespace ktp {
+
+class SockAddr {
+public:
+    SockAddr() = default;
+    SockAddr(const sockaddr* sa, socklen_t len);
+
+    // Numeric address only ("10.0.0.1", "fd00::1"); no name resolution.
+    static std::optional<SockAddr> parse_ip(std::string_view ip, uint16_t port);
+    static SockAddr from_orig_dst(const ktp_orig_dst& od);
+    static SockAddr peer_of(int fd);
+    static SockAddr local_of(int fd);
+
+    int family() const { return storage_.ss_family; }
+    uint16_t port() const;
+    bool empty() const { return len_ == 0; }
+    // IPv4 as 4 network-order bytes mapped into 16 (::ffff:a.b.c.d); IPv6 as is.
+    void to_mapped(uint32_t out[4]) const;
+    // An AF_INET6 address that is v4-mapped becomes AF_INET; others unchanged.
+    SockAddr unmapped() const;
+
+    const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+    socklen_t size() const { return len_; }
+
+    // "10.0.0.1:80", "[fd00::1]:443"
+    std::string to_string() const;
+    std::string ip_string() const;
+
+private:
+    sockaddr_storage storage_{};
+    socklen_t len_ = 0;
+};
+
+}  // namespace ktp

@@ -1,0 +1,156 @@
+// Loading and attaching the socket hooks through the libbpf skeleton.
+#include "sock_hooks.h"
+
+#include "bpf_abi.h"
+#include "error.h"
+#include "log.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstring>
+#include <vector>
+
+#include "sock_redirect.skel.h"
+
+namespace ktp {
+namespace {
+
+int libbpf_to_log(enum libbpf_print_level level, const char* format, va_list args)
+{
+    // libbpf's verifier dumps are long; only show them when asked for.
+    if (level == LIBBPF_DEBUG && !log::enabled(log::Level::trace))
+        return 0;
+    if (!log::enabled(log::Level::debug))
+        return 0;
+    char buf[1024];
+    int n = vsnprintf(buf, sizeof(buf), format, args);
+    std::string_view s(buf, n > 0 ? std::min<size_t>(n, sizeof(buf) - 1) : 0);
+    while (!s.empty() && s.back() == '\n')
+        s.remove_suffix(1);
+    log::write(log::Level::debug, fmt::format("libbpf: {}", s));
+    return 0;
+}
+
+uint64_t count_entries(int map_fd, size_t key_size)
+{
+    std::vector<unsigned char> key(key_size), next(key_size);
+    uint64_t n = 0;
+    void* prev = nullptr;
+    while (bpf_map_get_next_key(map_fd, prev, next.data()) == 0) {
+        ++n;
+        key.swap(next);
+        prev = key.data();
+        if (n > (1u << 26))
+            break;  // a map cannot be that big; guard against an endless walk
+    }
+    return n;
+}
+
+}  // namespace
+
+SockHooks::SockHooks(const HookConfig& cfg)
+{
+    libbpf_set_print(libbpf_to_log);
+    skel_ = sock_redirect__open();
+    if (!skel_)
+        fail_errno("open BPF object sock_redirect");
+
+    uint32_t ip4[4];
+    cfg.listen4.to_mapped(ip4);
+    skel_->rodata->ktp_proxy_ip4 = ip4[3];
+    skel_->rodata->ktp_proxy_port = htons(cfg.listen4.port());
+    if (cfg.listen6) {
+        uint32_t ip6[4];
+        cfg.listen6->to_mapped(ip6);
+        for (int i = 0; i < 4; ++i)
+            skel_->rodata->ktp_proxy_ip6[i] = ip6[i];
+        skel_->rodata->ktp_have_ip6 = 1;
+    }
+    skel_->rodata->ktp_mark = cfg.mark;
+    skel_->rodata->ktp_netns_cookie = cfg.netns_cookie;
+
+    bpf_map__set_max_entries(skel_->maps.ktp_orig_dst, cfg.max_conns);
+    bpf_map__set_max_entries(skel_->maps.ktp_tuples, cfg.max_conns);
+
+    if (int err = sock_redirect__load(skel_); err) {
+        sock_redirect__destroy(skel_);
+        skel_ = nullptr;
+        fail("load BPF programs (cgroup connect/sockops/getsockopt; needs a kernel >= 5.15 with BTF): {}",
+             errno_text(-err));
+    }
+}
+
+SockHooks::~SockHooks()
+{
+    detach();
+    if (skel_)
+        sock_redirect__destroy(skel_);
+}
+
+void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, const std::string& path)
+{
+    bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
+    if (!link)
+        fail_errno("attach {} to cgroup {}", what, path);
+    links_.push_back(link);
+}
+
+void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, const std::string& own_path)
+{
+    // getsockopt first: once connects are redirected, the proxy must already
+    // be able to ask for their destination.
+    attach_one("cgroup/getsockopt", skel_->progs.ktp_getsockopt, own_fd, own_path);
+    attach_one("sockops", skel_->progs.ktp_sockops, app_fd, app_path);
+    attach_one("cgroup/connect4", skel_->progs.ktp_connect4, app_fd, app_path);
+    attach_one("cgroup/connect6", skel_->progs.ktp_connect6, app_fd, app_path);
+}
+
+void SockHooks::detach()
+{
+    // Stop redirecting before anything else goes away.
+    for (auto it = links_.rbegin(); it != links_.rend(); ++it)
+        bpf_link__destroy(*it);
+    links_.clear();
+}
+
+Counters SockHooks::counters() const
+{
+    Counters total{};
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0)
+        return total;
+    std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
+    int fd = bpf_map__fd(skel_->maps.ktp_counters);
+    for (uint32_t i = 0; i < KTP_CTR_MAX; ++i) {
+        if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0)
+            continue;
+        for (auto v : per_cpu)
+            total[i] += v;
+    }
+    return total;
+}
+
+MapOccupancy SockHooks::occupancy() const
+{
+    return MapOccupancy{
+        count_entries(bpf_map__fd(skel_->maps.ktp_orig_dst), sizeof(uint64_t)),
+        count_entries(bpf_map__fd(skel_->maps.ktp_tuples), sizeof(ktp_tuple)),
+    };
+}
+
+std::string format_counters(const Counters& c, const MapOccupancy& m)
+{
+    return fmt::format(
+        "counters redirected={} skipped_mark={} skipped_netns={} skipped_local={} "
+        "orig_dst_answered={} orig_dst_missed={} map_full={} live_orig_dst={} live_tuples={}",
+        c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
+        c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
+        c[KTP_CTR_MAP_FULL], m.orig_dst, m.tuples);
+}
+
+}  // namespace ktp

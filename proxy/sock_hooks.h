@@ -1,0 +1,61 @@
+// Owner of the loaded socket hooks (sock_redirect skeleton) and their links.
+// Destroying it detaches every program: ktproxy fails open by construction.
+#pragma once
+
+#include "sock_addr.h"
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ktproxy_shared.h"
+
+struct sock_redirect;
+struct bpf_link;
+struct bpf_program;
+
+namespace ktp {
+
+struct HookConfig {
+    SockAddr listen4;            // port included
+    std::optional<SockAddr> listen6;
+    uint32_t mark = 0;
+    uint64_t netns_cookie = 0;
+    uint32_t max_conns = 65536;
+};
+
+using Counters = std::array<uint64_t, KTP_CTR_MAX>;
+
+struct MapOccupancy {
+    uint64_t orig_dst = 0;
+    uint64_t tuples = 0;
+};
+
+class SockHooks {
+public:
+    // Opens and loads the programs with the config baked into rodata.
+    explicit SockHooks(const HookConfig& cfg);
+    ~SockHooks();
+    SockHooks(const SockHooks&) = delete;
+    SockHooks& operator=(const SockHooks&) = delete;
+
+    // connect4/connect6/sockops on the app's cgroup, getsockopt on ktproxy's own.
+    void attach(int app_cgroup_fd, const std::string& app_cgroup_path, int own_cgroup_fd,
+                const std::string& own_cgroup_path);
+    void detach();
+
+    Counters counters() const;
+    MapOccupancy occupancy() const;
+
+private:
+    void attach_one(const char* what, ::bpf_program* prog, int cgroup_fd, const std::string& path);
+
+    sock_redirect* skel_ = nullptr;
+    std::vector<bpf_link*> links_;
+};
+
+std::string format_counters(const Counters& c, const MapOccupancy& m);
+
+}  // namespace ktp
