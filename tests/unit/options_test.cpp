@@ -1,0 +1,79 @@
+// Command-line parsing: defaults, values, and one-line errors for bad input.
+#include "options.h"
+
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+using namespace ktp;
+
+static ParseResult parse(std::vector<const char*> args, Options& o)
+{
+    args.insert(args.begin(), "ktproxy");
+    return parse_command_line(static_cast<int>(args.size()), args.data(), o);
+}
+
+static bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == std::string::npos; }
+
+TEST_CASE("--cgroup alone runs with the documented defaults")
+{
+    Options o;
+    auto r = parse({"--cgroup", "/sys/fs/cgroup/app"}, o);
+    REQUIRE(r.run);
+    CHECK(o.cgroup == "/sys/fs/cgroup/app");
+    CHECK(o.listen4 == "127.0.0.1");
+    CHECK(o.listen6 == "::1");
+    CHECK(o.port == 0);
+    CHECK(o.mark == 0x6b74);
+    CHECK(o.log_level == log::Level::info);
+}
+
+TEST_CASE("every flag takes its value")
+{
+    Options o;
+    auto r = parse({"--cgroup", "app", "--port", "15001", "--mark", "0x100", "--listen4", "127.0.0.2",
+                    "--listen6", "", "--log-level", "debug", "--connect-timeout", "2.5"},
+                   o);
+    REQUIRE(r.run);
+    CHECK(o.port == 15001);
+    CHECK(o.mark == 0x100);
+    CHECK(o.listen4 == "127.0.0.2");
+    CHECK(o.listen6.empty());
+    CHECK(o.log_level == log::Level::debug);
+    CHECK(o.connect_timeout == Approx(2.5));
+}
+
+TEST_CASE("bad input gives one line and a non-zero exit")
+{
+    Options o;
+    std::vector<std::vector<const char*>> bad = {
+        {},                                           // --cgroup missing
+        {"--cgroup", "x", "--bogus"},                 // unknown flag
+        {"--cgroup", "x", "--port", "70000"},         // out of range
+        {"--cgroup", "x", "--port", "http"},          // not a number
+        {"--cgroup", "x", "--log-level", "loud"},     // not a level
+        {"--cgroup", "x", "--listen4", "::1"},        // wrong family
+        {"--cgroup", "x", "--listen6", "10.0.0.1"},   // wrong family
+        {"--cgroup", "x", "--listen4", "localhost"},  // names are not resolved
+        {"--cgroup", "x", "--mark", "0"},             // every socket has mark 0
+        {"--cgroup", "x", "--connect-timeout", "0"},
+        {"--cgroup", "x", "stray"},
+    };
+    for (auto& args : bad) {
+        Options fresh;
+        auto r = parse(args, fresh);
+        INFO("args: " << (args.empty() ? "(none)" : args.back()) << " -> " << r.message);
+        CHECK_FALSE(r.run);
+        CHECK(r.exit_code != 0);
+        CHECK(one_line(r.message));
+    }
+}
+
+TEST_CASE("--help prints usage and exits 0")
+{
+    Options o;
+    auto r = parse({"--help"}, o);
+    CHECK_FALSE(r.run);
+    CHECK(r.exit_code == 0);
+    CHECK(r.message.find("--cgroup") != std::string::npos);
+}
