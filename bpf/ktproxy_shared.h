@@ -23,6 +23,8 @@ enum ktp_counter {
 	KTP_CTR_ORIG_DST_ANSWERED,  /* getsockopt(SO_ORIGINAL_DST) answered */
 	KTP_CTR_ORIG_DST_MISSED,    /* asked on the proxy's socket, no entry */
 	KTP_CTR_MAP_FULL,           /* could not store the original destination */
+	KTP_CTR_BYPASSED,           /* a `direct` rule left the connect untouched */
+	KTP_CTR_BLOCKED,            /* a `block` rule failed the connect (EPERM) */
 	KTP_CTR_MAX,
 };
 
@@ -48,6 +50,42 @@ struct ktp_tuple {
 	__u16 dst_port;    /* network byte order */
 	__u16 family;      /* KTP_AF_INET or KTP_AF_INET6 (wire family) */
 	__u16 _pad;
+};
+
+/* Routing rules compiled for the connect hooks (proxy/route_compiler.cpp).
+ * Map ktp_routes (LPM trie): key = prefix in the v4-mapped IPv6 space, value =
+ * the ordered list of every rule whose prefix contains that key's prefix, so
+ * that the longest-prefix hit alone decides first-match order. Owner: the
+ * loader; rewritten on reload (SIGHUP), never by the kernel. */
+enum ktp_action {
+	KTP_ACT_DIRECT = 0,  /* leave the connect alone: the proxy never sees it */
+	KTP_ACT_BLOCK = 1,   /* fail the connect with EPERM */
+	KTP_ACT_PROXY = 2,   /* redirect to ktproxy */
+};
+
+/* The rule also names a domain: only the proxy can finish the decision, so
+ * a connection matching its address/port is redirected for sniffing. */
+#define KTP_ROUTE_F_DOMAIN 0x1
+
+#define KTP_ROUTE_MAX 32
+
+struct ktp_lpm_key {
+	__u32 prefixlen;  /* 0..128 over addr */
+	__u32 addr[4];    /* network order, IPv4 as v4-mapped */
+};
+
+struct ktp_route_entry {
+	__u16 port_lo;  /* host order, inclusive; 0-65535 when the rule has no port */
+	__u16 port_hi;
+	__u8 action;    /* enum ktp_action */
+	__u8 flags;     /* KTP_ROUTE_F_* */
+	__u16 rule;     /* index of the rule, for logs and tests */
+};
+
+struct ktp_route_set {
+	__u32 count;
+	__u32 _pad;
+	struct ktp_route_entry entries[KTP_ROUTE_MAX];
 };
 
 #endif

@@ -41,4 +41,27 @@ static __always_inline __u16 ktp_wire_family(const __u32 a[4])
 	return ktp_is_v4mapped(a) ? KTP_AF_INET : KTP_AF_INET6;
 }
 
+/* First entry of a route set that matches the port decides; a domain entry
+ * that matches sends the connection to the proxy to finish the decision.
+ * Returns an enum ktp_action. */
+static __always_inline __u32 ktp_route_decide(const struct ktp_route_set *set, __u16 port,
+					      __u32 default_action)
+{
+	if (!set)
+		return default_action;
+	for (__u32 i = 0; i < KTP_ROUTE_MAX; i++) {
+		const struct ktp_route_entry *e;
+
+		if (i >= set->count)
+			break;
+		e = &set->entries[i];
+		if (port < e->port_lo || port > e->port_hi)
+			continue;
+		if (e->flags & KTP_ROUTE_F_DOMAIN)
+			return KTP_ACT_PROXY;
+		return e->action;
+	}
+	return default_action;
+}
+
 #endif

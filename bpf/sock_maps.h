@@ -29,6 +29,16 @@ struct {
 	__type(value, __u64);
 } ktp_counters SEC(".maps");
 
+/* Routing rules; empty means "everything goes to the proxy" (the default
+ * action below, set by the loader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ktp_lpm_key);
+	__type(value, struct ktp_route_set);
+} ktp_routes SEC(".maps");
+
 static __always_inline void ktp_count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&ktp_counters, &which);

@@ -24,6 +24,36 @@ const volatile __u8 ktp_have_ip6 = 0;          /* an IPv6 listener exists */
 const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's own sockets */
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
 
+/* Action when no rule matches. Writable at run time (reload) through the
+ * skeleton's mmapped .data, hence not const. */
+__u32 ktp_default_action = KTP_ACT_PROXY;
+
+/* Route a destination (v4-mapped, port in network order) through the rules.
+ * Returns 1 to let the connect proceed untouched, 0 to fail it with EPERM,
+ * -1 to redirect it to the proxy. */
+static __always_inline int ktp_route(const __u32 dst[4], __u32 port_net)
+{
+	struct ktp_lpm_key key = {.prefixlen = 128};
+	struct ktp_route_set *set;
+	__u32 action;
+
+	key.addr[0] = dst[0];
+	key.addr[1] = dst[1];
+	key.addr[2] = dst[2];
+	key.addr[3] = dst[3];
+	set = bpf_map_lookup_elem(&ktp_routes, &key);
+	action = ktp_route_decide(set, bpf_ntohs((__u16)port_net), ktp_default_action);
+	if (action == KTP_ACT_DIRECT) {
+		ktp_count(KTP_CTR_BYPASSED);
+		return 1;
+	}
+	if (action == KTP_ACT_BLOCK) {
+		ktp_count(KTP_CTR_BLOCKED);
+		return 0;
+	}
+	return -1;
+}
+
 static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
@@ -65,6 +95,7 @@ SEC("cgroup/connect4")
 int ktp_connect4(struct bpf_sock_addr *ctx)
 {
 	__u32 dst[4];
+	int verdict;
 
 	if (ktp_should_skip(ctx))
 		return 1;
@@ -73,6 +104,9 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 	ktp_map_v4(dst, ctx->user_ip4);
+	verdict = ktp_route(dst, ctx->user_port);
+	if (verdict >= 0)
+		return verdict;
 	if (ktp_remember(ctx, dst, ctx->user_port))
 		return 1;
 	ctx->user_ip4 = ktp_proxy_ip4;
@@ -85,7 +119,7 @@ SEC("cgroup/connect6")
 int ktp_connect6(struct bpf_sock_addr *ctx)
 {
 	__u32 dst[4];
-	int mapped;
+	int mapped, verdict;
 
 	if (ktp_should_skip(ctx))
 		return 1;
@@ -98,6 +132,9 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
 		return 1;
 	}
+	verdict = ktp_route(dst, ctx->user_port);
+	if (verdict >= 0)
+		return verdict;
 	if (!mapped && !ktp_have_ip6)
 		return 1;
 	if (ktp_remember(ctx, dst, ctx->user_port))
