@@ -18,12 +18,21 @@ std::string_view end_name(End e)
     return "?";
 }
 
-Ops Relay::start()
+Ops Relay::start(uint32_t pending_c2u, uint32_t pending_u2c)
 {
     Ops out;
+    const uint32_t pending[2] = {pending_c2u, pending_u2c};
     for (Dir d : {Dir::ClientToUpstream, Dir::UpstreamToClient}) {
-        flows_[idx(d)].state = State::reading;
-        out.push({Op::recv, d, 0, 0});
+        Flow& f = flows_[idx(d)];
+        if (pending[idx(d)] > 0) {
+            f.state = State::writing;
+            f.sent = 0;
+            f.pending = pending[idx(d)];
+            out.push({Op::send, d, 0, f.pending});
+        } else {
+            f.state = State::reading;
+            out.push({Op::recv, d, 0, 0});
+        }
     }
     return out;
 }

@@ -49,8 +49,10 @@ struct Ops {
 
 class Relay {
 public:
-    // Both sockets connected: start reading both ways.
-    Ops start();
+    // Both sockets connected: start reading both ways. Bytes already sitting
+    // at the start of a direction's buffer (sniffed client bytes, or tunnel
+    // bytes that arrived with the upstream's handshake reply) are sent first.
+    Ops start(uint32_t pending_c2u = 0, uint32_t pending_u2c = 0);
     // res: bytes received (>0), 0 for EOF, -errno for failure.
     Ops on_recv(Dir d, int res);
     // res: bytes sent (>0) or -errno.

@@ -132,3 +132,23 @@ TEST_CASE("end reasons have stable log names")
     CHECK(end_name(End::timeout) == "timeout");
     CHECK(end_name(End::error) == "error");
 }
+
+TEST_CASE("bytes read before the relay started (sniffed or after a handshake) are sent first, nothing lost")
+{
+    Relay r;
+    Ops ops = r.start(517, 0);
+    REQUIRE(ops.n == 2);
+    const Op& c2u = ops.ops[0].dir == C2U ? ops.ops[0] : ops.ops[1];
+    const Op& u2c = ops.ops[0].dir == C2U ? ops.ops[1] : ops.ops[0];
+    CHECK(c2u.kind == Op::send);
+    CHECK(c2u.offset == 0);
+    CHECK(c2u.len == 517);
+    CHECK(u2c.kind == Op::recv);
+    CHECK(only(r.on_send(C2U, 517)).kind == Op::recv);
+    CHECK(r.bytes(C2U) == 517);
+
+    Relay both;
+    Ops b = both.start(10, 20);
+    CHECK(b.ops[0].kind == Op::send);
+    CHECK(b.ops[1].kind == Op::send);
+}
