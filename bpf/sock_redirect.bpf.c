@@ -10,6 +10,7 @@
 #include "ktproxy_shared.h"
 #include "sock_logic.h"
 #include "sock_maps.h"
+#include "sock_route.h"
 
 #define SOL_IP 0
 #define SOL_IPV6 41
@@ -23,36 +24,6 @@ const volatile __u16 ktp_proxy_port = 0;       /* network order */
 const volatile __u8 ktp_have_ip6 = 0;          /* an IPv6 listener exists */
 const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's own sockets */
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
-
-/* Action when no rule matches. Writable at run time (reload) through the
- * skeleton's mmapped .data, hence not const. */
-__u32 ktp_default_action = KTP_ACT_PROXY;
-
-/* Route a destination (v4-mapped, port in network order) through the rules.
- * Returns 1 to let the connect proceed untouched, 0 to fail it with EPERM,
- * -1 to redirect it to the proxy. */
-static __always_inline int ktp_route(const __u32 dst[4], __u32 port_net)
-{
-	struct ktp_lpm_key key = {.prefixlen = 128};
-	struct ktp_route_set *set;
-	__u32 action;
-
-	key.addr[0] = dst[0];
-	key.addr[1] = dst[1];
-	key.addr[2] = dst[2];
-	key.addr[3] = dst[3];
-	set = bpf_map_lookup_elem(&ktp_routes, &key);
-	action = ktp_route_decide(set, bpf_ntohs((__u16)port_net), ktp_default_action);
-	if (action == KTP_ACT_DIRECT) {
-		ktp_count(KTP_CTR_BYPASSED);
-		return 1;
-	}
-	if (action == KTP_ACT_BLOCK) {
-		ktp_count(KTP_CTR_BLOCKED);
-		return 0;
-	}
-	return -1;
-}
 
 static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx)
 {
@@ -153,6 +124,39 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 	}
 	ctx->user_port = ktp_proxy_port;
 	ktp_count(KTP_CTR_REDIRECTED);
+	return 1;
+}
+
+/* getpeername() on a redirected socket reports the destination the app asked
+ * for, not ktproxy's listener: some apps check whom they are talking to. */
+SEC("cgroup/getpeername4")
+int ktp_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct ktp_orig_dst *od = bpf_map_lookup_elem(&ktp_orig_dst, &cookie);
+
+	if (!od || od->family != KTP_AF_INET)
+		return 1;
+	ctx->user_ip4 = od->addr[3];
+	ctx->user_port = od->port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int ktp_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct ktp_orig_dst *od = bpf_map_lookup_elem(&ktp_orig_dst, &cookie);
+
+	if (!od)
+		return 1;
+	/* An AF_INET6 socket talking IPv4 gets the v4-mapped form back, which is
+	 * what od->addr already holds. */
+	ctx->user_ip6[0] = od->addr[0];
+	ctx->user_ip6[1] = od->addr[1];
+	ctx->user_ip6[2] = od->addr[2];
+	ctx->user_ip6[3] = od->addr[3];
+	ctx->user_port = od->port;
 	return 1;
 }
 

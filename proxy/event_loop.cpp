@@ -1,21 +1,34 @@
 // The io_uring loop. Per-operation context is packed into user_data: the
 // object pointer (32-byte aligned) in the high bits, the operation tag and
 // relay direction in the low 5 bits. One dispatcher handles every completion.
+//
+// A connection goes through phases, each driven by completions:
+//   sniff (only when a domain rule needs the client's first bytes)
+//   -> connect (original destination or upstream proxy, linked timeout)
+//   -> handshake (SOCKS5 / HTTP CONNECT state machine, bytes in, bytes out)
+//   -> relay (Relay state machine; sniffed bytes are replayed first).
 #include "event_loop.h"
 
 #include "error.h"
+#include "handshake.h"
+#include "http_connect.h"
 #include "log.h"
+#include "sniff.h"
+#include "socks5.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 #include <cmath>
 #include <cstring>
 
 namespace ktp {
+
+// Enough for any ClientHello we care about and an HTTP request head; larger
+// first flights are routed without a name.
+constexpr uint32_t kSniffCap = 16 * 1024;
 
 struct alignas(32) Conn {
     UniqueFd fd[2];  // [0] client (accepted), [1] upstream
@@ -26,10 +39,24 @@ struct alignas(32) Conn {
     bool aborting = false;        // cancel issued; reset both when drained
     bool closing = false;         // finished; release when drained
     End early_end = End::none;    // set when the relay never started
-    const char* detail = "";
+    std::string detail;
     std::chrono::steady_clock::time_point started;
     __kernel_timespec timeout{};
     Conn* next_free = nullptr;
+
+    // Routing.
+    std::shared_ptr<const Router> router;
+    const Upstream* upstream = nullptr;
+    std::string route_name = "direct";
+    std::string domain;
+    bool sniffed = false;
+    uint32_t sniff_len = 0;  // client bytes held at the start of the c2u buffer
+
+    // Upstream handshake.
+    std::unique_ptr<Handshake> hs;
+    std::string hs_out;
+    uint32_t hs_out_sent = 0;
+    uint32_t hs_in = 0;  // unconsumed upstream bytes at the start of the u2c buffer
 
     int src(Dir d) const { return fd[idx(d)].get(); }
     int dst(Dir d) const { return fd[idx(other(d))].get(); }
@@ -41,12 +68,15 @@ enum Tag : uint64_t {
     kIgnore = 0,
     kAccept,
     kConnect,
-    kConnectTimeout,
+    kLinkTimeout,
     kRecv,
     kSend,
     kShutdown,
     kCancel,
     kSignal,
+    kSniffRecv,
+    kHsSend,
+    kHsRecv,
 };
 constexpr uint64_t kTagMask = 0xf;
 constexpr uint64_t kDirBit = 0x10;
@@ -75,10 +105,20 @@ void close_with_reset(UniqueFd& fd)
     fd.reset();
 }
 
+__kernel_timespec to_timespec(double seconds)
+{
+    double whole = std::floor(seconds);
+    __kernel_timespec ts{};
+    ts.tv_sec = static_cast<long long>(whole);
+    ts.tv_nsec = static_cast<long long>((seconds - whole) * 1e9);
+    return ts;
+}
+
 }  // namespace
 
-EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener>& listeners, std::function<void()> on_usr1)
-    : cfg_(cfg), listeners_(listeners), on_usr1_(std::move(on_usr1))
+EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener>& listeners, std::shared_ptr<const Router> router,
+                     Hooks hooks)
+    : cfg_(cfg), listeners_(listeners), router_(std::move(router)), hooks_(std::move(hooks))
 {
     io_uring_params p{};
     // SINGLE_ISSUER + DEFER_TASKRUN: only this thread submits, and completions
@@ -104,9 +144,8 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener>& listeners, st
     if (!signal_fd_)
         fail_errno("signalfd");
 
-    double whole = std::floor(cfg_.connect_timeout);
-    connect_timeout_.tv_sec = static_cast<long long>(whole);
-    connect_timeout_.tv_nsec = static_cast<long long>((cfg_.connect_timeout - whole) * 1e9);
+    connect_timeout_ = to_timespec(cfg_.connect_timeout);
+    sniff_timeout_ = to_timespec(cfg_.sniff_timeout);
 }
 
 EventLoop::~EventLoop() { io_uring_queue_exit(&ring_); }
@@ -121,6 +160,29 @@ io_uring_sqe* EventLoop::sqe()
     if (!s)
         fail("io_uring submission queue full");
     return s;
+}
+
+char* EventLoop::buffer(Conn& c, Dir d) const
+{
+    return c.buf.get() + static_cast<size_t>(idx(d)) * cfg_.buffer_size;
+}
+
+void EventLoop::reserve(unsigned n)
+{
+    // A linked pair must go to the kernel in one submission, or the link is
+    // cut and the operation would run without its timeout.
+    if (io_uring_sq_space_left(&ring_) < n)
+        io_uring_submit(&ring_);
+}
+
+void EventLoop::link_timeout(Conn& c, const __kernel_timespec& ts)
+{
+    // The previous SQE carries IOSQE_IO_LINK; this one bounds it.
+    c.timeout = ts;
+    io_uring_sqe* s = sqe();
+    io_uring_prep_link_timeout(s, &c.timeout, 0);
+    io_uring_sqe_set_data64(s, pack(&c, kLinkTimeout));
+    ++c.inflight;
 }
 
 void EventLoop::arm_accept(Listener& l)
@@ -144,19 +206,28 @@ Conn* EventLoop::alloc_conn()
     Conn* c = free_;
     if (c) {
         free_ = c->next_free;
-        Relay fresh;
-        c->relay = fresh;
+        c->relay = Relay();
         c->inflight = 0;
         c->aborting = c->closing = false;
         c->early_end = End::none;
-        c->detail = "";
+        c->detail.clear();
         c->client = c->orig = c->via = SockAddr();
+        c->upstream = nullptr;
+        c->route_name = "direct";
+        c->domain.clear();
+        c->sniffed = false;
+        c->sniff_len = 0;
+        c->hs.reset();
+        c->hs_out.clear();
+        c->hs_out_sent = 0;
+        c->hs_in = 0;
     } else {
         all_.push_back(std::make_unique<Conn>());
         c = all_.back().get();
         c->buf = std::make_unique<char[]>(2 * static_cast<size_t>(cfg_.buffer_size));
     }
     c->next_free = nullptr;
+    c->router = router_;
     c->started = std::chrono::steady_clock::now();
     ++live_;
     return c;
@@ -176,45 +247,95 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
 
     sockaddr_storage ss{};
     socklen_t len = l.orig_dst_level == SOL_IPV6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-    if (getsockopt(res, l.orig_dst_level, 80 /* SO_ORIGINAL_DST */, &ss, &len) != 0) {
-        fail_early(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
-        return;
-    }
+    if (getsockopt(res, l.orig_dst_level, 80 /* SO_ORIGINAL_DST */, &ss, &len) != 0)
+        return fail_early(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
     c.orig = SockAddr(reinterpret_cast<sockaddr*>(&ss), len).unmapped();
-    if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string()) {
-        fail_early(c, End::error, "original destination is ktproxy itself");
-        return;
-    }
-
-    c.fd[1] = UniqueFd(::socket(c.orig.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!c.fd[1]) {
-        fail_early(c, End::error, "upstream socket() failed");
-        return;
-    }
-    if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0) {
-        fail_early(c, End::error, "SO_MARK on upstream socket failed");
-        return;
-    }
+    if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
+        return fail_early(c, End::error, "original destination is ktproxy itself");
     set_nodelay(c.fd[0].get());
-    set_nodelay(c.fd[1].get());
 
-    io_uring_sqe* s = sqe();
-    io_uring_prep_connect(s, c.fd[1].get(), c.orig.get(), c.orig.size());
-    io_uring_sqe_set_data64(s, pack(&c, kConnect));
-    s->flags |= IOSQE_IO_LINK;
-    c.timeout = connect_timeout_;
-    s = sqe();
-    io_uring_prep_link_timeout(s, &c.timeout, 0);
-    io_uring_sqe_set_data64(s, pack(&c, kConnectTimeout));
-    c.inflight += 2;
+    if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff)
+        return sniff_more(c);
+    route(c, nullptr);
 }
 
-void EventLoop::fail_early(Conn& c, End why, const char* detail)
+void EventLoop::sniff_more(Conn& c)
+{
+    char* base = buffer(c, Dir::ClientToUpstream);
+    reserve(2);
+    io_uring_sqe* s = sqe();
+    io_uring_prep_recv(s, c.fd[0].get(), base + c.sniff_len, kSniffCap - c.sniff_len, 0);
+    io_uring_sqe_set_data64(s, pack(&c, kSniffRecv));
+    s->flags |= IOSQE_IO_LINK;
+    ++c.inflight;
+    // Server-speaks-first protocols never send: the timeout routes them
+    // without a name instead of hanging.
+    link_timeout(c, sniff_timeout_);
+}
+
+void EventLoop::on_sniff(Conn& c, int res)
+{
+    if (c.aborting)
+        return maybe_release(c);
+    if (res < 0 && res != -ECANCELED)
+        return fail_early(c, End::reset, fmt::format("client: {}", errno_text(-res)));
+    if (res > 0) {
+        c.sniff_len += static_cast<uint32_t>(res);
+        SniffResult r = sniff_domain(std::string_view(buffer(c, Dir::ClientToUpstream), c.sniff_len));
+        if (r.status == SniffResult::need_more && c.sniff_len < kSniffCap)
+            return sniff_more(c);
+        if (r.status == SniffResult::found)
+            c.domain = r.domain;
+    }
+    // Timeout (-ECANCELED), EOF (0: recv will see it again in the relay), or
+    // enough bytes: decide with what we know.
+    c.sniffed = true;
+    route(c, &c.domain);
+}
+
+void EventLoop::route(Conn& c, const std::string* domain)
+{
+    Decision d = c.router->decide(c.orig, domain);
+    if (d.kind == Decision::need_sniff)
+        d = c.router->decide(c.orig, &c.domain);  // cannot happen after sniffing; be safe
+    if (d.action.kind == ActionKind::block) {
+        c.route_name = "block";
+        return fail_early(c, End::blocked, d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default");
+    }
+    c.upstream = d.action.kind == ActionKind::proxy ? d.upstream : c.router->upstream("direct");
+    c.route_name = c.upstream ? c.upstream->name : "direct";
+
+    const SockAddr* target = &c.orig;
+    if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
+        target = &c.upstream->addr;
+        Target t{c.domain, c.orig};
+        if (c.upstream->url.kind == UpstreamUrl::Kind::socks5)
+            c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t);
+        else
+            c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
+    }
+
+    c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!c.fd[1])
+        return fail_early(c, End::error, fmt::format("upstream socket(): {}", errno_text(errno)));
+    if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0)
+        return fail_early(c, End::error, fmt::format("SO_MARK on upstream socket: {}", errno_text(errno)));
+    set_nodelay(c.fd[1].get());
+
+    reserve(2);
+    io_uring_sqe* s = sqe();
+    io_uring_prep_connect(s, c.fd[1].get(), target->get(), target->size());
+    io_uring_sqe_set_data64(s, pack(&c, kConnect));
+    s->flags |= IOSQE_IO_LINK;
+    ++c.inflight;
+    link_timeout(c, connect_timeout_);
+}
+
+void EventLoop::fail_early(Conn& c, End why, std::string detail)
 {
     c.early_end = why;
-    c.detail = detail;
-    c.aborting = true;
-    maybe_release(c);
+    c.detail = std::move(detail);
+    start_abort(c);
 }
 
 void EventLoop::on_connect(Conn& c, int res)
@@ -225,19 +346,103 @@ void EventLoop::on_connect(Conn& c, int res)
         End why = res == -ECANCELED || res == -ETIMEDOUT ? End::timeout
                   : res == -ECONNREFUSED                 ? End::refused
                                                          : End::error;
-        c.detail = strerror(-res);
+        const char* what = c.hs ? "upstream proxy" : "destination";
         // The app asked for a connection that cannot be made: tell it with a
         // reset, as the destination itself would have.
-        return fail_early(c, why, c.detail);
+        return fail_early(c, why,
+                          fmt::format("{}: {}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res)));
     }
+    if (c.hs)
+        return hs_step(c, c.hs->start());
+    start_relay(c, c.sniff_len, 0);
+}
+
+void EventLoop::hs_step(Conn& c, HandshakeStep step)
+{
+    // Drop what the handshake consumed; the rest stays for the next step or,
+    // once done, for the tunnel.
+    uint32_t used = static_cast<uint32_t>(std::min<size_t>(step.consumed, c.hs_in));
+    char* in = buffer(c, Dir::UpstreamToClient);
+    std::memmove(in, in + used, c.hs_in - used);
+    c.hs_in -= used;
+
+    switch (step.kind) {
+    case HandshakeStep::send: {
+        c.hs_out = std::move(step.out);
+        c.hs_out_sent = 0;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_send(s, c.fd[1].get(), c.hs_out.data(), c.hs_out.size(), MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(s, pack(&c, kHsSend));
+        ++c.inflight;
+        return;
+    }
+    case HandshakeStep::need_more: {
+        if (c.hs_in >= cfg_.buffer_size)
+            return fail_early(c, End::upstream, "upstream handshake reply too large");
+        reserve(2);
+        io_uring_sqe* s = sqe();
+        io_uring_prep_recv(s, c.fd[1].get(), in + c.hs_in, cfg_.buffer_size - c.hs_in, 0);
+        io_uring_sqe_set_data64(s, pack(&c, kHsRecv));
+        s->flags |= IOSQE_IO_LINK;
+        ++c.inflight;
+        link_timeout(c, connect_timeout_);
+        return;
+    }
+    case HandshakeStep::done:
+        c.hs.reset();
+        return start_relay(c, c.sniff_len, c.hs_in);
+    case HandshakeStep::failed:
+        return fail_early(c, End::upstream, step.error);
+    }
+}
+
+void EventLoop::on_hs_send(Conn& c, int res)
+{
+    if (c.aborting)
+        return maybe_release(c);
+    if (res <= 0)
+        return fail_early(c, End::upstream,
+                          fmt::format("upstream proxy: send: {}", res == 0 ? "closed" : errno_text(-res)));
+    c.hs_out_sent += static_cast<uint32_t>(res);
+    if (c.hs_out_sent < c.hs_out.size()) {
+        io_uring_sqe* s = sqe();
+        io_uring_prep_send(s, c.fd[1].get(), c.hs_out.data() + c.hs_out_sent, c.hs_out.size() - c.hs_out_sent,
+                           MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(s, pack(&c, kHsSend));
+        ++c.inflight;
+        return;
+    }
+    if (c.hs_in > 0)
+        return hs_step(c, c.hs->feed(std::string_view(buffer(c, Dir::UpstreamToClient), c.hs_in)));
+    HandshakeStep wait;
+    wait.kind = HandshakeStep::need_more;
+    hs_step(c, std::move(wait));
+}
+
+void EventLoop::on_hs_recv(Conn& c, int res)
+{
+    if (c.aborting)
+        return maybe_release(c);
+    if (res == -ECANCELED)
+        return fail_early(c, End::timeout, "upstream proxy: handshake timed out");
+    if (res < 0)
+        return fail_early(c, End::upstream, fmt::format("upstream proxy: {}", errno_text(-res)));
+    if (res == 0)
+        return fail_early(c, End::upstream, "upstream proxy closed the connection during the handshake");
+    c.hs_in += static_cast<uint32_t>(res);
+    hs_step(c, c.hs->feed(std::string_view(buffer(c, Dir::UpstreamToClient), c.hs_in)));
+}
+
+void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
+{
     c.via = SockAddr::local_of(c.fd[1].get());
-    apply(c, c.relay.start());
+    apply(c, c.relay.start(pending_c2u, pending_u2c));
 }
 
 void EventLoop::apply(Conn& c, const Ops& ops)
 {
     for (const Op& op : ops) {
-        char* base = c.buf.get() + static_cast<size_t>(idx(op.dir)) * cfg_.buffer_size;
+        char* base = buffer(c, op.dir);
         io_uring_sqe* s = nullptr;
         switch (op.kind) {
         case Op::recv:
@@ -291,7 +496,7 @@ void EventLoop::maybe_release(Conn& c)
 {
     if (c.inflight > 0 || !(c.aborting || c.closing))
         return;
-    log_conn(c, c.detail);
+    log_conn(c);
     if (c.aborting) {
         close_with_reset(c.fd[0]);
         close_with_reset(c.fd[1]);
@@ -299,12 +504,14 @@ void EventLoop::maybe_release(Conn& c)
         c.fd[0].reset();
         c.fd[1].reset();
     }
+    c.router.reset();
+    c.hs.reset();
     c.next_free = free_;
     free_ = &c;
     --live_;
 }
 
-void EventLoop::log_conn(const Conn& c, const char* detail) const
+void EventLoop::log_conn(const Conn& c) const
 {
     if (!log::enabled(log::Level::info))
         return;
@@ -312,10 +519,14 @@ void EventLoop::log_conn(const Conn& c, const char* detail) const
     if (end == End::none)
         end = End::reset;
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c.started).count();
-    log::info("conn client={} orig={} via={} route=direct c2s={} s2c={} ms={:.3f} end={}{}{}", c.client.to_string(),
-              c.orig.to_string(), c.via.to_string(), c.relay.bytes(Dir::ClientToUpstream),
-              c.relay.bytes(Dir::UpstreamToClient), ms, end_name(end), *detail ? " reason=" : "",
-              *detail ? fmt::format("\"{}\"", detail) : std::string());
+    std::string extra;
+    if (c.sniffed)
+        extra += fmt::format(" domain={}", c.domain.empty() ? "-" : c.domain);
+    if (!c.detail.empty())
+        extra += fmt::format(" reason=\"{}\"", c.detail);
+    log::info("conn client={} orig={} via={} route={} c2s={} s2c={} ms={:.3f} end={}{}", c.client.to_string(),
+              c.orig.to_string(), c.via.to_string(), c.route_name, c.relay.bytes(Dir::ClientToUpstream),
+              c.relay.bytes(Dir::UpstreamToClient), ms, end_name(end), extra);
 }
 
 void EventLoop::on_signal(int res)
@@ -326,8 +537,9 @@ void EventLoop::on_signal(int res)
     }
     int signo = static_cast<int>(siginfo_.ssi_signo);
     if (signo == SIGUSR1 || signo == SIGHUP) {
-        if (on_usr1_)
-            on_usr1_();
+        auto& hook = signo == SIGUSR1 ? hooks_.on_usr1 : hooks_.on_hup;
+        if (hook)
+            hook();
         arm_signal();
         return;
     }
@@ -355,33 +567,34 @@ int EventLoop::run()
             Dir dir = (ud & kDirBit) ? Dir::UpstreamToClient : Dir::ClientToUpstream;
             void* ptr = reinterpret_cast<void*>(ud & ~kLowMask);
             int res = cqe->res;
-            switch (tag) {
-            case kIgnore:
-                break;
-            case kAccept:
+            if (tag == kIgnore)
+                continue;
+            if (tag == kAccept) {
                 on_accept(*static_cast<Listener*>(ptr), res, cqe->flags);
-                break;
-            case kSignal:
+                continue;
+            }
+            if (tag == kSignal) {
                 on_signal(res);
-                break;
-            case kConnect: {
-                Conn& c = *static_cast<Conn*>(ptr);
-                --c.inflight;
+                continue;
+            }
+            Conn& c = *static_cast<Conn*>(ptr);
+            --c.inflight;
+            switch (tag) {
+            case kConnect:
                 on_connect(c, res);
                 break;
-            }
-            case kConnectTimeout:
-            case kCancel: {
-                Conn& c = *static_cast<Conn*>(ptr);
-                --c.inflight;
-                maybe_release(c);
+            case kSniffRecv:
+                on_sniff(c, res);
                 break;
-            }
+            case kHsSend:
+                on_hs_send(c, res);
+                break;
+            case kHsRecv:
+                on_hs_recv(c, res);
+                break;
             case kRecv:
             case kSend:
             case kShutdown: {
-                Conn& c = *static_cast<Conn*>(ptr);
-                --c.inflight;
                 if (c.aborting) {
                     maybe_release(c);
                     break;
@@ -392,6 +605,9 @@ int EventLoop::run()
                 apply(c, ops);
                 break;
             }
+            default:  // link timeouts and cancels only hold a reference
+                maybe_release(c);
+                break;
             }
         }
         io_uring_cq_advance(&ring_, seen);

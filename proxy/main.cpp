@@ -7,6 +7,8 @@
 #include "log.h"
 #include "options.h"
 #include "preflight.h"
+#include "route_compiler.h"
+#include "router.h"
 #include "sock_hooks.h"
 
 #include <signal.h>
@@ -47,7 +49,21 @@ std::vector<Listener> open_listeners(const Options& o)
     }
 }
 
-int run(const Options& o)
+// Everything that SIGHUP may change: rules, upstreams, default action.
+struct Routing {
+    std::shared_ptr<const Router> router;
+    std::vector<CompiledRoute> kernel;
+    uint32_t default_action;
+};
+
+Routing build_routing(const Options& o)
+{
+    auto router = std::make_shared<const Router>(o.rules, o.upstreams, o.default_action);
+    auto kernel = compile_routes(router->rules());
+    return Routing{router, std::move(kernel), to_kernel_action(router->default_action())};
+}
+
+int run(const Options& o, int argc, const char* const* argv)
 {
     log::set_level(o.log_level);
     require_privileges();
@@ -61,6 +77,7 @@ int run(const Options& o)
         fail("cannot find ktproxy's own cgroup2 path in /proc/self/cgroup");
     Cgroup own = open_cgroup2_dir(resolve_cgroup_path(mount, *self == "/" ? "" : *self));
 
+    Routing routing = build_routing(o);
     std::vector<Listener> listeners = open_listeners(o);
 
     HookConfig hc;
@@ -72,12 +89,35 @@ int run(const Options& o)
     hc.max_conns = o.max_conns;
 
     SockHooks hooks(hc);
-    LoopConfig lc{o.mark, o.connect_timeout, o.buffer_size};
-    EventLoop loop(lc, listeners, [&hooks] { log::info("{}", format_counters(hooks.counters(), hooks.occupancy())); });
+    hooks.set_routes(routing.kernel, routing.default_action);
+    LoopConfig lc{o.mark, o.connect_timeout, o.sniff_timeout, o.buffer_size};
+    EventLoop* loop_ptr = nullptr;
+    EventLoop::Hooks loop_hooks;
+    loop_hooks.on_usr1 = [&hooks] { log::info("{}", format_counters(hooks.counters(), hooks.occupancy())); };
+    loop_hooks.on_hup = [&] {
+        // Re-read flags and the config file; a bad new config changes nothing.
+        Options fresh;
+        ParseResult pr = parse_command_line(argc, argv, fresh);
+        if (!pr.run) {
+            log::error("reload refused, keeping the rules in force: {}", pr.message);
+            return;
+        }
+        try {
+            Routing next = build_routing(fresh);
+            hooks.set_routes(next.kernel, next.default_action);
+            loop_ptr->set_router(next.router);
+            log::info("reloaded: {}", next.router->describe());
+        } catch (const Error& e) {
+            log::error("reload refused, keeping the rules in force: {}", e.what());
+        }
+    };
+    EventLoop loop(lc, listeners, routing.router, loop_hooks);
+    loop_ptr = &loop;
 
     hooks.attach(app.fd.get(), app.path, own.fd.get(), own.path);
-    log::info("ready: listening on {}{}, cgroup {}", listeners[0].addr.to_string(),
-              listeners.size() > 1 ? " and " + listeners[1].addr.to_string() : std::string(), app.path);
+    log::info("ready: listening on {}{}, cgroup {}, {}", listeners[0].addr.to_string(),
+              listeners.size() > 1 ? " and " + listeners[1].addr.to_string() : std::string(), app.path,
+              routing.router->describe());
 
     int sig = loop.run();
     // Detach first so new connects go direct while we wind down.
@@ -102,7 +142,7 @@ int main(int argc, char** argv)
         return pr.exit_code;
     }
     try {
-        return ktp::run(opts);
+        return ktp::run(opts, argc, argv);
     } catch (const ktp::Error& e) {
         ktp::log::write(ktp::log::Level::error, e.what());
     } catch (const std::exception& e) {

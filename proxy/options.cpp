@@ -27,6 +27,23 @@ void add_proxy_options(CLI::App& app, Options& o)
     app.add_option("--buffer-size", o.buffer_size, "relay buffer per direction per connection, bytes")
         ->check(CLI::Range(4096u, 16u * 1024 * 1024))
         ->capture_default_str();
+    app.add_option("--rule", o.rules,
+                   "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
+                   "direct|block|proxy=UPSTREAM (see docs/rules.md)")
+        ->allow_extra_args(false)
+        ->take_all();
+    app.add_option("--upstream", o.upstreams,
+                   "named upstream, repeatable: NAME=socks5://[user:pass@]host:port or NAME=http://[user:pass@]host:port")
+        ->allow_extra_args(false)
+        ->take_all();
+    app.add_option("--default", o.default_action,
+                   "action when no rule matches: direct, block, or proxy=UPSTREAM (proxy=direct: via ktproxy, "
+                   "straight to the original destination)")
+        ->capture_default_str();
+    app.add_option("--sniff-timeout", o.sniff_timeout,
+                   "seconds to wait for a client's first bytes (TLS SNI / HTTP Host) when a domain rule needs them")
+        ->check(CLI::Range(0.001, 60.0))
+        ->capture_default_str();
     app.add_option_function<std::string>(
            "--log-level",
            [&o](const std::string& v) { o.log_level = *log::parse_level(v); },
@@ -61,6 +78,8 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         "destination. Stop with Ctrl-C: the hooks go away with the process (fail-open).",
         "ktproxy"};
     app.set_version_flag("--version", "ktproxy 0.1.0");
+    app.set_config("--config", "", "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
+        ->check(CLI::ExistingFile);
     app.add_option("--cgroup", opts.cgroup,
                    "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount")
         ->required();
@@ -69,6 +88,8 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
     ParseResult r;
     try {
         app.parse(argc, argv);
+        if (auto* cfg = app.get_config_ptr(); cfg && cfg->count() > 0)
+            opts.config_file = cfg->as<std::string>();
     } catch (const CLI::CallForHelp&) {
         r.message = app.help();
         return r;

@@ -33,6 +33,16 @@ struct Options {
     uint32_t max_conns = 65536;
     // Per direction relay buffer, bytes.
     uint32_t buffer_size = 64 * 1024;
+
+    // Routing (docs/rules.md): ordered rules, first match wins; named
+    // upstreams that `proxy=NAME` refers to; the action when nothing matches.
+    std::vector<std::string> rules;
+    std::vector<std::string> upstreams;
+    std::string default_action = "proxy=direct";
+    // How long to wait for a client's first bytes when a domain rule needs them.
+    double sniff_timeout = 0.3;
+    // TOML/INI file with the same keys as the long flags; re-read on SIGHUP.
+    std::string config_file;
 };
 
 struct ParseResult {

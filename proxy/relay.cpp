@@ -14,6 +14,8 @@ std::string_view end_name(End e)
     case End::refused: return "refused";
     case End::timeout: return "timeout";
     case End::error: return "error";
+    case End::blocked: return "blocked";
+    case End::upstream: return "upstream-error";
     }
     return "?";
 }

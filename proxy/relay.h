@@ -22,6 +22,8 @@ enum class End : uint8_t {
     refused,  // upstream refused the connection
     timeout,  // upstream did not accept in time
     error,    // local failure (no original destination, socket error)
+    blocked,  // a `block` rule decided after sniffing the domain
+    upstream, // the upstream proxy refused or answered garbage in its handshake
 };
 std::string_view end_name(End e);
 

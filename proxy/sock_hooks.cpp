@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstring>
 #include <vector>
@@ -108,6 +109,8 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
     attach_one("sockops", skel_->progs.ktp_sockops, app_fd, app_path);
     attach_one("cgroup/connect4", skel_->progs.ktp_connect4, app_fd, app_path);
     attach_one("cgroup/connect6", skel_->progs.ktp_connect6, app_fd, app_path);
+    attach_one("cgroup/getpeername4", skel_->progs.ktp_getpeername4, app_fd, app_path);
+    attach_one("cgroup/getpeername6", skel_->progs.ktp_getpeername6, app_fd, app_path);
 }
 
 void SockHooks::detach()
@@ -116,6 +119,28 @@ void SockHooks::detach()
     for (auto it = links_.rbegin(); it != links_.rend(); ++it)
         bpf_link__destroy(*it);
     links_.clear();
+}
+
+void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action)
+{
+    int fd = bpf_map__fd(skel_->maps.ktp_routes);
+    std::vector<ktp_lpm_key> stale;
+    ktp_lpm_key key{}, next{};
+    const void* prev = nullptr;
+    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+        bool kept = std::any_of(routes.begin(), routes.end(),
+                                [&](const CompiledRoute& r) { return std::memcmp(&r.key, &next, sizeof(next)) == 0; });
+        if (!kept)
+            stale.push_back(next);
+        key = next;
+        prev = &key;
+    }
+    for (const auto& r : routes)
+        if (bpf_map_update_elem(fd, &r.key, &r.set, BPF_ANY) != 0)
+            fail_errno("update BPF map ktp_routes");
+    skel_->data->ktp_default_action = default_action;
+    for (const auto& k : stale)
+        bpf_map_delete_elem(fd, &k);
 }
 
 Counters SockHooks::counters() const

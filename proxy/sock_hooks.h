@@ -2,6 +2,7 @@
 // Destroying it detaches every program: ktproxy fails open by construction.
 #pragma once
 
+#include "route_compiler.h"
 #include "sock_addr.h"
 
 #include <array>
@@ -45,6 +46,11 @@ public:
     void attach(int app_cgroup_fd, const std::string& app_cgroup_path, int own_cgroup_fd,
                 const std::string& own_cgroup_path);
     void detach();
+
+    // Replaces the routing rules the connect hooks apply, and the action
+    // taken when none matches (enum ktp_action). Each prefix's entry is
+    // swapped atomically; stale prefixes are deleted afterwards.
+    void set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action);
 
     Counters counters() const;
     MapOccupancy occupancy() const;

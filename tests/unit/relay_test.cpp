@@ -131,6 +131,8 @@ TEST_CASE("end reasons have stable log names")
     CHECK(end_name(End::refused) == "refused");
     CHECK(end_name(End::timeout) == "timeout");
     CHECK(end_name(End::error) == "error");
+    CHECK(end_name(End::blocked) == "blocked");
+    CHECK(end_name(End::upstream) == "upstream-error");
 }
 
 TEST_CASE("bytes read before the relay started (sniffed or after a handshake) are sent first, nothing lost")
