@@ -7,6 +7,8 @@
 //   -> connect (original destination or upstream proxy, linked timeout)
 //   -> handshake (SOCKS5 / HTTP CONNECT state machine, bytes in, bytes out)
 //   -> relay (Relay state machine; sniffed bytes are replayed first).
+// Sniff and handshake bytes sit in a per-connection setup chunk; relay data
+// in buffers picked from the ring by the kernel when data arrives.
 #include "event_loop.h"
 
 #include "error.h"
@@ -18,31 +20,43 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 namespace ktp {
 
-// Enough for any ClientHello we care about and an HTTP request head; larger
-// first flights are routed without a name.
-constexpr uint32_t kSniffCap = 16 * 1024;
+// Setup chunk size: enough for a ClientHello or an HTTP request head, and for
+// any upstream handshake reply.
+constexpr uint32_t kChunk = 16 * 1024;
+constexpr uint16_t kBufGroup = 1;
 
 struct alignas(32) Conn {
     UniqueFd fd[2];  // [0] client (accepted), [1] upstream
     SockAddr client, orig, via;
     Relay relay;
-    std::unique_ptr<char[]> buf;  // two buffers, one per direction
-    uint32_t inflight = 0;        // submitted operations not yet completed
-    bool aborting = false;        // cancel issued; reset both when drained
-    bool closing = false;         // finished; release when drained
-    End early_end = End::none;    // set when the relay never started
+    uint32_t inflight = 0;      // submitted operations not yet completed
+    uint32_t gen = 0;           // bumped on release: stale waiters recognise themselves
+    bool aborting = false;      // cancel issued; reset both when drained
+    bool closing = false;       // finished; release when drained
+    bool relaying = false;
+    End early_end = End::none;  // set when the relay never started or was cut
     std::string detail;
-    std::chrono::steady_clock::time_point started;
+    std::chrono::steady_clock::time_point started, last_active;
     __kernel_timespec timeout{};
     Conn* next_free = nullptr;
+    Conn* live_prev = nullptr;
+    Conn* live_next = nullptr;
+
+    // Relay buffers: a ring buffer id being sent, or the setup chunk whose
+    // bytes (sniffed / after the handshake) are replayed first.
+    int32_t held[2] = {-1, -1};
+    char* setup[2] = {nullptr, nullptr};
 
     // Routing.
     std::shared_ptr<const Router> router;
@@ -50,13 +64,13 @@ struct alignas(32) Conn {
     std::string route_name = "direct";
     std::string domain;
     bool sniffed = false;
-    uint32_t sniff_len = 0;  // client bytes held at the start of the c2u buffer
+    uint32_t sniff_len = 0;  // client bytes at the start of setup[c2u]
 
     // Upstream handshake.
     std::unique_ptr<Handshake> hs;
     std::string hs_out;
     uint32_t hs_out_sent = 0;
-    uint32_t hs_in = 0;  // unconsumed upstream bytes at the start of the u2c buffer
+    uint32_t hs_in = 0;  // unconsumed upstream bytes at the start of setup[u2c]
 
     int src(Dir d) const { return fd[idx(d)].get(); }
     int dst(Dir d) const { return fd[idx(other(d))].get(); }
@@ -73,10 +87,11 @@ enum Tag : uint64_t {
     kSend,
     kShutdown,
     kCancel,
-    kSignal,
+    kWake,
     kSniffRecv,
     kHsSend,
     kHsRecv,
+    kSweep,
 };
 constexpr uint64_t kTagMask = 0xf;
 constexpr uint64_t kDirBit = 0x10;
@@ -116,14 +131,17 @@ __kernel_timespec to_timespec(double seconds)
 
 }  // namespace
 
-EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener>& listeners, std::shared_ptr<const Router> router,
-                     Hooks hooks)
-    : cfg_(cfg), listeners_(listeners), router_(std::move(router)), hooks_(std::move(hooks))
+EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, const RouterSlot& router)
+    : cfg_(cfg), listeners_(std::move(listeners)), router_(router)
 {
     io_uring_params p{};
     // SINGLE_ISSUER + DEFER_TASKRUN: only this thread submits, and completions
     // are processed when we wait, not by interrupting us (fewer context switches).
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    // CQSIZE: room for a burst of completions from thousands of connections.
+    // R_DISABLED: the ring is built here, on the main thread, so that setup
+    // errors surface before "ready"; the worker thread enables it in run()
+    // and so becomes its single issuer.
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
     p.cq_entries = 16384;
     int err = io_uring_queue_init_params(4096, &ring_, &p);
     if (err == -EINVAL) {
@@ -134,21 +152,31 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener>& listeners, st
     }
     if (err < 0)
         fail("create io_uring: {} (needs Linux >= 5.19 with io_uring enabled)", errno_text(-err));
+    bufs_ = std::make_unique<BufRing>(ring_, kBufGroup, cfg_.buffers, cfg_.buffer_size);
 
-    sigset_t mask;
-    sigemptyset(&mask);
-    for (int s : {SIGINT, SIGTERM, SIGUSR1, SIGHUP})
-        sigaddset(&mask, s);
-    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-    signal_fd_ = UniqueFd(signalfd(-1, &mask, SFD_CLOEXEC));
-    if (!signal_fd_)
-        fail_errno("signalfd");
-
+    wake_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC));
+    if (!wake_fd_)
+        fail_errno("eventfd");
     connect_timeout_ = to_timespec(cfg_.connect_timeout);
     sniff_timeout_ = to_timespec(cfg_.sniff_timeout);
+    sweep_every_ = to_timespec(std::clamp(cfg_.idle_timeout / 4, 0.25, 5.0));
 }
 
-EventLoop::~EventLoop() { io_uring_queue_exit(&ring_); }
+EventLoop::~EventLoop()
+{
+    // Ring first, so no request of ours is pending when buffers and
+    // connections go away.
+    bufs_.reset();
+    io_uring_queue_exit(&ring_);
+    all_.clear();
+}
+
+void EventLoop::stop()
+{
+    stop_.store(true);
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+}
 
 io_uring_sqe* EventLoop::sqe()
 {
@@ -160,11 +188,6 @@ io_uring_sqe* EventLoop::sqe()
     if (!s)
         fail("io_uring submission queue full");
     return s;
-}
-
-char* EventLoop::buffer(Conn& c, Dir d) const
-{
-    return c.buf.get() + static_cast<size_t>(idx(d)) * cfg_.buffer_size;
 }
 
 void EventLoop::reserve(unsigned n)
@@ -192,11 +215,36 @@ void EventLoop::arm_accept(Listener& l)
     io_uring_sqe_set_data64(s, pack(&l, kAccept));
 }
 
-void EventLoop::arm_signal()
+void EventLoop::arm_wake()
 {
     io_uring_sqe* s = sqe();
-    io_uring_prep_read(s, signal_fd_.get(), &siginfo_, sizeof(siginfo_), 0);
-    io_uring_sqe_set_data64(s, pack(&signal_slot_, kSignal));
+    io_uring_prep_read(s, wake_fd_.get(), &wake_value_, sizeof(wake_value_), 0);
+    io_uring_sqe_set_data64(s, pack(&wake_slot_, kWake));
+}
+
+void EventLoop::arm_sweep()
+{
+    io_uring_sqe* s = sqe();
+    io_uring_prep_timeout(s, &sweep_every_, 0, 0);
+    io_uring_sqe_set_data64(s, pack(&sweep_slot_, kSweep));
+}
+
+char* EventLoop::take_chunk()
+{
+    if (free_chunks_.empty()) {
+        chunks_.push_back(std::make_unique<char[]>(kChunk));
+        return chunks_.back().get();
+    }
+    char* c = free_chunks_.back();
+    free_chunks_.pop_back();
+    return c;
+}
+
+void EventLoop::give_chunk(char*& chunk)
+{
+    if (chunk)
+        free_chunks_.push_back(chunk);
+    chunk = nullptr;
 }
 
 Conn* EventLoop::alloc_conn()
@@ -208,10 +256,11 @@ Conn* EventLoop::alloc_conn()
         free_ = c->next_free;
         c->relay = Relay();
         c->inflight = 0;
-        c->aborting = c->closing = false;
+        c->aborting = c->closing = c->relaying = false;
         c->early_end = End::none;
         c->detail.clear();
         c->client = c->orig = c->via = SockAddr();
+        c->held[0] = c->held[1] = -1;
         c->upstream = nullptr;
         c->route_name = "direct";
         c->domain.clear();
@@ -224,18 +273,22 @@ Conn* EventLoop::alloc_conn()
     } else {
         all_.push_back(std::make_unique<Conn>());
         c = all_.back().get();
-        c->buf = std::make_unique<char[]>(2 * static_cast<size_t>(cfg_.buffer_size));
     }
     c->next_free = nullptr;
-    c->router = router_;
-    c->started = std::chrono::steady_clock::now();
-    ++live_;
+    c->router = router_.load(std::memory_order_acquire);
+    c->started = c->last_active = now_;
+    c->live_prev = nullptr;
+    c->live_next = live_head_;
+    if (live_head_)
+        live_head_->live_prev = c;
+    live_head_ = c;
+    live_.fetch_add(1, std::memory_order_relaxed);
     return c;
 }
 
 void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
 {
-    if (!(flags & IORING_CQE_F_MORE) && !stopping_)
+    if (!(flags & IORING_CQE_F_MORE) && !stop_.load())
         arm_accept(l);
     if (res < 0) {
         log::warn("accept on {}: {}", l.addr.to_string(), errno_text(-res));
@@ -254,17 +307,19 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
         return fail_early(c, End::error, "original destination is ktproxy itself");
     set_nodelay(c.fd[0].get());
 
-    if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff)
+    if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
+        c.setup[idx(Dir::ClientToUpstream)] = take_chunk();
         return sniff_more(c);
+    }
     route(c, nullptr);
 }
 
 void EventLoop::sniff_more(Conn& c)
 {
-    char* base = buffer(c, Dir::ClientToUpstream);
+    char* base = c.setup[idx(Dir::ClientToUpstream)];
     reserve(2);
     io_uring_sqe* s = sqe();
-    io_uring_prep_recv(s, c.fd[0].get(), base + c.sniff_len, kSniffCap - c.sniff_len, 0);
+    io_uring_prep_recv(s, c.fd[0].get(), base + c.sniff_len, kChunk - c.sniff_len, 0);
     io_uring_sqe_set_data64(s, pack(&c, kSniffRecv));
     s->flags |= IOSQE_IO_LINK;
     ++c.inflight;
@@ -281,13 +336,13 @@ void EventLoop::on_sniff(Conn& c, int res)
         return fail_early(c, End::reset, fmt::format("client: {}", errno_text(-res)));
     if (res > 0) {
         c.sniff_len += static_cast<uint32_t>(res);
-        SniffResult r = sniff_domain(std::string_view(buffer(c, Dir::ClientToUpstream), c.sniff_len));
-        if (r.status == SniffResult::need_more && c.sniff_len < kSniffCap)
+        SniffResult r = sniff_domain(std::string_view(c.setup[idx(Dir::ClientToUpstream)], c.sniff_len));
+        if (r.status == SniffResult::need_more && c.sniff_len < kChunk)
             return sniff_more(c);
         if (r.status == SniffResult::found)
             c.domain = r.domain;
     }
-    // Timeout (-ECANCELED), EOF (0: recv will see it again in the relay), or
+    // Timeout (-ECANCELED), EOF (0: the relay's recv sees it again), or
     // enough bytes: decide with what we know.
     c.sniffed = true;
     route(c, &c.domain);
@@ -295,9 +350,7 @@ void EventLoop::on_sniff(Conn& c, int res)
 
 void EventLoop::route(Conn& c, const std::string* domain)
 {
-    Decision d = c.router->decide(c.orig, domain);
-    if (d.kind == Decision::need_sniff)
-        d = c.router->decide(c.orig, &c.domain);  // cannot happen after sniffing; be safe
+    Decision d = c.router->decide(c.orig, domain ? domain : &c.domain);
     if (d.action.kind == ActionKind::block) {
         c.route_name = "block";
         return fail_early(c, End::blocked, d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default");
@@ -313,6 +366,7 @@ void EventLoop::route(Conn& c, const std::string* domain)
             c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t);
         else
             c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
+        c.setup[idx(Dir::UpstreamToClient)] = take_chunk();
     }
 
     c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -333,8 +387,10 @@ void EventLoop::route(Conn& c, const std::string* domain)
 
 void EventLoop::fail_early(Conn& c, End why, std::string detail)
 {
-    c.early_end = why;
-    c.detail = std::move(detail);
+    if (c.early_end == End::none)
+        c.early_end = why;
+    if (c.detail.empty())
+        c.detail = std::move(detail);
     start_abort(c);
 }
 
@@ -362,7 +418,7 @@ void EventLoop::hs_step(Conn& c, HandshakeStep step)
     // Drop what the handshake consumed; the rest stays for the next step or,
     // once done, for the tunnel.
     uint32_t used = static_cast<uint32_t>(std::min<size_t>(step.consumed, c.hs_in));
-    char* in = buffer(c, Dir::UpstreamToClient);
+    char* in = c.setup[idx(Dir::UpstreamToClient)];
     std::memmove(in, in + used, c.hs_in - used);
     c.hs_in -= used;
 
@@ -377,11 +433,11 @@ void EventLoop::hs_step(Conn& c, HandshakeStep step)
         return;
     }
     case HandshakeStep::need_more: {
-        if (c.hs_in >= cfg_.buffer_size)
+        if (c.hs_in >= kChunk)
             return fail_early(c, End::upstream, "upstream handshake reply too large");
         reserve(2);
         io_uring_sqe* s = sqe();
-        io_uring_prep_recv(s, c.fd[1].get(), in + c.hs_in, cfg_.buffer_size - c.hs_in, 0);
+        io_uring_prep_recv(s, c.fd[1].get(), in + c.hs_in, kChunk - c.hs_in, 0);
         io_uring_sqe_set_data64(s, pack(&c, kHsRecv));
         s->flags |= IOSQE_IO_LINK;
         ++c.inflight;
@@ -413,10 +469,8 @@ void EventLoop::on_hs_send(Conn& c, int res)
         return;
     }
     if (c.hs_in > 0)
-        return hs_step(c, c.hs->feed(std::string_view(buffer(c, Dir::UpstreamToClient), c.hs_in)));
-    HandshakeStep wait;
-    wait.kind = HandshakeStep::need_more;
-    hs_step(c, std::move(wait));
+        return hs_step(c, c.hs->feed(std::string_view(c.setup[idx(Dir::UpstreamToClient)], c.hs_in)));
+    hs_step(c, HandshakeStep{});  // wait for the reply
 }
 
 void EventLoop::on_hs_recv(Conn& c, int res)
@@ -430,33 +484,87 @@ void EventLoop::on_hs_recv(Conn& c, int res)
     if (res == 0)
         return fail_early(c, End::upstream, "upstream proxy closed the connection during the handshake");
     c.hs_in += static_cast<uint32_t>(res);
-    hs_step(c, c.hs->feed(std::string_view(buffer(c, Dir::UpstreamToClient), c.hs_in)));
+    hs_step(c, c.hs->feed(std::string_view(c.setup[idx(Dir::UpstreamToClient)], c.hs_in)));
 }
 
 void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 {
     c.via = SockAddr::local_of(c.fd[1].get());
+    c.relaying = true;
+    // A direction with nothing to replay gives its setup chunk back now.
+    if (pending_c2u == 0)
+        give_chunk(c.setup[idx(Dir::ClientToUpstream)]);
+    if (pending_u2c == 0)
+        give_chunk(c.setup[idx(Dir::UpstreamToClient)]);
     apply(c, c.relay.start(pending_c2u, pending_u2c));
+}
+
+void EventLoop::release_buffer(Conn& c, Dir d)
+{
+    give_chunk(c.setup[idx(d)]);
+    if (c.held[idx(d)] < 0)
+        return;
+    bufs_->recycle(static_cast<uint16_t>(c.held[idx(d)]));
+    c.held[idx(d)] = -1;
+    // One buffer back: one waiting connection may read again.
+    while (!waiting_.empty()) {
+        Waiter w = waiting_.front();
+        waiting_.pop_front();
+        if (w.c->gen == w.gen && !w.c->aborting && w.c->relaying) {
+            submit_recv(*w.c, w.d);
+            break;
+        }
+    }
+}
+
+void EventLoop::submit_recv(Conn& c, Dir d)
+{
+    io_uring_sqe* s = sqe();
+    // No buffer is named: the kernel picks one from the ring when data is
+    // there, so a connection waiting for data holds no memory.
+    io_uring_prep_recv(s, c.src(d), nullptr, cfg_.buffer_size, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = kBufGroup;
+    io_uring_sqe_set_data64(s, pack(&c, kRecv, d));
+    ++c.inflight;
+}
+
+void EventLoop::on_relay_recv(Conn& c, Dir d, int res, uint32_t flags)
+{
+    if (flags & IORING_CQE_F_BUFFER) {
+        c.held[idx(d)] = static_cast<int32_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+        bufs_->taken();
+    }
+    if (c.aborting)
+        return maybe_release(c);
+    if (res == -ENOBUFS) {
+        // Every buffer is in flight elsewhere: wait for one to come back
+        // instead of failing (bounded memory, not dropped connections).
+        waiting_.push_back(Waiter{&c, d, c.gen});
+        return;
+    }
+    apply(c, c.relay.on_recv(d, res));
 }
 
 void EventLoop::apply(Conn& c, const Ops& ops)
 {
     for (const Op& op : ops) {
-        char* base = buffer(c, op.dir);
         io_uring_sqe* s = nullptr;
         switch (op.kind) {
         case Op::recv:
-            s = sqe();
-            io_uring_prep_recv(s, c.src(op.dir), base, cfg_.buffer_size, 0);
-            io_uring_sqe_set_data64(s, pack(&c, kRecv, op.dir));
-            ++c.inflight;
+            // The previous chunk of this direction is fully sent.
+            release_buffer(c, op.dir);
+            submit_recv(c, op.dir);
             break;
-        case Op::send:
+        case Op::send: {
+            int32_t bid = c.held[idx(op.dir)];
+            char* base = bid >= 0 ? bufs_->addr(static_cast<uint16_t>(bid)) : c.setup[idx(op.dir)];
             s = sqe();
             io_uring_prep_send(s, c.dst(op.dir), base + op.offset, op.len, MSG_NOSIGNAL);
             io_uring_sqe_set_data64(s, pack(&c, kSend, op.dir));
             ++c.inflight;
             break;
+        }
         case Op::shutdown:
             s = sqe();
             io_uring_prep_shutdown(s, c.dst(op.dir), SHUT_WR);
@@ -504,11 +612,32 @@ void EventLoop::maybe_release(Conn& c)
         c.fd[0].reset();
         c.fd[1].reset();
     }
+    c.relaying = false;
+    ++c.gen;
+    release_buffer(c, Dir::ClientToUpstream);
+    release_buffer(c, Dir::UpstreamToClient);
     c.router.reset();
     c.hs.reset();
+    if (c.live_prev)
+        c.live_prev->live_next = c.live_next;
+    else
+        live_head_ = c.live_next;
+    if (c.live_next)
+        c.live_next->live_prev = c.live_prev;
     c.next_free = free_;
     free_ = &c;
-    --live_;
+    live_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void EventLoop::sweep_idle()
+{
+    auto limit = std::chrono::duration<double>(cfg_.idle_timeout);
+    for (Conn* c = live_head_; c;) {
+        Conn* next = c->live_next;  // fail_early may release c
+        if (c->relaying && !c->aborting && now_ - c->last_active > limit)
+            fail_early(*c, End::idle, fmt::format("no traffic for {}s", cfg_.idle_timeout));
+        c = next;
+    }
 }
 
 void EventLoop::log_conn(const Conn& c) const
@@ -529,33 +658,25 @@ void EventLoop::log_conn(const Conn& c) const
               c.relay.bytes(Dir::UpstreamToClient), ms, end_name(end), extra);
 }
 
-void EventLoop::on_signal(int res)
+void EventLoop::run()
 {
-    if (res != sizeof(siginfo_)) {
-        arm_signal();
-        return;
+    if (ring_.flags & IORING_SETUP_R_DISABLED) {
+        // liburing 2.3 has no wrapper for this one.
+        if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) != 0)
+            fail_errno("enable io_uring");
     }
-    int signo = static_cast<int>(siginfo_.ssi_signo);
-    if (signo == SIGUSR1 || signo == SIGHUP) {
-        auto& hook = signo == SIGUSR1 ? hooks_.on_usr1 : hooks_.on_hup;
-        if (hook)
-            hook();
-        arm_signal();
-        return;
-    }
-    stop_signal_ = signo;
-}
-
-int EventLoop::run()
-{
+    now_ = std::chrono::steady_clock::now();
     for (auto& l : listeners_)
         arm_accept(l);
-    arm_signal();
+    arm_wake();
+    if (cfg_.idle_timeout > 0)
+        arm_sweep();
 
-    while (stop_signal_ == 0) {
+    while (!stop_.load(std::memory_order_relaxed)) {
         int ret = io_uring_submit_and_wait(&ring_, 1);
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
             fail("io_uring_submit_and_wait: {}", errno_text(-ret));
+        now_ = std::chrono::steady_clock::now();
         io_uring_cqe* cqe;
         unsigned head;
         unsigned seen = 0;
@@ -567,18 +688,26 @@ int EventLoop::run()
             Dir dir = (ud & kDirBit) ? Dir::UpstreamToClient : Dir::ClientToUpstream;
             void* ptr = reinterpret_cast<void*>(ud & ~kLowMask);
             int res = cqe->res;
-            if (tag == kIgnore)
+            switch (tag) {
+            case kIgnore:
                 continue;
-            if (tag == kAccept) {
+            case kAccept:
                 on_accept(*static_cast<Listener*>(ptr), res, cqe->flags);
                 continue;
-            }
-            if (tag == kSignal) {
-                on_signal(res);
+            case kWake:
+                if (!stop_.load())
+                    arm_wake();
                 continue;
+            case kSweep:
+                sweep_idle();
+                arm_sweep();
+                continue;
+            default:
+                break;
             }
             Conn& c = *static_cast<Conn*>(ptr);
             --c.inflight;
+            c.last_active = now_;
             switch (tag) {
             case kConnect:
                 on_connect(c, res);
@@ -593,18 +722,16 @@ int EventLoop::run()
                 on_hs_recv(c, res);
                 break;
             case kRecv:
+                on_relay_recv(c, dir, res, cqe->flags);
+                break;
             case kSend:
-            case kShutdown: {
+            case kShutdown:
                 if (c.aborting) {
                     maybe_release(c);
                     break;
                 }
-                Ops ops = tag == kRecv   ? c.relay.on_recv(dir, res)
-                          : tag == kSend ? c.relay.on_send(dir, res)
-                                         : c.relay.on_shutdown(dir, res);
-                apply(c, ops);
+                apply(c, tag == kSend ? c.relay.on_send(dir, res) : c.relay.on_shutdown(dir, res));
                 break;
-            }
             default:  // link timeouts and cancels only hold a reference
                 maybe_release(c);
                 break;
@@ -612,8 +739,6 @@ int EventLoop::run()
         }
         io_uring_cq_advance(&ring_, seen);
     }
-    stopping_ = true;
-    return stop_signal_;
 }
 
 }  // namespace ktp

@@ -1,8 +1,11 @@
-// One io_uring event loop: accepts intercepted connections, asks their
-// original destination, routes them (sniffing the domain when a rule needs
-// it), connects directly or through an upstream proxy, and drives each Relay.
+// One io_uring event loop per worker thread: accepts intercepted connections,
+// asks their original destination, routes them (sniffing the domain when a
+// rule needs it), connects directly or through an upstream proxy, and drives
+// each Relay. Relay data lives in a provided-buffer ring shared by the
+// worker's connections, so idle connections hold no buffers.
 #pragma once
 
+#include "buf_ring.h"
 #include "listener.h"
 #include "relay.h"
 #include "router.h"
@@ -10,11 +13,11 @@
 #include "unique_fd.h"
 
 #include <liburing.h>
-#include <sys/signalfd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <functional>
+#include <deque>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -25,37 +28,36 @@ struct LoopConfig {
     uint32_t mark = 0;
     double connect_timeout = 10.0;  // connect + upstream handshake, seconds
     double sniff_timeout = 0.3;     // wait for the client's first bytes, seconds
-    uint32_t buffer_size = 64 * 1024;
+    double idle_timeout = 0;        // seconds without traffic before a relay is cut; 0 = never
+    uint32_t buffer_size = 32 * 1024;  // bytes per relay buffer
+    uint32_t buffers = 512;            // relay buffers per worker (power of two)
 };
+
+// The router in force; SIGHUP swaps it while workers read it.
+using RouterSlot = std::atomic<std::shared_ptr<const Router>>;
 
 struct HandshakeStep;
 struct alignas(32) Conn;
 
 class EventLoop {
 public:
-    struct Hooks {
-        std::function<void()> on_usr1;  // SIGUSR1: report
-        std::function<void()> on_hup;   // SIGHUP: reload
-    };
-    // Signals handled: SIGINT/SIGTERM stop the loop; SIGUSR1 / SIGHUP call hooks.
-    EventLoop(const LoopConfig& cfg, std::vector<Listener>& listeners, std::shared_ptr<const Router> router,
-              Hooks hooks);
+    EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, const RouterSlot& router);
     ~EventLoop();
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
 
-    // Runs until SIGINT or SIGTERM; returns the signal number.
-    int run();
-    // New connections use the new router; live ones keep the one they started with.
-    void set_router(std::shared_ptr<const Router> r) { router_ = std::move(r); }
-    size_t live_connections() const { return live_; }
+    // Runs until stop() is called (from any thread).
+    void run();
+    void stop();
+    size_t live_connections() const { return live_.load(std::memory_order_relaxed); }
 
 private:
     io_uring_sqe* sqe();
-    void arm_accept(Listener& l);
-    void arm_signal();
     void reserve(unsigned n);
     void link_timeout(Conn& c, const __kernel_timespec& ts);
+    void arm_accept(Listener& l);
+    void arm_wake();
+    void arm_sweep();
     void on_accept(Listener& l, int res, uint32_t flags);
     void sniff_more(Conn& c);
     void on_sniff(Conn& c, int res);
@@ -65,32 +67,48 @@ private:
     void on_hs_send(Conn& c, int res);
     void on_hs_recv(Conn& c, int res);
     void start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
-    void on_signal(int res);
+    void on_relay_recv(Conn& c, Dir d, int res, uint32_t flags);
+    void submit_recv(Conn& c, Dir d);
+    void release_buffer(Conn& c, Dir d);
+    void sweep_idle();
     void apply(Conn& c, const Ops& ops);
     void start_abort(Conn& c);
     void maybe_release(Conn& c);
     void fail_early(Conn& c, End why, std::string detail);
     Conn* alloc_conn();
+    char* take_chunk();
+    void give_chunk(char*& chunk);
     void log_conn(const Conn& c) const;
-    char* buffer(Conn& c, Dir d) const;
 
     LoopConfig cfg_;
-    std::vector<Listener>& listeners_;
-    std::shared_ptr<const Router> router_;
-    Hooks hooks_;
+    std::vector<Listener> listeners_;
+    const RouterSlot& router_;
     io_uring ring_{};
-    UniqueFd signal_fd_;
-    struct alignas(32) SignalSlot {
+    std::unique_ptr<BufRing> bufs_;
+    UniqueFd wake_fd_;  // eventfd: stop() writes, the loop reads
+    uint64_t wake_value_ = 0;
+    struct alignas(32) Slot {
         uint8_t unused;
-    } signal_slot_{};
-    signalfd_siginfo siginfo_{};
-    int stop_signal_ = 0;
-    bool stopping_ = false;
-    __kernel_timespec connect_timeout_{};
-    __kernel_timespec sniff_timeout_{};
-    std::vector<std::unique_ptr<Conn>> all_;
+    } wake_slot_{}, sweep_slot_{};
+    std::atomic<bool> stop_{false};
+    __kernel_timespec connect_timeout_{}, sniff_timeout_{}, sweep_every_{};
+    std::chrono::steady_clock::time_point now_;
+
+    std::vector<std::unique_ptr<Conn>> all_;  // every Conn ever made; recycled, never freed
     Conn* free_ = nullptr;
-    size_t live_ = 0;
+    Conn* live_head_ = nullptr;               // intrusive list of live Conns, for the idle sweep
+    std::atomic<size_t> live_{0};
+
+    // Connections whose recv found the buffer ring empty, waiting for a recycle.
+    struct Waiter {
+        Conn* c;
+        Dir d;
+        uint32_t gen;
+    };
+    std::deque<Waiter> waiting_;
+
+    std::vector<std::unique_ptr<char[]>> chunks_;  // setup buffers (sniff, handshake)
+    std::vector<char*> free_chunks_;
 };
 
 }  // namespace ktp

@@ -110,7 +110,10 @@ HandshakeStep HttpConnectHandshake::start()
 {
     if (state_ != State::init)
         return fail("http connect: handshake started twice");
+    // The port always comes from the address, even when the domain is sent.
     SockAddr a = target_.addr.unmapped();
+    if (a.family() != AF_INET && a.family() != AF_INET6)
+        return fail("http connect: no destination address to CONNECT to");
     std::string host;
     if (!target_.domain.empty()) {
         if (!safe_for_header(target_.domain) || target_.domain.size() > 255)
@@ -119,10 +122,8 @@ HandshakeStep HttpConnectHandshake::start()
         host = target_.domain;
     } else if (a.family() == AF_INET) {
         host = a.ip_string();
-    } else if (a.family() == AF_INET6) {
-        host = "[" + a.ip_string() + "]";
     } else {
-        return fail("http connect: no destination address to CONNECT to");
+        host = "[" + a.ip_string() + "]";
     }
     // RFC 7617: the user-id of Basic credentials cannot contain a colon.
     if (user_.find(':') != std::string::npos)
@@ -172,8 +173,8 @@ HandshakeStep HttpConnectHandshake::feed(std::string_view in)
         // A refusal is final on its status line: the proxy may close without
         // finishing the headers, and the code is what the user needs to see.
         if (code < 100 || code >= 300)
-            return fail(reason.empty() ? fmt::format("http upstream refused CONNECT: {}", code)
-                                       : fmt::format("http upstream refused CONNECT: {} {}", code, reason));
+            return fail(reason.empty() ? fmt::format("http upstream refused CONNECT: {:03d}", code)
+                                       : fmt::format("http upstream refused CONNECT: {:03d} {}", code, reason));
 
         // Headers up to the blank line; their content does not matter to a
         // CONNECT client (a 2xx body is the tunnel, RFC 9110 9.3.6).

@@ -12,7 +12,7 @@
 
 namespace ktp {
 
-Listener listen_tcp(const SockAddr& addr, const char* what)
+Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport)
 {
     Listener l;
     l.fd = UniqueFd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -20,6 +20,8 @@ Listener listen_tcp(const SockAddr& addr, const char* what)
         fail_errno("{} {}: socket", what, addr.to_string());
     int one = 1;
     setsockopt(l.fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(l.fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+        fail_errno("{} {}: SO_REUSEPORT", what, addr.to_string());
     if (addr.family() == AF_INET6)
         setsockopt(l.fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (::bind(l.fd.get(), addr.get(), addr.size()) != 0) {

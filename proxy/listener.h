@@ -17,7 +17,9 @@ struct alignas(32) Listener {
 
 // Binds and listens; `what` names the flag for the error line. Port 0 binds
 // an ephemeral port; the bound address is returned in Listener::addr.
-Listener listen_tcp(const SockAddr& addr, const char* what);
+// reuseport: several workers listen on the same port and the kernel spreads
+// new connections across them.
+Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport = false);
 
 // The network namespace cookie of a socket (SO_NETNS_COOKIE, Linux >= 5.14).
 uint64_t netns_cookie_of(int fd);

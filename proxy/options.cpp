@@ -24,8 +24,19 @@ void add_proxy_options(CLI::App& app, Options& o)
     app.add_option("--max-conns", o.max_conns, "size of the kernel connection maps (connections being set up or open at once)")
         ->check(CLI::Range(1024u, 4u * 1024 * 1024))
         ->capture_default_str();
-    app.add_option("--buffer-size", o.buffer_size, "relay buffer per direction per connection, bytes")
-        ->check(CLI::Range(4096u, 16u * 1024 * 1024))
+    app.add_option("--buffer-size", o.buffer_size, "bytes per relay buffer")
+        ->check(CLI::Range(4096u, 1024u * 1024))
+        ->capture_default_str();
+    app.add_option("--buffers", o.buffers,
+                   "relay buffers per worker, a power of two; taken only while data is in flight, so this bounds "
+                   "relay memory whatever the number of connections")
+        ->check(CLI::Range(16u, 32768u))
+        ->capture_default_str();
+    app.add_option("--workers", o.workers, "event loop threads (0: one per CPU)")
+        ->check(CLI::Range(0u, 256u))
+        ->capture_default_str();
+    app.add_option("--idle-timeout", o.idle_timeout, "seconds without traffic before a connection is cut (0: never)")
+        ->check(CLI::Range(0.0, 1e7))
         ->capture_default_str();
     app.add_option("--rule", o.rules,
                    "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
@@ -63,6 +74,8 @@ std::string validate(const Options& o)
         return fmt::format("--listen6: '{}' is not an IPv6 address", o.listen6);
     if (o.mark == 0)
         return "--mark: must not be 0 (0 is every unmarked socket)";
+    if ((o.buffers & (o.buffers - 1)) != 0)
+        return fmt::format("--buffers: {} is not a power of two", o.buffers);
     return {};
 }
 

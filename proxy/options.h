@@ -31,8 +31,14 @@ struct Options {
     double connect_timeout = 10.0;
     // Size of the BPF maps: connections in flight at once.
     uint32_t max_conns = 65536;
-    // Per direction relay buffer, bytes.
-    uint32_t buffer_size = 64 * 1024;
+    // Relay memory per worker: `buffers` buffers of `buffer_size` bytes,
+    // shared by the worker's connections and taken only while data is in flight.
+    uint32_t buffer_size = 32 * 1024;
+    uint32_t buffers = 512;
+    // Event loop threads; 0 = one per CPU.
+    uint32_t workers = 0;
+    // Seconds without traffic after which a relayed connection is cut; 0 = never.
+    double idle_timeout = 0;
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.

@@ -9,6 +9,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <fstream>
+
 #ifndef CAP_BPF
 #define CAP_BPF 39
 #endif
@@ -42,11 +45,22 @@ void raise_fd_limit()
     rlimit rl{};
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            log::warn("raise RLIMIT_NOFILE to {}: {}", rl.rlim_max, errno_text(errno));
+    // As root the hard limit itself can go up to fs.nr_open; aim for 1M fds
+    // (two per connection), and settle for the hard limit otherwise.
+    rlim_t want = 1u << 20;
+    if (std::ifstream f("/proc/sys/fs/nr_open"); f) {
+        rlim_t nr_open = 0;
+        if (f >> nr_open && nr_open > 0)
+            want = std::min(want, nr_open);
     }
+    if (rl.rlim_cur >= want)
+        return;
+    rlimit up{want, std::max(want, rl.rlim_max)};
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log::warn("raise RLIMIT_NOFILE to {}: {}", rl.rlim_max, errno_text(errno));
 }
 
 }  // namespace ktp

@@ -16,6 +16,7 @@ std::string_view end_name(End e)
     case End::error: return "error";
     case End::blocked: return "blocked";
     case End::upstream: return "upstream-error";
+    case End::idle: return "idle";
     }
     return "?";
 }

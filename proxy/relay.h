@@ -24,6 +24,7 @@ enum class End : uint8_t {
     error,    // local failure (no original destination, socket error)
     blocked,  // a `block` rule decided after sniffing the domain
     upstream, // the upstream proxy refused or answered garbage in its handshake
+    idle,     // no traffic either way for --idle-timeout
 };
 std::string_view end_name(End e);
 

@@ -15,10 +15,4 @@ struct ParseFailure {
 template <typename T>
 using Result = std::variant<T, ParseFailure>;
 
-template <typename T>
-bool ok(const Result<T>& r)
-{
-    return std::holds_alternative<T>(r);
-}
-
 }  // namespace ktp

@@ -65,8 +65,9 @@ HandshakeStep Socks5Handshake::start()
         return fail("socks5: a password without a username cannot be sent (RFC 1929 needs a username)");
     if (target_.domain.size() > 255)
         return fail(fmt::format("socks5: domain is {} bytes, the protocol allows 255", target_.domain.size()));
+    // The port always comes from the address, even when the domain is sent.
     int fam = target_.addr.unmapped().family();
-    if (target_.domain.empty() && fam != AF_INET && fam != AF_INET6)
+    if (fam != AF_INET && fam != AF_INET6)
         return fail("socks5: no destination address to CONNECT to");
 
     state_ = State::method;
