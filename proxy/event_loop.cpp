@@ -14,6 +14,7 @@
 #include "error.h"
 #include "handshake.h"
 #include "http_connect.h"
+#include "json.h"
 #include "log.h"
 #include "sniff.h"
 #include "socks5.h"
@@ -61,7 +62,7 @@ struct alignas(32) Conn {
     // Routing.
     std::shared_ptr<const Router> router;
     const Upstream* upstream = nullptr;
-    std::string route_name = "direct";
+    std::string route_name = "none";  // until routed
     std::string domain;
     bool sniffed = false;
     uint32_t sniff_len = 0;  // client bytes at the start of setup[c2u]
@@ -171,6 +172,53 @@ EventLoop::~EventLoop()
     all_.clear();
 }
 
+std::future<WorkerSnapshot> EventLoop::snapshot(bool with_conns)
+{
+    std::future<WorkerSnapshot> f;
+    {
+        std::lock_guard lock(requests_mu_);
+        requests_.push_back(SnapshotRequest{with_conns, {}});
+        f = requests_.back().reply.get_future();
+    }
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_.get(), &one, sizeof(one));
+    return f;
+}
+
+void EventLoop::answer_snapshots()
+{
+    std::vector<SnapshotRequest> reqs;
+    {
+        std::lock_guard lock(requests_mu_);
+        reqs.swap(requests_);
+    }
+    if (reqs.empty())
+        return;
+    WorkerSnapshot base = stats_;
+    for (Conn* c = live_head_; c; c = c->live_next) {
+        auto& r = base.routes[c->route_name];
+        r.bytes_c2s += c->relay.bytes(Dir::ClientToUpstream);
+        r.bytes_s2c += c->relay.bytes(Dir::UpstreamToClient);
+    }
+    for (auto& req : reqs) {
+        WorkerSnapshot snap = base;
+        if (req.with_conns)
+            for (Conn* c = live_head_; c; c = c->live_next)
+                snap.conns.push_back(ConnInfo{c->client.to_string(), c->orig.to_string(), c->route_name, c->domain,
+                                              c->relay.bytes(Dir::ClientToUpstream),
+                                              c->relay.bytes(Dir::UpstreamToClient),
+                                              std::chrono::duration<double>(now_ - c->started).count()});
+        req.reply.set_value(std::move(snap));
+    }
+}
+
+void EventLoop::account_route(Conn& c)
+{
+    auto& r = stats_.routes[c.route_name];
+    ++r.total;
+    ++r.active;
+}
+
 void EventLoop::stop()
 {
     stop_.store(true);
@@ -262,7 +310,7 @@ Conn* EventLoop::alloc_conn()
         c->client = c->orig = c->via = SockAddr();
         c->held[0] = c->held[1] = -1;
         c->upstream = nullptr;
-        c->route_name = "direct";
+        c->route_name = "none";
         c->domain.clear();
         c->sniffed = false;
         c->sniff_len = 0;
@@ -353,10 +401,12 @@ void EventLoop::route(Conn& c, const std::string* domain)
     Decision d = c.router->decide(c.orig, domain ? domain : &c.domain);
     if (d.action.kind == ActionKind::block) {
         c.route_name = "block";
+        account_route(c);
         return fail_early(c, End::blocked, d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default");
     }
     c.upstream = d.action.kind == ActionKind::proxy ? d.upstream : c.router->upstream("direct");
     c.route_name = c.upstream ? c.upstream->name : "direct";
+    account_route(c);
 
     const SockAddr* target = &c.orig;
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
@@ -605,6 +655,13 @@ void EventLoop::maybe_release(Conn& c)
     if (c.inflight > 0 || !(c.aborting || c.closing))
         return;
     log_conn(c);
+    if (auto it = stats_.routes.find(c.route_name); it != stats_.routes.end() && it->second.active > 0) {
+        --it->second.active;
+        it->second.bytes_c2s += c.relay.bytes(Dir::ClientToUpstream);
+        it->second.bytes_s2c += c.relay.bytes(Dir::UpstreamToClient);
+    }
+    if (End end = c.early_end != End::none ? c.early_end : c.relay.end(); end != End::eof)
+        ++stats_.failures[fmt::format("{}/{}", c.route_name, end_name(end == End::none ? End::reset : end))];
     if (c.aborting) {
         close_with_reset(c.fd[0]);
         close_with_reset(c.fd[1]);
@@ -648,6 +705,19 @@ void EventLoop::log_conn(const Conn& c) const
     if (end == End::none)
         end = End::reset;
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c.started).count();
+    if (log::json()) {
+        std::string f = fmt::format(
+            "\"client\":\"{}\",\"orig\":\"{}\",\"via\":\"{}\",\"route\":\"{}\",\"c2s\":{},\"s2c\":{},"
+            "\"ms\":{:.3f},\"end\":\"{}\"",
+            c.client.to_string(), c.orig.to_string(), c.via.to_string(), json_escape(c.route_name),
+            c.relay.bytes(Dir::ClientToUpstream), c.relay.bytes(Dir::UpstreamToClient), ms, end_name(end));
+        if (c.sniffed)
+            f += fmt::format(",\"domain\":\"{}\"", json_escape(c.domain));
+        if (!c.detail.empty())
+            f += fmt::format(",\"reason\":\"{}\"", json_escape(c.detail));
+        log::write_event(log::Level::info, "conn", f);
+        return;
+    }
     std::string extra;
     if (c.sniffed)
         extra += fmt::format(" domain={}", c.domain.empty() ? "-" : c.domain);
@@ -695,6 +765,7 @@ void EventLoop::run()
                 on_accept(*static_cast<Listener*>(ptr), res, cqe->flags);
                 continue;
             case kWake:
+                answer_snapshots();
                 if (!stop_.load())
                     arm_wake();
                 continue;

@@ -10,6 +10,7 @@
 #include "relay.h"
 #include "router.h"
 #include "sock_addr.h"
+#include "stats.h"
 #include "unique_fd.h"
 
 #include <liburing.h>
@@ -18,7 +19,9 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <string_view>
 #include <vector>
 
@@ -49,6 +52,9 @@ public:
     // Runs until stop() is called (from any thread).
     void run();
     void stop();
+    // Thread-safe: the worker fills the snapshot between two completion
+    // batches; with_conns adds one entry per live connection.
+    std::future<WorkerSnapshot> snapshot(bool with_conns);
     size_t live_connections() const { return live_.load(std::memory_order_relaxed); }
 
 private:
@@ -79,6 +85,8 @@ private:
     char* take_chunk();
     void give_chunk(char*& chunk);
     void log_conn(const Conn& c) const;
+    void answer_snapshots();
+    void account_route(Conn& c);
 
     LoopConfig cfg_;
     std::vector<Listener> listeners_;
@@ -91,6 +99,13 @@ private:
         uint8_t unused;
     } wake_slot_{}, sweep_slot_{};
     std::atomic<bool> stop_{false};
+    struct SnapshotRequest {
+        bool with_conns;
+        std::promise<WorkerSnapshot> reply;
+    };
+    std::mutex requests_mu_;
+    std::vector<SnapshotRequest> requests_;
+    WorkerSnapshot stats_;  // closed-connection totals; only the worker touches it
     __kernel_timespec connect_timeout_{}, sniff_timeout_{}, sweep_every_{};
     std::chrono::steady_clock::time_point now_;
 

@@ -17,6 +17,13 @@ void set_level(Level level);
 bool enabled(Level level);
 void write(Level level, std::string_view message);
 
+// json: every line becomes {"ts":..., "level":..., "msg":...}; events logged
+// with write_event carry their fields as JSON members instead.
+void set_json(bool on);
+bool json();
+// fields_json: members without braces, e.g. "\"client\":\"1.2.3.4:5\",\"c2s\":10".
+void write_event(Level level, std::string_view event, std::string_view fields_json);
+
 template <typename... Args>
 void at(Level level, fmt::format_string<Args...> f, Args&&... args)
 {

@@ -76,28 +76,53 @@ std::string validate(const Options& o)
         return "--mark: must not be 0 (0 is every unmarked socket)";
     if ((o.buffers & (o.buffers - 1)) != 0)
         return fmt::format("--buffers: {} is not a power of two", o.buffers);
+    if (!o.metrics.empty()) {
+        auto colon = o.metrics.rfind(':');
+        unsigned port = 0;
+        bool ok = colon != std::string::npos && colon + 1 < o.metrics.size() &&
+                  o.metrics.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                  o.metrics.size() - colon - 1 <= 5 && (port = std::stoul(o.metrics.substr(colon + 1))) > 0 &&
+                  port <= 65535 && SockAddr::parse_ip(o.metrics.substr(0, colon), 0);
+        if (!ok)
+            return fmt::format("--metrics: '{}' is not ADDR:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)", o.metrics);
+    }
     return {};
 }
 
 }  // namespace
 
-ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
-{
-    CLI::App app{
-        "ktproxy: send every TCP connection made by the processes of one cgroup through a local\n"
-        "proxy, transparently (eBPF connect/sockops/getsockopt hooks + an io_uring relay).\n\n"
-        "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app\n"
-        "Then every connect() from a process in that cgroup goes via ktproxy to its original\n"
-        "destination. Stop with Ctrl-C: the hooks go away with the process (fail-open).",
-        "ktproxy"};
-    app.set_version_flag("--version", "ktproxy 0.1.0");
-    app.set_config("--config", "", "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
-        ->check(CLI::ExistingFile);
-    app.add_option("--cgroup", opts.cgroup,
-                   "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount")
-        ->required();
-    add_proxy_options(app, opts);
+namespace {
 
+constexpr const char* kAbout =
+    "ktproxy: send every TCP connection made by the processes of one cgroup through a local\n"
+    "proxy, transparently (eBPF connect/sockops/getsockopt hooks + an io_uring relay).\n\n"
+    "Usage:\n"
+    "  ktproxy --cgroup PATH [options]        intercept a cgroup until stopped (Ctrl-C)\n"
+    "  ktproxy run [options] -- CMD [ARGS]    run one command with its connections intercepted\n"
+    "  ktproxy status [--json]                show live connections of running instances\n"
+    "  ktproxy cleanup                        remove state left by a killed ktproxy\n\n"
+    "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app --upstream tor=socks5://127.0.0.1:9050 \\\n"
+    "                       --rule 'domain=*.onion proxy=tor'\n"
+    "Every connect() from a process in that cgroup then goes via ktproxy. Stop with Ctrl-C:\n"
+    "the hooks go away with the process (fail-open) unless --fail-closed.";
+
+void add_instance_options(CLI::App& app, Options& o)
+{
+    app.add_option("--control", o.control_socket,
+                   "unix socket that `ktproxy status` talks to (default /run/ktproxy/NAME.sock, mode 0600)");
+    app.add_option("--metrics", o.metrics, "serve Prometheus metrics over HTTP on ADDR:PORT, e.g. 127.0.0.1:9464");
+    app.add_option_function<std::string>(
+           "--log-format", [&o](const std::string& v) { o.log_format = v == "json" ? LogFormat::json : LogFormat::text; },
+           "text, or json for one JSON object per line")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->default_str("text");
+    app.add_flag("--fail-closed", o.fail_closed,
+                 "pin the hooks in bpffs so that, if ktproxy dies, the cgroup's connections fail instead of going "
+                 "out directly; a restarted ktproxy takes over, `ktproxy cleanup` removes them");
+}
+
+ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options& opts)
+{
     ParseResult r;
     try {
         app.parse(argc, argv);
@@ -111,7 +136,8 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         return r;
     } catch (const CLI::ParseError& e) {
         r.exit_code = 2;
-        r.message = fmt::format("{} (see ktproxy --help)", e.what());
+        r.message = fmt::format("{} (see ktproxy{} --help)", e.what(),
+                                opts.command == Command::daemon ? "" : " " + app.get_name());
         return r;
     }
     if (auto err = validate(opts); !err.empty()) {
@@ -120,6 +146,77 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         return r;
     }
     r.run = true;
+    return r;
+}
+
+}  // namespace
+
+ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
+{
+    std::string_view sub = argc > 1 ? argv[1] : "";
+    if (sub == "run") {
+        opts.command = Command::run;
+        // Everything after "--" is the command, passed on untouched.
+        int split = argc;
+        for (int i = 2; i < argc; ++i)
+            if (std::string_view(argv[i]) == "--") {
+                split = i;
+                break;
+            }
+        CLI::App app{"ktproxy run: run CMD in a transient cgroup whose TCP connections go through ktproxy;\n"
+                     "exits with CMD's exit status. As root via sudo, CMD runs as the calling user.\n"
+                     "Example: sudo ktproxy run --upstream s=socks5://10.0.0.5:1080 --default proxy=s -- curl URL",
+                     "run"};
+        app.set_config("--config", "", "TOML file with any long option as a key")->check(CLI::ExistingFile);
+        app.add_option("--user", opts.run_user, "run CMD as this user (default: $SUDO_USER, else the current user)");
+        // A wrapper stays quiet unless something goes wrong; --log-level info
+        // shows one line per connection as the daemon does.
+        opts.log_level = log::Level::warn;
+        add_proxy_options(app, opts);
+        app.get_option("--log-level")->default_str("warn");
+        add_instance_options(app, opts);
+        std::vector<const char*> args{"ktproxy run"};
+        for (int i = 2; i < split; ++i)
+            args.push_back(argv[i]);
+        ParseResult r = parse_app(app, static_cast<int>(args.size()), args.data(), opts);
+        if (!r.run)
+            return r;
+        for (int i = split + 1; i < argc; ++i)
+            opts.run_argv.emplace_back(argv[i]);
+        if (opts.run_argv.empty()) {
+            r.run = false;
+            r.exit_code = 2;
+            r.message = "run: no command given; put it after --, e.g. ktproxy run -- curl http://example.com/";
+        }
+        return r;
+    }
+    if (sub == "status" || sub == "cleanup") {
+        opts.command = sub == "status" ? Command::status : Command::cleanup;
+        CLI::App app{sub == "status" ? "ktproxy status: live connections and counters of running ktproxy instances"
+                                     : "ktproxy cleanup: remove pinned hooks (--fail-closed), transient cgroups and "
+                                       "gateway routing state left by a ktproxy that was killed",
+                     std::string(sub)};
+        if (sub == "status") {
+            app.add_option("--control", opts.control_socket, "ask only this control socket");
+            app.add_flag("--json", opts.status_json, "print JSON");
+        }
+        return parse_app(app, argc - 1, argv + 1, opts);
+    }
+
+    CLI::App app{kAbout, "ktproxy"};
+    app.set_version_flag("--version", "ktproxy 0.1.0");
+    app.set_config("--config", "", "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
+        ->check(CLI::ExistingFile);
+    app.add_option("--cgroup", opts.cgroup,
+                   "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount");
+    add_proxy_options(app, opts);
+    add_instance_options(app, opts);
+    ParseResult r = parse_app(app, argc, argv, opts);
+    if (r.run && opts.cgroup.empty()) {
+        r.run = false;
+        r.exit_code = 2;
+        r.message = "--cgroup is required (or use `ktproxy run -- CMD`; see ktproxy --help)";
+    }
     return r;
 }
 

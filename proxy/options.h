@@ -14,7 +14,17 @@ class App;
 
 namespace ktp {
 
+enum class Command {
+    daemon,   // ktproxy --cgroup PATH: intercept an existing cgroup until stopped
+    run,      // ktproxy run -- CMD: intercept one command in a transient cgroup
+    status,   // ktproxy status: ask running instances over their control sockets
+    cleanup,  // ktproxy cleanup: remove what a killed instance left behind
+};
+
+enum class LogFormat { text, json };
+
 struct Options {
+    Command command = Command::daemon;
     // cgroup2 directory whose processes are intercepted: absolute, or relative
     // to the cgroup2 mount ("app" -> /sys/fs/cgroup/app).
     std::string cgroup;
@@ -49,6 +59,23 @@ struct Options {
     double sniff_timeout = 0.3;
     // TOML/INI file with the same keys as the long flags; re-read on SIGHUP.
     std::string config_file;
+
+    LogFormat log_format = LogFormat::text;
+    // Unix socket for `ktproxy status` (owner-only). Empty: the default,
+    // /run/ktproxy/<cgroup name>.sock.
+    std::string control_socket;
+    // ADDR:PORT for Prometheus metrics over HTTP; empty = off.
+    std::string metrics;
+    // Keep the hooks (pinned in bpffs) when ktproxy dies, so that the cgroup's
+    // connections fail instead of leaking out directly.
+    bool fail_closed = false;
+
+    // run: the command and whom it runs as (default: the sudo caller).
+    std::vector<std::string> run_argv;
+    std::string run_user;
+
+    // status: print JSON instead of a table.
+    bool status_json = false;
 };
 
 struct ParseResult {

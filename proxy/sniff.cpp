@@ -255,13 +255,17 @@ SniffResult sniff_domain(std::string_view in)
         return need_more();
     if (static_cast<uint8_t>(in[0]) == 0x16)
         return sniff_tls(in);
-    // An HTTP method is an upper-case token followed by a space.
+    // An HTTP method is an upper-case token (1..kMaxMethod letters, longer
+    // than any registered method) followed by a space.
+    constexpr size_t kMaxMethod = 20;
     size_t n = 0;
-    while (n < in.size() && n < 20 && is_upper(in[n]))
+    while (n < in.size() && n <= kMaxMethod && is_upper(in[n]))
         ++n;
-    if (n == in.size() && n < 20)
+    if (n > kMaxMethod)
+        return none();
+    if (n == in.size())
         return need_more();
-    if (n == 0 || n >= in.size() || in[n] != ' ')
+    if (n == 0 || in[n] != ' ')
         return none();
     return sniff_http(in);
 }

@@ -8,7 +8,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,6 +80,17 @@ SockHooks::SockHooks(const HookConfig& cfg)
     bpf_map__set_max_entries(skel_->maps.ktp_orig_dst, cfg.max_conns);
     bpf_map__set_max_entries(skel_->maps.ktp_tuples, cfg.max_conns);
 
+    pin_dir_ = cfg.pin_dir;
+    if (!pin_dir_.empty()) {
+        if (mkdir(pin_dir_.c_str(), 0700) != 0 && errno != EEXIST)
+            fail_errno("--fail-closed: create {} (is bpffs mounted at /sys/fs/bpf?)", pin_dir_);
+        // libbpf reuses a compatible pinned map at load, or creates and pins it:
+        // connection state survives a restart of ktproxy.
+        for (bpf_map* m : {skel_->maps.ktp_orig_dst, skel_->maps.ktp_tuples, skel_->maps.ktp_counters,
+                           skel_->maps.ktp_routes})
+            bpf_map__set_pin_path(m, (pin_dir_ + "/map_" + bpf_map__name(m)).c_str());
+    }
+
     if (int err = sock_redirect__load(skel_); err) {
         sock_redirect__destroy(skel_);
         skel_ = nullptr;
@@ -95,10 +108,57 @@ SockHooks::~SockHooks()
 
 void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, const std::string& path)
 {
+    if (!pin_dir_.empty()) {
+        std::string pin = pin_dir_ + "/link_" + bpf_program__name(prog);
+        if (access(pin.c_str(), F_OK) == 0) {
+            // A previous instance died with --fail-closed: swap our program
+            // into its link, so the hook never leaves the cgroup.
+            bpf_link* old = bpf_link__open(pin.c_str());
+            if (!old)
+                fail_errno("--fail-closed: open pinned link {}", pin);
+            if (bpf_link__update_program(old, prog) != 0) {
+                int err = errno;
+                bpf_link__destroy(old);
+                fail("--fail-closed: take over {} at {}: {}", what, pin, errno_text(err));
+            }
+            links_.push_back(old);
+            took_over_ = true;
+            return;
+        }
+        bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
+        if (!link)
+            fail_errno("attach {} to cgroup {}", what, path);
+        links_.push_back(link);
+        if (int err = bpf_link__pin(link, pin.c_str()); err)
+            fail("--fail-closed: pin {} at {}: {}", what, pin, errno_text(-err));
+        return;
+    }
     bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
     if (!link)
         fail_errno("attach {} to cgroup {}", what, path);
     links_.push_back(link);
+}
+
+int SockHooks::unpin_all(const std::string& dir)
+{
+    DIR* d = opendir(dir.c_str());
+    if (!d)
+        return 0;
+    int n = 0;
+    while (dirent* e = readdir(d)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..")
+            continue;
+        std::string p = dir + "/" + name;
+        if (e->d_type == DT_DIR) {
+            n += unpin_all(p);
+            rmdir(p.c_str());
+        } else if (unlink(p.c_str()) == 0) {
+            ++n;
+        }
+    }
+    closedir(d);
+    return n;
 }
 
 void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, const std::string& own_path)
@@ -115,7 +175,8 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
 
 void SockHooks::detach()
 {
-    // Stop redirecting before anything else goes away.
+    // Stop redirecting before anything else goes away. A pinned link keeps
+    // the program attached after its fd closes: that is --fail-closed.
     for (auto it = links_.rbegin(); it != links_.rend(); ++it)
         bpf_link__destroy(*it);
     links_.clear();

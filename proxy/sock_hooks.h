@@ -25,6 +25,9 @@ struct HookConfig {
     uint32_t mark = 0;
     uint64_t netns_cookie = 0;
     uint32_t max_conns = 65536;
+    // Non-empty: --fail-closed. Maps and links are pinned here, outlive the
+    // process, and a later instance with the same dir takes them over.
+    std::string pin_dir;
 };
 
 using Counters = std::array<uint64_t, KTP_CTR_MAX>;
@@ -45,7 +48,13 @@ public:
     // connect4/connect6/sockops on the app's cgroup, getsockopt on ktproxy's own.
     void attach(int app_cgroup_fd, const std::string& app_cgroup_path, int own_cgroup_fd,
                 const std::string& own_cgroup_path);
+    // Without pinning: detaches every program. With pinning the hooks stay
+    // (fail-closed); only `ktproxy cleanup` (unpin_all) removes them.
     void detach();
+    bool took_over() const { return took_over_; }
+
+    // Removes every pin under dir (links detach once unpinned and unused).
+    static int unpin_all(const std::string& dir);
 
     // Replaces the routing rules the connect hooks apply, and the action
     // taken when none matches (enum ktp_action). Each prefix's entry is
@@ -58,6 +67,8 @@ public:
 private:
     void attach_one(const char* what, ::bpf_program* prog, int cgroup_fd, const std::string& path);
 
+    std::string pin_dir_;
+    bool took_over_ = false;
     sock_redirect* skel_ = nullptr;
     std::vector<bpf_link*> links_;
 };

@@ -1,0 +1,389 @@
+// The main thread of an instance and the two one-shot commands.
+#include "instance.h"
+
+#include "cgroup.h"
+#include "error.h"
+#include "event_loop.h"
+#include "listener.h"
+#include "local_server.h"
+#include "log.h"
+#include "preflight.h"
+#include "report.h"
+#include "route_compiler.h"
+#include "router.h"
+#include "run_command.h"
+#include "sock_hooks.h"
+
+#include <dirent.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace ktp {
+namespace {
+
+std::string read_text(const char* path)
+{
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+// "system.slice/app.service" -> "system.slice_app.service": one file name
+// per cgroup for pins and control sockets.
+std::string flat_name(const std::string& mount, const std::string& cgroup_path)
+{
+    std::string rel = cgroup_path.substr(std::min(cgroup_path.size(), mount.size()));
+    while (!rel.empty() && rel.front() == '/')
+        rel.erase(0, 1);
+    if (rel.empty())
+        rel = "root";
+    for (char& ch : rel)
+        if (ch == '/')
+            ch = '_';
+    return rel;
+}
+
+// One listener set (IPv4 and, unless disabled, IPv6) per worker, all on the
+// same port: the hooks rewrite to a single port, SO_REUSEPORT spreads the
+// connections over the workers.
+std::vector<std::vector<Listener>> open_listeners(const Options& o, unsigned workers)
+{
+    const bool want6 = !o.listen6.empty();
+    const bool reuse = workers > 1;
+    for (int attempt = 0;; ++attempt) {
+        std::vector<std::vector<Listener>> sets(workers);
+        try {
+            uint16_t port = o.port;
+            for (unsigned w = 0; w < workers; ++w) {
+                sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), "--listen4", reuse));
+                port = sets[w][0].addr.port();
+                if (want6)
+                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen6, port), "--listen6", reuse));
+            }
+            return sets;
+        } catch (const Error& e) {
+            // With --port 0 the first IPv4 bind picks the port; if the IPv6
+            // side finds it taken, try another.
+            if (o.port == 0 && attempt < 20 && std::string_view(e.what()).find("in use") != std::string_view::npos)
+                continue;
+            throw;
+        }
+    }
+}
+
+// Everything that SIGHUP may change: rules, upstreams, default action.
+struct Routing {
+    std::shared_ptr<const Router> router;
+    std::vector<CompiledRoute> kernel;
+    uint32_t default_action;
+};
+
+Routing build_routing(const Options& o)
+{
+    auto router = std::make_shared<const Router>(o.rules, o.upstreams, o.default_action);
+    auto kernel = compile_routes(router->rules());
+    return Routing{router, std::move(kernel), to_kernel_action(router->default_action())};
+}
+
+void reload(int argc, const char* const* argv, SockHooks& hooks, RouterSlot& slot)
+{
+    // Re-read flags and the config file; a bad new config changes nothing.
+    Options fresh;
+    ParseResult pr = parse_command_line(argc, argv, fresh);
+    if (!pr.run) {
+        log::error("reload refused, keeping the rules in force: {}", pr.message);
+        return;
+    }
+    try {
+        Routing next = build_routing(fresh);
+        hooks.set_routes(next.kernel, next.default_action);
+        slot.store(next.router, std::memory_order_release);
+        log::info("reloaded: {}", next.router->describe());
+    } catch (const Error& e) {
+        log::error("reload refused, keeping the rules in force: {}", e.what());
+    }
+}
+
+WorkerSnapshot gather(std::vector<std::unique_ptr<EventLoop>>& loops, bool with_conns)
+{
+    std::vector<std::future<WorkerSnapshot>> fs;
+    for (auto& l : loops)
+        fs.push_back(l->snapshot(with_conns));
+    WorkerSnapshot all;
+    for (auto& f : fs)
+        if (f.wait_for(std::chrono::seconds(1)) == std::future_status::ready)
+            all.merge(f.get());
+    return all;
+}
+
+}  // namespace
+
+int run_instance(const Options& o, int argc, const char* const* argv)
+{
+    log::set_level(o.log_level);
+    log::set_json(o.log_format == LogFormat::json);
+    require_privileges();
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    // Signals are read by the main thread from a signalfd; block them before
+    // any worker starts so that no worker is interrupted by one.
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int s : {SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGQUIT})
+        sigaddset(&mask, s);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+    UniqueFd sigfd(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sigfd)
+        fail_errno("signalfd");
+
+    const bool run_mode = o.command == Command::run;
+    const auto started = std::chrono::steady_clock::now();
+    std::string mount = cgroup2_mount();
+    std::optional<Credentials> creds;
+    std::unique_ptr<TransientCgroup> transient;
+    std::string app_path;
+    if (run_mode) {
+        creds = resolve_run_user(o.run_user);
+        transient = std::make_unique<TransientCgroup>(mount, getpid());
+        app_path = transient->path();
+    } else {
+        app_path = resolve_cgroup_path(mount, o.cgroup);
+    }
+    Cgroup app = open_cgroup2_dir(app_path);
+    auto self = cgroup2_path_of_self(read_text("/proc/self/cgroup"));
+    if (!self)
+        fail("cannot find ktproxy's own cgroup2 path in /proc/self/cgroup");
+    Cgroup own = open_cgroup2_dir(resolve_cgroup_path(mount, *self == "/" ? "" : *self));
+    const std::string name = flat_name(mount, app.path);
+
+    Routing routing = build_routing(o);
+    unsigned workers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
+    auto listener_sets = open_listeners(o, workers);
+    const SockAddr listen4 = listener_sets[0][0].addr;
+    const std::optional<SockAddr> listen6 =
+        listener_sets[0].size() > 1 ? std::optional<SockAddr>(listener_sets[0][1].addr) : std::nullopt;
+
+    HookConfig hc;
+    hc.listen4 = listen4;
+    hc.listen6 = listen6;
+    hc.mark = o.mark;
+    hc.netns_cookie = netns_cookie_of(listener_sets[0][0].fd.get());
+    hc.max_conns = o.max_conns;
+    if (o.fail_closed) {
+        if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
+            fail_errno("--fail-closed: create {} (is bpffs mounted at /sys/fs/bpf?)", kPinRoot);
+        hc.pin_dir = std::string(kPinRoot) + "/" + name;
+    }
+    SockHooks hooks(hc);
+    hooks.set_routes(routing.kernel, routing.default_action);
+
+    RouterSlot slot(routing.router);
+    LoopConfig lc;
+    lc.mark = o.mark;
+    lc.connect_timeout = o.connect_timeout;
+    lc.sniff_timeout = o.sniff_timeout;
+    lc.idle_timeout = o.idle_timeout;
+    lc.buffer_size = o.buffer_size;
+    lc.buffers = o.buffers;
+    std::vector<std::unique_ptr<EventLoop>> loops;
+    for (auto& set : listener_sets)
+        loops.push_back(std::make_unique<EventLoop>(lc, std::move(set), slot));
+
+    std::string control_path = o.control_socket.empty()
+                                   ? fmt::format("{}/{}.sock", kRunDir, run_mode ? fmt::format("run-{}", getpid()) : name)
+                                   : o.control_socket;
+    ControlSocket control(control_path);
+    UniqueFd metrics = o.metrics.empty() ? UniqueFd() : listen_metrics(o.metrics);
+
+    std::vector<std::thread> threads;
+    for (auto& loop : loops)
+        threads.emplace_back([&loop] {
+            try {
+                loop->run();
+            } catch (const Error& e) {
+                log::error("worker stopped: {}", e.what());
+                kill(getpid(), SIGTERM);
+            }
+        });
+    // Whatever happens below, workers are stopped and joined.
+    struct Joiner {
+        std::vector<std::unique_ptr<EventLoop>>& loops;
+        std::vector<std::thread>& threads;
+        ~Joiner()
+        {
+            for (auto& l : loops)
+                l->stop();
+            for (auto& t : threads)
+                if (t.joinable())
+                    t.join();
+        }
+    } joiner{loops, threads};
+
+    hooks.attach(app.fd.get(), app.path, own.fd.get(), own.path);
+    log::info("ready: listening on {}{}, cgroup {}, {} workers, {}{}{}", listen4.to_string(),
+              listen6 ? " and " + listen6->to_string() : std::string(), app.path, workers, routing.router->describe(),
+              o.fail_closed ? (hooks.took_over() ? ", fail-closed (took over pinned hooks)" : ", fail-closed") : "",
+              o.metrics.empty() ? "" : ", metrics on " + o.metrics);
+
+    auto info = [&] {
+        InstanceInfo i;
+        i.cgroup = app.path;
+        i.listen = listen4.to_string() + (listen6 ? " " + listen6->to_string() : "");
+        i.pid = getpid();
+        i.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        i.kernel = hooks.counters();
+        auto occ = hooks.occupancy();
+        i.live_orig_dst = occ.orig_dst;
+        i.live_tuples = occ.tuples;
+        return i;
+    };
+
+    std::unique_ptr<Child> child;
+    if (run_mode) {
+        child = std::make_unique<Child>(o.run_argv, app.path, *creds);
+        try {
+            child->release();
+        } catch (const Error& e) {
+            log::write(log::Level::error, e.what());
+            return 127;
+        }
+    }
+
+    int exit_code = 0;
+    int stop_sig = 0;
+    while (stop_sig == 0) {
+        pollfd pfds[4] = {{sigfd.get(), POLLIN, 0}, {control.fd(), POLLIN, 0}, {metrics.get(), POLLIN, 0},
+                          {child ? child->pidfd() : -1, POLLIN, 0}};
+        if (poll(pfds, 4, -1) < 0 && errno != EINTR)
+            fail_errno("poll");
+        if (pfds[0].revents & POLLIN) {
+            signalfd_siginfo si{};
+            while (::read(sigfd.get(), &si, sizeof(si)) == sizeof(si)) {
+                int sig = static_cast<int>(si.ssi_signo);
+                if (sig == SIGUSR1) {
+                    log::info("{}", format_counters(hooks.counters(), hooks.occupancy()));
+                } else if (sig == SIGHUP) {
+                    reload(argc, argv, hooks, slot);
+                } else if (child) {
+                    // Ctrl-C from the terminal already reached the command
+                    // (same process group); a signal sent to ktproxy itself is
+                    // passed on. ktproxy keeps running until the command exits.
+                    if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE)
+                        kill(child->pid(), sig);
+                } else {
+                    stop_sig = sig;
+                }
+            }
+        }
+        if (pfds[1].revents & POLLIN)
+            serve_control(control.fd(), [&](std::string_view req) {
+                auto snap = gather(loops, true);
+                return req == "status json" ? render_status_json(info(), snap) : render_status_text(info(), snap);
+            });
+        if (metrics && (pfds[2].revents & POLLIN))
+            serve_metrics(metrics.get(), [&] { return render_metrics(info(), gather(loops, false)); });
+        if (child && (pfds[3].revents & POLLIN)) {
+            exit_code = child->reap();
+            break;
+        }
+    }
+
+    // Order matters: leftovers of the command die while the hooks still hold
+    // them (no direct connection can slip out), then the hooks go.
+    if (transient)
+        transient->kill_leftovers();
+    hooks.detach();
+    size_t open = 0;
+    for (auto& loop : loops)
+        open += loop->live_connections();
+    log::info("{}", format_counters(hooks.counters(), hooks.occupancy()));
+    if (run_mode)
+        log::debug("command exited with status {}, {} connections were open", exit_code, open);
+    else
+        log::info("stopped by {}, {} connections were open{}", sigabbrev_np(stop_sig), open,
+                  o.fail_closed ? "; hooks stay pinned (fail-closed) until restart or `ktproxy cleanup`" : "");
+    return exit_code;
+}
+
+int run_status(const Options& o)
+{
+    std::vector<std::string> paths;
+    if (!o.control_socket.empty()) {
+        paths.push_back(o.control_socket);
+    } else if (DIR* d = opendir(kRunDir)) {
+        while (dirent* e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n.size() > 5 && n.substr(n.size() - 5) == ".sock")
+                paths.push_back(std::string(kRunDir) + "/" + n);
+        }
+        closedir(d);
+    }
+    if (paths.empty())
+        fail("no running ktproxy found (no control socket in {}; pass --control PATH)", kRunDir);
+    int reached = 0;
+    for (const auto& p : paths) {
+        try {
+            std::string reply = query_control(p, o.status_json ? "status json" : "status");
+            std::fputs(reply.c_str(), stdout);
+            ++reached;
+        } catch (const Error& e) {
+            if (!o.control_socket.empty())
+                throw;
+            log::debug("skipping {}: {}", p, e.what());
+        }
+    }
+    if (reached == 0)
+        fail("no running ktproxy answered (stale sockets in {}; `ktproxy cleanup` removes them)", kRunDir);
+    return 0;
+}
+
+int run_cleanup(const Options&)
+{
+    require_privileges();
+    int pins = SockHooks::unpin_all(kPinRoot);
+    rmdir(kPinRoot);
+    int cgroups = 0;
+    std::string mount = cgroup2_mount();
+    if (DIR* d = opendir(mount.c_str())) {
+        while (dirent* e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n.rfind(TransientCgroup::kPrefix, 0) != 0)
+                continue;
+            int owner = std::atoi(n.c_str() + std::strlen(TransientCgroup::kPrefix));
+            if (owner > 0 && kill(owner, 0) == 0)
+                continue;  // its ktproxy run is alive
+            if (remove_cgroup(mount + "/" + n))
+                ++cgroups;
+        }
+        closedir(d);
+    }
+    int sockets = 0;
+    if (DIR* d = opendir(kRunDir)) {
+        while (dirent* e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n.size() <= 5 || n.substr(n.size() - 5) != ".sock")
+                continue;
+            std::string p = std::string(kRunDir) + "/" + n;
+            try {
+                query_control(p, "ping");
+            } catch (const Error&) {
+                if (::unlink(p.c_str()) == 0)
+                    ++sockets;
+            }
+        }
+        closedir(d);
+    }
+    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets", pins, cgroups,
+              sockets);
+    return 0;
+}
+
+}  // namespace ktp

@@ -1,0 +1,35 @@
+// What a worker reports about itself: per-route totals, failures by reason,
+// and (on request) its live connections. Read by `ktproxy status` and the
+// metrics endpoint through EventLoop::snapshot().
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ktp {
+
+struct RouteStats {
+    uint64_t total = 0;   // connections routed this way since start
+    uint64_t active = 0;  // currently open
+    uint64_t bytes_c2s = 0;
+    uint64_t bytes_s2c = 0;
+};
+
+struct ConnInfo {
+    std::string client, orig, route, domain;
+    uint64_t c2s = 0, s2c = 0;
+    double age_s = 0;
+};
+
+struct WorkerSnapshot {
+    std::map<std::string, RouteStats> routes;
+    // key: "route/reason", e.g. "corp/upstream-error", "direct/refused"
+    std::map<std::string, uint64_t> failures;
+    std::vector<ConnInfo> conns;
+
+    void merge(const WorkerSnapshot& o);
+};
+
+}  // namespace ktp
