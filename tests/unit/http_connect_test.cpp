@@ -132,9 +132,10 @@ TEST_CASE("http CONNECT refuses a domain that would inject header lines")
     }
 }
 
-TEST_CASE("http CONNECT without a domain or an address fails in start")
+TEST_CASE("http CONNECT without an address fails in start, even with a domain (the port comes from the address)")
 {
     CHECK(HttpConnectHandshake("", "", Target{}).start().kind == HandshakeStep::failed);
+    CHECK(HttpConnectHandshake("", "", Target{"example.com", {}}).start().kind == HandshakeStep::failed);
 }
 
 TEST_CASE("http 2xx completes the handshake; bytes after the blank line are tunnel data")

@@ -323,6 +323,17 @@ TEST_CASE("http: a method prefix waits, other protocols give none")
     CHECK(status(std::string(40, 'A')) == SniffResult::none);
 }
 
+TEST_CASE("http: methods of up to 20 letters are waited for, longer tokens are not HTTP")
+{
+    // Found by the http_host fuzzer: the answer must not change as more of
+    // the same stream arrives.
+    std::string m20(20, 'Q'), m21(21, 'Q');
+    CHECK(status(m20) == SniffResult::need_more);
+    CHECK(found(m20 + " / HTTP/1.1\r\nHost: q.example\r\n\r\n") == "q.example");
+    CHECK(status(m21) == SniffResult::none);
+    CHECK(status(m21 + " / HTTP/1.1\r\nHost: q.example\r\n\r\n") == SniffResult::none);
+}
+
 TEST_CASE("sniffing survives pseudo-random mutations of valid input without reading out of bounds")
 {
     // ASan builds turn any out-of-bounds read here into a failure.

@@ -318,11 +318,21 @@ TEST_CASE("socks5 a password without a username is refused (RFC 1929 needs a use
     CHECK(Socks5Handshake("", "pw", v4_target()).start().kind == HandshakeStep::failed);
 }
 
-TEST_CASE("socks5 without a domain or an address fails in start")
+TEST_CASE("socks5 without an address fails in start, even with a domain (the port comes from the address)")
 {
     HandshakeStep s = Socks5Handshake("", "", Target{}).start();
     CHECK(s.kind == HandshakeStep::failed);
     CHECK(s.error == "socks5: no destination address to CONNECT to");
+    CHECK(Socks5Handshake("", "", Target{"example.com", {}}).start().kind == HandshakeStep::failed);
+}
+
+TEST_CASE("socks5 reply with an empty domain as BND.ADDR and a non-zero RSV is still accepted")
+{
+    Socks5Handshake hs("", "", v4_target());
+    DriveResult r = drive(hs, kMethodNoAuth + "\x05\x00\x01\x03\x00\x00\x00"s + "x");
+    REQUIRE(r.last.kind == HandshakeStep::done);
+    CHECK(r.last.consumed == 7);
+    CHECK(r.rest == "x");
 }
 
 TEST_CASE("socks5 feeding out of order fails instead of misbehaving")
