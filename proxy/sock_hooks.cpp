@@ -94,7 +94,7 @@ SockHooks::SockHooks(const HookConfig& cfg)
     if (int err = sock_redirect__load(skel_); err) {
         sock_redirect__destroy(skel_);
         skel_ = nullptr;
-        fail("load BPF programs (cgroup connect/sockops/getsockopt; needs a kernel >= 5.15 with BTF): {}",
+        fail("load BPF programs (cgroup connect/sockops/getsockopt; needs Linux >= 5.19 with BTF): {}",
              errno_text(-err));
     }
 }
