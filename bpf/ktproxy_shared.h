@@ -25,6 +25,8 @@ enum ktp_counter {
 	KTP_CTR_MAP_FULL,           /* could not store the original destination */
 	KTP_CTR_BYPASSED,           /* a `direct` rule left the connect untouched */
 	KTP_CTR_BLOCKED,            /* a `block` rule failed the connect (EPERM) */
+	KTP_CTR_GW_ASSIGNED,        /* gateway: a packet handed to one of ktproxy's sockets */
+	KTP_CTR_GW_NO_LISTENER,     /* gateway: a SYN to proxy, but no transparent listener */
 	KTP_CTR_MAX,
 };
 
@@ -68,6 +70,14 @@ enum ktp_action {
 #define KTP_ROUTE_F_DOMAIN 0x1
 
 #define KTP_ROUTE_MAX 32
+
+/* What the gateway's TC program decided for a packet (tests read it back). */
+enum ktp_gw_verdict {
+	KTP_GW_PASS = 0,    /* not for us: non-TCP, malformed, fragment, local destination */
+	KTP_GW_DIRECT = 1,  /* a `direct` rule: forwarded by the kernel untouched */
+	KTP_GW_BLOCK = 2,   /* a `block` rule: dropped */
+	KTP_GW_PROXY = 3,   /* to ktproxy's transparent listener (SYN) or flow socket */
+};
 
 struct ktp_lpm_key {
 	__u32 prefixlen;  /* 0..128 over addr */

@@ -13,7 +13,7 @@ const char* kernel_counter_name(int idx)
 {
     static constexpr const char* names[KTP_CTR_MAX] = {
         "redirected", "skipped_mark", "skipped_netns", "skipped_local", "orig_dst_answered",
-        "orig_dst_missed", "map_full", "bypassed", "blocked",
+        "orig_dst_missed", "map_full", "bypassed", "blocked", "gw_assigned", "gw_no_listener",
     };
     return idx >= 0 && idx < KTP_CTR_MAX ? names[idx] : "?";
 }

@@ -233,10 +233,12 @@ std::string format_counters(const Counters& c, const MapOccupancy& m)
 {
     return fmt::format(
         "counters redirected={} skipped_mark={} skipped_netns={} skipped_local={} "
-        "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} live_orig_dst={} live_tuples={}",
+        "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} gw_assigned={} gw_no_listener={} "
+        "live_orig_dst={} live_tuples={}",
         c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
         c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
-        c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], m.orig_dst, m.tuples);
+        c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], c[KTP_CTR_GW_ASSIGNED],
+        c[KTP_CTR_GW_NO_LISTENER], m.orig_dst, m.tuples);
 }
 
 }  // namespace ktp
