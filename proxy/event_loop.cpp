@@ -346,11 +346,17 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
     c.fd[0] = UniqueFd(res);
     c.client = SockAddr::peer_of(res);
 
-    sockaddr_storage ss{};
-    socklen_t len = l.orig_dst_level == SOL_IPV6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-    if (getsockopt(res, l.orig_dst_level, 80 /* SO_ORIGINAL_DST */, &ss, &len) != 0)
-        return fail_early(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
-    c.orig = SockAddr(reinterpret_cast<sockaddr*>(&ss), len).unmapped();
+    if (l.transparent) {
+        // Gateway: the TC program handed the SYN to this listener; the
+        // connection's local address is where the client was going.
+        c.orig = SockAddr::local_of(res).unmapped();
+    } else {
+        sockaddr_storage ss{};
+        socklen_t len = l.orig_dst_level == SOL_IPV6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+        if (getsockopt(res, l.orig_dst_level, 80 /* SO_ORIGINAL_DST */, &ss, &len) != 0)
+            return fail_early(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
+        c.orig = SockAddr(reinterpret_cast<sockaddr*>(&ss), len).unmapped();
+    }
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return fail_early(c, End::error, "original destination is ktproxy itself");
     set_nodelay(c.fd[0].get());

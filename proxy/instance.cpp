@@ -4,6 +4,7 @@
 #include "cgroup.h"
 #include "error.h"
 #include "event_loop.h"
+#include "gateway.h"
 #include "listener.h"
 #include "local_server.h"
 #include "log.h"
@@ -19,6 +20,8 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
+
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <fstream>
@@ -53,26 +56,30 @@ std::string flat_name(const std::string& mount, const std::string& cgroup_path)
 
 // One listener set (IPv4 and, unless disabled, IPv6) per worker, all on the
 // same port: the hooks rewrite to a single port, SO_REUSEPORT spreads the
-// connections over the workers.
-std::vector<std::vector<Listener>> open_listeners(const Options& o, unsigned workers)
+// connections over the workers. transparent: the gateway's listeners.
+std::vector<std::vector<Listener>> open_listeners(const Options& o, unsigned workers, bool transparent)
 {
     const bool want6 = !o.listen6.empty();
     const bool reuse = workers > 1;
+    const char* w4 = transparent ? "gateway listener" : "--listen4";
+    const char* w6 = transparent ? "gateway listener" : "--listen6";
+    const uint16_t first_port = transparent ? 0 : o.port;
     for (int attempt = 0;; ++attempt) {
         std::vector<std::vector<Listener>> sets(workers);
         try {
-            uint16_t port = o.port;
+            uint16_t port = first_port;
             for (unsigned w = 0; w < workers; ++w) {
-                sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), "--listen4", reuse));
+                sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), w4, reuse, transparent));
                 port = sets[w][0].addr.port();
                 if (want6)
-                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen6, port), "--listen6", reuse));
+                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen6, port), w6, reuse, transparent));
             }
             return sets;
         } catch (const Error& e) {
-            // With --port 0 the first IPv4 bind picks the port; if the IPv6
+            // With port 0 the first IPv4 bind picks the port; if the IPv6
             // side finds it taken, try another.
-            if (o.port == 0 && attempt < 20 && std::string_view(e.what()).find("in use") != std::string_view::npos)
+            if (first_port == 0 && attempt < 20 &&
+                std::string_view(e.what()).find("in use") != std::string_view::npos)
                 continue;
             throw;
         }
@@ -93,7 +100,36 @@ Routing build_routing(const Options& o)
     return Routing{router, std::move(kernel), to_kernel_action(router->default_action())};
 }
 
-void reload(int argc, const char* const* argv, SockHooks& hooks, RouterSlot& slot)
+// The kernel side of an instance: socket hooks on a cgroup and/or the
+// gateway's TC program; the same rules go to both.
+struct KernelSide {
+    std::unique_ptr<SockHooks> sock;
+    std::unique_ptr<GatewayHooks> gateway;
+
+    void set_routes(const Routing& r)
+    {
+        if (sock)
+            sock->set_routes(r.kernel, r.default_action);
+        if (gateway)
+            gateway->set_routes(r.kernel, r.default_action);
+    }
+    Counters counters() const
+    {
+        Counters c{};
+        if (sock)
+            c = sock->counters();
+        if (gateway) {
+            Counters g = gateway->counters();
+            for (size_t i = 0; i < c.size(); ++i)
+                c[i] += g[i];
+        }
+        return c;
+    }
+    MapOccupancy occupancy() const { return sock ? sock->occupancy() : MapOccupancy{}; }
+    std::string counters_line() const { return format_counters(counters(), occupancy()); }
+};
+
+void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot)
 {
     // Re-read flags and the config file; a bad new config changes nothing.
     Options fresh;
@@ -104,7 +140,7 @@ void reload(int argc, const char* const* argv, SockHooks& hooks, RouterSlot& slo
     }
     try {
         Routing next = build_routing(fresh);
-        hooks.set_routes(next.kernel, next.default_action);
+        kernel.set_routes(next);
         slot.store(next.router, std::memory_order_release);
         log::info("reloaded: {}", next.router->describe());
     } catch (const Error& e) {
@@ -154,36 +190,66 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         creds = resolve_run_user(o.run_user);
         transient = std::make_unique<TransientCgroup>(mount, getpid());
         app_path = transient->path();
-    } else {
+    } else if (!o.cgroup.empty()) {
         app_path = resolve_cgroup_path(mount, o.cgroup);
     }
-    Cgroup app = open_cgroup2_dir(app_path);
-    auto self = cgroup2_path_of_self(read_text("/proc/self/cgroup"));
-    if (!self)
-        fail("cannot find ktproxy's own cgroup2 path in /proc/self/cgroup");
-    Cgroup own = open_cgroup2_dir(resolve_cgroup_path(mount, *self == "/" ? "" : *self));
-    const std::string name = flat_name(mount, app.path);
+    const bool cgroup_mode = !app_path.empty();
+    const bool gateway_mode = !o.gateway_ifaces.empty();
+    std::optional<Cgroup> app, own;
+    if (cgroup_mode) {
+        app = open_cgroup2_dir(app_path);
+        auto self = cgroup2_path_of_self(read_text("/proc/self/cgroup"));
+        if (!self)
+            fail("cannot find ktproxy's own cgroup2 path in /proc/self/cgroup");
+        own = open_cgroup2_dir(resolve_cgroup_path(mount, *self == "/" ? "" : *self));
+    }
+    const std::string name = cgroup_mode ? flat_name(mount, app->path) : "gateway";
 
     Routing routing = build_routing(o);
     unsigned workers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
-    auto listener_sets = open_listeners(o, workers);
-    const SockAddr listen4 = listener_sets[0][0].addr;
-    const std::optional<SockAddr> listen6 =
-        listener_sets[0].size() > 1 ? std::optional<SockAddr>(listener_sets[0][1].addr) : std::nullopt;
-
-    HookConfig hc;
-    hc.listen4 = listen4;
-    hc.listen6 = listen6;
-    hc.mark = o.mark;
-    hc.netns_cookie = netns_cookie_of(listener_sets[0][0].fd.get());
-    hc.max_conns = o.max_conns;
-    if (o.fail_closed) {
-        if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
-            fail_errno("--fail-closed: create {} (is bpffs mounted at /sys/fs/bpf?)", kPinRoot);
-        hc.pin_dir = std::string(kPinRoot) + "/" + name;
+    std::vector<std::vector<Listener>> listener_sets(workers);
+    std::optional<SockAddr> listen4, listen6, gw4, gw6;
+    if (cgroup_mode) {
+        listener_sets = open_listeners(o, workers, false);
+        listen4 = listener_sets[0][0].addr;
+        if (listener_sets[0].size() > 1)
+            listen6 = listener_sets[0][1].addr;
     }
-    SockHooks hooks(hc);
-    hooks.set_routes(routing.kernel, routing.default_action);
+    if (gateway_mode) {
+        auto gw_sets = open_listeners(o, workers, true);
+        gw4 = gw_sets[0][0].addr;
+        if (gw_sets[0].size() > 1)
+            gw6 = gw_sets[0][1].addr;
+        for (unsigned w = 0; w < workers; ++w)
+            for (auto& l : gw_sets[w])
+                listener_sets[w].push_back(std::move(l));
+    }
+
+    KernelSide kernel;
+    if (cgroup_mode) {
+        HookConfig hc;
+        hc.listen4 = *listen4;
+        hc.listen6 = listen6;
+        hc.mark = o.mark;
+        hc.netns_cookie = netns_cookie_of(listener_sets[0][0].fd.get());
+        hc.max_conns = o.max_conns;
+        if (o.fail_closed) {
+            if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
+                fail_errno("--fail-closed: create {} (is bpffs mounted at /sys/fs/bpf?)", kPinRoot);
+            hc.pin_dir = std::string(kPinRoot) + "/" + name;
+        }
+        kernel.sock = std::make_unique<SockHooks>(hc);
+    }
+    if (gateway_mode) {
+        GatewayConfig gc;
+        gc.ifaces = o.gateway_ifaces;
+        gc.listen4 = *gw4;
+        gc.listen6 = gw6;
+        gc.mark = o.gateway_mark;
+        gc.table = o.gateway_table;
+        kernel.gateway = std::make_unique<GatewayHooks>(gc);
+    }
+    kernel.set_routes(routing);
 
     RouterSlot slot(routing.router);
     LoopConfig lc;
@@ -227,20 +293,29 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         }
     } joiner{loops, threads};
 
-    hooks.attach(app.fd.get(), app.path, own.fd.get(), own.path);
-    log::info("ready: listening on {}{}, cgroup {}, {} workers, {}{}{}", listen4.to_string(),
-              listen6 ? " and " + listen6->to_string() : std::string(), app.path, workers, routing.router->describe(),
-              o.fail_closed ? (hooks.took_over() ? ", fail-closed (took over pinned hooks)" : ", fail-closed") : "",
+    if (kernel.sock)
+        kernel.sock->attach(app->fd.get(), app->path, own->fd.get(), own->path);
+    std::string where;
+    if (cgroup_mode)
+        where = fmt::format("listening on {}{}, cgroup {}", listen4->to_string(),
+                            listen6 ? " and " + listen6->to_string() : std::string(), app->path);
+    if (gateway_mode)
+        where += fmt::format("{}gateway on {} via {}{}", where.empty() ? "" : ", ", fmt::join(o.gateway_ifaces, ","),
+                             gw4->to_string(), gw6 ? " and " + gw6->to_string() : std::string());
+    log::info("ready: {}, {} workers, {}{}{}", where, workers, routing.router->describe(),
+              o.fail_closed ? (kernel.sock && kernel.sock->took_over() ? ", fail-closed (took over pinned hooks)"
+                                                                      : ", fail-closed")
+                            : "",
               o.metrics.empty() ? "" : ", metrics on " + o.metrics);
 
     auto info = [&] {
         InstanceInfo i;
-        i.cgroup = app.path;
-        i.listen = listen4.to_string() + (listen6 ? " " + listen6->to_string() : "");
+        i.cgroup = cgroup_mode ? app->path : "-";
+        i.listen = where;
         i.pid = getpid();
         i.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        i.kernel = hooks.counters();
-        auto occ = hooks.occupancy();
+        i.kernel = kernel.counters();
+        auto occ = kernel.occupancy();
         i.live_orig_dst = occ.orig_dst;
         i.live_tuples = occ.tuples;
         return i;
@@ -248,7 +323,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
 
     std::unique_ptr<Child> child;
     if (run_mode) {
-        child = std::make_unique<Child>(o.run_argv, app.path, *creds);
+        child = std::make_unique<Child>(o.run_argv, app->path, *creds);
         try {
             child->release();
         } catch (const Error& e) {
@@ -269,9 +344,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             while (::read(sigfd.get(), &si, sizeof(si)) == sizeof(si)) {
                 int sig = static_cast<int>(si.ssi_signo);
                 if (sig == SIGUSR1) {
-                    log::info("{}", format_counters(hooks.counters(), hooks.occupancy()));
+                    log::info("{}", kernel.counters_line());
                 } else if (sig == SIGHUP) {
-                    reload(argc, argv, hooks, slot);
+                    reload(argc, argv, kernel, slot);
                 } else if (child) {
                     // Ctrl-C from the terminal already reached the command
                     // (same process group); a signal sent to ktproxy itself is
@@ -300,11 +375,12 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // them (no direct connection can slip out), then the hooks go.
     if (transient)
         transient->kill_leftovers();
-    hooks.detach();
+    if (kernel.sock)
+        kernel.sock->detach();
     size_t open = 0;
     for (auto& loop : loops)
         open += loop->live_connections();
-    log::info("{}", format_counters(hooks.counters(), hooks.occupancy()));
+    log::info("{}", kernel.counters_line());
     if (run_mode)
         log::debug("command exited with status {}, {} connections were open", exit_code, open);
     else
@@ -381,8 +457,11 @@ int run_cleanup(const Options&)
         }
         closedir(d);
     }
-    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets", pins, cgroups,
-              sockets);
+    Options defaults;
+    int gw = GatewayHooks::remove_leftovers(defaults.gateway_mark, defaults.gateway_table);
+    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets, {} gateway "
+              "leftovers",
+              pins, cgroups, sockets, gw);
     return 0;
 }
 

@@ -12,7 +12,7 @@
 
 namespace ktp {
 
-Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport)
+Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool transparent)
 {
     Listener l;
     l.fd = UniqueFd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -24,6 +24,14 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport)
         fail_errno("{} {}: SO_REUSEPORT", what, addr.to_string());
     if (addr.family() == AF_INET6)
         setsockopt(l.fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (transparent) {
+        // Accept connections whose destination is not a local address.
+        int rc = addr.family() == AF_INET6 ? setsockopt(l.fd.get(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+                                           : setsockopt(l.fd.get(), SOL_IP, IP_TRANSPARENT, &one, sizeof(one));
+        if (rc != 0)
+            fail_errno("{} {}: IP_TRANSPARENT", what, addr.to_string());
+        l.transparent = true;
+    }
     if (::bind(l.fd.get(), addr.get(), addr.size()) != 0) {
         if (errno == EADDRINUSE)
             fail("{} {}: port {} is already in use (pick another with --port)", what, addr.to_string(),
@@ -35,6 +43,7 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport)
     if (::listen(l.fd.get(), 4096) != 0)
         fail_errno("{} {}: listen", what, addr.to_string());
     l.addr = SockAddr::local_of(l.fd.get());
+    l.transparent = transparent;
     l.orig_dst_level = addr.family() == AF_INET6 ? SOL_IPV6 : SOL_IP;
     return l;
 }

@@ -74,6 +74,8 @@ std::string validate(const Options& o)
         return fmt::format("--listen6: '{}' is not an IPv6 address", o.listen6);
     if (o.mark == 0)
         return "--mark: must not be 0 (0 is every unmarked socket)";
+    if (o.gateway_mark == 0 || o.gateway_mark == o.mark)
+        return "--gateway-mark: must be non-zero and differ from --mark";
     if ((o.buffers & (o.buffers - 1)) != 0)
         return fmt::format("--buffers: {} is not a power of two", o.buffers);
     if (!o.metrics.empty()) {
@@ -116,6 +118,16 @@ void add_instance_options(CLI::App& app, Options& o)
            "text, or json for one JSON object per line")
         ->check(CLI::IsMember({"text", "json"}))
         ->default_str("text");
+    app.add_option("--gateway-iface", o.gateway_ifaces,
+                   "also proxy TCP forwarded through this interface (repeatable; containers, VMs, LAN clients "
+                   "routed via this host); see docs/gateway.md")
+        ->allow_extra_args(false)
+        ->take_all();
+    app.add_option("--gateway-mark", o.gateway_mark, "fwmark for packets the gateway hands to ktproxy")
+        ->capture_default_str();
+    app.add_option("--gateway-table", o.gateway_table, "routing table for the gateway's local route")
+        ->check(CLI::Range(1u, 0xfffffffeu))
+        ->capture_default_str();
     app.add_flag("--fail-closed", o.fail_closed,
                  "pin the hooks in bpffs so that, if ktproxy dies, the cgroup's connections fail instead of going "
                  "out directly; a restarted ktproxy takes over, `ktproxy cleanup` removes them");
@@ -212,10 +224,10 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
     add_proxy_options(app, opts);
     add_instance_options(app, opts);
     ParseResult r = parse_app(app, argc, argv, opts);
-    if (r.run && opts.cgroup.empty()) {
+    if (r.run && opts.cgroup.empty() && opts.gateway_ifaces.empty()) {
         r.run = false;
         r.exit_code = 2;
-        r.message = "--cgroup is required (or use `ktproxy run -- CMD`; see ktproxy --help)";
+        r.message = "--cgroup is required (or --gateway-iface, or `ktproxy run -- CMD`; see ktproxy --help)";
     }
     return r;
 }

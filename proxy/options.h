@@ -70,6 +70,11 @@ struct Options {
     // connections fail instead of leaking out directly.
     bool fail_closed = false;
 
+    // Gateway mode: proxy TCP forwarded through these interfaces (TC ingress).
+    std::vector<std::string> gateway_ifaces;
+    uint32_t gateway_mark = 0x6b75;   // fwmark of packets handed to ktproxy
+    uint32_t gateway_table = 27509;   // routing table holding the local route
+
     // run: the command and whom it runs as (default: the sudo caller).
     std::vector<std::string> run_argv;
     std::string run_user;
