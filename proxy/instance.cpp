@@ -375,6 +375,19 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // them (no direct connection can slip out), then the hooks go.
     if (transient)
         transient->kill_leftovers();
+    if (run_mode) {
+        // The command's sockets are closed now; give their relays a moment
+        // to see it, so that every connection is finished and logged.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        auto live = [&] {
+            size_t n = 0;
+            for (auto& loop : loops)
+                n += loop->live_connections();
+            return n;
+        };
+        while (live() > 0 && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     if (kernel.sock)
         kernel.sock->detach();
     size_t open = 0;
