@@ -58,6 +58,13 @@ std::string resolve_cgroup_path(std::string_view mount, std::string_view user_pa
     return p;
 }
 
+std::string hierarchy_to_fs_path(std::string_view mount, std::string_view hierarchy_path)
+{
+    while (!hierarchy_path.empty() && hierarchy_path.front() == '/')
+        hierarchy_path.remove_prefix(1);
+    return resolve_cgroup_path(mount, hierarchy_path);
+}
+
 static std::string slurp(const char* path)
 {
     std::ifstream f(path);

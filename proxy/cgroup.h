@@ -19,6 +19,10 @@ std::optional<std::string> cgroup2_path_of_self(std::string_view proc_self_cgrou
 // "app" -> "<mount>/app"; absolute paths are kept. Normalises trailing '/'.
 std::string resolve_cgroup_path(std::string_view mount, std::string_view user_path);
 
+// A path inside the hierarchy, as /proc/PID/cgroup gives it ("/a/b", "/"),
+// to the directory under the mount ("/sys/fs/cgroup/a/b").
+std::string hierarchy_to_fs_path(std::string_view mount, std::string_view hierarchy_path);
+
 struct Cgroup {
     std::string path;
     UniqueFd fd;  // O_DIRECTORY, for BPF attach

@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -73,8 +74,21 @@ struct alignas(32) Conn {
     uint32_t hs_out_sent = 0;
     uint32_t hs_in = 0;  // unconsumed upstream bytes at the start of setup[u2c]
 
-    int src(Dir d) const { return fd[idx(d)].get(); }
-    int dst(Dir d) const { return fd[idx(other(d))].get(); }
+    // Once relaying, both sockets usually live only in the ring's fixed-file
+    // table (slot >= 0) and their ordinary fds are closed: a relayed
+    // connection then costs no entry in the process's fd table, which is what
+    // lets one process hold more connections than RLIMIT_NOFILE / 2.
+    int32_t slot[2] = {-1, -1};
+    bool lingered = false;         // SO_LINGER {1,0} set on the slots before an abortive close
+    linger linger_rst{1, 0};
+
+    struct Sock {
+        int fd;
+        bool fixed;
+    };
+    Sock sock(int i) const { return slot[i] >= 0 ? Sock{slot[i], true} : Sock{fd[i].get(), false}; }
+    Sock src(Dir d) const { return sock(idx(d)); }
+    Sock dst(Dir d) const { return sock(idx(other(d))); }
 };
 
 namespace {
@@ -93,6 +107,7 @@ enum Tag : uint64_t {
     kHsSend,
     kHsRecv,
     kSweep,
+    kLinger,
 };
 constexpr uint64_t kTagMask = 0xf;
 constexpr uint64_t kDirBit = 0x10;
@@ -119,6 +134,26 @@ void close_with_reset(UniqueFd& fd)
     linger lg{1, 0};
     setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     fd.reset();
+}
+
+void on(io_uring_sqe* s, Conn::Sock k)
+{
+    if (k.fixed)
+        s->flags |= IOSQE_FIXED_FILE;
+}
+
+// io_uring's SOCKET_URING_OP_SETSOCKOPT (Linux >= 6.7), prepared by hand:
+// liburing 2.3 predates it. Field placement per the kernel's io_uring_sqe.
+constexpr uint32_t kSocketUringOpSetsockopt = 3;
+void prep_setsockopt(io_uring_sqe* s, int fixed_slot, int level, int optname, const void* optval, uint32_t optlen)
+{
+    io_uring_prep_rw(IORING_OP_URING_CMD, s, fixed_slot, nullptr, 0, 0);
+    s->flags |= IOSQE_FIXED_FILE;
+    s->cmd_op = kSocketUringOpSetsockopt;
+    s->addr = static_cast<uint64_t>(static_cast<uint32_t>(level)) |
+              (static_cast<uint64_t>(static_cast<uint32_t>(optname)) << 32);
+    s->file_index = optlen;  // optlen shares this word
+    s->addr3 = reinterpret_cast<uint64_t>(optval);
 }
 
 __kernel_timespec to_timespec(double seconds)
@@ -154,6 +189,19 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
     if (err < 0)
         fail("create io_uring: {} (needs Linux >= 5.19 with io_uring enabled)", errno_text(-err));
     bufs_ = std::make_unique<BufRing>(ring_, kBufGroup, cfg_.buffers, cfg_.buffer_size);
+
+    // The fixed-file table may be as large as RLIMIT_NOFILE, per ring.
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    unsigned slots = static_cast<unsigned>(std::min<rlim_t>(rl.rlim_cur, 1u << 16));
+    if (slots >= 64 && io_uring_register_files_sparse(&ring_, slots) == 0) {
+        free_slots_.reserve(slots);
+        for (unsigned i = slots; i > 0; --i)
+            free_slots_.push_back(static_cast<int32_t>(i - 1));
+        slots_total_ = slots;
+    } else {
+        log::warn("io_uring fixed files unavailable: relayed connections use ordinary fds");
+    }
 
     wake_fd_ = UniqueFd(eventfd(0, EFD_CLOEXEC));
     if (!wake_fd_)
@@ -195,6 +243,7 @@ void EventLoop::answer_snapshots()
     if (reqs.empty())
         return;
     WorkerSnapshot base = stats_;
+    base.fixed_files_in_use = slots_total_ - free_slots_.size();
     for (Conn* c = live_head_; c; c = c->live_next) {
         auto& r = base.routes[c->route_name];
         r.bytes_c2s += c->relay.bytes(Dir::ClientToUpstream);
@@ -543,10 +592,53 @@ void EventLoop::on_hs_recv(Conn& c, int res)
     hs_step(c, c.hs->feed(std::string_view(c.setup[idx(Dir::UpstreamToClient)], c.hs_in)));
 }
 
+void EventLoop::to_fixed(Conn& c)
+{
+    if (free_slots_.size() < 2)
+        return;  // table full: this connection keeps its ordinary fds
+    int32_t s0 = free_slots_.back();
+    free_slots_.pop_back();
+    int32_t s1 = free_slots_.back();
+    free_slots_.pop_back();
+    int fds[1];
+    fds[0] = c.fd[0].get();
+    int ok0 = io_uring_register_files_update(&ring_, static_cast<unsigned>(s0), fds, 1);
+    fds[0] = c.fd[1].get();
+    int ok1 = ok0 == 1 ? io_uring_register_files_update(&ring_, static_cast<unsigned>(s1), fds, 1) : -1;
+    if (ok0 != 1 || ok1 != 1) {
+        int none = -1;
+        if (ok0 == 1)
+            io_uring_register_files_update(&ring_, static_cast<unsigned>(s0), &none, 1);
+        free_slots_.push_back(s1);
+        free_slots_.push_back(s0);
+        return;
+    }
+    c.slot[0] = s0;
+    c.slot[1] = s1;
+    // The table holds its own reference: the ordinary fds can go.
+    c.fd[0].reset();
+    c.fd[1].reset();
+}
+
+void EventLoop::clear_slots(Conn& c)
+{
+    for (int i = 0; i < 2; ++i) {
+        if (c.slot[i] < 0)
+            continue;
+        // Dropping the table's reference closes the socket (with an RST if
+        // SO_LINGER {1,0} was set), exactly like close() on an ordinary fd.
+        int none = -1;
+        io_uring_register_files_update(&ring_, static_cast<unsigned>(c.slot[i]), &none, 1);
+        free_slots_.push_back(c.slot[i]);
+        c.slot[i] = -1;
+    }
+}
+
 void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 {
     c.via = SockAddr::local_of(c.fd[1].get());
     c.relaying = true;
+    to_fixed(c);
     // A direction with nothing to replay gives its setup chunk back now.
     if (pending_c2u == 0)
         give_chunk(c.setup[idx(Dir::ClientToUpstream)]);
@@ -578,7 +670,9 @@ void EventLoop::submit_recv(Conn& c, Dir d)
     io_uring_sqe* s = sqe();
     // No buffer is named: the kernel picks one from the ring when data is
     // there, so a connection waiting for data holds no memory.
-    io_uring_prep_recv(s, c.src(d), nullptr, cfg_.buffer_size, 0);
+    Conn::Sock from = c.src(d);
+    io_uring_prep_recv(s, from.fd, nullptr, cfg_.buffer_size, 0);
+    on(s, from);
     s->flags |= IOSQE_BUFFER_SELECT;
     s->buf_group = kBufGroup;
     io_uring_sqe_set_data64(s, pack(&c, kRecv, d));
@@ -616,14 +710,16 @@ void EventLoop::apply(Conn& c, const Ops& ops)
             int32_t bid = c.held[idx(op.dir)];
             char* base = bid >= 0 ? bufs_->addr(static_cast<uint16_t>(bid)) : c.setup[idx(op.dir)];
             s = sqe();
-            io_uring_prep_send(s, c.dst(op.dir), base + op.offset, op.len, MSG_NOSIGNAL);
+            io_uring_prep_send(s, c.dst(op.dir).fd, base + op.offset, op.len, MSG_NOSIGNAL);
+            on(s, c.dst(op.dir));
             io_uring_sqe_set_data64(s, pack(&c, kSend, op.dir));
             ++c.inflight;
             break;
         }
         case Op::shutdown:
             s = sqe();
-            io_uring_prep_shutdown(s, c.dst(op.dir), SHUT_WR);
+            io_uring_prep_shutdown(s, c.dst(op.dir).fd, SHUT_WR);
+            on(s, c.dst(op.dir));
             io_uring_sqe_set_data64(s, pack(&c, kShutdown, op.dir));
             ++c.inflight;
             break;
@@ -645,11 +741,12 @@ void EventLoop::start_abort(Conn& c)
     if (c.aborting)
         return;
     c.aborting = true;
-    for (auto& fd : c.fd) {
-        if (!fd)
+    for (int i = 0; i < 2; ++i) {
+        Conn::Sock k = c.sock(i);
+        if (k.fd < 0)
             continue;
         io_uring_sqe* s = sqe();
-        io_uring_prep_cancel_fd(s, fd.get(), IORING_ASYNC_CANCEL_ALL);
+        io_uring_prep_cancel_fd(s, k.fd, IORING_ASYNC_CANCEL_ALL | (k.fixed ? IORING_ASYNC_CANCEL_FD_FIXED : 0));
         io_uring_sqe_set_data64(s, pack(&c, kCancel));
         ++c.inflight;
     }
@@ -660,6 +757,20 @@ void EventLoop::maybe_release(Conn& c)
 {
     if (c.inflight > 0 || !(c.aborting || c.closing))
         return;
+    if (c.aborting && !c.lingered && linger_cmd_ && (c.slot[0] >= 0 || c.slot[1] >= 0)) {
+        // A reset is passed on as a reset: SO_LINGER {1,0} on the fixed
+        // sockets first, then the close below sends RST.
+        c.lingered = true;
+        for (int i = 0; i < 2; ++i) {
+            if (c.slot[i] < 0)
+                continue;
+            io_uring_sqe* s = sqe();
+            prep_setsockopt(s, c.slot[i], SOL_SOCKET, SO_LINGER, &c.linger_rst, sizeof(c.linger_rst));
+            io_uring_sqe_set_data64(s, pack(&c, kLinger));
+            ++c.inflight;
+        }
+        return;
+    }
     log_conn(c);
     if (auto it = stats_.routes.find(c.route_name); it != stats_.routes.end() && it->second.active > 0) {
         --it->second.active;
@@ -675,6 +786,8 @@ void EventLoop::maybe_release(Conn& c)
         c.fd[0].reset();
         c.fd[1].reset();
     }
+    clear_slots(c);
+    c.lingered = false;
     c.relaying = false;
     ++c.gen;
     release_buffer(c, Dir::ClientToUpstream);
@@ -808,6 +921,15 @@ void EventLoop::run()
                     break;
                 }
                 apply(c, tag == kSend ? c.relay.on_send(dir, res) : c.relay.on_shutdown(dir, res));
+                break;
+            case kLinger:
+                if (res < 0 && linger_cmd_) {
+                    // Kernel without socket uring_cmd: closes stay graceful.
+                    linger_cmd_ = false;
+                    log::warn("io_uring socket setsockopt unavailable ({}): resets are passed on as EOF",
+                              errno_text(-res));
+                }
+                maybe_release(c);
                 break;
             default:  // link timeouts and cancels only hold a reference
                 maybe_release(c);

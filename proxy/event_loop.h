@@ -76,6 +76,8 @@ private:
     void on_relay_recv(Conn& c, Dir d, int res, uint32_t flags);
     void submit_recv(Conn& c, Dir d);
     void release_buffer(Conn& c, Dir d);
+    void to_fixed(Conn& c);
+    void clear_slots(Conn& c);
     void sweep_idle();
     void apply(Conn& c, const Ops& ops);
     void start_abort(Conn& c);
@@ -121,6 +123,10 @@ private:
         uint32_t gen;
     };
     std::deque<Waiter> waiting_;
+
+    std::vector<int32_t> free_slots_;  // fixed-file table slots not in use
+    size_t slots_total_ = 0;
+    bool linger_cmd_ = true;           // socket setsockopt via uring_cmd works
 
     std::vector<std::unique_ptr<char[]>> chunks_;  // setup buffers (sniff, handshake)
     std::vector<char*> free_chunks_;

@@ -201,7 +201,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         auto self = cgroup2_path_of_self(read_text("/proc/self/cgroup"));
         if (!self)
             fail("cannot find ktproxy's own cgroup2 path in /proc/self/cgroup");
-        own = open_cgroup2_dir(resolve_cgroup_path(mount, *self == "/" ? "" : *self));
+        // /proc/self/cgroup gives a path inside the hierarchy ("/a/b"), not a
+        // filesystem path: it is relative to the cgroup2 mount.
+        own = open_cgroup2_dir(hierarchy_to_fs_path(mount, *self));
     }
     const std::string name = cgroup_mode ? flat_name(mount, app->path) : "gateway";
 

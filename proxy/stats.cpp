@@ -15,6 +15,7 @@ void WorkerSnapshot::merge(const WorkerSnapshot& o)
     for (const auto& [key, n] : o.failures)
         failures[key] += n;
     conns.insert(conns.end(), o.conns.begin(), o.conns.end());
+    fixed_files_in_use += o.fixed_files_in_use;
 }
 
 }  // namespace ktp

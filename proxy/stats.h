@@ -28,6 +28,8 @@ struct WorkerSnapshot {
     // key: "route/reason", e.g. "corp/upstream-error", "direct/refused"
     std::map<std::string, uint64_t> failures;
     std::vector<ConnInfo> conns;
+    // Sockets held only in io_uring's fixed-file tables (not in /proc/PID/fd).
+    uint64_t fixed_files_in_use = 0;
 
     void merge(const WorkerSnapshot& o);
 };

@@ -42,3 +42,11 @@ TEST_CASE("relative cgroup paths resolve under the mount, absolute ones are kept
     CHECK(resolve_cgroup_path("/sys/fs/cgroup", "/sys/fs/cgroup/app/") == "/sys/fs/cgroup/app");
     CHECK(resolve_cgroup_path("/sys/fs/cgroup", "") == "/sys/fs/cgroup");
 }
+
+TEST_CASE("a path from /proc/self/cgroup is inside the hierarchy, not the filesystem")
+{
+    CHECK(hierarchy_to_fs_path("/sys/fs/cgroup", "/system.slice/ktproxy.service") ==
+          "/sys/fs/cgroup/system.slice/ktproxy.service");
+    CHECK(hierarchy_to_fs_path("/sys/fs/cgroup/unified", "/") == "/sys/fs/cgroup/unified");
+    CHECK(hierarchy_to_fs_path("/sys/fs/cgroup", "/a/b/") == "/sys/fs/cgroup/a/b");
+}
