@@ -92,26 +92,32 @@ ktp_wait_port "$KTP_SRV" 1098
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo "220 banner.test ESMTP ready"; sleep 3'
 ktp_wait_port "$KTP_SRV" 2525
 
-start_ktproxy \
-    --upstream "dante=socks5://ktpuser:s3cret@$KTP_SRV4:1080" \
-    --upstream "micro=socks5://$KTP_SRV4:1081" \
-    --upstream "tiny=http://ktpuser:s3cret@$KTP_SRV4:8888" \
-    --upstream "badpass=socks5://ktpuser:wrong@$KTP_SRV4:1080" \
-    --upstream "down=socks5://$KTP_SRV4:1099" \
-    --upstream "garbage=socks5://$KTP_SRV4:1098" \
-    --rule "cidr=$KTP_SRV4 port=80 direct" \
-    --rule "port=9999 block" \
-    --rule "port=8081 proxy=dante" \
-    --rule "port=8082 proxy=micro" \
-    --rule "port=8083 proxy=tiny" \
-    --rule "port=9101 proxy=badpass" \
-    --rule "port=9102 proxy=down" \
-    --rule "port=9103 proxy=garbage" \
-    --rule "domain=a.test proxy=micro" \
-    --rule "domain=c.test proxy=tiny" \
-    --rule "domain=b.test proxy=direct" \
-    --default proxy=direct \
-    || ktp_die "ktproxy did not start"
+# Rules and upstreams come from a TOML file (as a service would run it), so
+# that SIGHUP reloading can be tested by rewriting it.
+KTP_CONF="$KTP_TMP/ktproxy.toml"
+write_config() {  # write_config [EXTRA_RULE]: the suite's configuration
+    # CLI11 (Debian's 2.1) reads TOML arrays on one line only.
+    local rules=(${1:+"$1"} "cidr=$KTP_SRV4 port=80 direct" "port=9999 block" "port=8081 proxy=dante"
+        "port=8082 proxy=micro" "port=8083 proxy=tiny" "port=9101 proxy=badpass" "port=9102 proxy=down"
+        "port=9103 proxy=garbage" "port=9104 proxy=silent" "domain=a.test proxy=micro" "domain=c.test proxy=tiny"
+        "domain=b.test proxy=direct")
+    local ups=("dante=socks5://ktpuser:s3cret@$KTP_SRV4:1080" "micro=socks5://$KTP_SRV4:1081"
+        "tiny=http://ktpuser:s3cret@$KTP_SRV4:8888" "badpass=socks5://ktpuser:wrong@$KTP_SRV4:1080"
+        "down=socks5://$KTP_SRV4:1099" "garbage=socks5://$KTP_SRV4:1098" "silent=socks5://$KTP_SRV4:1097")
+    toml_list() { local out="" x; for x in "$@"; do out+="${out:+, }\"$x\""; done; printf '[%s]' "$out"; }
+    {
+        echo "upstream = $(toml_list "${ups[@]}")"
+        echo "rule = $(toml_list "${rules[@]}")"
+        echo 'default = "proxy=direct"'
+        echo 'connect-timeout = 2'
+    } > "$KTP_CONF.new"
+    mv "$KTP_CONF.new" "$KTP_CONF"
+}
+write_config
+# Accepts and never answers.
+ktp_bg in_srv socat TCP-LISTEN:1097,bind=$KTP_SRV4,reuseaddr,fork SYSTEM:'sleep 30'
+ktp_wait_port "$KTP_SRV" 1097
+start_ktproxy --config "$KTP_CONF" || ktp_die "ktproxy did not start"
 
 # nginx also listens on 8081-8083 for the upstream tests.
 add_nginx_ports() {
@@ -222,6 +228,10 @@ test_upstream_answering_garbage_resets_client_with_reason() {
     upstream_failure 9103 upstream-error 'garbage'
 }
 
+test_upstream_that_never_answers_resets_client_after_connect_timeout() {
+    upstream_failure 9104 timeout 'handshake timed out'
+}
+
 test_other_connections_unaffected_by_upstream_failures() {
     via_upstream 8082 micro
     local out
@@ -229,17 +239,35 @@ test_other_connections_unaffected_by_upstream_failures() {
     expect_eq "$out" 200 "IPv6 curl after upstream failures"
 }
 
-test_sighup_reloads_rules_and_keeps_live_connections() {
-    local conf="$KTP_TMP/reload.toml"
-    # A live connection through ktproxy, held open across the reload.
+test_sighup_reloads_rules_from_the_config_and_keeps_live_connections() {
+    # A live connection through ktproxy, held open across the reloads.
     in_app bash -c "(printf 'before\n'; sleep 3; printf 'after\n') | timeout 10 socat -t 5 - TCP:$KTP_SRV4:9000" \
         > "$KTP_TMP/live.out" &
-    local live=$!
-    sleep 0.5
+    local live=$! rc
+    sleep 0.3
+    # New rule on top: port 9000 is now blocked in the kernel.
+    write_config "port=9000 block"
     kill -HUP "$KTP_PID"
     wait_log "$KTP_LOG" 'reloaded: ' || fail "no reload line"
+    rc=0
+    in_app timeout 5 socat -u "TCP:$KTP_SRV4:9000" - </dev/null 2>"$KTP_TMP/blocked.err" || rc=$?
+    expect_file_match "$KTP_TMP/blocked.err" "Operation not permitted"
+    # A broken config is refused and the rules in force stay.
+    printf 'rule = ["cidr=999.1.1.1/8 direct"]\n' > "$KTP_CONF"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" 'reload refused, keeping the rules in force: .*999' || fail "bad config not refused"
+    rc=0
+    in_app timeout 5 socat -u "TCP:$KTP_SRV4:9000" - </dev/null 2>"$KTP_TMP/blocked2.err" || rc=$?
+    expect_file_match "$KTP_TMP/blocked2.err" "Operation not permitted"
+    # Back to the original configuration.
+    write_config
+    kill -HUP "$KTP_PID"
+    local i
+    for i in $(seq 100); do [ "$(grep -c 'reloaded: ' "$KTP_LOG")" -ge 2 ] && break; sleep 0.05; done
+    [ "$(grep -c 'reloaded: ' "$KTP_LOG")" -ge 2 ] || fail "no second reload"
     wait "$live" || true
-    expect_eq "$(tr '\n' ' ' < "$KTP_TMP/live.out")" "before after " "echo across the reload"
+    expect_eq "$(tr '\n' ' ' < "$KTP_TMP/live.out")" "before after " "echo across the reloads"
+    expect_eq "$(printf x | in_app timeout 5 socat -t 2 - "TCP:$KTP_SRV4:9000")" x "port 9000 after restoring the config"
 }
 
 run_all_tests "$0"

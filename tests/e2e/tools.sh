@@ -130,6 +130,13 @@ test_app_sees_its_intended_peer_in_getpeername() {
     expect_eq "${out##* }" "$KTP_SRV4:80" "the Go client's RemoteAddr"
 }
 
+test_idle_timeout_cuts_a_silent_connection() {
+    # One exchange, then silence longer than --idle-timeout: ktproxy resets it.
+    kt_run --idle-timeout 1 --log-level info -- \
+        sh -c "(printf hi; sleep 6) | timeout 10 socat -t 8 - TCP:$KTP_SRV4:9000 >/dev/null" 2>"$KTP_TMP/idle.err" || true
+    expect_file_match "$KTP_TMP/idle.err" "orig=$KTP_SRV4:9000 .*c2s=2 s2c=2 .*end=idle"
+}
+
 test_status_lists_live_connections_and_counters() {
     start_ktproxy --control "$KTP_TMP/ctl.sock" || fail "ktproxy did not start"
     [ "$(stat -c %a "$KTP_TMP/ctl.sock")" = 600 ] || fail "control socket is not owner-only"
