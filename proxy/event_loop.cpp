@@ -36,6 +36,10 @@ namespace ktp {
 // Setup chunk size: enough for a ClientHello or an HTTP request head, and for
 // any upstream handshake reply.
 constexpr uint32_t kChunk = 16 * 1024;
+// Upstream handshake replies are small (SOCKS5 at most 262 bytes, HTTP CONNECT
+// a status line and a few headers): a smaller chunk keeps a burst of
+// handshakes from growing the pool by 16 KiB each.
+constexpr uint32_t kHsChunk = 4 * 1024;
 constexpr uint16_t kBufGroup = 1;
 
 struct alignas(32) Conn {
@@ -326,21 +330,23 @@ void EventLoop::arm_sweep()
     io_uring_sqe_set_data64(s, pack(&sweep_slot_, kSweep));
 }
 
-char* EventLoop::take_chunk()
+char* EventLoop::take_chunk(Dir d)
 {
-    if (free_chunks_.empty()) {
-        chunks_.push_back(std::make_unique<char[]>(kChunk));
+    // c2u chunks hold sniffed client bytes, u2c chunks upstream handshakes.
+    auto& free = free_chunks_[idx(d)];
+    if (free.empty()) {
+        chunks_.push_back(std::make_unique<char[]>(d == Dir::ClientToUpstream ? kChunk : kHsChunk));
         return chunks_.back().get();
     }
-    char* c = free_chunks_.back();
-    free_chunks_.pop_back();
+    char* c = free.back();
+    free.pop_back();
     return c;
 }
 
-void EventLoop::give_chunk(char*& chunk)
+void EventLoop::give_chunk(char*& chunk, Dir d)
 {
     if (chunk)
-        free_chunks_.push_back(chunk);
+        free_chunks_[idx(d)].push_back(chunk);
     chunk = nullptr;
 }
 
@@ -411,7 +417,7 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
     set_nodelay(c.fd[0].get());
 
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
-        c.setup[idx(Dir::ClientToUpstream)] = take_chunk();
+        c.setup[idx(Dir::ClientToUpstream)] = take_chunk(Dir::ClientToUpstream);
         return sniff_more(c);
     }
     route(c, nullptr);
@@ -471,7 +477,7 @@ void EventLoop::route(Conn& c, const std::string* domain)
             c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t);
         else
             c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
-        c.setup[idx(Dir::UpstreamToClient)] = take_chunk();
+        c.setup[idx(Dir::UpstreamToClient)] = take_chunk(Dir::UpstreamToClient);
     }
 
     c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -538,11 +544,11 @@ void EventLoop::hs_step(Conn& c, HandshakeStep step)
         return;
     }
     case HandshakeStep::need_more: {
-        if (c.hs_in >= kChunk)
+        if (c.hs_in >= kHsChunk)
             return fail_early(c, End::upstream, "upstream handshake reply too large");
         reserve(2);
         io_uring_sqe* s = sqe();
-        io_uring_prep_recv(s, c.fd[1].get(), in + c.hs_in, kChunk - c.hs_in, 0);
+        io_uring_prep_recv(s, c.fd[1].get(), in + c.hs_in, kHsChunk - c.hs_in, 0);
         io_uring_sqe_set_data64(s, pack(&c, kHsRecv));
         s->flags |= IOSQE_IO_LINK;
         ++c.inflight;
@@ -641,15 +647,15 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
     to_fixed(c);
     // A direction with nothing to replay gives its setup chunk back now.
     if (pending_c2u == 0)
-        give_chunk(c.setup[idx(Dir::ClientToUpstream)]);
+        give_chunk(c.setup[idx(Dir::ClientToUpstream)], Dir::ClientToUpstream);
     if (pending_u2c == 0)
-        give_chunk(c.setup[idx(Dir::UpstreamToClient)]);
+        give_chunk(c.setup[idx(Dir::UpstreamToClient)], Dir::UpstreamToClient);
     apply(c, c.relay.start(pending_c2u, pending_u2c));
 }
 
 void EventLoop::release_buffer(Conn& c, Dir d)
 {
-    give_chunk(c.setup[idx(d)]);
+    give_chunk(c.setup[idx(d)], d);
     if (c.held[idx(d)] < 0)
         return;
     bufs_->recycle(static_cast<uint16_t>(c.held[idx(d)]));

@@ -84,8 +84,8 @@ private:
     void maybe_release(Conn& c);
     void fail_early(Conn& c, End why, std::string detail);
     Conn* alloc_conn();
-    char* take_chunk();
-    void give_chunk(char*& chunk);
+    char* take_chunk(Dir d);
+    void give_chunk(char*& chunk, Dir d);
     void log_conn(const Conn& c) const;
     void answer_snapshots();
     void account_route(Conn& c);
@@ -129,7 +129,7 @@ private:
     bool linger_cmd_ = true;           // socket setsockopt via uring_cmd works
 
     std::vector<std::unique_ptr<char[]>> chunks_;  // setup buffers (sniff, handshake)
-    std::vector<char*> free_chunks_;
+    std::vector<char*> free_chunks_[2];  // per Dir: sniff chunks, handshake chunks
 };
 
 }  // namespace ktp
