@@ -117,6 +117,10 @@ constexpr uint64_t kTagMask = 0xf;
 constexpr uint64_t kDirBit = 0x10;
 constexpr uint64_t kLowMask = 0x1f;
 
+// Ordinary fds held by connections, across all workers of the process: they
+// share one RLIMIT_NOFILE.
+std::atomic<int64_t> g_conn_fds{0};
+
 uint64_t pack(const void* p, Tag tag, Dir d = Dir::ClientToUpstream)
 {
     return reinterpret_cast<uint64_t>(p) | tag | (d == Dir::UpstreamToClient ? kDirBit : 0);
@@ -203,6 +207,8 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
         for (unsigned i = slots; i > 0; --i)
             free_slots_.push_back(static_cast<int32_t>(i - 1));
         slots_total_ = slots;
+        // Past half of the fd limit, relayed connections go to the table.
+        fd_budget_ = static_cast<int64_t>(rl.rlim_cur / 2);
     } else {
         log::warn("io_uring fixed files unavailable: relayed connections use ordinary fds");
     }
@@ -399,6 +405,7 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
     }
     Conn& c = *alloc_conn();
     c.fd[0] = UniqueFd(res);
+    g_conn_fds.fetch_add(1, std::memory_order_relaxed);
     c.client = SockAddr::peer_of(res);
 
     if (l.transparent) {
@@ -481,6 +488,8 @@ void EventLoop::route(Conn& c, const std::string* domain)
     }
 
     c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (c.fd[1])
+        g_conn_fds.fetch_add(1, std::memory_order_relaxed);
     if (!c.fd[1])
         return fail_early(c, End::error, fmt::format("upstream socket(): {}", errno_text(errno)));
     if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0)
@@ -600,6 +609,12 @@ void EventLoop::on_hs_recv(Conn& c, int res)
 
 void EventLoop::to_fixed(Conn& c)
 {
+    // Ordinary fds are cheaper to work with (shutdown is a plain syscall;
+    // through io_uring it is always handed to a worker thread), so a
+    // connection moves to the fixed table only when the process's fds run
+    // short.
+    if (g_conn_fds.load(std::memory_order_relaxed) < fd_budget_)
+        return;
     if (free_slots_.size() < 2)
         return;  // table full: this connection keeps its ordinary fds
     int32_t s0 = free_slots_.back();
@@ -624,6 +639,7 @@ void EventLoop::to_fixed(Conn& c)
     // The table holds its own reference: the ordinary fds can go.
     c.fd[0].reset();
     c.fd[1].reset();
+    g_conn_fds.fetch_sub(2, std::memory_order_relaxed);
 }
 
 void EventLoop::clear_slots(Conn& c)
@@ -723,6 +739,13 @@ void EventLoop::apply(Conn& c, const Ops& ops)
             break;
         }
         case Op::shutdown:
+            if (!c.dst(op.dir).fixed) {
+                // shutdown() on a socket never blocks; io_uring would punt it
+                // to a worker thread, costing a thread hop per half-close.
+                int rc = ::shutdown(c.dst(op.dir).fd, SHUT_WR) == 0 ? 0 : -errno;
+                apply(c, c.relay.on_shutdown(op.dir, rc));
+                break;
+            }
             s = sqe();
             io_uring_prep_shutdown(s, c.dst(op.dir).fd, SHUT_WR);
             on(s, c.dst(op.dir));
@@ -785,6 +808,7 @@ void EventLoop::maybe_release(Conn& c)
     }
     if (End end = c.early_end != End::none ? c.early_end : c.relay.end(); end != End::eof)
         ++stats_.failures[fmt::format("{}/{}", c.route_name, end_name(end == End::none ? End::reset : end))];
+    g_conn_fds.fetch_sub(static_cast<int64_t>(bool(c.fd[0])) + bool(c.fd[1]), std::memory_order_relaxed);
     if (c.aborting) {
         close_with_reset(c.fd[0]);
         close_with_reset(c.fd[1]);

@@ -126,6 +126,7 @@ private:
 
     std::vector<int32_t> free_slots_;  // fixed-file table slots not in use
     size_t slots_total_ = 0;
+    int64_t fd_budget_ = 0;            // process-wide connection fds before using the table
     bool linger_cmd_ = true;           // socket setsockopt via uring_cmd works
 
     std::vector<std::unique_ptr<char[]>> chunks_;  // setup buffers (sniff, handshake)
