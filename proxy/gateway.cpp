@@ -124,41 +124,11 @@ void GatewayHooks::detach_all()
 
 void GatewayHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action)
 {
-    int fd = bpf_map__fd(skel_->maps.ktp_routes);
-    std::vector<ktp_lpm_key> stale;
-    ktp_lpm_key key{}, next{};
-    const void* prev = nullptr;
-    while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-        bool kept = false;
-        for (const auto& r : routes)
-            kept |= std::memcmp(&r.key, &next, sizeof(next)) == 0;
-        if (!kept)
-            stale.push_back(next);
-        key = next;
-        prev = &key;
-    }
-    for (const auto& r : routes)
-        if (bpf_map_update_elem(fd, &r.key, &r.set, BPF_ANY) != 0)
-            fail_errno("update gateway BPF map ktp_routes");
+    replace_routes(bpf_map__fd(skel_->maps.ktp_routes), routes, "the gateway");
     skel_->data->ktp_default_action = default_action;
-    for (const auto& k : stale)
-        bpf_map_delete_elem(fd, &k);
 }
 
-Counters GatewayHooks::counters() const
-{
-    Counters total{};
-    int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0)
-        return total;
-    std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
-    int fd = bpf_map__fd(skel_->maps.ktp_counters);
-    for (uint32_t i = 0; i < KTP_CTR_MAX; ++i)
-        if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) == 0)
-            for (auto v : per_cpu)
-                total[i] += v;
-    return total;
-}
+Counters GatewayHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }
 
 int GatewayHooks::remove_leftovers(uint32_t mark, uint32_t table)
 {

@@ -2,6 +2,7 @@
 // Destroying it detaches every program: ktproxy fails open by construction.
 #pragma once
 
+#include "bpf_maps.h"
 #include "route_compiler.h"
 #include "sock_addr.h"
 
@@ -30,7 +31,6 @@ struct HookConfig {
     std::string pin_dir;
 };
 
-using Counters = std::array<uint64_t, KTP_CTR_MAX>;
 
 struct MapOccupancy {
     uint64_t orig_dst = 0;
