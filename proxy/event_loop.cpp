@@ -432,16 +432,22 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
 
 void EventLoop::sniff_more(Conn& c)
 {
-    char* base = c.setup[idx(Dir::ClientToUpstream)];
-    reserve(2);
-    io_uring_sqe* s = sqe();
-    io_uring_prep_recv(s, c.fd[0].get(), base + c.sniff_len, kChunk - c.sniff_len, 0);
-    io_uring_sqe_set_data64(s, pack(&c, kSniffRecv));
-    s->flags |= IOSQE_IO_LINK;
-    ++c.inflight;
     // Server-speaks-first protocols never send: the timeout routes them
     // without a name instead of hanging.
-    link_timeout(c, sniff_timeout_);
+    char* base = c.setup[idx(Dir::ClientToUpstream)];
+    recv_with_timeout(c, c.fd[0].get(), base + c.sniff_len, kChunk - c.sniff_len, kSniffRecv, sniff_timeout_);
+}
+
+void EventLoop::recv_with_timeout(Conn& c, int fd, char* buf, uint32_t len, uint64_t tag,
+                                  const __kernel_timespec& ts)
+{
+    reserve(2);
+    io_uring_sqe* s = sqe();
+    io_uring_prep_recv(s, fd, buf, len, 0);
+    io_uring_sqe_set_data64(s, pack(&c, static_cast<Tag>(tag)));
+    s->flags |= IOSQE_IO_LINK;
+    ++c.inflight;
+    link_timeout(c, ts);
 }
 
 void EventLoop::on_sniff(Conn& c, int res)
@@ -555,13 +561,7 @@ void EventLoop::hs_step(Conn& c, HandshakeStep step)
     case HandshakeStep::need_more: {
         if (c.hs_in >= kHsChunk)
             return fail_early(c, End::upstream, "upstream handshake reply too large");
-        reserve(2);
-        io_uring_sqe* s = sqe();
-        io_uring_prep_recv(s, c.fd[1].get(), in + c.hs_in, kHsChunk - c.hs_in, 0);
-        io_uring_sqe_set_data64(s, pack(&c, kHsRecv));
-        s->flags |= IOSQE_IO_LINK;
-        ++c.inflight;
-        link_timeout(c, connect_timeout_);
+        recv_with_timeout(c, c.fd[1].get(), in + c.hs_in, kHsChunk - c.hs_in, kHsRecv, connect_timeout_);
         return;
     }
     case HandshakeStep::done:

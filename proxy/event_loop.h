@@ -61,6 +61,8 @@ private:
     io_uring_sqe* sqe();
     void reserve(unsigned n);
     void link_timeout(Conn& c, const __kernel_timespec& ts);
+    // recv into buf, bounded by a linked timeout (completes with -ECANCELED).
+    void recv_with_timeout(Conn& c, int fd, char* buf, uint32_t len, uint64_t tag, const __kernel_timespec& ts);
     void arm_accept(Listener& l);
     void arm_wake();
     void arm_sweep();
