@@ -2,20 +2,16 @@
 // byte picks credentials, the target kind and the delivery chunk size; the
 // rest is the proxy's response, delivered the way the event loop would.
 #include "http_connect.h"
+#include "fuzz_check.h"
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
 using namespace ktp;
+using ktp::fuzz::check;
 
 namespace {
-
-void check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 Target target(uint8_t kind)
 {

@@ -1,6 +1,7 @@
 // Fuzzes rule and action parsing. A parsed rule must be well-formed, parse
 // again from its own text to the same rule, and match consistently.
 #include "rules.h"
+#include "fuzz_check.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -8,14 +9,9 @@
 #include <string>
 
 using namespace ktp;
+using ktp::fuzz::check;
 
 namespace {
-
-void check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 bool same(const Rule& a, const Rule& b)
 {

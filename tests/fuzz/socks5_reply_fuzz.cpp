@@ -2,20 +2,16 @@
 // picks credentials, the target kind and the delivery chunk size; the rest is
 // what the server sends, delivered the way the event loop would.
 #include "socks5.h"
+#include "fuzz_check.h"
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
 using namespace ktp;
+using ktp::fuzz::check;
 
 namespace {
-
-void check(bool ok)
-{
-    if (!ok)
-        abort();
-}
 
 Target target(uint8_t kind)
 {

@@ -3,44 +3,20 @@
 // prefixes: a prefix of found input is need_more or the same name, a prefix
 // of `none` input is never `found` with another name.
 #include "sniff.h"
+#include "fuzz_check.h"
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
 using namespace ktp;
-
-namespace {
-
-void check(bool ok)
-{
-    if (!ok)
-        abort();
-}
-
-void check_consistent(std::string_view in)
-{
-    SniffResult full = sniff_domain(in);
-    if (full.status == SniffResult::found)
-        check(!full.domain.empty() && valid_sniffed_name(full.domain) == full.domain);
-    else
-        check(full.domain.empty());
-    // A few cut points; every prefix must agree with the whole.
-    for (size_t cut : {in.size() / 2, in.size() * 3 / 4, in.size() > 0 ? in.size() - 1 : 0}) {
-        SniffResult part = sniff_domain(in.substr(0, cut));
-        if (part.status == SniffResult::found)
-            check(full.status == SniffResult::found && full.domain == part.domain);
-        if (part.status == SniffResult::none)
-            check(full.status == SniffResult::none);
-    }
-}
-
-}  // namespace
+using ktp::fuzz::check;
+using ktp::fuzz::check_sniff_consistent;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
     std::string_view in(reinterpret_cast<const char*>(data), size);
-    check_consistent(in);
+    check_sniff_consistent(in);
     // The same bytes as the body of one handshake record, so that mutations
     // spend their time inside the ClientHello rather than on its headers.
     if (size <= 4000) {
@@ -53,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
         rec += char(hs_len >> 8 & 0xff);
         rec += char(hs_len & 0xff);
         rec.append(in);
-        check_consistent(rec);
+        check_sniff_consistent(rec);
     }
     return 0;
 }

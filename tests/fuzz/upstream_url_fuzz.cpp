@@ -1,22 +1,14 @@
 // Fuzzes upstream URL parsing. A parsed URL must be well-formed, and its
 // redacted form must parse back to the same upstream (password aside).
 #include "upstream_url.h"
+#include "fuzz_check.h"
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
 using namespace ktp;
-
-namespace {
-
-void check(bool ok)
-{
-    if (!ok)
-        abort();
-}
-
-}  // namespace
+using ktp::fuzz::check;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
