@@ -21,6 +21,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -84,6 +85,7 @@ struct alignas(32) Conn {
     // lets one process hold more connections than RLIMIT_NOFILE / 2.
     int32_t slot[2] = {-1, -1};
     bool lingered = false;         // SO_LINGER {1,0} set on the slots before an abortive close
+    bool watching[2] = {false, false};  // a POLLERR watch on the source of a direction past EOF
     linger linger_rst{1, 0};
 
     struct Sock {
@@ -112,6 +114,7 @@ enum Tag : uint64_t {
     kHsRecv,
     kSweep,
     kLinger,
+    kWatch,
 };
 constexpr uint64_t kTagMask = 0xf;
 constexpr uint64_t kDirBit = 0x10;
@@ -370,6 +373,7 @@ Conn* EventLoop::alloc_conn()
         c->detail.clear();
         c->client = c->orig = c->via = SockAddr();
         c->held[0] = c->held[1] = -1;
+        c->watching[0] = c->watching[1] = false;
         c->upstream = nullptr;
         c->route_name = "none";
         c->domain.clear();
@@ -715,7 +719,24 @@ void EventLoop::on_relay_recv(Conn& c, Dir d, int res, uint32_t flags)
         waiting_.push_back(Waiter{&c, d, c.gen});
         return;
     }
+    const uint32_t gen = c.gen;
     apply(c, c.relay.on_recv(d, res));
+    if (res == 0 && c.gen == gen && !c.closing && !c.aborting)
+        watch_after_eof(c, d);
+}
+
+void EventLoop::watch_after_eof(Conn& c, Dir d)
+{
+    // Nothing reads this socket any more, so a reset that follows its FIN
+    // (the peer closed, then got data it did not want) would go unseen while
+    // the other direction still runs. A poll for errors catches it and the
+    // reset is passed on, as it would reach the client of a direct connection.
+    io_uring_sqe* s = sqe();
+    io_uring_prep_poll_add(s, c.src(d).fd, POLLERR | POLLHUP);
+    on(s, c.src(d));
+    io_uring_sqe_set_data64(s, pack(&c, kWatch, d));
+    c.watching[idx(d)] = true;
+    ++c.inflight;
 }
 
 void EventLoop::apply(Conn& c, const Ops& ops)
@@ -757,6 +778,14 @@ void EventLoop::apply(Conn& c, const Ops& ops)
             break;
         case Op::finish:
             c.closing = true;
+            for (Dir w : {Dir::ClientToUpstream, Dir::UpstreamToClient}) {
+                if (!c.watching[idx(w)])
+                    continue;
+                s = sqe();
+                io_uring_prep_cancel64(s, pack(&c, kWatch, w), 0);
+                io_uring_sqe_set_data64(s, pack(&c, kCancel));
+                ++c.inflight;
+            }
             maybe_release(c);
             break;
         case Op::none:
@@ -951,6 +980,13 @@ void EventLoop::run()
                     break;
                 }
                 apply(c, tag == kSend ? c.relay.on_send(dir, res) : c.relay.on_shutdown(dir, res));
+                break;
+            case kWatch:
+                c.watching[idx(dir)] = false;
+                if (!c.aborting && !c.closing && res > 0 && (res & POLLERR))
+                    fail_early(c, End::reset, "peer reset after its EOF");
+                else
+                    maybe_release(c);
                 break;
             case kLinger:
                 if (res < 0 && linger_cmd_) {

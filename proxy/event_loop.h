@@ -77,6 +77,7 @@ private:
     void start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
     void on_relay_recv(Conn& c, Dir d, int res, uint32_t flags);
     void submit_recv(Conn& c, Dir d);
+    void watch_after_eof(Conn& c, Dir d);
     void release_buffer(Conn& c, Dir d);
     void to_fixed(Conn& c);
     void clear_slots(Conn& c);

@@ -94,6 +94,19 @@ test_reset_from_server_resets_the_client() {
     grep -qi 'reset' "$KTP_TMP/rst.err" || fail "the client saw no reset (exit $rc, stderr: $(head -c 300 "$KTP_TMP/rst.err"))"
 }
 
+test_reset_after_server_eof_reaches_the_client() {
+    # The server says "bye" and closes; the client then writes twice. A direct
+    # client's second write fails (the server's kernel answered the first
+    # with RST); through ktproxy it must fail the same way, not be swallowed.
+    ktp_bg in_srv socat TCP-LISTEN:9004,reuseaddr,fork SYSTEM:'echo bye'
+    ktp_wait_port "$KTP_SRV" 9004
+    local out
+    out=$(in_app bash -c "(sleep 0.5; printf x; sleep 0.5; printf y; sleep 1) | timeout 5 socat -t 3 - TCP:$KTP_SRV4:9004 2>&1")
+    expect_match "$out" '^bye' "what the client read"
+    expect_match "$out" 'Broken pipe|reset' "the client's failed write"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9004 .*end=reset" || fail "ktproxy did not log a reset"
+}
+
 test_two_thousand_short_connections_all_succeed_and_maps_drain() {
     local before codes ok after live_o live_t lines_before lines
     before=$(ktp_counter redirected)
