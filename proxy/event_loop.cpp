@@ -731,8 +731,10 @@ void EventLoop::watch_after_eof(Conn& c, Dir d)
     // (the peer closed, then got data it did not want) would go unseen while
     // the other direction still runs. A poll for errors catches it and the
     // reset is passed on, as it would reach the client of a direct connection.
+    // Multishot: a plain poll would complete at once, since a socket past
+    // FIN always reports RDHUP; this one reports each wakeup, the reset's too.
     io_uring_sqe* s = sqe();
-    io_uring_prep_poll_add(s, c.src(d).fd, POLLERR | POLLHUP);
+    io_uring_prep_poll_multishot(s, c.src(d).fd, POLLERR);
     on(s, c.src(d));
     io_uring_sqe_set_data64(s, pack(&c, kWatch, d));
     c.watching[idx(d)] = true;
@@ -955,6 +957,12 @@ void EventLoop::run()
                 break;
             }
             Conn& c = *static_cast<Conn*>(ptr);
+            if (tag == kWatch && (cqe->flags & IORING_CQE_F_MORE)) {
+                // An interim report of the multishot watch: it stays armed.
+                if (res > 0 && (res & POLLERR) && !c.aborting && !c.closing)
+                    fail_early(c, End::reset, "peer reset after its EOF");
+                continue;
+            }
             --c.inflight;
             c.last_active = now_;
             switch (tag) {
@@ -981,7 +989,7 @@ void EventLoop::run()
                 }
                 apply(c, tag == kSend ? c.relay.on_send(dir, res) : c.relay.on_shutdown(dir, res));
                 break;
-            case kWatch:
+            case kWatch:  // the watch's last report
                 c.watching[idx(dir)] = false;
                 if (!c.aborting && !c.closing && res > 0 && (res & POLLERR))
                     fail_early(c, End::reset, "peer reset after its EOF");
