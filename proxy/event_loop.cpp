@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 namespace ktp {
 
@@ -41,6 +42,7 @@ constexpr uint32_t kChunk = 16 * 1024;
 // a status line and a few headers): a smaller chunk keeps a burst of
 // handshakes from growing the pool by 16 KiB each.
 constexpr uint32_t kHsChunk = 4 * 1024;
+constexpr size_t kFreeChunksKept = 256;
 constexpr uint16_t kBufGroup = 1;
 
 struct alignas(32) Conn {
@@ -230,7 +232,13 @@ EventLoop::~EventLoop()
     // connections go away.
     bufs_.reset();
     io_uring_queue_exit(&ring_);
+    for (auto& c : all_)
+        for (char*& chunk : c->setup)
+            delete[] std::exchange(chunk, nullptr);
     all_.clear();
+    for (auto& list : free_chunks_)
+        for (char* chunk : list)
+            delete[] chunk;
 }
 
 std::future<WorkerSnapshot> EventLoop::snapshot(bool with_conns)
@@ -343,10 +351,8 @@ char* EventLoop::take_chunk(Dir d)
 {
     // c2u chunks hold sniffed client bytes, u2c chunks upstream handshakes.
     auto& free = free_chunks_[idx(d)];
-    if (free.empty()) {
-        chunks_.push_back(std::make_unique<char[]>(d == Dir::ClientToUpstream ? kChunk : kHsChunk));
-        return chunks_.back().get();
-    }
+    if (free.empty())
+        return new char[d == Dir::ClientToUpstream ? kChunk : kHsChunk];
     char* c = free.back();
     free.pop_back();
     return c;
@@ -354,8 +360,15 @@ char* EventLoop::take_chunk(Dir d)
 
 void EventLoop::give_chunk(char*& chunk, Dir d)
 {
-    if (chunk)
-        free_chunks_[idx(d)].push_back(chunk);
+    if (!chunk)
+        return;
+    // Keep a few for the next connections; a burst of thousands of
+    // handshakes must not stay resident once it is over.
+    auto& free = free_chunks_[idx(d)];
+    if (free.size() < kFreeChunksKept)
+        free.push_back(chunk);
+    else
+        delete[] chunk;
     chunk = nullptr;
 }
 

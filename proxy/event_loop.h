@@ -33,7 +33,7 @@ struct LoopConfig {
     double sniff_timeout = 0.3;     // wait for the client's first bytes, seconds
     double idle_timeout = 0;        // seconds without traffic before a relay is cut; 0 = never
     uint32_t buffer_size = 32 * 1024;  // bytes per relay buffer
-    uint32_t buffers = 512;            // relay buffers per worker (power of two)
+    uint32_t buffers = 128;            // relay buffers per worker (power of two)
 };
 
 // The router in force; SIGHUP swaps it while workers read it.
@@ -132,8 +132,9 @@ private:
     int64_t fd_budget_ = 0;            // process-wide connection fds before using the table
     bool linger_cmd_ = true;           // socket setsockopt via uring_cmd works
 
-    std::vector<std::unique_ptr<char[]>> chunks_;  // setup buffers (sniff, handshake)
-    std::vector<char*> free_chunks_[2];  // per Dir: sniff chunks, handshake chunks
+    // Setup buffers not in use, per Dir (sniff chunks, handshake chunks);
+    // chunks in use belong to their Conn until given back.
+    std::vector<char*> free_chunks_[2];
 };
 
 }  // namespace ktp

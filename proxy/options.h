@@ -44,7 +44,7 @@ struct Options {
     // Relay memory per worker: `buffers` buffers of `buffer_size` bytes,
     // shared by the worker's connections and taken only while data is in flight.
     uint32_t buffer_size = 32 * 1024;
-    uint32_t buffers = 512;
+    uint32_t buffers = 128;
     // Event loop threads; 0 = one per CPU.
     uint32_t workers = 0;
     // Seconds without traffic after which a relayed connection is cut; 0 = never.
