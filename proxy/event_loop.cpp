@@ -583,6 +583,7 @@ void EventLoop::hs_step(Conn& c, HandshakeStep step)
     }
     case HandshakeStep::done:
         c.hs.reset();
+        std::string().swap(c.hs_out);  // a held connection keeps no handshake memory
         return start_relay(c, c.sniff_len, c.hs_in);
     case HandshakeStep::failed:
         return fail_early(c, End::upstream, step.error);
