@@ -2,8 +2,10 @@
 // crash, and the sniffers' prefix-consistency property.
 #pragma once
 
+#include "handshake.h"
 #include "sniff.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
@@ -28,6 +30,18 @@ inline void check_sniff_consistent(std::string_view in)
             check(full.status == SniffResult::found && full.domain == part.domain);
         if (part.status == SniffResult::none)
             check(full.status == SniffResult::none);
+    }
+}
+
+// A handshake target picked by two bits of the input: a domain, IPv4, IPv6,
+// or v4-mapped IPv6.
+inline Target fuzz_target(uint8_t kind)
+{
+    switch (kind & 3) {
+    case 0: return Target{"example.com", *SockAddr::parse_ip("10.0.0.1", 443)};
+    case 1: return Target{"", *SockAddr::parse_ip("10.0.0.1", 443)};
+    case 2: return Target{"", *SockAddr::parse_ip("fd00::1", 443)};
+    default: return Target{"", *SockAddr::parse_ip("::ffff:10.0.0.1", 80)};
     }
 }
 

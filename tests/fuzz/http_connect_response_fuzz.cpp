@@ -11,19 +11,6 @@
 using namespace ktp;
 using ktp::fuzz::check;
 
-namespace {
-
-Target target(uint8_t kind)
-{
-    switch (kind & 3) {
-    case 0: return Target{"example.com", *SockAddr::parse_ip("10.0.0.1", 443)};
-    case 1: return Target{"", *SockAddr::parse_ip("10.0.0.1", 443)};
-    default: return Target{"", *SockAddr::parse_ip("fd00::1", 443)};
-    }
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
     if (size < 1)
@@ -32,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     std::string_view server(reinterpret_cast<const char*>(data + 1), size - 1);
     bool creds = cfg & 1;
     size_t chunk = 1 + size_t(cfg >> 3) * 64;  // 1 .. ~2 KiB, to reach the 16 KiB cap
-    HttpConnectHandshake hs(creds ? "user" : "", creds ? "pass" : "", target(cfg >> 1));
+    HttpConnectHandshake hs(creds ? "user" : "", creds ? "pass" : "", ktp::fuzz::fuzz_target(cfg >> 1));
 
     HandshakeStep step = hs.start();
     check(step.kind == HandshakeStep::send && step.consumed == 0);

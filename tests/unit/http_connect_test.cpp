@@ -19,7 +19,7 @@ namespace {
 
 SockAddr ip(const char* s, uint16_t port) { return *SockAddr::parse_ip(s, port); }
 
-Target domain_target() { return Target{"example.com", ip("93.184.216.34", 443)}; }
+Target domain_target() { return Target{"example.com", ip("10.0.0.1", 443)}; }
 
 const std::string kOk = "HTTP/1.1 200 Connection established\r\n\r\n";
 
