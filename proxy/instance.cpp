@@ -473,7 +473,13 @@ int run_cleanup(const Options&)
         closedir(d);
     }
     Options defaults;
-    int gw = GatewayHooks::remove_leftovers(defaults.gateway_mark, defaults.gateway_table);
+    int gw = 0;
+    try {
+        gw = GatewayHooks::remove_leftovers(defaults.gateway_mark, defaults.gateway_table);
+    } catch (const Error& e) {
+        // A live gateway owns its state: not a leftover, and not a failure.
+        log::info("cleanup: gateway state left alone: {}", e.what());
+    }
     log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets, {} gateway "
               "leftovers",
               pins, cgroups, sockets, gw);
