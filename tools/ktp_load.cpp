@@ -40,6 +40,7 @@ constexpr int kExitSetup = 2;
 constexpr int kExitTimeout = 3;
 
 volatile std::sig_atomic_t g_stop = 0;
+volatile std::sig_atomic_t g_end_hold = 0;  // SIGUSR1: the harness has measured, verify now
 
 uint64_t now_ns() {
     timespec ts{};
@@ -533,12 +534,12 @@ int run_hold(const Endpoint& to, uint64_t total, double hold_s, unsigned connect
     }
     const double connect_s = static_cast<double>(now_ns() - t0) / 1e9;
     const uint64_t held = open;
-    fmt::print("held {} failed={} connect_seconds={:.3f}\n", held, fail.total(), connect_s);
+    fmt::print("held {} failed={} connect_seconds={:.3f} pid={}\n", held, fail.total(), connect_s, getpid());
     std::fflush(stdout);
 
     // Phase 2: stay idle (the harness measures the proxy now), noticing connections cut meanwhile.
     const uint64_t hold_end = now_ns() + static_cast<uint64_t>(hold_s * 1e9);
-    while (!timed_out && !g_stop && now_ns() < hold_end) {
+    while (!timed_out && !g_stop && !g_end_hold && now_ns() < hold_end) {
         if (now_ns() >= deadline) {
             timed_out = true;
             break;
@@ -685,6 +686,7 @@ int run_echo(const Endpoint& at, double timeout_s) {
 }
 
 void on_signal(int) { g_stop = 1; }
+void on_usr1(int) { g_end_hold = 1; }
 
 }  // namespace
 
@@ -733,8 +735,8 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
     common(lat);
 
-    auto* hold = app.add_subcommand("hold", "open N idle connections to an echo server, print `held N`, wait, "
-                                            "verify each with a unique echo, close");
+    auto* hold = app.add_subcommand("hold", "open N idle connections to an echo server, print `held N ... pid=P`, "
+                                            "wait --hold-seconds or until SIGUSR1, verify each with a unique echo, close");
     hold->add_option("--to", to_text, "IP:PORT of the echo server")->required();
     hold->add_option("--conns", conns, "connections to hold")->capture_default_str()->check(CLI::Range(1, 1000000));
     hold->add_option("--hold-seconds", hold_s, "seconds to keep them idle after `held`")
@@ -755,6 +757,9 @@ int main(int argc, char** argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    struct sigaction su{};
+    su.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &su, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
     try {

@@ -93,8 +93,8 @@ bench_extra_table() {
     local samples="$1"
     shift
     local m d50 d99 rf rt ho ht
-    echo "| mode | added p50 (us) | added p99 (us) | short-conn failures / made | idle conns held / echo ok / tried | proxy RSS before hold (MiB) | RSS per idle conn (KiB) |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| mode | added p50 (us) | added p99 (us) | short-conn failures / made | idle conns held / echo ok / tried | proxy RSS before hold (MiB) | RSS per idle conn (KiB) | whole-machine CPU (s/GiB) |"
+    echo "|---|---|---|---|---|---|---|---|"
     for m in "$@"; do
         d50=$(bench_ratio "$samples" "$m" lat_p50 diff)
         d99=$(bench_ratio "$samples" "$m" lat_p99 diff)
@@ -114,6 +114,8 @@ bench_extra_table() {
         per=$(bench_stats "$samples" "$m" rss_per_conn_kib)
         [ "$base" != na ] && base=$(bench_fmt "${base%% *}")
         [ "$per" != na ] && per=$(bench_fmt "${per%% *}")
-        echo "| $m | $d50 | $d99 | $rcell | $hcell | $base | $per |" | sed 's/| na |/| n\/a |/g; s/| na |/| n\/a |/g'
+        local mc
+        mc=$(bench_cell "$samples" "$m" machine_cpu_gib)
+        echo "| $m | $d50 | $d99 | $rcell | $hcell | $base | $per | $mc |" | sed 's/| na |/| n\/a |/g; s/| na |/| n\/a |/g'
     done
 }
