@@ -21,6 +21,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -66,6 +67,12 @@ struct alignas(32) Conn {
     // bytes (sniffed / after the handshake) are replayed first.
     int32_t held[2] = {-1, -1};
     char* setup[2] = {nullptr, nullptr};
+
+    // Splice relay: a direction holds a pipe only while bytes sit in it.
+    Pipe pipe[2];
+    uint32_t piped[2] = {0, 0};      // bytes in pipe[d]
+    uint32_t splice_len[2] = {0, 0}; // the send waiting for POLLOUT
+    bool spliced = false;            // this connection relays with splice(2)
 
     // Routing.
     std::shared_ptr<const Router> router;
@@ -202,6 +209,8 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
     if (err < 0)
         fail("create io_uring: {} (needs Linux >= 5.19 with io_uring enabled)", errno_text(-err));
     bufs_ = std::make_unique<BufRing>(ring_, kBufGroup, cfg_.buffers, cfg_.buffer_size);
+    if (cfg_.splice)
+        pipes_ = std::make_unique<PipePool>(cfg_.buffers, std::max<uint32_t>(cfg_.buffer_size, 65536));
 
     // The fixed-file table may be as large as RLIMIT_NOFILE, per ring.
     rlimit rl{};
@@ -265,6 +274,10 @@ void EventLoop::answer_snapshots()
         return;
     WorkerSnapshot base = stats_;
     base.fixed_files_in_use = slots_total_ - free_slots_.size();
+    if (pipes_) {
+        base.pipes_in_use = pipes_->out();
+        base.pipes_pooled = pipes_->pooled();
+    }
     for (Conn* c = live_head_; c; c = c->live_next) {
         auto& r = base.routes[c->route_name];
         r.bytes_c2s += c->relay.bytes(Dir::ClientToUpstream);
@@ -386,6 +399,8 @@ Conn* EventLoop::alloc_conn()
         c->detail.clear();
         c->client = c->orig = c->via = SockAddr();
         c->held[0] = c->held[1] = -1;
+        c->piped[0] = c->piped[1] = 0;
+        c->spliced = false;
         c->watching[0] = c->watching[1] = false;
         c->upstream = nullptr;
         c->route_name = "none";
@@ -633,6 +648,7 @@ void EventLoop::to_fixed(Conn& c)
     // short.
     if (g_conn_fds.load(std::memory_order_relaxed) < fd_budget_)
         return;
+
     if (free_slots_.size() < 2)
         return;  // table full: this connection keeps its ordinary fds
     int32_t s0 = free_slots_.back();
@@ -679,6 +695,22 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
     c.via = SockAddr::local_of(c.fd[1].get());
     c.relaying = true;
     to_fixed(c);
+    // splice(2) is a plain syscall and needs ordinary fds: a connection moved
+    // to the fixed-file table (the process's fds are running short) relays
+    // through ring buffers instead.
+    c.spliced = pipes_ && c.slot[0] < 0;
+    if (c.spliced) {
+        // Sniffed or handshake bytes go into the pipe first, so every send
+        // of the splice relay comes from a pipe.
+        if (pending_c2u > 0 && !prefill_pipe(c, Dir::ClientToUpstream, pending_c2u))
+            return;
+        if (pending_u2c > 0 && !prefill_pipe(c, Dir::UpstreamToClient, pending_u2c))
+            return;
+        // splice(2) waits on a blocking socket whatever its flags say; the
+        // loop must never wait there.
+        for (auto& f : c.fd)
+            ::fcntl(f.get(), F_SETFL, ::fcntl(f.get(), F_GETFL) | O_NONBLOCK);
+    }
     // A direction with nothing to replay gives its setup chunk back now.
     if (pending_c2u == 0)
         give_chunk(c.setup[idx(Dir::ClientToUpstream)], Dir::ClientToUpstream);
@@ -690,14 +722,24 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 void EventLoop::release_buffer(Conn& c, Dir d)
 {
     give_chunk(c.setup[idx(d)], d);
-    if (c.held[idx(d)] < 0)
-        return;
-    bufs_->recycle(static_cast<uint16_t>(c.held[idx(d)]));
-    c.held[idx(d)] = -1;
-    // One buffer back: one waiting connection may read again.
-    while (!waiting_.empty()) {
-        Waiter w = waiting_.front();
-        waiting_.pop_front();
+    if (c.held[idx(d)] >= 0) {
+        bufs_->recycle(static_cast<uint16_t>(c.held[idx(d)]));
+        c.held[idx(d)] = -1;
+        wake_waiter(waiting_[kWaitBuffer]);
+    } else if (c.pipe[idx(d)]) {
+        pipes_->give(c.pipe[idx(d)], c.piped[idx(d)] == 0);
+        c.piped[idx(d)] = 0;
+        wake_waiter(waiting_[kWaitPipe]);
+    }
+}
+
+void EventLoop::wake_waiter(std::deque<Waiter>& queue)
+{
+    // One buffer (or pipe) back: one connection waiting for that kind may
+    // read again.
+    while (!queue.empty()) {
+        Waiter w = queue.front();
+        queue.pop_front();
         if (w.c->gen == w.gen && !w.c->aborting && w.c->relaying) {
             submit_recv(*w.c, w.d);
             break;
@@ -708,6 +750,14 @@ void EventLoop::release_buffer(Conn& c, Dir d)
 void EventLoop::submit_recv(Conn& c, Dir d)
 {
     io_uring_sqe* s = sqe();
+    if (c.spliced) {
+        // Splice relay: wait for readability; the splice itself is a plain
+        // syscall once data is there (io_uring would run it on a worker thread).
+        io_uring_prep_poll_add(s, c.src(d).fd, POLLIN);
+        io_uring_sqe_set_data64(s, pack(&c, kRecv, d));
+        ++c.inflight;
+        return;
+    }
     // No buffer is named: the kernel picks one from the ring when data is
     // there, so a connection waiting for data holds no memory.
     Conn::Sock from = c.src(d);
@@ -721,6 +771,8 @@ void EventLoop::submit_recv(Conn& c, Dir d)
 
 void EventLoop::on_relay_recv(Conn& c, Dir d, int res, uint32_t flags)
 {
+    if (c.spliced)
+        return on_splice_ready(c, d, res);
     if (flags & IORING_CQE_F_BUFFER) {
         c.held[idx(d)] = static_cast<int32_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         bufs_->taken();
@@ -730,13 +782,85 @@ void EventLoop::on_relay_recv(Conn& c, Dir d, int res, uint32_t flags)
     if (res == -ENOBUFS) {
         // Every buffer is in flight elsewhere: wait for one to come back
         // instead of failing (bounded memory, not dropped connections).
-        waiting_.push_back(Waiter{&c, d, c.gen});
+        waiting_[kWaitBuffer].push_back(Waiter{&c, d, c.gen});
         return;
     }
     const uint32_t gen = c.gen;
     apply(c, c.relay.on_recv(d, res));
     if (res == 0 && c.gen == gen && !c.closing && !c.aborting)
         watch_after_eof(c, d);
+}
+
+bool EventLoop::prefill_pipe(Conn& c, Dir d, uint32_t len)
+{
+    Pipe& p = c.pipe[idx(d)];
+    p = pipes_->take();
+    if (!p) {
+        fail_early(c, End::error, fmt::format("pipe for the splice relay: {}", errno_text(errno)));
+        return false;
+    }
+    // The pipe is empty and holds at least 64 KiB; a setup chunk is smaller.
+    ssize_t n = ::write(p.w.get(), c.setup[idx(d)], len);
+    if (n != static_cast<ssize_t>(len)) {
+        fail_early(c, End::error, fmt::format("pipe write: {}", n < 0 ? errno_text(errno) : "short"));
+        return false;
+    }
+    c.piped[idx(d)] = len;
+    give_chunk(c.setup[idx(d)], d);
+    return true;
+}
+
+void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
+{
+    if (c.aborting)
+        return maybe_release(c);
+    if (res < 0)
+        return apply(c, c.relay.on_recv(d, res));
+    Pipe& p = c.pipe[idx(d)];
+    if (!p) {
+        p = pipes_->take();
+        if (!p) {
+            if (errno != ENOBUFS)
+                return fail_early(c, End::error, fmt::format("pipe for the splice relay: {}", errno_text(errno)));
+            // Every pipe is carrying bytes elsewhere: wait for one.
+            waiting_[kWaitPipe].push_back(Waiter{&c, d, c.gen});
+            return;
+        }
+    }
+    ssize_t n = ::splice(c.src(d).fd, nullptr, p.w.get(), nullptr, pipes_->capacity(), SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n < 0 && errno == EAGAIN) {
+        // Readable a moment ago, nothing now: wait again, without the pipe.
+        release_buffer(c, d);
+        return submit_recv(c, d);
+    }
+    int r = n >= 0 ? static_cast<int>(n) : -errno;
+    if (r > 0)
+        c.piped[idx(d)] = static_cast<uint32_t>(r);
+    else
+        release_buffer(c, d);
+    const uint32_t gen = c.gen;
+    apply(c, c.relay.on_recv(d, r));
+    if (r == 0 && c.gen == gen && !c.closing && !c.aborting)
+        watch_after_eof(c, d);
+}
+
+void EventLoop::splice_send(Conn& c, Dir d, uint32_t len)
+{
+    ssize_t n = ::splice(c.pipe[idx(d)].r.get(), nullptr, c.dst(d).fd, nullptr, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n < 0 && errno == EAGAIN) {
+        // The destination's send buffer is full: the bytes stay in the pipe
+        // and this direction reads nothing more until they are out.
+        c.splice_len[idx(d)] = len;
+        io_uring_sqe* s = sqe();
+        io_uring_prep_poll_add(s, c.dst(d).fd, POLLOUT);
+        io_uring_sqe_set_data64(s, pack(&c, kSend, d));
+        ++c.inflight;
+        return;
+    }
+    int r = n > 0 ? static_cast<int>(n) : n == 0 ? -EPIPE : -errno;
+    if (r > 0)
+        c.piped[idx(d)] -= static_cast<uint32_t>(r);
+    apply(c, c.relay.on_send(d, r));
 }
 
 void EventLoop::watch_after_eof(Conn& c, Dir d)
@@ -758,6 +882,11 @@ void EventLoop::watch_after_eof(Conn& c, Dir d)
 void EventLoop::apply(Conn& c, const Ops& ops)
 {
     for (const Op& op : ops) {
+        // A reset met while carrying out an earlier op (the splice relay
+        // sends inline) has already cancelled this connection's requests:
+        // nothing new may be queued behind the cancel.
+        if (c.aborting)
+            return;
         io_uring_sqe* s = nullptr;
         switch (op.kind) {
         case Op::recv:
@@ -766,6 +895,10 @@ void EventLoop::apply(Conn& c, const Ops& ops)
             submit_recv(c, op.dir);
             break;
         case Op::send: {
+            if (c.spliced) {
+                splice_send(c, op.dir, op.len);
+                break;
+            }
             int32_t bid = c.held[idx(op.dir)];
             char* base = bid >= 0 ? bufs_->addr(static_cast<uint16_t>(bid)) : c.setup[idx(op.dir)];
             s = sqe();
@@ -999,6 +1132,11 @@ void EventLoop::run()
             case kShutdown:
                 if (c.aborting) {
                     maybe_release(c);
+                    break;
+                }
+                if (tag == kSend && c.spliced && res >= 0) {
+                    // Splice relay: that was the POLLOUT wait; send now.
+                    splice_send(c, dir, c.splice_len[idx(dir)]);
                     break;
                 }
                 apply(c, tag == kSend ? c.relay.on_send(dir, res) : c.relay.on_shutdown(dir, res));

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "buf_ring.h"
+#include "pipe_pool.h"
 #include "listener.h"
 #include "relay.h"
 #include "router.h"
@@ -34,6 +35,10 @@ struct LoopConfig {
     double idle_timeout = 0;        // seconds without traffic before a relay is cut; 0 = never
     uint32_t buffer_size = 32 * 1024;  // bytes per relay buffer
     uint32_t buffers = 128;            // relay buffers per worker (power of two)
+    // Relay through a pipe per direction with splice(2) instead of recv/send
+    // into ring buffers: the bytes never enter user space. `buffers` then
+    // bounds the pipes per worker.
+    bool splice = true;
 };
 
 // The router in force; SIGHUP swaps it while workers read it.
@@ -77,6 +82,11 @@ private:
     void start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
     void on_relay_recv(Conn& c, Dir d, int res, uint32_t flags);
     void submit_recv(Conn& c, Dir d);
+    void on_splice_ready(Conn& c, Dir d, int res);
+    void splice_send(Conn& c, Dir d, uint32_t len);
+    bool prefill_pipe(Conn& c, Dir d, uint32_t len);
+    struct Waiter;
+    void wake_waiter(std::deque<Waiter>& queue);
     void watch_after_eof(Conn& c, Dir d);
     void release_buffer(Conn& c, Dir d);
     void to_fixed(Conn& c);
@@ -98,6 +108,7 @@ private:
     const RouterSlot& router_;
     io_uring ring_{};
     std::unique_ptr<BufRing> bufs_;
+    std::unique_ptr<PipePool> pipes_;  // --relay splice only
     UniqueFd wake_fd_;  // eventfd: stop() writes, the loop reads
     uint64_t wake_value_ = 0;
     struct alignas(32) Slot {
@@ -119,13 +130,16 @@ private:
     Conn* live_head_ = nullptr;               // intrusive list of live Conns, for the idle sweep
     std::atomic<size_t> live_{0};
 
-    // Connections whose recv found the buffer ring empty, waiting for a recycle.
+    // Connections whose recv found the buffer ring empty (or, splicing, no
+    // pipe left), waiting for one to come back; one queue per kind, so a
+    // buffer coming back never wakes a connection that waits for a pipe.
     struct Waiter {
         Conn* c;
         Dir d;
         uint32_t gen;
     };
-    std::deque<Waiter> waiting_;
+    static constexpr int kWaitBuffer = 0, kWaitPipe = 1;
+    std::deque<Waiter> waiting_[2];
 
     std::vector<int32_t> free_slots_;  // fixed-file table slots not in use
     size_t slots_total_ = 0;

@@ -261,6 +261,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     lc.idle_timeout = o.idle_timeout;
     lc.buffer_size = o.buffer_size;
     lc.buffers = o.buffers;
+    lc.splice = o.relay == "splice";
     std::vector<std::unique_ptr<EventLoop>> loops;
     for (auto& set : listener_sets)
         loops.push_back(std::make_unique<EventLoop>(lc, std::move(set), slot));
@@ -304,7 +305,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     if (gateway_mode)
         where += fmt::format("{}gateway on {} via {}{}", where.empty() ? "" : ", ", fmt::join(o.gateway_ifaces, ","),
                              gw4->to_string(), gw6 ? " and " + gw6->to_string() : std::string());
-    log::info("ready: {}, {} workers, {}{}{}", where, workers, routing.router->describe(),
+    log::info("ready: {}, {} workers, relay {}, {}{}{}", where, workers, o.relay, routing.router->describe(),
               o.fail_closed ? (kernel.sock && kernel.sock->took_over() ? ", fail-closed (took over pinned hooks)"
                                                                       : ", fail-closed")
                             : "",

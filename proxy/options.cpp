@@ -32,6 +32,11 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "relay memory whatever the number of connections")
         ->check(CLI::Range(16u, 32768u))
         ->capture_default_str();
+    app.add_option("--relay", o.relay,
+                   "how bytes are relayed: buffers (io_uring recv/send into provided buffers) or splice (a pipe "
+                   "per direction, bytes never copied to user space; --buffers then bounds the pipes per worker)")
+        ->check(CLI::IsMember({"buffers", "splice"}))
+        ->capture_default_str();
     app.add_option("--workers", o.workers, "event loop threads (0: one per CPU)")
         ->check(CLI::Range(0u, 256u))
         ->capture_default_str();

@@ -45,6 +45,9 @@ struct Options {
     // shared by the worker's connections and taken only while data is in flight.
     uint32_t buffer_size = 32 * 1024;
     uint32_t buffers = 128;
+    // How the relay moves bytes: "buffers" (recv/send with io_uring provided
+    // buffers) or "splice" (a pipe per direction, splice(2); docs/performance.md).
+    std::string relay = "splice";
     // Event loop threads; 0 = one per CPU.
     uint32_t workers = 0;
     // Seconds without traffic after which a relayed connection is cut; 0 = never.

@@ -63,6 +63,9 @@ std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap)
     out += fmt::format("ktproxy_kernel_map_entries{{map=\"tuples\"}} {}\n", info.live_tuples);
     head("ktproxy_fixed_files_in_use", "gauge", "Relayed sockets held in io_uring fixed-file tables.");
     out += fmt::format("ktproxy_fixed_files_in_use {}\n", snap.fixed_files_in_use);
+    head("ktproxy_relay_pipes", "gauge", "Pipes of the splice relay: carrying bytes, or kept empty for reuse.");
+    out += fmt::format("ktproxy_relay_pipes{{state=\"in_use\"}} {}\n", snap.pipes_in_use);
+    out += fmt::format("ktproxy_relay_pipes{{state=\"pooled\"}} {}\n", snap.pipes_pooled);
     head("ktproxy_uptime_seconds", "gauge", "Seconds since this ktproxy started.");
     out += fmt::format("ktproxy_uptime_seconds {:.0f}\n", info.uptime_s);
     return out;
@@ -81,7 +84,8 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
                            r.bytes_s2c);
     auto conns = snap.conns;
     std::sort(conns.begin(), conns.end(), [](const ConnInfo& a, const ConnInfo& b) { return a.age_s > b.age_s; });
-    out += fmt::format("{} live connections, {} sockets in fixed-file tables\n", conns.size(), snap.fixed_files_in_use);
+    out += fmt::format("{} live connections, {} sockets in fixed-file tables, relay pipes {} in use {} pooled\n",
+                       conns.size(), snap.fixed_files_in_use, snap.pipes_in_use, snap.pipes_pooled);
     if (!conns.empty())
         out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>9}  {}\n", "CLIENT", "DESTINATION", "ROUTE",
                            "C2S", "S2C", "AGE", "DOMAIN");
@@ -97,8 +101,10 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
                                   info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s);
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
-    out += fmt::format(",\"live_orig_dst\":{},\"live_tuples\":{}}},\"fixed_files_in_use\":{},\"routes\":{{",
-                       info.live_orig_dst, info.live_tuples, snap.fixed_files_in_use);
+    out += fmt::format(",\"live_orig_dst\":{},\"live_tuples\":{}}},\"fixed_files_in_use\":{},\"pipes_in_use\":{},"
+                       "\"pipes_pooled\":{},\"routes\":{{",
+                       info.live_orig_dst, info.live_tuples, snap.fixed_files_in_use, snap.pipes_in_use,
+                       snap.pipes_pooled);
     bool first = true;
     for (const auto& [route, r] : snap.routes) {
         out += fmt::format("{}\"{}\":{{\"total\":{},\"active\":{},\"c2s\":{},\"s2c\":{}}}", first ? "" : ",",

@@ -16,6 +16,8 @@ void WorkerSnapshot::merge(const WorkerSnapshot& o)
         failures[key] += n;
     conns.insert(conns.end(), o.conns.begin(), o.conns.end());
     fixed_files_in_use += o.fixed_files_in_use;
+    pipes_in_use += o.pipes_in_use;
+    pipes_pooled += o.pipes_pooled;
 }
 
 }  // namespace ktp

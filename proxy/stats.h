@@ -30,6 +30,10 @@ struct WorkerSnapshot {
     std::vector<ConnInfo> conns;
     // Sockets held only in io_uring's fixed-file tables (not in /proc/PID/fd).
     uint64_t fixed_files_in_use = 0;
+    // Splice relay pipes: carrying bytes now, and empty ones kept for reuse
+    // (each is two fds in /proc/PID/fd).
+    uint64_t pipes_in_use = 0;
+    uint64_t pipes_pooled = 0;
 
     void merge(const WorkerSnapshot& o);
 };

@@ -18,7 +18,11 @@ start_ktproxy || ktp_die "ktproxy did not start"
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$KTP_PID/status"; }
 fd_count() { ls "/proc/$KTP_PID/fd" | wc -l; }
 # Relayed sockets live in io_uring's fixed-file tables, not in /proc/PID/fd.
-fixed_count() { "$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock" --json | jq .fixed_files_in_use; }
+status_json() { "$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock" --json; }
+fixed_count() { status_json | jq .fixed_files_in_use; }
+# Descriptors of connections: all open fds less the empty pipes the splice
+# relay keeps for reuse (two fds each).
+conn_fds() { echo $(( $(fd_count) - 2 * $(status_json | jq .pipes_pooled) )); }
 
 test_ten_thousand_concurrent_connections_held_then_each_echoed() {
     local out rss
@@ -66,7 +70,7 @@ test_slow_reader_keeps_memory_bounded_and_data_intact() {
 test_server_killed_mid_transfer_client_told_promptly_no_fd_leak() {
     local before after srv rc fixed_before fixed_after
     sleep 0.5
-    before=$(fd_count)
+    before=$(conn_fds)
     fixed_before=$(fixed_count)
     nsenter --net="/run/netns/$KTP_SRV" socat -u /dev/zero TCP-LISTEN:9300,reuseaddr &
     srv=$!
@@ -82,7 +86,7 @@ test_server_killed_mid_transfer_client_told_promptly_no_fd_leak() {
     # ktproxy still serves others.
     expect_eq "$(in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$KTP_SRV4/")" 200 "curl afterwards"
     for i in $(seq 40); do
-        after=$(fd_count)
+        after=$(conn_fds)
         [ "$after" -le "$before" ] && break
         sleep 0.25
     done
@@ -93,6 +97,46 @@ test_server_killed_mid_transfer_client_told_promptly_no_fd_leak() {
         sleep 0.25
     done
     expect_eq "$fixed_after" "$fixed_before" "sockets in ktproxy's fixed-file tables before and after"
+}
+
+test_more_transfers_than_relay_buffers_all_arrive_intact() {
+    # 40 slow downloads at once through a ktproxy allowed 16 buffers (pipes,
+    # when splicing): every direction holds one while its reader
+    # lags, so the others wait for one to come back. None may fail, stall or
+    # lose a byte. Runs last: it restarts ktproxy with its own flags.
+    local f="$KTP_TMP/nginx/html/4m.bin" want mode i max n
+    head -c 4194304 /dev/urandom > "$f"
+    want=$(sha256sum < "$f" | cut -d' ' -f1)
+    stop_ktproxy
+    # Small socket buffers on the client host, so that a lagging reader backs
+    # up into ktproxy within milliseconds instead of after megabytes.
+    local rmem wmem
+    rmem=$(in_cli sysctl -n net.ipv4.tcp_rmem) wmem=$(in_cli sysctl -n net.ipv4.tcp_wmem)
+    in_cli sysctl -qw net.ipv4.tcp_rmem="4096 65536 131072" net.ipv4.tcp_wmem="4096 65536 131072"
+    for mode in splice buffers; do
+        start_ktproxy --relay "$mode" --buffers 16 --workers 1 || { fail "ktproxy --relay $mode did not start"; continue; }
+        rm -f "$KTP_TMP"/dl.*
+        in_app timeout 120 bash -c "for i in \$(seq 40); do
+            (curl -sS --max-time 100 http://$KTP_SRV4/4m.bin | pv -q -L 1m | sha256sum > '$KTP_TMP/dl.'\$i) &
+        done; wait" &
+        local loader=$!
+        max=0
+        while kill -0 "$loader" 2>/dev/null; do
+            n=$(status_json | jq .pipes_in_use)
+            [ "${n:-0}" -gt "$max" ] && max=$n
+            sleep 0.2
+        done
+        wait "$loader" || fail "--relay $mode: the downloads did not finish"
+        for i in $(seq 40); do
+            expect_eq "$(cut -d' ' -f1 "$KTP_TMP/dl.$i" 2>/dev/null)" "$want" "--relay $mode: sha256 of download $i"
+        done
+        if [ "$mode" = splice ]; then
+            echo "    pipes in use at most: $max (limit 16)" >&2
+            expect_eq "$max" 16 "--relay splice --buffers 16 --workers 1: most pipes in use at once"
+        fi
+        stop_ktproxy || fail "--relay $mode: ktproxy exit status $?"
+    done
+    in_cli sysctl -qw net.ipv4.tcp_rmem="$rmem" net.ipv4.tcp_wmem="$wmem"
 }
 
 run_all_tests "$0"

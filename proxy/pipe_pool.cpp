@@ -1,0 +1,48 @@
+#include "pipe_pool.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace ktp {
+
+Pipe PipePool::take()
+{
+    if (!free_.empty()) {
+        Pipe p = std::move(free_.back());
+        free_.pop_back();
+        ++out_;
+        return p;
+    }
+    if (out_ >= limit_) {
+        errno = ENOBUFS;
+        return {};
+    }
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0)
+        return {};
+    Pipe p{UniqueFd(fds[0]), UniqueFd(fds[1])};
+    // The default (16 pages) already fits a 64 KiB chunk; larger relay
+    // buffers ask for more. A refusal (over /proc/sys/fs/pipe-max-size for
+    // an unprivileged user) only means smaller chunks.
+    if (capacity_ > 65536)
+        ::fcntl(p.w.get(), F_SETPIPE_SZ, static_cast<int>(capacity_));
+    int got = ::fcntl(p.w.get(), F_GETPIPE_SZ);
+    if (got > 0 && static_cast<uint32_t>(got) < capacity_)
+        capacity_ = static_cast<uint32_t>(got);
+    ++out_;
+    return p;
+}
+
+void PipePool::give(Pipe& p, bool empty)
+{
+    if (!p)
+        return;
+    --out_;
+    if (empty)
+        free_.push_back(std::move(p));
+    p = Pipe{};
+}
+
+}  // namespace ktp

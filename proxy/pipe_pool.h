@@ -1,0 +1,44 @@
+// Pipes for the splice relay (--relay splice). A direction of a connection
+// holds a pipe only while bytes sit in it, so idle connections cost no pipe;
+// at most `limit` pipes exist per worker, which bounds the kernel memory the
+// relay can pin whatever the number of connections (the splice counterpart
+// of the buffer ring's --buffers).
+#pragma once
+
+#include "unique_fd.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace ktp {
+
+struct Pipe {
+    UniqueFd r, w;
+    explicit operator bool() const { return bool(r); }
+};
+
+class PipePool {
+public:
+    // capacity: bytes each pipe holds (F_SETPIPE_SZ; the kernel rounds up to pages).
+    PipePool(uint32_t limit, uint32_t capacity) : limit_(limit), capacity_(capacity) {}
+
+    // A pipe, or an empty one when `limit` pipes are out or the process has
+    // no descriptors left (errno says which); the caller waits for give().
+    Pipe take();
+    // Back to the pool: the pipe must be empty. A pipe with bytes still in it
+    // (a connection cut mid-chunk) is closed instead, and its bytes dropped
+    // with the connection they belonged to.
+    void give(Pipe& p, bool empty);
+
+    uint32_t capacity() const { return capacity_; }
+    uint32_t out() const { return out_; }
+    size_t pooled() const { return free_.size(); }
+
+private:
+    uint32_t limit_;
+    uint32_t capacity_;
+    uint32_t out_ = 0;  // pipes held by connections
+    std::vector<Pipe> free_;
+};
+
+}  // namespace ktp
