@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -44,6 +45,12 @@ constexpr uint32_t kChunk = 16 * 1024;
 // handshakes from growing the pool by 16 KiB each.
 constexpr uint32_t kHsChunk = 4 * 1024;
 constexpr size_t kFreeChunksKept = 256;
+constexpr uint32_t chunk_size(ktp::Dir d) { return d == ktp::Dir::ClientToUpstream ? kChunk : kHsChunk; }
+void unmap_chunk(char* chunk, ktp::Dir d)
+{
+    if (chunk)
+        ::munmap(chunk, chunk_size(d));
+}
 constexpr uint16_t kBufGroup = 1;
 
 struct alignas(32) Conn {
@@ -242,12 +249,12 @@ EventLoop::~EventLoop()
     bufs_.reset();
     io_uring_queue_exit(&ring_);
     for (auto& c : all_)
-        for (char*& chunk : c->setup)
-            delete[] std::exchange(chunk, nullptr);
+        for (Dir d : {Dir::ClientToUpstream, Dir::UpstreamToClient})
+            unmap_chunk(std::exchange(c->setup[idx(d)], nullptr), d);
     all_.clear();
-    for (auto& list : free_chunks_)
-        for (char* chunk : list)
-            delete[] chunk;
+    for (Dir d : {Dir::ClientToUpstream, Dir::UpstreamToClient})
+        for (char* chunk : free_chunks_[idx(d)])
+            unmap_chunk(chunk, d);
 }
 
 std::future<WorkerSnapshot> EventLoop::snapshot(bool with_conns)
@@ -363,9 +370,14 @@ void EventLoop::arm_sweep()
 char* EventLoop::take_chunk(Dir d)
 {
     // c2u chunks hold sniffed client bytes, u2c chunks upstream handshakes.
+    // Each is its own mapping, not heap memory: the heap would keep the pages
+    // of a burst of thousands of handshakes resident for good, since live
+    // objects allocated in between pin them; munmap gives them back.
     auto& free = free_chunks_[idx(d)];
-    if (free.empty())
-        return new char[d == Dir::ClientToUpstream ? kChunk : kHsChunk];
+    if (free.empty()) {
+        void* p = ::mmap(nullptr, chunk_size(d), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+    }
     char* c = free.back();
     free.pop_back();
     return c;
@@ -381,7 +393,7 @@ void EventLoop::give_chunk(char*& chunk, Dir d)
     if (free.size() < kFreeChunksKept)
         free.push_back(chunk);
     else
-        delete[] chunk;
+        unmap_chunk(chunk, d);
     chunk = nullptr;
 }
 
@@ -457,6 +469,8 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
 
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = take_chunk(Dir::ClientToUpstream);
+        if (!c.setup[idx(Dir::ClientToUpstream)])
+            return fail_early(c, End::error, fmt::format("sniff buffer: {}", errno_text(errno)));
         return sniff_more(c);
     }
     route(c, nullptr);
@@ -523,6 +537,8 @@ void EventLoop::route(Conn& c, const std::string* domain)
         else
             c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
         c.setup[idx(Dir::UpstreamToClient)] = take_chunk(Dir::UpstreamToClient);
+        if (!c.setup[idx(Dir::UpstreamToClient)])
+            return fail_early(c, End::error, fmt::format("handshake buffer: {}", errno_text(errno)));
     }
 
     c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));

@@ -25,7 +25,7 @@ public:
     static SockAddr peer_of(int fd);
     static SockAddr local_of(int fd);
 
-    int family() const { return storage_.ss_family; }
+    int family() const { return storage_.sin6_family; }
     uint16_t port() const;
     bool empty() const { return len_ == 0; }
     // IPv4 as 4 network-order bytes mapped into 16 (::ffff:a.b.c.d); IPv6 as is.
@@ -41,7 +41,9 @@ public:
     std::string ip_string() const;
 
 private:
-    sockaddr_storage storage_{};
+    // IPv4 or IPv6 only, so the larger of the two rather than
+    // sockaddr_storage: a connection holds three of these.
+    sockaddr_in6 storage_{};
     socklen_t len_ = 0;
 };
 
