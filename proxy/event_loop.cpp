@@ -836,14 +836,18 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
     if (!p) {
         p = pipes_->take();
         if (!p) {
-            if (errno != ENOBUFS)
-                return fail_early(c, End::error, fmt::format("pipe for the splice relay: {}", errno_text(errno)));
-            // Every pipe is carrying bytes elsewhere: wait for one.
+            // Every pipe is carrying bytes elsewhere, or the fds are used up
+            // while some are: wait for one to come back. Out of fds with no
+            // pipe out, nothing would ever wake this connection.
+            int err = errno;
+            bool wait = err == ENOBUFS || ((err == EMFILE || err == ENFILE) && pipes_->out() > 0);
+            if (!wait)
+                return fail_early(c, End::error, fmt::format("pipe for the splice relay: {}", errno_text(err)));
             waiting_[kWaitPipe].push_back(Waiter{&c, d, c.gen});
             return;
         }
     }
-    ssize_t n = ::splice(c.src(d).fd, nullptr, p.w.get(), nullptr, pipes_->capacity(), SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    ssize_t n = ::splice(c.src(d).fd, nullptr, p.w.get(), nullptr, p.capacity, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (n < 0 && errno == EAGAIN) {
         // Readable a moment ago, nothing now: wait again, without the pipe.
         release_buffer(c, d);

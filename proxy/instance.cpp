@@ -17,6 +17,7 @@
 
 #include <dirent.h>
 #include <poll.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -298,6 +299,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
 
     if (kernel.sock)
         kernel.sock->attach(app->fd.get(), app->path, own->fd.get(), own->path);
+    // Loading the BPF objects parsed the kernel's BTF (megabytes of heap,
+    // freed by now but still resident): hand those pages back.
+    malloc_trim(0);
     std::string where;
     if (cgroup_mode)
         where = fmt::format("listening on {}{}, cgroup {}", listen4->to_string(),

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace ktp {
@@ -24,13 +25,12 @@ Pipe PipePool::take()
         return {};
     Pipe p{UniqueFd(fds[0]), UniqueFd(fds[1])};
     // The default (16 pages) already fits a 64 KiB chunk; larger relay
-    // buffers ask for more. A refusal (over /proc/sys/fs/pipe-max-size for
-    // an unprivileged user) only means smaller chunks.
+    // buffers ask for more. A refusal (over /proc/sys/fs/pipe-max-size, or
+    // a user over its pipe quota) only means smaller chunks through this pipe.
     if (capacity_ > 65536)
         ::fcntl(p.w.get(), F_SETPIPE_SZ, static_cast<int>(capacity_));
     int got = ::fcntl(p.w.get(), F_GETPIPE_SZ);
-    if (got > 0 && static_cast<uint32_t>(got) < capacity_)
-        capacity_ = static_cast<uint32_t>(got);
+    p.capacity = got > 0 ? std::min(static_cast<uint32_t>(got), capacity_) : 4096;
     ++out_;
     return p;
 }
@@ -40,7 +40,7 @@ void PipePool::give(Pipe& p, bool empty)
     if (!p)
         return;
     --out_;
-    if (empty)
+    if (empty && free_.size() < kKept)
         free_.push_back(std::move(p));
     p = Pipe{};
 }

@@ -14,12 +14,14 @@ namespace ktp {
 
 struct Pipe {
     UniqueFd r, w;
+    uint32_t capacity = 0;  // what the kernel granted, which may be less than asked
     explicit operator bool() const { return bool(r); }
 };
 
 class PipePool {
 public:
-    // capacity: bytes each pipe holds (F_SETPIPE_SZ; the kernel rounds up to pages).
+    // capacity: bytes each pipe should hold (F_SETPIPE_SZ; the kernel rounds
+    // up to pages, and may grant less to a user over its pipe quota).
     PipePool(uint32_t limit, uint32_t capacity) : limit_(limit), capacity_(capacity) {}
 
     // A pipe, or an empty one when `limit` pipes are out or the process has
@@ -30,7 +32,6 @@ public:
     // with the connection they belonged to.
     void give(Pipe& p, bool empty);
 
-    uint32_t capacity() const { return capacity_; }
     uint32_t out() const { return out_; }
     size_t pooled() const { return free_.size(); }
 
@@ -38,6 +39,9 @@ private:
     uint32_t limit_;
     uint32_t capacity_;
     uint32_t out_ = 0;  // pipes held by connections
+    // Empty pipes kept for reuse, beyond which they are closed: each costs
+    // two fds, and the fds are what limits the connections a process holds.
+    static constexpr size_t kKept = 64;
     std::vector<Pipe> free_;
 };
 
