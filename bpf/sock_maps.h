@@ -5,6 +5,7 @@
 
 #include "ktproxy_shared.h"
 
+#ifndef KTP_NO_CONN_MAPS
 /* LRU so that a socket whose close we never saw cannot wedge the map; the
  * sockops close handler is the mechanism, LRU the safety net. Sized by the
  * loader (--max-conns) before load. */
@@ -21,6 +22,7 @@ struct {
 	__type(key, struct ktp_tuple);
 	__type(value, __u64);
 } ktp_tuples SEC(".maps");
+#endif /* KTP_NO_CONN_MAPS: the gateway's TC program keeps no per-socket state */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

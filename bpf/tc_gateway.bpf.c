@@ -10,6 +10,9 @@
 #include <bpf/bpf_endian.h>
 
 #include "ktproxy_shared.h"
+/* Routes and counters only: the connection maps belong to the socket hooks,
+ * and would be two 65536-entry maps created here for nothing. */
+#define KTP_NO_CONN_MAPS
 #include "sock_maps.h"
 #include "gw_parse.h"
 

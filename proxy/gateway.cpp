@@ -80,10 +80,17 @@ GatewayHooks::GatewayHooks(const GatewayConfig& cfg)
 
     // Route first, then filters: a marked packet must never find no route.
     route_ = std::make_unique<PolicyRoute>(cfg.mark, cfg.table);
+    ifaces_ = cfg.ifaces;
+    for (const std::string& name : ifaces_)
+        if (if_nametoindex(name.c_str()) == 0)
+            fail("--gateway-iface {}: no such interface in this network namespace", name);
+}
 
+void GatewayHooks::attach()
+{
     std::vector<std::pair<std::string, bool>> state;
     try {
-        for (const std::string& name : cfg.ifaces) {
+        for (const std::string& name : ifaces_) {
             int ifindex = static_cast<int>(if_nametoindex(name.c_str()));
             if (ifindex == 0)
                 fail("--gateway-iface {}: no such interface in this network namespace", name);

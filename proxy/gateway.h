@@ -33,6 +33,8 @@ public:
     GatewayHooks(const GatewayHooks&) = delete;
     GatewayHooks& operator=(const GatewayHooks&) = delete;
 
+    // Attaches the filters to the interfaces; call after set_routes.
+    void attach();
     void set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action);
     Counters counters() const;
 
@@ -48,6 +50,7 @@ private:
     };
     void detach_all();
 
+    std::vector<std::string> ifaces_;
     tc_gateway* skel_ = nullptr;
     std::vector<Attached> attached_;
     std::unique_ptr<PolicyRoute> route_;

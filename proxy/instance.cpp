@@ -16,6 +16,7 @@
 #include "sock_hooks.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <malloc.h>
 #include <signal.h>
@@ -53,6 +54,35 @@ std::string flat_name(const std::string& mount, const std::string& cgroup_path)
         if (ch == '/')
             ch = '_';
     return rel;
+}
+
+// --fail-closed pins outlive their ktproxy by design, so `cleanup` must tell
+// a dead owner's pins (leftovers) from a live one's (in use: removing them
+// would detach a running instance's hooks). bpffs holds no plain files: the
+// owner's pid goes beside the control sockets.
+std::string pin_owner_file(const std::string& name)
+{
+    return std::string(kRunDir) + "/" + name + ".pin-owner";
+}
+
+void write_pin_owner(const std::string& name)
+{
+    mkdir(kRunDir, 0755);
+    std::string path = pin_owner_file(name);
+    std::ofstream f(path, std::ios::trunc);
+    f << getpid() << "\n";
+    if (!f.flush())
+        log::warn("--fail-closed: cannot record the owner in {}: `ktproxy cleanup` may unpin this instance", path);
+}
+
+// The pid of the live ktproxy that owns pin dir `name`, or 0.
+int live_pin_owner(const std::string& name)
+{
+    int pid = std::atoi(read_text(pin_owner_file(name).c_str()).c_str());
+    if (pid <= 0 || kill(pid, 0) != 0)
+        return 0;
+    std::string comm = read_text(fmt::format("/proc/{}/comm", pid).c_str());
+    return comm.rfind("ktproxy", 0) == 0 ? pid : 0;
 }
 
 // One listener set (IPv4 and, unless disabled, IPv6) per worker, all on the
@@ -242,6 +272,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             hc.pin_dir = std::string(kPinRoot) + "/" + name;
         }
         kernel.sock = std::make_unique<SockHooks>(hc);
+        if (o.fail_closed)
+            write_pin_owner(name);
     }
     if (gateway_mode) {
         GatewayConfig gc;
@@ -253,6 +285,10 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         kernel.gateway = std::make_unique<GatewayHooks>(gc);
     }
     kernel.set_routes(routing);
+    // Rules in the maps before the first packet meets the program: attached
+    // earlier, SYNs would get the compiled-in default for that instant.
+    if (kernel.gateway)
+        kernel.gateway->attach();
 
     RouterSlot slot(routing.router);
     LoopConfig lc;
@@ -444,8 +480,28 @@ int run_status(const Options& o)
 int run_cleanup(const Options&)
 {
     require_privileges();
-    int pins = SockHooks::unpin_all(kPinRoot);
-    rmdir(kPinRoot);
+    int pins = 0;
+    if (DIR* d = opendir(kPinRoot)) {
+        while (dirent* e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n == "." || n == "..")
+                continue;
+            std::string p = std::string(kPinRoot) + "/" + n;
+            if (e->d_type != DT_DIR) {
+                pins += ::unlink(p.c_str()) == 0;
+                continue;
+            }
+            if (int owner = live_pin_owner(n)) {
+                log::info("cleanup: {} belongs to running ktproxy pid {}: left alone", p, owner);
+                continue;
+            }
+            pins += SockHooks::unpin_all(p);
+            rmdir(p.c_str());
+            ::unlink(pin_owner_file(n).c_str());
+        }
+        closedir(d);
+    }
+    rmdir(kPinRoot);  // only if nothing is left in it
     int cgroups = 0;
     std::string mount = cgroup2_mount();
     if (DIR* d = opendir(mount.c_str())) {

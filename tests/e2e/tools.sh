@@ -197,6 +197,18 @@ test_fail_closed_blocks_after_kill_and_recovers_on_restart_and_cleanup() {
     out=$(in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$KTP_SRV4/")
     expect_eq "$out" 200 "curl after restart"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*end=eof" || fail "the restarted ktproxy did not relay"
+    # cleanup while the owner runs: its pins are in use, not leftovers.
+    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "ktproxy cleanup (owner alive) failed"
+    [ -e /sys/fs/bpf/ktproxy/"ktp-test-${KTP_ID}_app" ] || fail "cleanup unpinned a running instance's hooks"
+    local relayed
+    relayed=$(grep -c "orig=$KTP_SRV4:80 .*end=eof" "$KTP_LOG")
+    expect_eq "$(in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$KTP_SRV4/")" 200 "curl after a cleanup"
+    for _ in $(seq 100); do
+        [ "$(grep -c "orig=$KTP_SRV4:80 .*end=eof" "$KTP_LOG")" -gt "$relayed" ] && break
+        sleep 0.05
+    done
+    [ "$(grep -c "orig=$KTP_SRV4:80 .*end=eof" "$KTP_LOG")" -gt "$relayed" ] ||
+        fail "after a cleanup the running instance no longer relays"
     stop_ktproxy TERM || true
     in_cli "$KTPROXY" cleanup 2>/dev/null || fail "ktproxy cleanup failed"
     out=$(in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_SRV4/")
