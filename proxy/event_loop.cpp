@@ -44,7 +44,10 @@ constexpr uint32_t kChunk = 16 * 1024;
 // a status line and a few headers): a smaller chunk keeps a burst of
 // handshakes from growing the pool by 16 KiB each.
 constexpr uint32_t kHsChunk = 4 * 1024;
-constexpr size_t kFreeChunksKept = 256;
+// Free setup chunks kept for the next connections, per worker: about 256 KiB
+// of each kind, enough for the handshakes of a busy steady state; a burst
+// beyond that maps and unmaps, so that it leaves nothing resident behind.
+constexpr size_t kFreeChunkBytesKept = 256 * 1024;
 constexpr uint32_t chunk_size(ktp::Dir d) { return d == ktp::Dir::ClientToUpstream ? kChunk : kHsChunk; }
 void unmap_chunk(char* chunk, ktp::Dir d)
 {
@@ -390,7 +393,7 @@ void EventLoop::give_chunk(char*& chunk, Dir d)
     // Keep a few for the next connections; a burst of thousands of
     // handshakes must not stay resident once it is over.
     auto& free = free_chunks_[idx(d)];
-    if (free.size() < kFreeChunksKept)
+    if (free.size() < kFreeChunkBytesKept / chunk_size(d))
         free.push_back(chunk);
     else
         unmap_chunk(chunk, d);
