@@ -352,7 +352,10 @@ void EventLoop::link_timeout(Conn& c, const __kernel_timespec& ts)
 void EventLoop::arm_accept(Listener& l)
 {
     io_uring_sqe* s = sqe();
-    io_uring_prep_multishot_accept(s, l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    // Non-blocking from the start: splice(2) waits on a blocking socket
+    // whatever its flags say, and the loop must never wait there. io_uring's
+    // own operations behave the same on either kind.
+    io_uring_prep_multishot_accept(s, l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     io_uring_sqe_set_data64(s, pack(&l, kAccept));
 }
 
@@ -544,7 +547,7 @@ void EventLoop::route(Conn& c, const std::string* domain)
             return fail_early(c, End::error, fmt::format("handshake buffer: {}", errno_text(errno)));
     }
 
-    c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (c.fd[1])
         g_conn_fds.fetch_add(1, std::memory_order_relaxed);
     if (!c.fd[1])
@@ -725,10 +728,7 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
             return;
         if (pending_u2c > 0 && !prefill_pipe(c, Dir::UpstreamToClient, pending_u2c))
             return;
-        // splice(2) waits on a blocking socket whatever its flags say; the
-        // loop must never wait there.
-        for (auto& f : c.fd)
-            ::fcntl(f.get(), F_SETFL, ::fcntl(f.get(), F_GETFL) | O_NONBLOCK);
+        // Both sockets were made non-blocking when created (see arm_accept).
     }
     // A direction with nothing to replay gives its setup chunk back now.
     if (pending_c2u == 0)
