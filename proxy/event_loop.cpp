@@ -220,7 +220,7 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
         fail("create io_uring: {} (needs Linux >= 5.19 with io_uring enabled)", errno_text(-err));
     bufs_ = std::make_unique<BufRing>(ring_, kBufGroup, cfg_.buffers, cfg_.buffer_size);
     if (cfg_.splice)
-        pipes_ = std::make_unique<PipePool>(cfg_.buffers, std::max<uint32_t>(cfg_.buffer_size, 65536));
+        pipes_ = std::make_unique<PipePool>(cfg_.buffers, std::max<uint32_t>(cfg_.buffer_size, 65536), &g_conn_fds);
 
     // The fixed-file table may be as large as RLIMIT_NOFILE, per ring.
     rlimit rl{};
@@ -721,15 +721,12 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
     // to the fixed-file table (the process's fds are running short) relays
     // through ring buffers instead.
     c.spliced = pipes_ && c.slot[0] < 0;
-    if (c.spliced) {
-        // Sniffed or handshake bytes go into the pipe first, so every send
-        // of the splice relay comes from a pipe.
-        if (pending_c2u > 0 && !prefill_pipe(c, Dir::ClientToUpstream, pending_c2u))
-            return;
-        if (pending_u2c > 0 && !prefill_pipe(c, Dir::UpstreamToClient, pending_u2c))
-            return;
-        // Both sockets were made non-blocking when created (see arm_accept).
-    }
+    // Sniffed or handshake bytes go into the pipe first, so every send of
+    // the splice relay comes from a pipe. With no pipe to be had for them
+    // (all out, or no fds) this one connection relays through ring buffers,
+    // which replay straight from the setup chunk: never a reason to fail it.
+    if (c.spliced && (pending_c2u > 0 || pending_u2c > 0))
+        c.spliced = prefill_pipes(c, pending_c2u, pending_u2c);
     // A direction with nothing to replay gives its setup chunk back now.
     if (pending_c2u == 0)
         give_chunk(c.setup[idx(Dir::ClientToUpstream)], Dir::ClientToUpstream);
@@ -810,23 +807,62 @@ void EventLoop::on_relay_recv(Conn& c, Dir d, int res, uint32_t flags)
         watch_after_eof(c, d);
 }
 
-bool EventLoop::prefill_pipe(Conn& c, Dir d, uint32_t len)
+bool EventLoop::prefill_pipes(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 {
-    Pipe& p = c.pipe[idx(d)];
-    p = pipes_->take();
-    if (!p) {
-        fail_early(c, End::error, fmt::format("pipe for the splice relay: {}", errno_text(errno)));
+    const uint32_t pending[2] = {pending_c2u, pending_u2c};
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; ++i) {
+        if (pending[i] == 0)
+            continue;
+        c.pipe[i] = pipes_->take();
+        ok = c.pipe[i] && c.pipe[i].capacity >= pending[i];
+    }
+    for (int i = 0; i < 2 && ok; ++i) {
+        if (pending[i] == 0)
+            continue;
+        // An empty pipe with room for all of it takes it in one write.
+        ssize_t n = ::write(c.pipe[i].w.get(), c.setup[i], pending[i]);
+        c.piped[i] = n > 0 ? static_cast<uint32_t>(n) : 0;
+        ok = n == static_cast<ssize_t>(pending[i]);
+    }
+    if (!ok) {
+        // A pipe that took part of the bytes is closed, never pooled: the
+        // next connection to take it would send them on.
+        for (int i = 0; i < 2; ++i) {
+            if (c.pipe[i]) {
+                pipes_->give(c.pipe[i], c.piped[i] == 0);
+                wake_waiter(waiting_[kWaitPipe]);
+            }
+            c.piped[i] = 0;
+        }
         return false;
     }
-    // The pipe is empty and holds at least 64 KiB; a setup chunk is smaller.
-    ssize_t n = ::write(p.w.get(), c.setup[idx(d)], len);
-    if (n != static_cast<ssize_t>(len)) {
-        fail_early(c, End::error, fmt::format("pipe write: {}", n < 0 ? errno_text(errno) : "short"));
-        return false;
-    }
-    c.piped[idx(d)] = len;
-    give_chunk(c.setup[idx(d)], d);
+    for (int i = 0; i < 2; ++i)
+        if (pending[i] > 0)
+            give_chunk(c.setup[i], static_cast<Dir>(i));
     return true;
+}
+
+ssize_t EventLoop::recv_past_mark(int fd, Pipe& p)
+{
+    // splice(2) stops at TCP urgent data (a byte sent with MSG_OOB) and never
+    // moves past it: it answers EAGAIN while bytes wait behind the mark,
+    // with poll saying readable (a busy loop), or 0 once the peer has also
+    // closed, which would pass for EOF and drop those bytes. recv(2) steps
+    // over the urgent byte, as for any reader without SO_OOBINLINE (the ring
+    // relay drops it the same way), so the bytes behind the mark go through
+    // user space, once. On a plain EOF this is one extra syscall.
+    char buf[16384];
+    ssize_t n = ::recv(fd, buf, std::min<size_t>(sizeof buf, p.capacity), MSG_DONTWAIT);
+    if (n <= 0)
+        return n;
+    // The pipe is empty (a direction reads only once its last chunk is out).
+    ssize_t w = ::write(p.w.get(), buf, static_cast<size_t>(n));
+    if (w == n)
+        return n;
+    if (w >= 0)
+        errno = EIO;
+    return -1;
 }
 
 void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
@@ -851,6 +887,8 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
         }
     }
     ssize_t n = ::splice(c.src(d).fd, nullptr, p.w.get(), nullptr, p.capacity, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n == 0 || (n < 0 && errno == EAGAIN))
+        n = recv_past_mark(c.src(d).fd, p);
     if (n < 0 && errno == EAGAIN) {
         // Readable a moment ago, nothing now: wait again, without the pipe.
         release_buffer(c, d);

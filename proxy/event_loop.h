@@ -15,6 +15,7 @@
 #include "unique_fd.h"
 
 #include <liburing.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
@@ -84,7 +85,8 @@ private:
     void submit_recv(Conn& c, Dir d);
     void on_splice_ready(Conn& c, Dir d, int res);
     void splice_send(Conn& c, Dir d, uint32_t len);
-    bool prefill_pipe(Conn& c, Dir d, uint32_t len);
+    bool prefill_pipes(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
+    static ssize_t recv_past_mark(int fd, Pipe& p);
     struct Waiter;
     void wake_waiter(std::deque<Waiter>& queue);
     void watch_after_eof(Conn& c, Dir d);

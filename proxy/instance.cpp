@@ -1,6 +1,7 @@
 // The main thread of an instance and the two one-shot commands.
 #include "instance.h"
 
+#include "bpffs.h"
 #include "cgroup.h"
 #include "error.h"
 #include "event_loop.h"
@@ -267,8 +268,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         hc.netns_cookie = netns_cookie_of(listener_sets[0][0].fd.get());
         hc.max_conns = o.max_conns;
         if (o.fail_closed) {
+            ensure_bpffs(kBpffs);
             if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
-                fail_errno("--fail-closed: create {} (is bpffs mounted at /sys/fs/bpf?)", kPinRoot);
+                fail_errno("--fail-closed: create {}", kPinRoot);
             hc.pin_dir = std::string(kPinRoot) + "/" + name;
         }
         kernel.sock = std::make_unique<SockHooks>(hc);

@@ -18,6 +18,7 @@ int run_status(const Options& o);
 int run_cleanup(const Options& o);
 
 constexpr const char* kRunDir = "/run/ktproxy";
+constexpr const char* kBpffs = "/sys/fs/bpf";
 constexpr const char* kPinRoot = "/sys/fs/bpf/ktproxy";
 
 }  // namespace ktp

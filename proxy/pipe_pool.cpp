@@ -24,6 +24,7 @@ Pipe PipePool::take()
     if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0)
         return {};
     Pipe p{UniqueFd(fds[0]), UniqueFd(fds[1])};
+    count_fds(2);
     // The default (16 pages) already fits a 64 KiB chunk; larger relay
     // buffers ask for more. A refusal (over /proc/sys/fs/pipe-max-size, or
     // a user over its pipe quota) only means smaller chunks through this pipe.
@@ -42,7 +43,20 @@ void PipePool::give(Pipe& p, bool empty)
     --out_;
     if (empty && free_.size() < kKept)
         free_.push_back(std::move(p));
+    else
+        count_fds(-2);
     p = Pipe{};
+}
+
+PipePool::~PipePool()
+{
+    count_fds(-2 * static_cast<int64_t>(free_.size()));
+}
+
+void PipePool::count_fds(int64_t delta)
+{
+    if (fd_count_)
+        fd_count_->fetch_add(delta, std::memory_order_relaxed);
 }
 
 }  // namespace ktp

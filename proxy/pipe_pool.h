@@ -7,6 +7,7 @@
 
 #include "unique_fd.h"
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -22,7 +23,14 @@ class PipePool {
 public:
     // capacity: bytes each pipe should hold (F_SETPIPE_SZ; the kernel rounds
     // up to pages, and may grant less to a user over its pipe quota).
-    PipePool(uint32_t limit, uint32_t capacity) : limit_(limit), capacity_(capacity) {}
+    // fd_count, when given, is kept equal to the descriptors this pool's
+    // pipes hold (two per pipe, pooled or out): the process-wide count that
+    // decides when connections move to io_uring's fixed-file table.
+    PipePool(uint32_t limit, uint32_t capacity, std::atomic<int64_t>* fd_count = nullptr)
+        : limit_(limit), capacity_(capacity), fd_count_(fd_count) {}
+    ~PipePool();
+    PipePool(const PipePool&) = delete;
+    PipePool& operator=(const PipePool&) = delete;
 
     // A pipe, or an empty one when `limit` pipes are out or the process has
     // no descriptors left (errno says which); the caller waits for give().
@@ -36,8 +44,11 @@ public:
     size_t pooled() const { return free_.size(); }
 
 private:
+    void count_fds(int64_t delta);
+
     uint32_t limit_;
     uint32_t capacity_;
+    std::atomic<int64_t>* fd_count_;
     uint32_t out_ = 0;  // pipes held by connections
     // Empty pipes kept for reuse, beyond which they are closed: each costs
     // two fds, and the fds are what limits the connections a process holds.

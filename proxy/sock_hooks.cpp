@@ -83,7 +83,7 @@ SockHooks::SockHooks(const HookConfig& cfg)
     pin_dir_ = cfg.pin_dir;
     if (!pin_dir_.empty()) {
         if (mkdir(pin_dir_.c_str(), 0700) != 0 && errno != EEXIST)
-            fail_errno("--fail-closed: create {} (is bpffs mounted at /sys/fs/bpf?)", pin_dir_);
+            fail_errno("--fail-closed: create {}", pin_dir_);
         // libbpf reuses a compatible pinned map at load, or creates and pins it:
         // connection state survives a restart of ktproxy.
         for (bpf_map* m : {skel_->maps.ktp_orig_dst, skel_->maps.ktp_tuples, skel_->maps.ktp_counters,

@@ -114,6 +114,25 @@ test_reset_after_server_eof_reaches_the_client() {
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:9004 .*end=reset" || fail "ktproxy did not log a reset"
 }
 
+test_urgent_data_does_not_stall_the_bytes_behind_it() {
+    # A byte sent with MSG_OOB (telnet's and FTP's "interrupt") is out of
+    # band: a reader without SO_OOBINLINE, like the echo server, never sees
+    # it, and the bytes after it arrive as usual. splice(2) stops at such a
+    # byte, so a relay that only splices spins there and then takes the
+    # client's FIN for the end, losing "world". Same answer as direct.
+    local client='use Socket;
+        socket(S, PF_INET, SOCK_STREAM, 0) or die; connect(S, sockaddr_in(9000, inet_aton($ARGV[0]))) or die "connect: $!";
+        sub pause { select(undef, undef, undef, $_[0]) }
+        send(S, "hello", 0); pause(0.2); send(S, "!", MSG_OOB); pause(0.2); send(S, "world", 0); pause(0.3);
+        shutdown(S, 1); my ($all, $b) = (""); $all .= $b while sysread(S, $b, 100); print "$all\n";'
+    local direct proxied
+    direct=$(in_cli timeout 10 perl -e "$client" "$KTP_SRV4")
+    proxied=$(in_app timeout 10 perl -e "$client" "$KTP_SRV4")
+    expect_eq "$direct" "helloworld" "direct client (the reference behaviour)"
+    expect_eq "$proxied" "$direct" "client through ktproxy"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9000 .* c2s=10 s2c=10 .*end=eof" || fail "no conn line with 10 bytes each way"
+}
+
 test_two_thousand_short_connections_all_succeed_and_maps_drain() {
     local before codes ok after live_o live_t lines_before lines
     before=$(ktp_counter redirected)

@@ -103,8 +103,11 @@ test_more_transfers_than_relay_buffers_all_arrive_intact() {
     # 40 slow downloads at once through a ktproxy allowed 16 buffers (pipes,
     # when splicing): every direction holds one while its reader
     # lags, so the others wait for one to come back. None may fail, stall or
-    # lose a byte. Runs last: it restarts ktproxy with its own flags.
-    local f="$KTP_TMP/nginx/html/4m.bin" want mode i max n
+    # lose a byte. A domain rule makes ktproxy read every request before
+    # relaying it; the request goes into a pipe first, so requests made while
+    # every pipe is out must go through ring buffers instead of failing.
+    # Runs last: it restarts ktproxy with its own flags.
+    local f="$KTP_TMP/nginx/html/4m.bin" want mode i max n late code
     head -c 4194304 /dev/urandom > "$f"
     want=$(sha256sum < "$f" | cut -d' ' -f1)
     stop_ktproxy
@@ -115,18 +118,26 @@ test_more_transfers_than_relay_buffers_all_arrive_intact() {
     in_cli sysctl -qw net.ipv4.tcp_rmem="4096 65536 131072" net.ipv4.tcp_wmem="4096 65536 131072"
     for mode in splice buffers; do
         # Its own --relay, whatever the harness passes to every ktproxy.
-        KTP_E2E_ARGS="" start_ktproxy --relay "$mode" --buffers 16 --workers 1 || { fail "ktproxy --relay $mode did not start"; continue; }
+        KTP_E2E_ARGS="" start_ktproxy --relay "$mode" --buffers 16 --workers 1 --rule 'domain=none.invalid block' \
+            || { fail "ktproxy --relay $mode did not start"; continue; }
         rm -f "$KTP_TMP"/dl.*
         in_app timeout 120 bash -c "for i in \$(seq 40); do
             (curl -sS --max-time 100 http://$KTP_SRV4/4m.bin | pv -q -L 1m | sha256sum > '$KTP_TMP/dl.'\$i) &
         done; wait" &
         local loader=$!
-        max=0
+        max=0 late=""
         while kill -0 "$loader" 2>/dev/null; do
             n=$(status_json | jq .pipes_in_use)
             [ "${n:-0}" -gt "$max" ] && max=$n
+            if [ -z "$late" ] && { [ "${n:-0}" -ge 16 ] || [ "$mode" = buffers ]; }; then
+                for i in 1 2 3 4 5; do
+                    code=$(in_app curl -sS --max-time 30 -o /dev/null -w '%{http_code}' "http://$KTP_SRV4/" 2>&1)
+                    late+="$code "
+                done
+            fi
             sleep 0.2
         done
+        expect_eq "$late" "200 200 200 200 200 " "--relay $mode: requests made while the downloads hold every pipe"
         wait "$loader" || fail "--relay $mode: the downloads did not finish"
         for i in $(seq 40); do
             expect_eq "$(cut -d' ' -f1 "$KTP_TMP/dl.$i" 2>/dev/null)" "$want" "--relay $mode: sha256 of download $i"
