@@ -769,7 +769,9 @@ void EventLoop::submit_recv(Conn& c, Dir d)
     if (c.spliced) {
         // Splice relay: wait for readability; the splice itself is a plain
         // syscall once data is there (io_uring would run it on a worker thread).
-        io_uring_prep_poll_add(s, c.src(d).fd, POLLIN);
+        // POLLPRI: urgent data is pending, which splice cannot pass (see
+        // recv_past_mark); the completion's mask tells on_splice_ready.
+        io_uring_prep_poll_add(s, c.src(d).fd, POLLIN | POLLPRI);
         io_uring_sqe_set_data64(s, pack(&c, kRecv, d));
         ++c.inflight;
         return;
@@ -851,7 +853,9 @@ ssize_t EventLoop::recv_past_mark(int fd, Pipe& p)
     // closed, which would pass for EOF and drop those bytes. recv(2) steps
     // over the urgent byte, as for any reader without SO_OOBINLINE (the ring
     // relay drops it the same way), so the bytes behind the mark go through
-    // user space, once. On a plain EOF this is one extra syscall.
+    // user space, once. Only called when the poll reported POLLPRI (urgent
+    // byte not yet passed): a plain EOF or spurious wake-up costs nothing.
+    // Passing the byte clears POLLPRI, so this cannot loop either.
     char buf[16384];
     ssize_t n = ::recv(fd, buf, std::min<size_t>(sizeof buf, p.capacity), MSG_DONTWAIT);
     if (n <= 0)
@@ -887,7 +891,7 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
         }
     }
     ssize_t n = ::splice(c.src(d).fd, nullptr, p.w.get(), nullptr, p.capacity, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-    if (n == 0 || (n < 0 && errno == EAGAIN))
+    if ((n == 0 || (n < 0 && errno == EAGAIN)) && (res & POLLPRI))
         n = recv_past_mark(c.src(d).fd, p);
     if (n < 0 && errno == EAGAIN) {
         // Readable a moment ago, nothing now: wait again, without the pipe.
