@@ -94,6 +94,17 @@ test_reset_from_server_resets_the_client() {
     grep -qi 'reset' "$KTP_TMP/rst.err" || fail "the client saw no reset (exit $rc, stderr: $(head -c 300 "$KTP_TMP/rst.err"))"
 }
 
+# same_as_direct PERL_CLIENT EXPECTED: the client (given the server's
+# address) prints EXPECTED when run outside the cgroup, the reference
+# behaviour, and prints the same through ktproxy.
+same_as_direct() {
+    local direct proxied
+    direct=$(in_cli timeout 10 perl -e "$1" "$KTP_SRV4")
+    proxied=$(in_app timeout 10 perl -e "$1" "$KTP_SRV4")
+    expect_eq "$direct" "$2" "direct client (the reference behaviour)"
+    expect_eq "$proxied" "$direct" "client through ktproxy"
+}
+
 test_reset_after_server_eof_reaches_the_client() {
     # The server says "bye" and closes; later the client writes twice. The
     # server's kernel answers the first write with RST, so a direct client's
@@ -106,11 +117,7 @@ test_reset_after_server_eof_reaches_the_client() {
         my $b; 1 while sysread(S, $b, 100); select(undef, undef, undef, 1.5);
         print "w1:", (defined syswrite(S, "x") ? "ok" : "err"), " "; select(undef, undef, undef, 0.7);
         print "w2:", (defined syswrite(S, "y") ? "ok" : "err"), "\n";'
-    local direct proxied
-    direct=$(in_cli timeout 5 perl -e "$client" "$KTP_SRV4")
-    proxied=$(in_app timeout 5 perl -e "$client" "$KTP_SRV4")
-    expect_eq "$direct" "w1:ok w2:err" "direct client (the reference behaviour)"
-    expect_eq "$proxied" "$direct" "client through ktproxy"
+    same_as_direct "$client" "w1:ok w2:err"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:9004 .*end=reset" || fail "ktproxy did not log a reset"
 }
 
@@ -125,11 +132,7 @@ test_urgent_data_does_not_stall_the_bytes_behind_it() {
         sub pause { select(undef, undef, undef, $_[0]) }
         send(S, "hello", 0); pause(0.2); send(S, "!", MSG_OOB); pause(0.2); send(S, "world", 0); pause(0.3);
         shutdown(S, 1); my ($all, $b) = (""); $all .= $b while sysread(S, $b, 100); print "$all\n";'
-    local direct proxied
-    direct=$(in_cli timeout 10 perl -e "$client" "$KTP_SRV4")
-    proxied=$(in_app timeout 10 perl -e "$client" "$KTP_SRV4")
-    expect_eq "$direct" "helloworld" "direct client (the reference behaviour)"
-    expect_eq "$proxied" "$direct" "client through ktproxy"
+    same_as_direct "$client" "helloworld"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:9000 .* c2s=10 s2c=10 .*end=eof" || fail "no conn line with 10 bytes each way"
 }
 
