@@ -2,9 +2,11 @@
 #include "cgroup.h"
 
 #include "error.h"
+#include "log.h"
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 
@@ -75,10 +77,24 @@ static std::string slurp(const char* path)
 
 std::string cgroup2_mount()
 {
-    auto m = find_cgroup2_mount(slurp("/proc/self/mounts"));
-    if (!m)
-        fail("no cgroup2 filesystem is mounted (looked in /proc/self/mounts); mount one at /sys/fs/cgroup");
-    return *m;
+    if (auto m = find_cgroup2_mount(slurp("/proc/self/mounts")))
+        return *m;
+    // No cgroup2 in this mount namespace. Under `ip netns exec` (how many CI
+    // harnesses start a daemon in a namespace) /sys is a fresh sysfs mount,
+    // which hides the host's cgroup mounts: /sys/fs/cgroup is then sysfs's own
+    // empty directory, and mounting the hierarchy there is what systemd does
+    // at boot (same hierarchy, gone with the namespace). On a host where
+    // something is mounted there (a v1 tmpfs), nothing is touched.
+    const char* dir = "/sys/fs/cgroup";
+    struct statfs st {};
+    if (statfs(dir, &st) == 0 && st.f_type == SYSFS_MAGIC) {
+        if (mount("cgroup2", dir, "cgroup2", 0, nullptr) != 0)
+            fail_errno("no cgroup2 filesystem is mounted (looked in /proc/self/mounts), and mounting one at {} failed",
+                       dir);
+        log::info("mounted cgroup2 at {}: this mount namespace had none (as under `ip netns exec`)", dir);
+        return dir;
+    }
+    fail("no cgroup2 filesystem is mounted (looked in /proc/self/mounts); mount one at /sys/fs/cgroup");
 }
 
 Cgroup open_cgroup2_dir(const std::string& path)

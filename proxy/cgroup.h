@@ -32,7 +32,9 @@ struct Cgroup {
 // one-line reason otherwise.
 Cgroup open_cgroup2_dir(const std::string& path);
 
-// The cgroup2 mount of this machine, read from /proc/self/mounts.
+// The cgroup2 mount of this machine, read from /proc/self/mounts. If this
+// mount namespace has none and /sys/fs/cgroup is a bare sysfs directory
+// (under `ip netns exec`), mounts the hierarchy there first.
 std::string cgroup2_mount();
 
 }  // namespace ktp

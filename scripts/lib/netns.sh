@@ -123,7 +123,8 @@ start_ktproxy() {
         trap - EXIT INT TERM
         sh -c '[ -z "$1" ] || echo $$ > "$1/cgroup.procs" || exit 125; shift; exec "$@"' \
             sh "${KTP_PROXY_OWN_CG:+$KTP_CG_PROXY}" \
-            nsenter --net="/run/netns/$KTP_CLI" "$KTPROXY" --cgroup "$KTP_CG" ${KTP_E2E_ARGS:-} "$@" 2>"$KTP_LOG" &
+            ${KTP_LAUNCHER:-nsenter --net=/run/netns/$KTP_CLI} "$KTPROXY" --cgroup "${KTP_CG_ARG:-$KTP_CG}" \
+            ${KTP_E2E_ARGS:-} "$@" 2>"$KTP_LOG" &
         echo $! > "$KTP_LOG.pid"
         wait $!
         echo $? > "$KTP_LOG.rc"

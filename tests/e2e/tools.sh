@@ -182,6 +182,22 @@ test_json_logs_are_one_object_per_line() {
         "$KTP_LOG" >/dev/null || fail "no conn object with the expected fields"
 }
 
+test_starts_under_ip_netns_exec_which_hides_the_cgroup_mounts() {
+    # CI harnesses often start a daemon with `ip netns exec`, which remounts
+    # /sys in a private mount namespace: no cgroup mount is visible there.
+    # ktproxy mounts the hierarchy itself; the cgroup is named relative to it.
+    KTP_LAUNCHER="ip netns exec $KTP_CLI" KTP_CG_ARG="${KTP_CG#"$CG2"/}" start_ktproxy \
+        || fail "ktproxy did not start under ip netns exec"
+    expect_file_match "$KTP_LOG" "mounted cgroup2 at /sys/fs/cgroup"
+    local out lport
+    out=$(in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_SRV4/")
+    expect_eq "${out%% *}" 200 "HTTP status"
+    lport="${out##* }"
+    wait_log "$KTP_LOG" "conn client=[^ ]+:$lport orig=$KTP_SRV4:80 " || fail "no conn line for curl's port $lport: not intercepted"
+    stop_ktproxy || fail "ktproxy exit status $?"
+    expect_eq "$(ktp_cgroup2_mount)" "$CG2" "the host's cgroup2 mount, untouched"
+}
+
 test_fail_closed_blocks_after_kill_and_recovers_on_restart_and_cleanup() {
     local before out rc
     start_ktproxy --fail-closed || fail "ktproxy did not start"
