@@ -75,6 +75,10 @@ static std::string slurp(const char* path)
     return ss.str();
 }
 
+static bool g_mounted_here = false;
+
+bool cgroup2_mounted_here() { return g_mounted_here; }
+
 std::string cgroup2_mount()
 {
     if (auto m = find_cgroup2_mount(slurp("/proc/self/mounts")))
@@ -92,6 +96,7 @@ std::string cgroup2_mount()
             fail_errno("no cgroup2 filesystem is mounted (looked in /proc/self/mounts), and mounting one at {} failed",
                        dir);
         log::info("mounted cgroup2 at {}: this mount namespace had none (as under `ip netns exec`)", dir);
+        g_mounted_here = true;
         return dir;
     }
     fail("no cgroup2 filesystem is mounted (looked in /proc/self/mounts); mount one at /sys/fs/cgroup");

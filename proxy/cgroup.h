@@ -37,4 +37,7 @@ Cgroup open_cgroup2_dir(const std::string& path);
 // (under `ip netns exec`), mounts the hierarchy there first.
 std::string cgroup2_mount();
 
+// Did cgroup2_mount() have to mount the hierarchy (a fresh /sys)?
+bool cgroup2_mounted_here();
+
 }  // namespace ktp

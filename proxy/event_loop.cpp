@@ -83,6 +83,9 @@ struct alignas(32) Conn {
     uint32_t piped[2] = {0, 0};      // bytes in pipe[d]
     uint32_t splice_len[2] = {0, 0}; // the send waiting for POLLOUT
     bool spliced = false;            // this connection relays with splice(2)
+    // POLLPRI left out of this direction's readiness poll: it reported urgent
+    // data that cannot be read yet (a gap before the urgent byte).
+    bool urg_quiet[2] = {false, false};
 
     // Routing.
     std::shared_ptr<const Router> router;
@@ -419,6 +422,7 @@ Conn* EventLoop::alloc_conn()
         c->held[0] = c->held[1] = -1;
         c->piped[0] = c->piped[1] = 0;
         c->spliced = false;
+        c->urg_quiet[0] = c->urg_quiet[1] = false;
         c->watching[0] = c->watching[1] = false;
         c->upstream = nullptr;
         c->route_name = "none";
@@ -770,8 +774,10 @@ void EventLoop::submit_recv(Conn& c, Dir d)
         // Splice relay: wait for readability; the splice itself is a plain
         // syscall once data is there (io_uring would run it on a worker thread).
         // POLLPRI: urgent data is pending, which splice cannot pass (see
-        // recv_past_mark); the completion's mask tells on_splice_ready.
-        io_uring_prep_poll_add(s, c.src(d).fd, POLLIN | POLLPRI);
+        // recv_past_mark); the completion's mask tells on_splice_ready. At
+        // the mark it is needed: POLLIN then waits for a byte beyond the
+        // urgent one.
+        io_uring_prep_poll_add(s, c.src(d).fd, c.urg_quiet[idx(d)] ? POLLIN : POLLIN | POLLPRI);
         io_uring_sqe_set_data64(s, pack(&c, kRecv, d));
         ++c.inflight;
         return;
@@ -864,8 +870,9 @@ ssize_t EventLoop::recv_past_mark(int fd, Pipe& p)
     ssize_t w = ::write(p.w.get(), buf, static_cast<size_t>(n));
     if (w == n)
         return n;
-    if (w >= 0)
-        errno = EIO;
+    // The bytes are out of the socket: whatever the reason, the stream
+    // cannot go on without them (never EAGAIN, which would drop them).
+    errno = EIO;
     return -1;
 }
 
@@ -891,8 +898,15 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
         }
     }
     ssize_t n = ::splice(c.src(d).fd, nullptr, p.w.get(), nullptr, p.capacity, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-    if ((n == 0 || (n < 0 && errno == EAGAIN)) && (res & POLLPRI))
+    // Past the mark with recv: when the poll saw urgent data, or said
+    // readable while splice found nothing (which is the mark, once POLLPRI is
+    // quiet). A plain EOF (0 without POLLPRI) costs no extra syscall.
+    if ((n == 0 && (res & POLLPRI)) || (n < 0 && errno == EAGAIN))
         n = recv_past_mark(c.src(d).fd, p);
+    // Urgent data the kernel took from a segment beyond a gap keeps POLLPRI
+    // up while nothing is readable: polling for it again would complete at
+    // once, forever. Wait for POLLIN alone until a read makes progress.
+    c.urg_quiet[idx(d)] = n < 0 && errno == EAGAIN && (res & POLLPRI);
     if (n < 0 && errno == EAGAIN) {
         // Readable a moment ago, nothing now: wait again, without the pipe.
         release_buffer(c, d);

@@ -268,7 +268,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         hc.netns_cookie = netns_cookie_of(listener_sets[0][0].fd.get());
         hc.max_conns = o.max_conns;
         if (o.fail_closed) {
-            ensure_bpffs(kBpffs);
+            ensure_bpffs(kBpffs, cgroup2_mounted_here());
             if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
                 fail_errno("--fail-closed: create {}", kPinRoot);
             hc.pin_dir = std::string(kPinRoot) + "/" + name;

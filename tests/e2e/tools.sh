@@ -137,6 +137,19 @@ test_idle_timeout_cuts_a_silent_connection() {
     expect_file_match "$KTP_TMP/idle.err" "orig=$KTP_SRV4:9000 .*c2s=2 s2c=2 .*end=idle"
 }
 
+test_urgent_data_beyond_a_gap_does_not_keep_a_connection_busy() {
+    # A peer's urgent byte that arrives beyond a gap (loss, or crafted) is
+    # flagged by the kernel (POLLPRI) before anything is readable. Polling
+    # for it again would complete at once, forever: a worker at 100% CPU and
+    # a connection that never idles out. Here the peer goes silent after
+    # that segment: --idle-timeout must end the connection.
+    local out
+    out=$(kt_run --idle-timeout 1 --log-level info -- \
+        timeout 20 python3 "$(dirname "$0")/urgent_beyond_gap.py" "$KTP_SRV4" 9000 2>"$KTP_TMP/urg.err") || true
+    expect_eq "$out" "closed" "the silent connection after the segment (urgent_beyond_gap.py)"
+    expect_file_match "$KTP_TMP/urg.err" "orig=$KTP_SRV4:9000 .*c2s=5 s2c=5 .*end=idle"
+}
+
 test_status_lists_live_connections_and_counters() {
     start_ktproxy --control "$KTP_TMP/ctl.sock" || fail "ktproxy did not start"
     [ "$(stat -c %a "$KTP_TMP/ctl.sock")" = 600 ] || fail "control socket is not owner-only"
@@ -196,6 +209,13 @@ test_starts_under_ip_netns_exec_which_hides_the_cgroup_mounts() {
     wait_log "$KTP_LOG" "conn client=[^ ]+:$lport orig=$KTP_SRV4:80 " || fail "no conn line for curl's port $lport: not intercepted"
     stop_ktproxy || fail "ktproxy exit status $?"
     expect_eq "$(ktp_cgroup2_mount)" "$CG2" "the host's cgroup2 mount, untouched"
+    # --fail-closed there would pin into a bpffs that dies with ktproxy's
+    # private mount namespace: refused, in one line.
+    local rc=0
+    out=$(timeout 10 ip netns exec "$KTP_CLI" "$KTPROXY" --cgroup "${KTP_CG#"$CG2"/}" --fail-closed 2>&1) || rc=$?
+    expect_eq "$rc" 1 "exit status of --fail-closed under ip netns exec"
+    expect_match "$out" 'would vanish with ktproxy' "its message"
+    expect_eq "$(printf '%s\n' "$out" | grep -vc 'mounted cgroup2')" 1 "error lines"
 }
 
 test_fail_closed_blocks_after_kill_and_recovers_on_restart_and_cleanup() {
