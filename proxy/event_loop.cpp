@@ -1111,27 +1111,35 @@ void EventLoop::log_conn(const Conn& c) const
     if (end == End::none)
         end = End::reset;
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c.started).count();
+    // Written into stack buffers (SockAddr's formatter included): logging
+    // every connection costs no heap allocation (tools.sh counts them).
+    const uint64_t c2s = c.relay.bytes(Dir::ClientToUpstream), s2c = c.relay.bytes(Dir::UpstreamToClient);
     if (log::json()) {
-        std::string f = fmt::format(
-            "\"client\":\"{}\",\"orig\":\"{}\",\"via\":\"{}\",\"route\":\"{}\",\"c2s\":{},\"s2c\":{},"
-            "\"ms\":{:.3f},\"end\":\"{}\"",
-            c.client.to_string(), c.orig.to_string(), c.via.to_string(), json_escape(c.route_name),
-            c.relay.bytes(Dir::ClientToUpstream), c.relay.bytes(Dir::UpstreamToClient), ms, end_name(end));
-        if (c.sniffed)
-            f += fmt::format(",\"domain\":\"{}\"", json_escape(c.domain));
-        if (!c.detail.empty())
-            f += fmt::format(",\"reason\":\"{}\"", json_escape(c.detail));
-        log::write_event(log::Level::info, "conn", f);
+        fmt::memory_buffer f;
+        auto out = std::back_inserter(f);
+        fmt::format_to(out, "\"client\":\"{}\",\"orig\":\"{}\",\"via\":\"{}\",\"route\":\"", c.client, c.orig, c.via);
+        json_escape_to(f, c.route_name);
+        fmt::format_to(out, "\",\"c2s\":{},\"s2c\":{},\"ms\":{:.3f},\"end\":\"{}\"", c2s, s2c, ms, end_name(end));
+        if (c.sniffed) {
+            fmt::format_to(out, ",\"domain\":\"");
+            json_escape_to(f, c.domain);
+            f.push_back('"');
+        }
+        if (!c.detail.empty()) {
+            fmt::format_to(out, ",\"reason\":\"");
+            json_escape_to(f, c.detail);
+            f.push_back('"');
+        }
+        log::write_event(log::Level::info, "conn", std::string_view(f.data(), f.size()));
         return;
     }
-    std::string extra;
+    fmt::memory_buffer extra;
     if (c.sniffed)
-        extra += fmt::format(" domain={}", c.domain.empty() ? "-" : c.domain);
+        fmt::format_to(std::back_inserter(extra), " domain={}", c.domain.empty() ? "-" : c.domain);
     if (!c.detail.empty())
-        extra += fmt::format(" reason=\"{}\"", c.detail);
-    log::info("conn client={} orig={} via={} route={} c2s={} s2c={} ms={:.3f} end={}{}", c.client.to_string(),
-              c.orig.to_string(), c.via.to_string(), c.route_name, c.relay.bytes(Dir::ClientToUpstream),
-              c.relay.bytes(Dir::UpstreamToClient), ms, end_name(end), extra);
+        fmt::format_to(std::back_inserter(extra), " reason=\"{}\"", c.detail);
+    log::info("conn client={} orig={} via={} route={} c2s={} s2c={} ms={:.3f} end={}{}", c.client, c.orig, c.via,
+              c.route_name, c2s, s2c, ms, end_name(end), std::string_view(extra.data(), extra.size()));
 }
 
 void EventLoop::run()

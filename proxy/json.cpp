@@ -5,25 +5,30 @@
 
 namespace ktp {
 
-std::string json_escape(std::string_view s)
+void json_escape_to(fmt::memory_buffer& out, std::string_view s)
 {
-    std::string out;
-    out.reserve(s.size() + 8);
+    auto put = [&out](std::string_view t) { out.append(t.data(), t.data() + t.size()); };
     for (unsigned char ch : s) {
         switch (ch) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
+        case '"': put("\\\""); break;
+        case '\\': put("\\\\"); break;
+        case '\n': put("\\n"); break;
+        case '\r': put("\\r"); break;
+        case '\t': put("\\t"); break;
         default:
             if (ch < 0x20)
-                out += fmt::format("\\u{:04x}", ch);
+                fmt::format_to(std::back_inserter(out), "\\u{:04x}", ch);
             else
-                out += static_cast<char>(ch);
+                out.push_back(static_cast<char>(ch));
         }
     }
-    return out;
+}
+
+std::string json_escape(std::string_view s)
+{
+    fmt::memory_buffer out;
+    json_escape_to(out, s);
+    return fmt::to_string(out);
 }
 
 }  // namespace ktp

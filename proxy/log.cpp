@@ -15,7 +15,7 @@ namespace {
 std::atomic<Level> g_level{Level::info};
 std::atomic<bool> g_json{false};
 
-void write_line(const std::string& line)
+void write_line(std::string_view line)
 {
     const char* p = line.data();
     size_t left = line.size();
@@ -28,16 +28,29 @@ void write_line(const std::string& line)
     }
 }
 
-std::string timestamp()
+constexpr std::array<std::string_view, 5> kNames{"trace", "debug", "info", "warn", "error"};
+
+void timestamp_to(fmt::memory_buffer& out)
 {
     timespec ts{};
     clock_gettime(CLOCK_REALTIME, &ts);
     tm t{};
     gmtime_r(&ts.tv_sec, &t);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
-                       t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000);
+    fmt::format_to(std::back_inserter(out), "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", t.tm_year + 1900,
+                   t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000);
 }
-constexpr std::array<std::string_view, 5> kNames{"trace", "debug", "info", "warn", "error"};
+
+void append(fmt::memory_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
+
+// {"ts":"...","level":"...", and the caller adds the rest.
+void json_head(fmt::memory_buffer& out, Level level)
+{
+    append(out, "{\"ts\":\"");
+    timestamp_to(out);
+    append(out, "\",\"level\":\"");
+    append(out, kNames[static_cast<size_t>(level)]);
+    append(out, "\",");
+}
 }  // namespace
 
 std::optional<Level> parse_level(std::string_view name)
@@ -57,17 +70,24 @@ bool json() { return g_json.load(std::memory_order_relaxed); }
 
 void write(Level level, std::string_view message)
 {
-    if (json())
-        write_line(fmt::format("{{\"ts\":\"{}\",\"level\":\"{}\",\"msg\":\"{}\"}}\n", timestamp(),
-                               level_name(level), json_escape(message)));
-    else
-        write_line(fmt::format("ktproxy: {}: {}\n", level_name(level), message));
+    fmt::memory_buffer line;
+    if (json()) {
+        json_head(line, level);
+        append(line, "\"msg\":\"");
+        json_escape_to(line, message);
+        append(line, "\"}\n");
+    } else {
+        fmt::format_to(std::back_inserter(line), "ktproxy: {}: {}\n", level_name(level), message);
+    }
+    write_line(std::string_view(line.data(), line.size()));
 }
 
 void write_event(Level level, std::string_view event, std::string_view fields_json)
 {
-    write_line(fmt::format("{{\"ts\":\"{}\",\"level\":\"{}\",\"event\":\"{}\",{}}}\n", timestamp(),
-                           level_name(level), event, fields_json));
+    fmt::memory_buffer line;
+    json_head(line, level);
+    fmt::format_to(std::back_inserter(line), "\"event\":\"{}\",{}}}\n", event, fields_json);
+    write_line(std::string_view(line.data(), line.size()));
 }
 
 }  // namespace ktp::log

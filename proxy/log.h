@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,11 +25,17 @@ bool json();
 // fields_json: members without braces, e.g. "\"client\":\"1.2.3.4:5\",\"c2s\":10".
 void write_event(Level level, std::string_view event, std::string_view fields_json);
 
+// Formats on the stack (fmt::memory_buffer's 500 inline bytes): a line of
+// ordinary length costs no heap allocation, so logging every connection
+// adds none to the connection path.
 template <typename... Args>
 void at(Level level, fmt::format_string<Args...> f, Args&&... args)
 {
-    if (enabled(level))
-        write(level, fmt::format(f, std::forward<Args>(args)...));
+    if (!enabled(level))
+        return;
+    fmt::memory_buffer buf;
+    fmt::format_to(std::back_inserter(buf), f, std::forward<Args>(args)...);
+    write(level, std::string_view(buf.data(), buf.size()));
 }
 
 template <typename... Args>

@@ -1,6 +1,8 @@
 // SockAddr: parsing, printing, v4-mapped conversions.
 #include "sock_addr.h"
 
+#include <algorithm>
+
 #include "ktproxy_shared.h"
 
 #include <arpa/inet.h>
@@ -110,13 +112,26 @@ std::string SockAddr::ip_string() const
     return buf;
 }
 
+std::string_view SockAddr::text(char (&buf)[kTextMax]) const
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    fmt::format_to_n_result<char*> r{};
+    if (family() == AF_INET) {
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, ip, sizeof(ip));
+        r = fmt::format_to_n(buf, kTextMax, "{}:{}", ip, port());
+    } else if (family() == AF_INET6) {
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, ip, sizeof(ip));
+        r = fmt::format_to_n(buf, kTextMax, "[{}]:{}", ip, port());
+    } else {
+        return "-";
+    }
+    return {buf, std::min(r.size, kTextMax)};
+}
+
 std::string SockAddr::to_string() const
 {
-    if (family() == AF_INET6)
-        return fmt::format("[{}]:{}", ip_string(), port());
-    if (family() == AF_INET)
-        return fmt::format("{}:{}", ip_string(), port());
-    return "-";
+    char buf[kTextMax];
+    return std::string(text(buf));
 }
 
 }  // namespace ktp

@@ -2,6 +2,7 @@
 // between the BPF maps' v4-mapped form and what sockets want.
 #pragma once
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -38,6 +39,9 @@ public:
 
     // "10.0.0.1:80", "[fd00::1]:443"
     std::string to_string() const;
+    // The same into a caller's buffer, without allocating (log lines).
+    static constexpr size_t kTextMax = 64;
+    std::string_view text(char (&buf)[kTextMax]) const;
     std::string ip_string() const;
 
 private:
@@ -48,3 +52,15 @@ private:
 };
 
 }  // namespace ktp
+
+// fmt::format("{}", addr) prints addr.text(): no heap allocation per
+// connection log line.
+template <>
+struct fmt::formatter<ktp::SockAddr> : fmt::formatter<std::string_view> {
+    template <typename FormatContext>
+    auto format(const ktp::SockAddr& a, FormatContext& ctx) const -> decltype(ctx.out())
+    {
+        char buf[ktp::SockAddr::kTextMax];
+        return fmt::formatter<std::string_view>::format(a.text(buf), ctx);
+    }
+};
