@@ -475,7 +475,6 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
     }
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return fail_early(c, End::error, "original destination is ktproxy itself");
-    set_nodelay(c.fd[0].get());
 
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = take_chunk(Dir::ClientToUpstream);

@@ -4,6 +4,7 @@
 #include "error.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #ifndef SO_NETNS_COOKIE
@@ -20,6 +21,10 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool
         fail_errno("{} {}: socket", what, addr.to_string());
     int one = 1;
     setsockopt(l.fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    // Accepted sockets inherit TCP_NODELAY from the listener (the child is a
+    // copy of it): one setsockopt per connection fewer. The relay forwards
+    // whole chunks as they arrive; Nagle would only add latency.
+    setsockopt(l.fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (reuseport && setsockopt(l.fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
         fail_errno("{} {}: SO_REUSEPORT", what, addr.to_string());
     if (addr.family() == AF_INET6)
