@@ -475,6 +475,12 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
     }
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return fail_early(c, End::error, "original destination is ktproxy itself");
+    // Past half of the fd limit the client's socket goes into the fixed
+    // table now, not when relaying starts: in a burst, connections still in
+    // setup hold two ordinary fds each (the client's and the upstream's) and
+    // could use up the other half, failing socket() for the next upstream.
+    if (g_conn_fds.load(std::memory_order_relaxed) >= fd_budget_)
+        move_to_fixed(c, 0);
 
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = take_chunk(Dir::ClientToUpstream);
@@ -490,15 +496,16 @@ void EventLoop::sniff_more(Conn& c)
     // Server-speaks-first protocols never send: the timeout routes them
     // without a name instead of hanging.
     char* base = c.setup[idx(Dir::ClientToUpstream)];
-    recv_with_timeout(c, c.fd[0].get(), base + c.sniff_len, kChunk - c.sniff_len, kSniffRecv, sniff_timeout_);
+    recv_with_timeout(c, 0, base + c.sniff_len, kChunk - c.sniff_len, kSniffRecv, sniff_timeout_);
 }
 
-void EventLoop::recv_with_timeout(Conn& c, int fd, char* buf, uint32_t len, uint64_t tag,
+void EventLoop::recv_with_timeout(Conn& c, int i, char* buf, uint32_t len, uint64_t tag,
                                   const __kernel_timespec& ts)
 {
     reserve(2);
     io_uring_sqe* s = sqe();
-    io_uring_prep_recv(s, fd, buf, len, 0);
+    io_uring_prep_recv(s, c.sock(i).fd, buf, len, 0);
+    on(s, c.sock(i));
     io_uring_sqe_set_data64(s, pack(&c, static_cast<Tag>(tag)));
     s->flags |= IOSQE_IO_LINK;
     ++c.inflight;
@@ -618,7 +625,7 @@ void EventLoop::hs_step(Conn& c, HandshakeStep step)
     case HandshakeStep::need_more: {
         if (c.hs_in >= kHsChunk)
             return fail_early(c, End::upstream, "upstream handshake reply too large");
-        recv_with_timeout(c, c.fd[1].get(), in + c.hs_in, kHsChunk - c.hs_in, kHsRecv, connect_timeout_);
+        recv_with_timeout(c, 1, in + c.hs_in, kHsChunk - c.hs_in, kHsRecv, connect_timeout_);
         return;
     }
     case HandshakeStep::done:
@@ -670,35 +677,26 @@ void EventLoop::to_fixed(Conn& c)
     // Ordinary fds are cheaper to work with (shutdown is a plain syscall;
     // through io_uring it is always handed to a worker thread), so a
     // connection moves to the fixed table only when the process's fds run
-    // short.
+    // short. The client's socket may already be there (on_accept).
     if (g_conn_fds.load(std::memory_order_relaxed) < fd_budget_)
         return;
+    move_to_fixed(c, 0);
+    move_to_fixed(c, 1);
+}
 
-    if (free_slots_.size() < 2)
-        return;  // table full: this connection keeps its ordinary fds
-    int32_t s0 = free_slots_.back();
-    free_slots_.pop_back();
-    int32_t s1 = free_slots_.back();
-    free_slots_.pop_back();
-    int fds[1];
-    fds[0] = c.fd[0].get();
-    int ok0 = io_uring_register_files_update(&ring_, static_cast<unsigned>(s0), fds, 1);
-    fds[0] = c.fd[1].get();
-    int ok1 = ok0 == 1 ? io_uring_register_files_update(&ring_, static_cast<unsigned>(s1), fds, 1) : -1;
-    if (ok0 != 1 || ok1 != 1) {
-        int none = -1;
-        if (ok0 == 1)
-            io_uring_register_files_update(&ring_, static_cast<unsigned>(s0), &none, 1);
-        free_slots_.push_back(s1);
-        free_slots_.push_back(s0);
+void EventLoop::move_to_fixed(Conn& c, int i)
+{
+    if (c.slot[i] >= 0 || !c.fd[i] || free_slots_.empty())
+        return;  // table full: this socket keeps its ordinary fd
+    int32_t slot = free_slots_.back();
+    int fd = c.fd[i].get();
+    if (io_uring_register_files_update(&ring_, static_cast<unsigned>(slot), &fd, 1) != 1)
         return;
-    }
-    c.slot[0] = s0;
-    c.slot[1] = s1;
-    // The table holds its own reference: the ordinary fds can go.
-    c.fd[0].reset();
-    c.fd[1].reset();
-    g_conn_fds.fetch_sub(2, std::memory_order_relaxed);
+    free_slots_.pop_back();
+    c.slot[i] = slot;
+    // The table holds its own reference: the ordinary fd can go.
+    c.fd[i].reset();
+    g_conn_fds.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void EventLoop::clear_slots(Conn& c)
@@ -723,7 +721,7 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
     // splice(2) is a plain syscall and needs ordinary fds: a connection moved
     // to the fixed-file table (the process's fds are running short) relays
     // through ring buffers instead.
-    c.spliced = pipes_ && c.slot[0] < 0;
+    c.spliced = pipes_ && c.slot[0] < 0 && c.slot[1] < 0;
     // Sniffed or handshake bytes go into the pipe first, so every send of
     // the splice relay comes from a pipe. With no pipe to be had for them
     // (all out, or no fds) this one connection relays through ring buffers,

@@ -68,7 +68,8 @@ private:
     void reserve(unsigned n);
     void link_timeout(Conn& c, const __kernel_timespec& ts);
     // recv into buf, bounded by a linked timeout (completes with -ECANCELED).
-    void recv_with_timeout(Conn& c, int fd, char* buf, uint32_t len, uint64_t tag, const __kernel_timespec& ts);
+    // i: the connection's socket (0 client, 1 upstream), ordinary or fixed.
+    void recv_with_timeout(Conn& c, int i, char* buf, uint32_t len, uint64_t tag, const __kernel_timespec& ts);
     void arm_accept(Listener& l);
     void arm_wake();
     void arm_sweep();
@@ -93,6 +94,7 @@ private:
     void release_buffer(Conn& c, Dir d);
     void to_fixed(Conn& c);
     void clear_slots(Conn& c);
+    void move_to_fixed(Conn& c, int i);
     void sweep_idle();
     void apply(Conn& c, const Ops& ops);
     void start_abort(Conn& c);

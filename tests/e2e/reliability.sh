@@ -36,7 +36,8 @@ test_ten_thousand_concurrent_connections_held_then_each_echoed() {
     done
     grep -q '^held 10000' "$KTP_TMP/hold.out" || fail "never held 10000 connections: $(cat "$KTP_TMP/hold.out" "$KTP_TMP/hold.err")"
     rss=$(rss_kib)
-    wait "$loader" || fail "ktp-load hold failed: $(tail -2 "$KTP_TMP/hold.out") $(tail -2 "$KTP_TMP/hold.err")"
+    wait "$loader" || fail "ktp-load hold failed: $(tail -2 "$KTP_TMP/hold.out") $(tail -2 "$KTP_TMP/hold.err");" \
+        "how ktproxy's connections ended: $(grep -o 'end=[a-z]*\( reason="[^"]*"\)\?' "$KTP_LOG" | sort | uniq -c | tr '\n' ';')"
     out=$(tail -1 "$KTP_TMP/hold.out")
     expect_match "$out" '(^| )ok=10000( |$)' "echo-verified connections"
     expect_match "$out" '(^| )failed=0( |$)' "failed connections"
@@ -191,6 +192,33 @@ test_no_heap_allocation_per_connection_or_per_chunk() {
         echo "    $flags: $base mallocs for 100 connections, $more for 1,100 and 256 MiB each way" >&2
         [ "$((more - base))" -le 10 ] || fail "$flags: $((more - base)) more heap allocations for 1,000 connections and 256 MiB each way"
     done
+}
+
+test_a_burst_waiting_in_setup_past_half_the_fd_limit_loses_no_connection() {
+    # A connection waiting for its upstream connect holds the client's socket
+    # and the upstream's. Here ktproxy may open 700 fds (sockets go to the
+    # fixed-file table past 350) and gets 400 connections at once while the
+    # server drops SYNs, so all 400 wait in setup together: 800 ordinary fds
+    # if both sockets stayed ordinary until the relay starts, and socket()
+    # for the last upstreams would fail. None may.
+    stop_ktproxy >&2 || true
+    KTP_LAUNCHER="nsenter --net=/run/netns/$KTP_CLI prlimit --nofile=700:700" KTP_E2E_ARGS="" \
+        start_ktproxy --workers 1 || fail "ktproxy (700 fds) did not start"
+    in_srv iptables -I INPUT -p tcp --dport 9100 --syn -j DROP || fail "iptables in the server host"
+    in_app timeout 60 "$KTP_LOAD" hold --to "$KTP_SRV4:9100" --conns 400 --hold-seconds 4 --timeout 50 \
+        > "$KTP_TMP/burst.out" 2>"$KTP_TMP/burst.err" &
+    local loader=$! i
+    for i in $(seq 100); do
+        grep -q '^held' "$KTP_TMP/burst.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    sleep 0.3
+    in_srv iptables -D INPUT -p tcp --dport 9100 --syn -j DROP
+    wait "$loader" || fail "ktp-load hold: $(tail -1 "$KTP_TMP/burst.out") $(tail -2 "$KTP_TMP/burst.err");" \
+        "ktproxy: $(grep -v 'end=eof' "$KTP_LOG" | grep -o 'error: .*\|reason="[^"]*"' | sort | uniq -c | tr '\n' ';')"
+    expect_match "$(tail -1 "$KTP_TMP/burst.out")" '(^| )ok=400( |$)' "echo-verified connections"
+    expect_no_file_match "$KTP_LOG" 'Too many open files' "ktproxy log"
+    stop_ktproxy >&2 || fail "ktproxy exit status $?"
 }
 
 run_all_tests "$0"
