@@ -79,19 +79,22 @@ static bool g_mounted_here = false;
 
 bool cgroup2_mounted_here() { return g_mounted_here; }
 
-std::string cgroup2_mount()
+std::string cgroup2_mount(bool mount_if_missing)
 {
-    if (auto m = find_cgroup2_mount(slurp("/proc/self/mounts")))
+    const std::string mounts = slurp("/proc/self/mounts");
+    if (auto m = find_cgroup2_mount(mounts))
         return *m;
     // No cgroup2 in this mount namespace. Under `ip netns exec` (how many CI
     // harnesses start a daemon in a namespace) /sys is a fresh sysfs mount,
     // which hides the host's cgroup mounts: /sys/fs/cgroup is then sysfs's own
-    // empty directory, and mounting the hierarchy there is what systemd does
-    // at boot (same hierarchy, gone with the namespace). On a host where
-    // something is mounted there (a v1 tmpfs), nothing is touched.
+    // empty directory, with nothing mounted at or below it, and mounting the
+    // hierarchy there is what systemd does at boot (same hierarchy, gone with
+    // the namespace). Anything mounted at or below it (a v1 tmpfs, v1
+    // controllers) means a host set up otherwise: nothing is touched then.
     const char* dir = "/sys/fs/cgroup";
     struct statfs st {};
-    if (statfs(dir, &st) == 0 && st.f_type == SYSFS_MAGIC) {
+    if (mount_if_missing && !mounted_at_or_below(mounts, dir) && statfs(dir, &st) == 0 &&
+        st.f_type == SYSFS_MAGIC) {
         if (mount("cgroup2", dir, "cgroup2", 0, nullptr) != 0)
             fail_errno("no cgroup2 filesystem is mounted (looked in /proc/self/mounts), and mounting one at {} failed",
                        dir);
@@ -100,6 +103,21 @@ std::string cgroup2_mount()
         return dir;
     }
     fail("no cgroup2 filesystem is mounted (looked in /proc/self/mounts); mount one at /sys/fs/cgroup");
+}
+
+bool mounted_at_or_below(std::string_view proc_mounts, std::string_view dir)
+{
+    std::istringstream in{std::string(proc_mounts)};
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string dev, mdir;
+        if (!(fields >> dev >> mdir))
+            continue;
+        if (mdir == dir || (mdir.size() > dir.size() && mdir.compare(0, dir.size(), dir) == 0 && mdir[dir.size()] == '/'))
+            return true;
+    }
+    return false;
 }
 
 Cgroup open_cgroup2_dir(const std::string& path)

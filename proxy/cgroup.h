@@ -32,10 +32,14 @@ struct Cgroup {
 // one-line reason otherwise.
 Cgroup open_cgroup2_dir(const std::string& path);
 
-// The cgroup2 mount of this machine, read from /proc/self/mounts. If this
-// mount namespace has none and /sys/fs/cgroup is a bare sysfs directory
-// (under `ip netns exec`), mounts the hierarchy there first.
-std::string cgroup2_mount();
+// The cgroup2 mount of this machine, read from /proc/self/mounts. With
+// mount_if_missing, if this mount namespace has none and /sys/fs/cgroup is a
+// bare sysfs directory with nothing mounted at or below it (under
+// `ip netns exec`), mounts the hierarchy there first.
+std::string cgroup2_mount(bool mount_if_missing = false);
+
+// Is anything mounted at dir or below it (text of /proc/self/mounts)?
+bool mounted_at_or_below(std::string_view proc_mounts, std::string_view dir);
 
 // Did cgroup2_mount() have to mount the hierarchy (a fresh /sys)?
 bool cgroup2_mounted_here();

@@ -479,7 +479,10 @@ void EventLoop::on_accept(Listener& l, int res, uint32_t flags)
     // table now, not when relaying starts: in a burst, connections still in
     // setup hold two ordinary fds each (the client's and the upstream's) and
     // could use up the other half, failing socket() for the next upstream.
-    if (g_conn_fds.load(std::memory_order_relaxed) >= fd_budget_)
+    // Not where a fixed socket cannot be reset (SO_LINGER through io_uring
+    // needs Linux 6.7: see linger_cmd_): a failed setup must still reset the
+    // client, as the destination's refusal would have.
+    if (linger_cmd_ && g_conn_fds.load(std::memory_order_relaxed) >= fd_budget_)
         move_to_fixed(c, 0);
 
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
@@ -678,7 +681,9 @@ void EventLoop::to_fixed(Conn& c)
     // through io_uring it is always handed to a worker thread), so a
     // connection moves to the fixed table only when the process's fds run
     // short. The client's socket may already be there (on_accept).
-    if (g_conn_fds.load(std::memory_order_relaxed) < fd_budget_)
+    // A client socket moved at accept already rules out splice: the
+    // upstream's goes too, whatever the count is by now.
+    if (c.slot[0] < 0 && g_conn_fds.load(std::memory_order_relaxed) < fd_budget_)
         return;
     move_to_fixed(c, 0);
     move_to_fixed(c, 1);
@@ -1132,7 +1137,8 @@ void EventLoop::log_conn(const Conn& c) const
     }
     fmt::memory_buffer extra;
     if (c.sniffed)
-        fmt::format_to(std::back_inserter(extra), " domain={}", c.domain.empty() ? "-" : c.domain);
+        fmt::format_to(std::back_inserter(extra), " domain={}",
+                       c.domain.empty() ? std::string_view("-") : std::string_view(c.domain));
     if (!c.detail.empty())
         fmt::format_to(std::back_inserter(extra), " reason=\"{}\"", c.detail);
     log::info("conn client={} orig={} via={} route={} c2s={} s2c={} ms={:.3f} end={}{}", c.client, c.orig, c.via,

@@ -214,7 +214,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
 
     const bool run_mode = o.command == Command::run;
     const auto started = std::chrono::steady_clock::now();
-    std::string mount = cgroup2_mount();
+    // Only a cgroup to intercept needs the hierarchy (a gateway does not);
+    // ktproxy mounts it when its mount namespace has none (ip netns exec).
+    const std::string mount = run_mode || !o.cgroup.empty() ? cgroup2_mount(true) : std::string();
     std::optional<Credentials> creds;
     std::unique_ptr<TransientCgroup> transient;
     std::string app_path;
@@ -505,8 +507,9 @@ int run_cleanup(const Options&)
     }
     rmdir(kPinRoot);  // only if nothing is left in it
     int cgroups = 0;
-    std::string mount = cgroup2_mount();
-    if (DIR* d = opendir(mount.c_str())) {
+    // Without a visible hierarchy there are no transient cgroups to remove.
+    const std::string mount = find_cgroup2_mount(read_text("/proc/self/mounts")).value_or("");
+    if (DIR* d = mount.empty() ? nullptr : opendir(mount.c_str())) {
         while (dirent* e = readdir(d)) {
             std::string n = e->d_name;
             if (n.rfind(TransientCgroup::kPrefix, 0) != 0)

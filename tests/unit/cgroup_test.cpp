@@ -50,3 +50,14 @@ TEST_CASE("a path from /proc/self/cgroup is inside the hierarchy, not the filesy
     CHECK(hierarchy_to_fs_path("/sys/fs/cgroup/unified", "/") == "/sys/fs/cgroup/unified");
     CHECK(hierarchy_to_fs_path("/sys/fs/cgroup", "/a/b/") == "/sys/fs/cgroup/a/b");
 }
+
+TEST_CASE("the cgroup2 auto-mount only goes where nothing is mounted at or below /sys/fs/cgroup")
+{
+    // Under `ip netns exec`: a fresh sysfs and nothing below it.
+    CHECK_FALSE(ktp::mounted_at_or_below("sysfs /sys sysfs rw 0 0\nproc /proc proc rw 0 0\n", "/sys/fs/cgroup"));
+    // A v1 host: the tmpfs, or controllers straight below it.
+    CHECK(ktp::mounted_at_or_below("tmpfs /sys/fs/cgroup tmpfs rw 0 0\n", "/sys/fs/cgroup"));
+    CHECK(ktp::mounted_at_or_below("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n", "/sys/fs/cgroup"));
+    // A sibling whose name only starts the same is not below it.
+    CHECK_FALSE(ktp::mounted_at_or_below("x /sys/fs/cgroupfoo tmpfs rw 0 0\n", "/sys/fs/cgroup"));
+}
