@@ -222,7 +222,17 @@ test_fail_closed_blocks_after_kill_and_recovers_on_restart_and_cleanup() {
     local before out rc
     start_ktproxy --fail-closed || fail "ktproxy did not start"
     in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "curl through ktproxy"
+    local port
+    port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$KTP_LOG" | head -1 | cut -d: -f2)
     stop_ktproxy KILL || true
+    # The process is gone, but the kernel tears its io_uring down in the
+    # background, and the listener lives until then: connects would still be
+    # accepted (and reset) for that moment. Wait for the listener to go.
+    for _ in $(seq 100); do
+        [ -z "$(in_cli ss -Hltn "sport = :$port")" ] && break
+        sleep 0.05
+    done
+    [ -z "$(in_cli ss -Hltn "sport = :$port")" ] || fail "ktproxy's listener on port $port outlived it by 5s"
     before=$(wc -l < "$NGINX_LOG")
     rc=0
     in_app timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>"$KTP_TMP/fc.err" || rc=$?
