@@ -16,17 +16,35 @@
 
 namespace ktp {
 
-std::optional<std::string> find_cgroup2_mount(std::string_view proc_mounts)
+namespace {
+
+struct MountEntry {
+    std::string dir, type;
+};
+
+// The mount point and filesystem type of each line of /proc/self/mounts.
+std::vector<MountEntry> mount_entries(std::string_view proc_mounts)
 {
-    std::vector<std::string> found;
+    std::vector<MountEntry> out;
     std::istringstream in{std::string(proc_mounts)};
     std::string line;
     while (std::getline(in, line)) {
         std::istringstream fields(line);
         std::string dev, dir, type;
-        if (fields >> dev >> dir >> type && type == "cgroup2")
-            found.push_back(dir);
+        if (fields >> dev >> dir >> type)
+            out.push_back({dir, type});
     }
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::string> find_cgroup2_mount(std::string_view proc_mounts)
+{
+    std::vector<std::string> found;
+    for (auto& m : mount_entries(proc_mounts))
+        if (m.type == "cgroup2")
+            found.push_back(m.dir);
     for (const char* preferred : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"})
         for (const auto& f : found)
             if (f == preferred)
@@ -107,14 +125,9 @@ std::string cgroup2_mount(bool mount_if_missing)
 
 bool mounted_at_or_below(std::string_view proc_mounts, std::string_view dir)
 {
-    std::istringstream in{std::string(proc_mounts)};
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream fields(line);
-        std::string dev, mdir;
-        if (!(fields >> dev >> mdir))
-            continue;
-        if (mdir == dir || (mdir.size() > dir.size() && mdir.compare(0, dir.size(), dir) == 0 && mdir[dir.size()] == '/'))
+    for (const auto& m : mount_entries(proc_mounts)) {
+        std::string_view d = m.dir;
+        if (d == dir || (d.size() > dir.size() && d.substr(0, dir.size()) == dir && d[dir.size()] == '/'))
             return true;
     }
     return false;

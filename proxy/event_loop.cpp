@@ -680,9 +680,8 @@ void EventLoop::to_fixed(Conn& c)
     // Ordinary fds are cheaper to work with (shutdown is a plain syscall;
     // through io_uring it is always handed to a worker thread), so a
     // connection moves to the fixed table only when the process's fds run
-    // short. The client's socket may already be there (on_accept).
-    // A client socket moved at accept already rules out splice: the
-    // upstream's goes too, whatever the count is by now.
+    // short. A client socket already moved at accept (on_accept) rules out
+    // splice: the upstream's goes too, whatever the count is by now.
     if (c.slot[0] < 0 && g_conn_fds.load(std::memory_order_relaxed) < fd_budget_)
         return;
     move_to_fixed(c, 0);
@@ -908,8 +907,9 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
     // Urgent data the kernel took from a segment beyond a gap keeps POLLPRI
     // up while nothing is readable: polling for it again would complete at
     // once, forever. Wait for POLLIN alone until a read makes progress.
-    c.urg_quiet[idx(d)] = n < 0 && errno == EAGAIN && (res & POLLPRI);
-    if (n < 0 && errno == EAGAIN) {
+    const bool nothing = n < 0 && errno == EAGAIN;
+    c.urg_quiet[idx(d)] = nothing && (res & POLLPRI);
+    if (nothing) {
         // Readable a moment ago, nothing now: wait again, without the pipe.
         release_buffer(c, d);
         return submit_recv(c, d);

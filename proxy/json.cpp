@@ -7,14 +7,13 @@ namespace ktp {
 
 void json_escape_to(fmt::memory_buffer& out, std::string_view s)
 {
-    auto put = [&out](std::string_view t) { out.append(t.data(), t.data() + t.size()); };
     for (unsigned char ch : s) {
         switch (ch) {
-        case '"': put("\\\""); break;
-        case '\\': put("\\\\"); break;
-        case '\n': put("\\n"); break;
-        case '\r': put("\\r"); break;
-        case '\t': put("\\t"); break;
+        case '"': append(out, "\\\""); break;
+        case '\\': append(out, "\\\\"); break;
+        case '\n': append(out, "\\n"); break;
+        case '\r': append(out, "\\r"); break;
+        case '\t': append(out, "\\t"); break;
         default:
             if (ch < 0x20)
                 fmt::format_to(std::back_inserter(out), "\\u{:04x}", ch);

@@ -40,8 +40,6 @@ void timestamp_to(fmt::memory_buffer& out)
                    t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000);
 }
 
-void append(fmt::memory_buffer& out, std::string_view s) { out.append(s.data(), s.data() + s.size()); }
-
 // {"ts":"...","level":"...", and the caller adds the rest.
 void json_head(fmt::memory_buffer& out, Level level)
 {

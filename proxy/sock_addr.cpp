@@ -1,13 +1,12 @@
 // SockAddr: parsing, printing, v4-mapped conversions.
 #include "sock_addr.h"
 
-#include <algorithm>
-
 #include "ktproxy_shared.h"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace ktp {
@@ -102,29 +101,30 @@ SockAddr SockAddr::unmapped() const
     return SockAddr(reinterpret_cast<sockaddr*>(&sin), sizeof(sin));
 }
 
-std::string SockAddr::ip_string() const
+void SockAddr::ip_text(char (&buf)[INET6_ADDRSTRLEN]) const
 {
-    char buf[INET6_ADDRSTRLEN] = "?";
+    std::strcpy(buf, "?");
     if (family() == AF_INET)
         inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof(buf));
     else if (family() == AF_INET6)
         inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof(buf));
+}
+
+std::string SockAddr::ip_string() const
+{
+    char buf[INET6_ADDRSTRLEN];
+    ip_text(buf);
     return buf;
 }
 
 std::string_view SockAddr::text(char (&buf)[kTextMax]) const
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    fmt::format_to_n_result<char*> r{};
-    if (family() == AF_INET) {
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, ip, sizeof(ip));
-        r = fmt::format_to_n(buf, kTextMax, "{}:{}", ip, port());
-    } else if (family() == AF_INET6) {
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, ip, sizeof(ip));
-        r = fmt::format_to_n(buf, kTextMax, "[{}]:{}", ip, port());
-    } else {
+    if (family() != AF_INET && family() != AF_INET6)
         return "-";
-    }
+    char ip[INET6_ADDRSTRLEN];
+    ip_text(ip);
+    auto r = family() == AF_INET6 ? fmt::format_to_n(buf, kTextMax, "[{}]:{}", ip, port())
+                                  : fmt::format_to_n(buf, kTextMax, "{}:{}", ip, port());
     return {buf, std::min(r.size, kTextMax)};
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -45,6 +46,9 @@ public:
     std::string ip_string() const;
 
 private:
+    // The numeric address into buf ("?" for neither family).
+    void ip_text(char (&buf)[INET6_ADDRSTRLEN]) const;
+
     // IPv4 or IPv6 only, so the larger of the two rather than
     // sockaddr_storage: a connection holds three of these.
     sockaddr_in6 storage_{};

@@ -247,3 +247,13 @@ ktp_wait_port() {
     ktp_log "nothing listens on port $2 in $1"
     return 1
 }
+
+# ktp_wait_port_gone NETNS PORT: until nothing listens there (at most 5s).
+ktp_wait_port_gone() {
+    for _ in $(seq 100); do
+        nsenter --net="/run/netns/$1" ss -Hltn "sport = :$2" | grep -q LISTEN || return 0
+        sleep 0.05
+    done
+    ktp_log "something still listens on port $2 in $1"
+    return 1
+}

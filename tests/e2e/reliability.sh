@@ -23,21 +23,29 @@ fixed_count() { status_json | jq .fixed_files_in_use; }
 # Descriptors of connections: all open fds less the empty pipes the splice
 # relay keeps for reuse (two fds each).
 conn_fds() { echo $(( $(fd_count) - 2 * $(status_json | jq .pipes_pooled) )); }
+# wait_held FILE: until `ktp-load hold` writes its "held N" line there (at
+# most 120s, or until the loader whose pid is $2 exits).
+wait_held() {
+    for _ in $(seq 1200); do
+        grep -q '^held' "$1" 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+# How ktproxy's connections ended, counted, for failure messages.
+conn_ends() { grep -o 'end=[a-z]*\( reason="[^"]*"\)\?' "$KTP_LOG" | sort | uniq -c | tr '\n' ';'; }
 
 test_ten_thousand_concurrent_connections_held_then_each_echoed() {
     local out rss
     in_app timeout 180 "$KTP_LOAD" hold --to "$KTP_SRV4:9100" --conns 10000 --hold-seconds 2 --timeout 170 \
         > "$KTP_TMP/hold.out" 2>"$KTP_TMP/hold.err" &
-    local loader=$! i
-    for i in $(seq 1200); do
-        grep -q '^held' "$KTP_TMP/hold.out" 2>/dev/null && break
-        kill -0 "$loader" 2>/dev/null || break
-        sleep 0.1
-    done
+    local loader=$!
+    wait_held "$KTP_TMP/hold.out" "$loader"
     grep -q '^held 10000' "$KTP_TMP/hold.out" || fail "never held 10000 connections: $(cat "$KTP_TMP/hold.out" "$KTP_TMP/hold.err")"
     rss=$(rss_kib)
     wait "$loader" || fail "ktp-load hold failed: $(tail -2 "$KTP_TMP/hold.out") $(tail -2 "$KTP_TMP/hold.err");" \
-        "how ktproxy's connections ended: $(grep -o 'end=[a-z]*\( reason="[^"]*"\)\?' "$KTP_LOG" | sort | uniq -c | tr '\n' ';')"
+        "how ktproxy's connections ended: $(conn_ends)"
     out=$(tail -1 "$KTP_TMP/hold.out")
     expect_match "$out" '(^| )ok=10000( |$)' "echo-verified connections"
     expect_match "$out" '(^| )failed=0( |$)' "failed connections"
@@ -207,15 +215,12 @@ test_a_burst_waiting_in_setup_past_half_the_fd_limit_loses_no_connection() {
     in_srv iptables -I INPUT -p tcp --dport 9100 --syn -j DROP || fail "iptables in the server host"
     in_app timeout 60 "$KTP_LOAD" hold --to "$KTP_SRV4:9100" --conns 400 --hold-seconds 4 --timeout 50 \
         > "$KTP_TMP/burst.out" 2>"$KTP_TMP/burst.err" &
-    local loader=$! i
-    for i in $(seq 100); do
-        grep -q '^held' "$KTP_TMP/burst.out" 2>/dev/null && break
-        sleep 0.1
-    done
+    local loader=$!
+    wait_held "$KTP_TMP/burst.out" "$loader" || fail "ktp-load never held its 400 connections: $(cat "$KTP_TMP/burst.err")"
     sleep 0.3
     in_srv iptables -D INPUT -p tcp --dport 9100 --syn -j DROP
     wait "$loader" || fail "ktp-load hold: $(tail -1 "$KTP_TMP/burst.out") $(tail -2 "$KTP_TMP/burst.err");" \
-        "ktproxy: $(grep -v 'end=eof' "$KTP_LOG" | grep -o 'error: .*\|reason="[^"]*"' | sort | uniq -c | tr '\n' ';')"
+        "how ktproxy's connections ended: $(conn_ends)"
     expect_match "$(tail -1 "$KTP_TMP/burst.out")" '(^| )ok=400( |$)' "echo-verified connections"
     expect_no_file_match "$KTP_LOG" 'Too many open files' "ktproxy log"
     stop_ktproxy >&2 || fail "ktproxy exit status $?"

@@ -228,11 +228,7 @@ test_fail_closed_blocks_after_kill_and_recovers_on_restart_and_cleanup() {
     # The process is gone, but the kernel tears its io_uring down in the
     # background, and the listener lives until then: connects would still be
     # accepted (and reset) for that moment. Wait for the listener to go.
-    for _ in $(seq 100); do
-        [ -z "$(in_cli ss -Hltn "sport = :$port")" ] && break
-        sleep 0.05
-    done
-    [ -z "$(in_cli ss -Hltn "sport = :$port")" ] || fail "ktproxy's listener on port $port outlived it by 5s"
+    ktp_wait_port_gone "$KTP_CLI" "$port" || fail "ktproxy's listener on port $port outlived it by 5s"
     before=$(wc -l < "$NGINX_LOG")
     rc=0
     in_app timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>"$KTP_TMP/fc.err" || rc=$?
