@@ -55,10 +55,13 @@ struct ktp_tuple {
 };
 
 /* Routing rules compiled for the connect hooks (proxy/route_compiler.cpp).
- * Map ktp_routes (LPM trie): key = prefix in the v4-mapped IPv6 space, value =
- * the ordered list of every rule whose prefix contains that key's prefix, so
- * that the longest-prefix hit alone decides first-match order. Owner: the
- * loader; rewritten on reload (SIGHUP), never by the kernel. */
+ * Maps ktp_routes_0 and ktp_routes_1 (LPM tries, two generations of the same
+ * rules; .data's ktp_route_gen names the one in force): key = prefix in the
+ * v4-mapped IPv6 space, value = the ordered list of every rule whose prefix
+ * contains that key's prefix, so that the longest-prefix hit alone decides
+ * first-match order. Owner: the loader; the generation not in force is
+ * rewritten whole on reload (SIGHUP) and then switched in; never written by
+ * the kernel. */
 enum ktp_action {
 	KTP_ACT_DIRECT = 0,  /* leave the connect alone: the proxy never sees it */
 	KTP_ACT_BLOCK = 1,   /* fail the connect with EPERM */

@@ -31,15 +31,19 @@ struct {
 	__type(value, __u64);
 } ktp_counters SEC(".maps");
 
-/* Routing rules; empty means "everything goes to the proxy" (the default
- * action below, set by the loader). */
-struct {
+/* Routing rules, in two generations: the hooks read the one that
+ * ktp_route_gen (sock_route.h) names, and a reload fills the other before
+ * switching, so that a connect sees the old rules or the new ones, never a
+ * mix or an empty set. Empty means "the default action for everything". */
+struct ktp_routes_map {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 4096);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct ktp_lpm_key);
 	__type(value, struct ktp_route_set);
-} ktp_routes SEC(".maps");
+};
+struct ktp_routes_map ktp_routes_0 SEC(".maps");
+struct ktp_routes_map ktp_routes_1 SEC(".maps");
 
 static __always_inline void ktp_count(__u32 which)
 {

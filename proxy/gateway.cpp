@@ -131,8 +131,7 @@ void GatewayHooks::detach_all()
 
 void GatewayHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action)
 {
-    replace_routes(bpf_map__fd(skel_->maps.ktp_routes), routes, "the gateway");
-    skel_->data->ktp_default_action = default_action;
+    publish_routes(skel_, routes, default_action, "the gateway");
 }
 
 Counters GatewayHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }

@@ -161,22 +161,37 @@ struct KernelSide {
     std::string counters_line() const { return format_counters(counters(), occupancy()); }
 };
 
-void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot)
+struct ReloadCount {
+    uint64_t applied = 0, refused = 0;
+    std::string last_error;
+
+    void refuse(std::string why)
+    {
+        log::error("reload refused, keeping the rules in force: {}", why);
+        ++refused;
+        last_error = std::move(why);
+    }
+};
+
+void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot, ReloadCount& count)
 {
     // Re-read flags and the config file; a bad new config changes nothing.
+    // Everything that can fail (parsing, rules, upstream names, compiling
+    // for the kernel) happens before anything is swapped in.
     Options fresh;
     ParseResult pr = parse_command_line(argc, argv, fresh);
     if (!pr.run) {
-        log::error("reload refused, keeping the rules in force: {}", pr.message);
+        count.refuse(pr.exit_code == 0 ? std::string("--help or --version on the command line") : pr.message);
         return;
     }
     try {
         Routing next = build_routing(fresh);
         kernel.set_routes(next);
         slot.store(next.router, std::memory_order_release);
+        ++count.applied;
         log::info("reloaded: {}", next.router->describe());
     } catch (const Error& e) {
-        log::error("reload refused, keeping the rules in force: {}", e.what());
+        count.refuse(e.what());
     }
 }
 
@@ -355,6 +370,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                             : "",
               o.metrics.empty() ? "" : ", metrics on " + o.metrics);
 
+    ReloadCount reloads;
     auto info = [&] {
         InstanceInfo i;
         i.cgroup = cgroup_mode ? app->path : "-";
@@ -365,6 +381,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         auto occ = kernel.occupancy();
         i.live_orig_dst = occ.orig_dst;
         i.live_tuples = occ.tuples;
+        i.reloads_applied = reloads.applied;
+        i.reloads_refused = reloads.refused;
+        i.last_reload_error = reloads.last_error;
         return i;
     };
 
@@ -393,7 +412,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                 if (sig == SIGUSR1) {
                     log::info("{}", kernel.counters_line());
                 } else if (sig == SIGHUP) {
-                    reload(argc, argv, kernel, slot);
+                    reload(argc, argv, kernel, slot, reloads);
                 } else if (child) {
                     // Ctrl-C from the terminal already reached the command
                     // (same process group); a signal sent to ktproxy itself is

@@ -1,6 +1,7 @@
 // CLI11 wiring for ktproxy's flags and their validation.
 #include "options.h"
 
+#include "config_file.h"
 #include "sock_addr.h"
 
 #include <CLI/CLI.hpp>
@@ -138,6 +139,17 @@ void add_instance_options(CLI::App& app, Options& o)
                  "out directly; a restarted ktproxy takes over, `ktproxy cleanup` removes them");
 }
 
+// A message about "--name..." whose value came from the config file says
+// where in the file: the user edits the file, not a flag.
+std::string with_origin(const CLI::App& app, std::string message)
+{
+    if (message.rfind("--", 0) != 0)
+        return message;
+    size_t end = message.find_first_of(": ", 2);
+    std::string origin = config_origin(app, std::string_view(message).substr(2, end == std::string::npos ? end : end - 2));
+    return origin.empty() ? message : fmt::format("{}: {}", origin, message);
+}
+
 ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options& opts)
 {
     ParseResult r;
@@ -153,13 +165,17 @@ ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options&
         return r;
     } catch (const CLI::ParseError& e) {
         r.exit_code = 2;
-        r.message = fmt::format("{} (see ktproxy{} --help)", e.what(),
-                                opts.command == Command::daemon ? "" : " " + app.get_name());
+        std::string what = with_origin(app, e.what());
+        // A config file's error names the file and line; --help adds nothing.
+        r.message = what.rfind("config ", 0) == 0
+                        ? what
+                        : fmt::format("{} (see ktproxy{} --help)", what,
+                                      opts.command == Command::daemon ? "" : " " + app.get_name());
         return r;
     }
     if (auto err = validate(opts); !err.empty()) {
         r.exit_code = 2;
-        r.message = err;
+        r.message = with_origin(app, err);
         return r;
     }
     r.run = true;
@@ -185,6 +201,7 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
                      "Example: sudo ktproxy run --upstream s=socks5://10.0.0.5:1080 --default proxy=s -- curl URL",
                      "run"};
         app.set_config("--config", "", "TOML file with any long option as a key")->check(CLI::ExistingFile);
+        use_strict_config(app);
         app.add_option("--user", opts.run_user, "run CMD as this user (default: $SUDO_USER, else the current user)");
         // A wrapper stays quiet unless something goes wrong; --log-level info
         // shows one line per connection as the daemon does.
@@ -224,6 +241,7 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
     app.set_version_flag("--version", "ktproxy 0.1.0");
     app.set_config("--config", "", "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
         ->check(CLI::ExistingFile);
+    use_strict_config(app);
     app.add_option("--cgroup", opts.cgroup,
                    "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount");
     add_proxy_options(app, opts);

@@ -66,6 +66,10 @@ std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap)
     head("ktproxy_relay_pipes", "gauge", "Pipes of the splice relay: carrying bytes, or kept empty for reuse.");
     out += fmt::format("ktproxy_relay_pipes{{state=\"in_use\"}} {}\n", snap.pipes_in_use);
     out += fmt::format("ktproxy_relay_pipes{{state=\"pooled\"}} {}\n", snap.pipes_pooled);
+    head("ktproxy_config_reloads_total", "counter",
+         "SIGHUP reloads: applied, or refused (bad configuration; the rules in force stayed).");
+    out += fmt::format("ktproxy_config_reloads_total{{result=\"applied\"}} {}\n", info.reloads_applied);
+    out += fmt::format("ktproxy_config_reloads_total{{result=\"refused\"}} {}\n", info.reloads_refused);
     head("ktproxy_uptime_seconds", "gauge", "Seconds since this ktproxy started.");
     out += fmt::format("ktproxy_uptime_seconds {:.0f}\n", info.uptime_s);
     return out;
@@ -79,6 +83,8 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format(" {}={}", kernel_counter_name(i), info.kernel[i]);
     out += fmt::format(" live_orig_dst={} live_tuples={}\n", info.live_orig_dst, info.live_tuples);
+    out += fmt::format("reloads: applied={} refused={}{}\n", info.reloads_applied, info.reloads_refused,
+                       info.last_reload_error.empty() ? "" : " last refusal: " + info.last_reload_error);
     for (const auto& [route, r] : snap.routes)
         out += fmt::format("route {}: total={} active={} c2s={} s2c={}\n", route, r.total, r.active, r.bytes_c2s,
                            r.bytes_s2c);
@@ -101,9 +107,11 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
                                   info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s);
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
-    out += fmt::format(",\"live_orig_dst\":{},\"live_tuples\":{}}},\"fixed_files_in_use\":{},\"pipes_in_use\":{},"
+    out += fmt::format(",\"live_orig_dst\":{},\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"
+                       "\"last_reload_error\":\"{}\",\"fixed_files_in_use\":{},\"pipes_in_use\":{},"
                        "\"pipes_pooled\":{},\"routes\":{{",
-                       info.live_orig_dst, info.live_tuples, snap.fixed_files_in_use, snap.pipes_in_use,
+                       info.live_orig_dst, info.live_tuples, info.reloads_applied, info.reloads_refused,
+                       json_escape(info.last_reload_error), snap.fixed_files_in_use, snap.pipes_in_use,
                        snap.pipes_pooled);
     bool first = true;
     for (const auto& [route, r] : snap.routes) {

@@ -19,6 +19,9 @@ struct InstanceInfo {
     double uptime_s = 0;
     std::array<uint64_t, KTP_CTR_MAX> kernel{};
     uint64_t live_orig_dst = 0, live_tuples = 0;
+    // SIGHUP reloads since start: applied, and refused (the old rules stayed).
+    uint64_t reloads_applied = 0, reloads_refused = 0;
+    std::string last_reload_error;  // the newest refusal's line, "" if none
 };
 
 std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap);

@@ -86,8 +86,10 @@ SockHooks::SockHooks(const HookConfig& cfg)
             fail_errno("--fail-closed: create {}", pin_dir_);
         // libbpf reuses a compatible pinned map at load, or creates and pins it:
         // connection state survives a restart of ktproxy.
-        for (bpf_map* m : {skel_->maps.ktp_orig_dst, skel_->maps.ktp_tuples, skel_->maps.ktp_counters,
-                           skel_->maps.ktp_routes})
+        // The rules are not pinned: each object has its own, so a restarted
+        // instance never rewrites tries that the old programs still read
+        // until their links are swapped.
+        for (bpf_map* m : {skel_->maps.ktp_orig_dst, skel_->maps.ktp_tuples, skel_->maps.ktp_counters})
             bpf_map__set_pin_path(m, (pin_dir_ + "/map_" + bpf_map__name(m)).c_str());
     }
 
@@ -184,10 +186,7 @@ void SockHooks::detach()
 
 void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action)
 {
-    // The default goes last, so that a reload never applies the new default
-    // to addresses whose new rules are not in yet.
-    replace_routes(bpf_map__fd(skel_->maps.ktp_routes), routes, "the socket hooks");
-    skel_->data->ktp_default_action = default_action;
+    publish_routes(skel_, routes, default_action, "the socket hooks");
 }
 
 Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }

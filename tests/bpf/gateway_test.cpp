@@ -2,6 +2,7 @@
 // proxy/direct/block decision for IPv4 and IPv6 TCP, and everything that is
 // not a readable TCP segment (other protocols, fragments, truncated or
 // malformed headers) passes untouched.
+#include "bpf_maps.h"
 #include "route_compiler.h"
 #include "rules.h"
 #include "sock_addr.h"
@@ -108,10 +109,7 @@ public:
             REQUIRE(std::holds_alternative<Rule>(r));
             rules.push_back(std::get<Rule>(r));
         }
-        int fd = bpf_map__fd(skel_->maps.ktp_routes);
-        for (const auto& cr : compile_routes(rules))
-            REQUIRE(bpf_map_update_elem(fd, &cr.key, &cr.set, BPF_ANY) == 0);
-        skel_->data->ktp_default_action = default_action;
+        publish_routes(skel_.get(), compile_routes(rules), default_action, "the test");
     }
 
     static constexpr uint32_t kRefused = 0xfffffffe;

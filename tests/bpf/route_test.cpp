@@ -1,6 +1,7 @@
 // Rules compiled by the real compiler into the real LPM map, decided by the
 // kernel's routing step through BPF_PROG_RUN: first match wins across nested
 // prefixes, ports and families, domain rules send to the proxy.
+#include "bpf_maps.h"
 #include "route_compiler.h"
 #include "rules.h"
 #include "sock_addr.h"
@@ -44,10 +45,7 @@ std::vector<int> run_routes(const std::vector<std::string>& rule_texts, uint32_t
     }
     std::unique_ptr<route_test, SkelDeleter> skel(route_test__open_and_load());
     REQUIRE(skel);
-    int fd = bpf_map__fd(skel->maps.ktp_routes);
-    for (const auto& cr : compile_routes(rules))
-        REQUIRE(bpf_map_update_elem(fd, &cr.key, &cr.set, BPF_ANY) == 0);
-    skel->data->ktp_default_action = default_action;
+    publish_routes(skel.get(), compile_routes(rules), default_action, "the test");
     REQUIRE(cases.size() <= KTP_MAX_ROUTE_CASES);
     for (size_t i = 0; i < cases.size(); ++i) {
         auto a = SockAddr::parse_ip(cases[i].ip, cases[i].port);

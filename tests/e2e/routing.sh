@@ -96,7 +96,6 @@ ktp_wait_port "$KTP_SRV" 2525
 # that SIGHUP reloading can be tested by rewriting it.
 KTP_CONF="$KTP_TMP/ktproxy.toml"
 write_config() {  # write_config [EXTRA_RULE]: the suite's configuration
-    # CLI11 (Debian's 2.1) reads TOML arrays on one line only.
     local rules=(${1:+"$1"} "cidr=$KTP_SRV4 port=80 direct" "port=9999 block" "port=8081 proxy=dante"
         "port=8082 proxy=micro" "port=8083 proxy=tiny" "port=9101 proxy=badpass" "port=9102 proxy=down"
         "port=9103 proxy=garbage" "port=9104 proxy=silent" "domain=a.test proxy=micro" "domain=c.test proxy=tiny"
