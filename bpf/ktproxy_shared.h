@@ -1,6 +1,6 @@
 /* Structs and constants shared by the BPF programs and the C++ daemon.
  * One definition only: the C++ side static_asserts sizes and offsets
- * (proxy/bpf_abi.h), so a change here that breaks the layout fails the build. */
+ * (proxy/kernel/bpf_abi.h), so a change here that breaks the layout fails the build. */
 #ifndef KTPROXY_SHARED_H
 #define KTPROXY_SHARED_H
 
@@ -54,7 +54,7 @@ struct ktp_tuple {
 	__u16 _pad;
 };
 
-/* Routing rules compiled for the connect hooks (proxy/route_compiler.cpp).
+/* Routing rules compiled for the connect hooks (proxy/kernel/route_compiler.cpp).
  * Maps ktp_routes_0 and ktp_routes_1 (LPM tries, two generations of the same
  * rules; .data's ktp_route_gen names the one in force): key = prefix in the
  * v4-mapped IPv6 space, value = the ordered list of every rule whose prefix

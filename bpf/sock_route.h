@@ -11,7 +11,7 @@
  * ktp_routes_1), and each generation's action when no rule matches. Written
  * at run time (reload) through the skeleton's mmapped .data, hence not
  * const: user space fills the other generation, then flips ktp_route_gen
- * with one aligned store (proxy/bpf_maps.h, publish_routes). */
+ * with one aligned store (proxy/kernel/bpf_maps.h, publish_routes). */
 __u32 ktp_route_gen SEC(".data") = 0;
 __u32 ktp_default_actions[2] = {KTP_ACT_PROXY, KTP_ACT_PROXY};
 

@@ -1,9 +1,9 @@
 // ktproxy entry point: parse the command line and dispatch; every failure
 // ends as one line on stderr and a non-zero exit.
-#include "error.h"
-#include "instance.h"
-#include "log.h"
-#include "options.h"
+#include "base/error.h"
+#include "daemon/instance.h"
+#include "base/log.h"
+#include "config/options.h"
 
 #include <cstdio>
 

@@ -2,10 +2,10 @@
 // proxy/direct/block decision for IPv4 and IPv6 TCP, and everything that is
 // not a readable TCP segment (other protocols, fragments, truncated or
 // malformed headers) passes untouched.
-#include "bpf_maps.h"
-#include "route_compiler.h"
-#include "rules.h"
-#include "sock_addr.h"
+#include "kernel/bpf_maps.h"
+#include "kernel/route_compiler.h"
+#include "route/rules.h"
+#include "base/sock_addr.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>

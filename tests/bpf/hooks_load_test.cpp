@@ -1,7 +1,7 @@
 // The real socket hooks load (the verifier accepts them on this kernel) and
 // their maps have the layout the C++ side was compiled against.
-#include "bpf_abi.h"
-#include "sock_hooks.h"
+#include "kernel/bpf_abi.h"
+#include "kernel/sock_hooks.h"
 
 #include <bpf/libbpf.h>
 #include <catch2/catch.hpp>

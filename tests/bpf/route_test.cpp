@@ -1,10 +1,10 @@
 // Rules compiled by the real compiler into the real LPM map, decided by the
 // kernel's routing step through BPF_PROG_RUN: first match wins across nested
 // prefixes, ports and families, domain rules send to the proxy.
-#include "bpf_maps.h"
-#include "route_compiler.h"
-#include "rules.h"
-#include "sock_addr.h"
+#include "kernel/bpf_maps.h"
+#include "kernel/route_compiler.h"
+#include "route/rules.h"
+#include "base/sock_addr.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>

@@ -1,5 +1,5 @@
 // The hooks' address decisions, executed by the kernel through BPF_PROG_RUN.
-#include "sock_addr.h"
+#include "base/sock_addr.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>

@@ -1,9 +1,9 @@
 // Fuzzes the --config reader: the strict TOML parser and the check against
 // the options. A failure names a line inside the text; a success writes back
 // to TOML that parses to the same entries, and the keys are unique.
-#include "config_file.h"
+#include "config/config_file.h"
 #include "fuzz_check.h"
-#include "toml.h"
+#include "config/toml.h"
 
 #include <fmt/format.h>
 

@@ -2,8 +2,8 @@
 // crash, and the sniffers' prefix-consistency property.
 #pragma once
 
-#include "handshake.h"
-#include "sniff.h"
+#include "upstream/handshake.h"
+#include "route/sniff.h"
 
 #include <cstdint>
 #include <cstdlib>

@@ -1,7 +1,7 @@
 // Fuzzes the HTTP CONNECT client against hostile proxies. The first input
 // byte picks credentials, the target kind and the delivery chunk size; the
 // rest is the proxy's response, delivered the way the event loop would.
-#include "http_connect.h"
+#include "upstream/http_connect.h"
 #include "fuzz_check.h"
 
 #include <cstdint>

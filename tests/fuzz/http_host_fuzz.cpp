@@ -1,7 +1,7 @@
 // Fuzzes the HTTP Host sniffer: the input as the client's first bytes, and
 // again after a valid request line so that mutations reach the headers.
 // Checks name validity and prefix consistency besides memory safety.
-#include "sniff.h"
+#include "route/sniff.h"
 #include "fuzz_check.h"
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Fuzzes rule and action parsing. A parsed rule must be well-formed, parse
 // again from its own text to the same rule, and match consistently.
-#include "rules.h"
+#include "route/rules.h"
 #include "fuzz_check.h"
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // Fuzzes the SOCKS5 client against hostile servers. The first input byte
 // picks credentials, the target kind and the delivery chunk size; the rest is
 // what the server sends, delivered the way the event loop would.
-#include "socks5.h"
+#include "upstream/socks5.h"
 #include "fuzz_check.h"
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 // checks that a found name is valid, and that the answer is consistent over
 // prefixes: a prefix of found input is need_more or the same name, a prefix
 // of `none` input is never `found` with another name.
-#include "sniff.h"
+#include "route/sniff.h"
 #include "fuzz_check.h"
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Fuzzes upstream URL parsing. A parsed URL must be well-formed, and its
 // redacted form must parse back to the same upstream (password aside).
-#include "upstream_url.h"
+#include "upstream/upstream_url.h"
 #include "fuzz_check.h"
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // cgroup2 discovery from /proc text, for pure v2 and hybrid hosts.
-#include "cgroup.h"
+#include "daemon/cgroup.h"
 
 #include <catch2/catch.hpp>
 

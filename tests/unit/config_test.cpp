@@ -1,8 +1,8 @@
 // --config files: the strict TOML reader, the check against the options, and
 // what parse_command_line makes of a file (exit status 2, file and line named).
-#include "config_file.h"
-#include "options.h"
-#include "toml.h"
+#include "config/config_file.h"
+#include "config/options.h"
+#include "config/toml.h"
 
 #include <catch2/catch.hpp>
 

@@ -2,7 +2,7 @@
 // loop does, with the server's bytes delivered in chunks of a chosen size.
 #pragma once
 
-#include "handshake.h"
+#include "upstream/handshake.h"
 
 #include <catch2/catch.hpp>
 

@@ -1,7 +1,7 @@
 // HTTP CONNECT client handshake: the request bytes, Basic credentials, status
 // line parsing, the 16 KiB header cap, and tunnel bytes after the headers.
 #include "handshake_driver.h"
-#include "http_connect.h"
+#include "upstream/http_connect.h"
 
 #include <catch2/catch.hpp>
 

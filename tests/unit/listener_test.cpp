@@ -1,6 +1,6 @@
 // The listener's socket options reach what it accepts: no root needed, a
 // loopback listener with an ephemeral port.
-#include "listener.h"
+#include "loop/listener.h"
 
 #include <catch2/catch.hpp>
 

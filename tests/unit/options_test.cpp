@@ -1,5 +1,5 @@
 // Command-line parsing: defaults, values, and one-line errors for bad input.
-#include "options.h"
+#include "config/options.h"
 
 #include <catch2/catch.hpp>
 

@@ -1,6 +1,6 @@
 // PipePool: the bound on pipes out, reuse of empty pipes, and that a pipe
 // with bytes in it is never handed to another connection.
-#include "pipe_pool.h"
+#include "loop/pipe_pool.h"
 
 #include <catch2/catch.hpp>
 

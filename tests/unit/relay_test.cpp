@@ -1,5 +1,5 @@
 // The relay state machine, driven without sockets.
-#include "relay.h"
+#include "relay/relay.h"
 
 #include <catch2/catch.hpp>
 

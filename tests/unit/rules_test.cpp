@@ -1,6 +1,6 @@
 // Routing rules: the text syntax, the v4-mapped prefixes the kernel shares,
 // and first-match evaluation with and without a sniffed domain.
-#include "rules.h"
+#include "route/rules.h"
 
 #include <arpa/inet.h>
 

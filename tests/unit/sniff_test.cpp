@@ -1,6 +1,6 @@
 // Domain sniffing from the client's first bytes: TLS ClientHello SNI and the
 // HTTP/1.x Host header, including truncation, lying lengths and garbage.
-#include "sniff.h"
+#include "route/sniff.h"
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>

@@ -1,6 +1,6 @@
 // Address parsing, printing and the v4-mapped form shared with the BPF maps.
-#include "bpf_abi.h"
-#include "sock_addr.h"
+#include "kernel/bpf_abi.h"
+#include "base/sock_addr.h"
 
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>

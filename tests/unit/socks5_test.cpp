@@ -1,7 +1,7 @@
 // SOCKS5 client handshake (RFC 1928/1929): bytes on the wire, reply parsing,
 // split delivery, hostile replies, and the tunnel bytes that follow.
 #include "handshake_driver.h"
-#include "socks5.h"
+#include "upstream/socks5.h"
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>

@@ -1,6 +1,6 @@
 // Upstream URLs: schemes, hosts, ports, credentials, and one-line errors that
 // never echo a password.
-#include "upstream_url.h"
+#include "upstream/upstream_url.h"
 
 #include <catch2/catch.hpp>
 

@@ -1,0 +1,258 @@
+// CLI11 wiring for ktproxy's flags and their validation.
+#include "config/options.h"
+
+#include "config/config_file.h"
+#include "base/sock_addr.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+namespace ktp {
+
+void add_proxy_options(CLI::App& app, Options& o)
+{
+    app.add_option("--listen4", o.listen4, "IPv4 address of the local listener that intercepted IPv4 connections are sent to")
+        ->capture_default_str();
+    app.add_option("--listen6", o.listen6, "IPv6 address of the local listener for IPv6 connections; \"\" disables IPv6 interception")
+        ->capture_default_str();
+    app.add_option("--port", o.port, "listener port; 0 lets the kernel pick a free one")
+        ->capture_default_str();
+    app.add_option("--mark", o.mark, "SO_MARK put on ktproxy's own outgoing sockets so the hooks skip them (decimal or 0x hex)")
+        ->capture_default_str();
+    app.add_option("--connect-timeout", o.connect_timeout, "seconds to wait for the original destination to accept")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    app.add_option("--max-conns", o.max_conns, "size of the kernel connection maps (connections being set up or open at once)")
+        ->check(CLI::Range(1024u, 4u * 1024 * 1024))
+        ->capture_default_str();
+    app.add_option("--buffer-size", o.buffer_size, "bytes per relay buffer")
+        ->check(CLI::Range(4096u, 1024u * 1024))
+        ->capture_default_str();
+    app.add_option("--buffers", o.buffers,
+                   "relay buffers per worker, a power of two; taken only while data is in flight, so this bounds "
+                   "relay memory whatever the number of connections")
+        ->check(CLI::Range(16u, 32768u))
+        ->capture_default_str();
+    app.add_option("--relay", o.relay,
+                   "how bytes are relayed: buffers (io_uring recv/send into provided buffers) or splice (a pipe "
+                   "per direction, bytes never copied to user space; --buffers then bounds the pipes per worker)")
+        ->check(CLI::IsMember({"buffers", "splice"}))
+        ->capture_default_str();
+    app.add_option("--workers", o.workers, "event loop threads (0: one per CPU)")
+        ->check(CLI::Range(0u, 256u))
+        ->capture_default_str();
+    app.add_option("--idle-timeout", o.idle_timeout, "seconds without traffic before a connection is cut (0: never)")
+        ->check(CLI::Range(0.0, 1e7))
+        ->capture_default_str();
+    app.add_option("--rule", o.rules,
+                   "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
+                   "direct|block|proxy=UPSTREAM (see docs/rules.md)")
+        ->allow_extra_args(false)
+        ->take_all();
+    app.add_option("--upstream", o.upstreams,
+                   "named upstream, repeatable: NAME=socks5://[user:pass@]host:port or NAME=http://[user:pass@]host:port")
+        ->allow_extra_args(false)
+        ->take_all();
+    app.add_option("--default", o.default_action,
+                   "action when no rule matches: direct, block, or proxy=UPSTREAM (proxy=direct: via ktproxy, "
+                   "straight to the original destination)")
+        ->capture_default_str();
+    app.add_option("--sniff-timeout", o.sniff_timeout,
+                   "seconds to wait for a client's first bytes (TLS SNI / HTTP Host) when a domain rule needs them")
+        ->check(CLI::Range(0.001, 60.0))
+        ->capture_default_str();
+    app.add_option_function<std::string>(
+           "--log-level",
+           [&o](const std::string& v) { o.log_level = *log::parse_level(v); },
+           "trace, debug, info (one line per connection), warn or error")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+        ->default_str("info");
+}
+
+namespace {
+
+std::string validate(const Options& o)
+{
+    if (!SockAddr::parse_ip(o.listen4, 0) || SockAddr::parse_ip(o.listen4, 0)->family() != AF_INET)
+        return fmt::format("--listen4: '{}' is not an IPv4 address", o.listen4);
+    if (!o.listen6.empty() &&
+        (!SockAddr::parse_ip(o.listen6, 0) || SockAddr::parse_ip(o.listen6, 0)->family() != AF_INET6))
+        return fmt::format("--listen6: '{}' is not an IPv6 address", o.listen6);
+    if (o.mark == 0)
+        return "--mark: must not be 0 (0 is every unmarked socket)";
+    if (o.gateway_mark == 0 || o.gateway_mark == o.mark)
+        return "--gateway-mark: must be non-zero and differ from --mark";
+    if ((o.buffers & (o.buffers - 1)) != 0)
+        return fmt::format("--buffers: {} is not a power of two", o.buffers);
+    if (!o.metrics.empty()) {
+        auto colon = o.metrics.rfind(':');
+        unsigned port = 0;
+        bool ok = colon != std::string::npos && colon + 1 < o.metrics.size() &&
+                  o.metrics.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                  o.metrics.size() - colon - 1 <= 5 && (port = std::stoul(o.metrics.substr(colon + 1))) > 0 &&
+                  port <= 65535 && SockAddr::parse_ip(o.metrics.substr(0, colon), 0);
+        if (!ok)
+            return fmt::format("--metrics: '{}' is not ADDR:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)", o.metrics);
+    }
+    return {};
+}
+
+}  // namespace
+
+namespace {
+
+constexpr const char* kAbout =
+    "ktproxy: send every TCP connection made by the processes of one cgroup through a local\n"
+    "proxy, transparently (eBPF connect/sockops/getsockopt hooks + an io_uring relay).\n\n"
+    "Usage:\n"
+    "  ktproxy --cgroup PATH [options]        intercept a cgroup until stopped (Ctrl-C)\n"
+    "  ktproxy run [options] -- CMD [ARGS]    run one command with its connections intercepted\n"
+    "  ktproxy status [--json]                show live connections of running instances\n"
+    "  ktproxy cleanup                        remove state left by a killed ktproxy\n\n"
+    "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app --upstream tor=socks5://127.0.0.1:9050 \\\n"
+    "                       --rule 'domain=*.onion proxy=tor'\n"
+    "Every connect() from a process in that cgroup then goes via ktproxy. Stop with Ctrl-C:\n"
+    "the hooks go away with the process (fail-open) unless --fail-closed.";
+
+void add_instance_options(CLI::App& app, Options& o)
+{
+    app.add_option("--control", o.control_socket,
+                   "unix socket that `ktproxy status` talks to (default /run/ktproxy/NAME.sock, mode 0600)");
+    app.add_option("--metrics", o.metrics, "serve Prometheus metrics over HTTP on ADDR:PORT, e.g. 127.0.0.1:9464");
+    app.add_option_function<std::string>(
+           "--log-format", [&o](const std::string& v) { o.log_format = v == "json" ? LogFormat::json : LogFormat::text; },
+           "text, or json for one JSON object per line")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->default_str("text");
+    app.add_option("--gateway-iface", o.gateway_ifaces,
+                   "also proxy TCP forwarded through this interface (repeatable; containers, VMs, LAN clients "
+                   "routed via this host); see docs/gateway.md")
+        ->allow_extra_args(false)
+        ->take_all();
+    app.add_option("--gateway-mark", o.gateway_mark, "fwmark for packets the gateway hands to ktproxy")
+        ->capture_default_str();
+    app.add_option("--gateway-table", o.gateway_table, "routing table for the gateway's local route")
+        ->check(CLI::Range(1u, 0xfffffffeu))
+        ->capture_default_str();
+    app.add_flag("--fail-closed", o.fail_closed,
+                 "pin the hooks in bpffs so that, if ktproxy dies, the cgroup's connections fail instead of going "
+                 "out directly; a restarted ktproxy takes over, `ktproxy cleanup` removes them");
+}
+
+// A message about "--name..." whose value came from the config file says
+// where in the file: the user edits the file, not a flag.
+std::string with_origin(const CLI::App& app, std::string message)
+{
+    if (message.rfind("--", 0) != 0)
+        return message;
+    size_t end = message.find_first_of(": ", 2);
+    std::string origin = config_origin(app, std::string_view(message).substr(2, end == std::string::npos ? end : end - 2));
+    return origin.empty() ? message : fmt::format("{}: {}", origin, message);
+}
+
+ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options& opts)
+{
+    ParseResult r;
+    try {
+        app.parse(argc, argv);
+        if (auto* cfg = app.get_config_ptr(); cfg && cfg->count() > 0)
+            opts.config_file = cfg->as<std::string>();
+    } catch (const CLI::CallForHelp&) {
+        r.message = app.help();
+        return r;
+    } catch (const CLI::CallForVersion&) {
+        r.message = "ktproxy 0.1.0\n";
+        return r;
+    } catch (const CLI::ParseError& e) {
+        r.exit_code = 2;
+        std::string what = with_origin(app, e.what());
+        // A config file's error names the file and line; --help adds nothing.
+        r.message = what.rfind("config ", 0) == 0
+                        ? what
+                        : fmt::format("{} (see ktproxy{} --help)", what,
+                                      opts.command == Command::daemon ? "" : " " + app.get_name());
+        return r;
+    }
+    if (auto err = validate(opts); !err.empty()) {
+        r.exit_code = 2;
+        r.message = with_origin(app, err);
+        return r;
+    }
+    r.run = true;
+    return r;
+}
+
+}  // namespace
+
+ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
+{
+    std::string_view sub = argc > 1 ? argv[1] : "";
+    if (sub == "run") {
+        opts.command = Command::run;
+        // Everything after "--" is the command, passed on untouched.
+        int split = argc;
+        for (int i = 2; i < argc; ++i)
+            if (std::string_view(argv[i]) == "--") {
+                split = i;
+                break;
+            }
+        CLI::App app{"ktproxy run: run CMD in a transient cgroup whose TCP connections go through ktproxy;\n"
+                     "exits with CMD's exit status. As root via sudo, CMD runs as the calling user.\n"
+                     "Example: sudo ktproxy run --upstream s=socks5://10.0.0.5:1080 --default proxy=s -- curl URL",
+                     "run"};
+        app.set_config("--config", "", "TOML file with any long option as a key")->check(CLI::ExistingFile);
+        use_strict_config(app);
+        app.add_option("--user", opts.run_user, "run CMD as this user (default: $SUDO_USER, else the current user)");
+        // A wrapper stays quiet unless something goes wrong; --log-level info
+        // shows one line per connection as the daemon does.
+        opts.log_level = log::Level::warn;
+        add_proxy_options(app, opts);
+        app.get_option("--log-level")->default_str("warn");
+        add_instance_options(app, opts);
+        std::vector<const char*> args{"ktproxy run"};
+        for (int i = 2; i < split; ++i)
+            args.push_back(argv[i]);
+        ParseResult r = parse_app(app, static_cast<int>(args.size()), args.data(), opts);
+        if (!r.run)
+            return r;
+        for (int i = split + 1; i < argc; ++i)
+            opts.run_argv.emplace_back(argv[i]);
+        if (opts.run_argv.empty()) {
+            r.run = false;
+            r.exit_code = 2;
+            r.message = "run: no command given; put it after --, e.g. ktproxy run -- curl http://example.com/";
+        }
+        return r;
+    }
+    if (sub == "status" || sub == "cleanup") {
+        opts.command = sub == "status" ? Command::status : Command::cleanup;
+        CLI::App app{sub == "status" ? "ktproxy status: live connections and counters of running ktproxy instances"
+                                     : "ktproxy cleanup: remove pinned hooks (--fail-closed), transient cgroups and "
+                                       "gateway routing state left by a ktproxy that was killed",
+                     std::string(sub)};
+        if (sub == "status") {
+            app.add_option("--control", opts.control_socket, "ask only this control socket");
+            app.add_flag("--json", opts.status_json, "print JSON");
+        }
+        return parse_app(app, argc - 1, argv + 1, opts);
+    }
+
+    CLI::App app{kAbout, "ktproxy"};
+    app.set_version_flag("--version", "ktproxy 0.1.0");
+    app.set_config("--config", "", "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
+        ->check(CLI::ExistingFile);
+    use_strict_config(app);
+    app.add_option("--cgroup", opts.cgroup,
+                   "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount");
+    add_proxy_options(app, opts);
+    add_instance_options(app, opts);
+    ParseResult r = parse_app(app, argc, argv, opts);
+    if (r.run && opts.cgroup.empty() && opts.gateway_ifaces.empty()) {
+        r.run = false;
+        r.exit_code = 2;
+        r.message = "--cgroup is required (or --gateway-iface, or `ktproxy run -- CMD`; see ktproxy --help)";
+    }
+    return r;
+}
+
+}  // namespace ktp

@@ -1,0 +1,99 @@
+// Command-line options of the daemon and the parser that fills them. Kept
+// free of side effects so that unit tests can drive it with argv arrays.
+#pragma once
+
+#include "base/log.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace ktp {
+
+enum class Command {
+    daemon,   // ktproxy --cgroup PATH: intercept an existing cgroup until stopped
+    run,      // ktproxy run -- CMD: intercept one command in a transient cgroup
+    status,   // ktproxy status: ask running instances over their control sockets
+    cleanup,  // ktproxy cleanup: remove what a killed instance left behind
+};
+
+enum class LogFormat { text, json };
+
+struct Options {
+    Command command = Command::daemon;
+    // cgroup2 directory whose processes are intercepted: absolute, or relative
+    // to the cgroup2 mount ("app" -> /sys/fs/cgroup/app).
+    std::string cgroup;
+    // Listener addresses; the BPF hooks rewrite IPv4 connects to listen4 and
+    // IPv6 connects to listen6. An empty listen6 disables IPv6 interception.
+    std::string listen4 = "127.0.0.1";
+    std::string listen6 = "::1";
+    // 0: the kernel picks a free port (printed in the ready line).
+    uint16_t port = 0;
+    // SO_MARK on ktproxy's outgoing sockets, so the hooks let them through.
+    uint32_t mark = 0x6b74;
+    log::Level log_level = log::Level::info;
+    // Seconds to wait for the original destination to accept.
+    double connect_timeout = 10.0;
+    // Size of the BPF maps: connections in flight at once.
+    uint32_t max_conns = 65536;
+    // Relay memory per worker: `buffers` buffers of `buffer_size` bytes,
+    // shared by the worker's connections and taken only while data is in flight.
+    uint32_t buffer_size = 32 * 1024;
+    uint32_t buffers = 128;
+    // How the relay moves bytes: "buffers" (recv/send with io_uring provided
+    // buffers) or "splice" (a pipe per direction, splice(2); docs/performance.md).
+    std::string relay = "splice";
+    // Event loop threads; 0 = one per CPU.
+    uint32_t workers = 0;
+    // Seconds without traffic after which a relayed connection is cut; 0 = never.
+    double idle_timeout = 0;
+
+    // Routing (docs/rules.md): ordered rules, first match wins; named
+    // upstreams that `proxy=NAME` refers to; the action when nothing matches.
+    std::vector<std::string> rules;
+    std::vector<std::string> upstreams;
+    std::string default_action = "proxy=direct";
+    // How long to wait for a client's first bytes when a domain rule needs them.
+    double sniff_timeout = 0.3;
+    // TOML/INI file with the same keys as the long flags; re-read on SIGHUP.
+    std::string config_file;
+
+    LogFormat log_format = LogFormat::text;
+    // Unix socket for `ktproxy status` (owner-only). Empty: the default,
+    // /run/ktproxy/<cgroup name>.sock.
+    std::string control_socket;
+    // ADDR:PORT for Prometheus metrics over HTTP; empty = off.
+    std::string metrics;
+    // Keep the hooks (pinned in bpffs) when ktproxy dies, so that the cgroup's
+    // connections fail instead of leaking out directly.
+    bool fail_closed = false;
+
+    // Gateway mode: proxy TCP forwarded through these interfaces (TC ingress).
+    std::vector<std::string> gateway_ifaces;
+    uint32_t gateway_mark = 0x6b75;   // fwmark of packets handed to ktproxy
+    uint32_t gateway_table = 27509;   // routing table holding the local route
+
+    // run: the command and whom it runs as (default: the sudo caller).
+    std::vector<std::string> run_argv;
+    std::string run_user;
+
+    // status: print JSON instead of a table.
+    bool status_json = false;
+};
+
+struct ParseResult {
+    bool run = false;     // false: exit now with exit_code
+    int exit_code = 0;
+    std::string message;  // what to print (help text on stdout, or one error line)
+};
+
+// Adds the options every mode shares (listener, mark, timeouts, logging).
+void add_proxy_options(CLI::App& app, Options& opts);
+ParseResult parse_command_line(int argc, const char* const* argv, Options& opts);
+
+}  // namespace ktp

@@ -1,0 +1,136 @@
+// Prometheus exposition (text format 0.0.4) and status rendering.
+#include "ops/report.h"
+
+#include "base/json.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace ktp {
+
+const char* kernel_counter_name(int idx)
+{
+    static constexpr const char* names[KTP_CTR_MAX] = {
+        "redirected", "skipped_mark", "skipped_netns", "skipped_local", "orig_dst_answered",
+        "orig_dst_missed", "map_full", "bypassed", "blocked", "gw_assigned", "gw_no_listener",
+    };
+    return idx >= 0 && idx < KTP_CTR_MAX ? names[idx] : "?";
+}
+
+namespace {
+
+std::string label(std::string_view v)
+{
+    // Prometheus label values escape backslash, quote and newline like JSON.
+    return json_escape(v);
+}
+
+}  // namespace
+
+std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap)
+{
+    std::string out;
+    auto head = [&](const char* name, const char* type, const char* help) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    };
+    head("ktproxy_connections_total", "counter", "Connections handled by the proxy, by route.");
+    for (const auto& [route, r] : snap.routes)
+        out += fmt::format("ktproxy_connections_total{{route=\"{}\"}} {}\n", label(route), r.total);
+    head("ktproxy_connections_active", "gauge", "Connections open now, by route.");
+    for (const auto& [route, r] : snap.routes)
+        out += fmt::format("ktproxy_connections_active{{route=\"{}\"}} {}\n", label(route), r.active);
+    head("ktproxy_bytes_total", "counter", "Bytes relayed, by route and direction.");
+    for (const auto& [route, r] : snap.routes) {
+        out += fmt::format("ktproxy_bytes_total{{route=\"{}\",direction=\"client_to_server\"}} {}\n", label(route),
+                           r.bytes_c2s);
+        out += fmt::format("ktproxy_bytes_total{{route=\"{}\",direction=\"server_to_client\"}} {}\n", label(route),
+                           r.bytes_s2c);
+    }
+    head("ktproxy_connection_failures_total", "counter",
+         "Connections that did not end in a clean close, by route and reason (upstream-error, refused, timeout, "
+         "reset, blocked, idle, error).");
+    for (const auto& [key, n] : snap.failures) {
+        auto slash = key.find('/');
+        out += fmt::format("ktproxy_connection_failures_total{{route=\"{}\",reason=\"{}\"}} {}\n",
+                           label(key.substr(0, slash)), label(key.substr(slash + 1)), n);
+    }
+    head("ktproxy_kernel_events_total", "counter", "Decisions of the BPF socket hooks.");
+    for (int i = 0; i < KTP_CTR_MAX; ++i)
+        out += fmt::format("ktproxy_kernel_events_total{{event=\"{}\"}} {}\n", kernel_counter_name(i), info.kernel[i]);
+    head("ktproxy_kernel_map_entries", "gauge", "Entries in the connection maps of the BPF hooks.");
+    out += fmt::format("ktproxy_kernel_map_entries{{map=\"orig_dst\"}} {}\n", info.live_orig_dst);
+    out += fmt::format("ktproxy_kernel_map_entries{{map=\"tuples\"}} {}\n", info.live_tuples);
+    head("ktproxy_fixed_files_in_use", "gauge", "Relayed sockets held in io_uring fixed-file tables.");
+    out += fmt::format("ktproxy_fixed_files_in_use {}\n", snap.fixed_files_in_use);
+    head("ktproxy_relay_pipes", "gauge", "Pipes of the splice relay: carrying bytes, or kept empty for reuse.");
+    out += fmt::format("ktproxy_relay_pipes{{state=\"in_use\"}} {}\n", snap.pipes_in_use);
+    out += fmt::format("ktproxy_relay_pipes{{state=\"pooled\"}} {}\n", snap.pipes_pooled);
+    head("ktproxy_config_reloads_total", "counter",
+         "SIGHUP reloads: applied, or refused (bad configuration; the rules in force stayed).");
+    out += fmt::format("ktproxy_config_reloads_total{{result=\"applied\"}} {}\n", info.reloads_applied);
+    out += fmt::format("ktproxy_config_reloads_total{{result=\"refused\"}} {}\n", info.reloads_refused);
+    head("ktproxy_uptime_seconds", "gauge", "Seconds since this ktproxy started.");
+    out += fmt::format("ktproxy_uptime_seconds {:.0f}\n", info.uptime_s);
+    return out;
+}
+
+std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& snap)
+{
+    std::string out = fmt::format("ktproxy pid {} cgroup {} listening {} up {:.0f}s\n", info.pid, info.cgroup,
+                                  info.listen, info.uptime_s);
+    out += "kernel:";
+    for (int i = 0; i < KTP_CTR_MAX; ++i)
+        out += fmt::format(" {}={}", kernel_counter_name(i), info.kernel[i]);
+    out += fmt::format(" live_orig_dst={} live_tuples={}\n", info.live_orig_dst, info.live_tuples);
+    out += fmt::format("reloads: applied={} refused={}{}\n", info.reloads_applied, info.reloads_refused,
+                       info.last_reload_error.empty() ? "" : " last refusal: " + info.last_reload_error);
+    for (const auto& [route, r] : snap.routes)
+        out += fmt::format("route {}: total={} active={} c2s={} s2c={}\n", route, r.total, r.active, r.bytes_c2s,
+                           r.bytes_s2c);
+    auto conns = snap.conns;
+    std::sort(conns.begin(), conns.end(), [](const ConnInfo& a, const ConnInfo& b) { return a.age_s > b.age_s; });
+    out += fmt::format("{} live connections, {} sockets in fixed-file tables, relay pipes {} in use {} pooled\n",
+                       conns.size(), snap.fixed_files_in_use, snap.pipes_in_use, snap.pipes_pooled);
+    if (!conns.empty())
+        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>9}  {}\n", "CLIENT", "DESTINATION", "ROUTE",
+                           "C2S", "S2C", "AGE", "DOMAIN");
+    for (const auto& c : conns)
+        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>8.1f}s  {}\n", c.client, c.orig, c.route, c.c2s,
+                           c.s2c, c.age_s, c.domain.empty() ? "-" : c.domain);
+    return out;
+}
+
+std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& snap)
+{
+    std::string out = fmt::format("{{\"pid\":{},\"cgroup\":\"{}\",\"listen\":\"{}\",\"uptime_s\":{:.3f},\"kernel\":{{",
+                                  info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s);
+    for (int i = 0; i < KTP_CTR_MAX; ++i)
+        out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
+    out += fmt::format(",\"live_orig_dst\":{},\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"
+                       "\"last_reload_error\":\"{}\",\"fixed_files_in_use\":{},\"pipes_in_use\":{},"
+                       "\"pipes_pooled\":{},\"routes\":{{",
+                       info.live_orig_dst, info.live_tuples, info.reloads_applied, info.reloads_refused,
+                       json_escape(info.last_reload_error), snap.fixed_files_in_use, snap.pipes_in_use,
+                       snap.pipes_pooled);
+    bool first = true;
+    for (const auto& [route, r] : snap.routes) {
+        out += fmt::format("{}\"{}\":{{\"total\":{},\"active\":{},\"c2s\":{},\"s2c\":{}}}", first ? "" : ",",
+                           json_escape(route), r.total, r.active, r.bytes_c2s, r.bytes_s2c);
+        first = false;
+    }
+    out += "},\"connections\":[";
+    first = true;
+    for (const auto& c : snap.conns) {
+        out += fmt::format(
+            "{}{{\"client\":\"{}\",\"orig\":\"{}\",\"route\":\"{}\",\"domain\":\"{}\",\"c2s\":{},\"s2c\":{},"
+            "\"age_s\":{:.3f}}}",
+            first ? "" : ",", json_escape(c.client), json_escape(c.orig), json_escape(c.route),
+            json_escape(c.domain), c.c2s, c.s2c, c.age_s);
+        first = false;
+    }
+    out += "]}\n";
+    return out;
+}
+
+}  // namespace ktp

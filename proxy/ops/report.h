@@ -1,0 +1,34 @@
+// Rendering what an instance knows about itself: Prometheus text for
+// --metrics, and the table / JSON that `ktproxy status` prints.
+#pragma once
+
+#include "ops/stats.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "ktproxy_shared.h"
+
+namespace ktp {
+
+struct InstanceInfo {
+    std::string cgroup;
+    std::string listen;  // "127.0.0.1:41234 [::1]:41234"
+    int pid = 0;
+    double uptime_s = 0;
+    std::array<uint64_t, KTP_CTR_MAX> kernel{};
+    uint64_t live_orig_dst = 0, live_tuples = 0;
+    // SIGHUP reloads since start: applied, and refused (the old rules stayed).
+    uint64_t reloads_applied = 0, reloads_refused = 0;
+    std::string last_reload_error;  // the newest refusal's line, "" if none
+};
+
+std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap);
+std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& snap);
+std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& snap);
+
+// Stable names of the kernel counters, as used in logs and metrics.
+const char* kernel_counter_name(int idx);
+
+}  // namespace ktp

@@ -1,0 +1,39 @@
+// SOCKS5 client handshake (RFC 1928, username/password per RFC 1929) as a
+// pure state machine: greeting -> [auth] -> CONNECT -> reply.
+#pragma once
+
+#include "upstream/handshake.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace ktp {
+
+class Socks5Handshake : public Handshake {
+public:
+    // Credentials are offered (method 0x02, alongside no-auth) when user is
+    // non-empty. Over-long user, password or domain fail in start().
+    Socks5Handshake(std::string user, std::string password, Target target);
+
+    HandshakeStep start() override;
+    HandshakeStep feed(std::string_view input) override;
+
+private:
+    enum class State { init, method, auth, connect, done, failed };
+
+    HandshakeStep on_method(std::string_view in);
+    HandshakeStep on_auth(std::string_view in);
+    HandshakeStep on_connect(std::string_view in);
+    HandshakeStep fail(std::string error);
+    std::string connect_request() const;
+
+    std::string user_, password_;
+    Target target_;
+    State state_ = State::init;
+};
+
+// "connection refused" for REP 0x05; "unknown reply" outside RFC 1928's table.
+std::string_view socks5_reply_text(uint8_t rep);
+
+}  // namespace ktp
