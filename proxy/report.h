@@ -18,7 +18,7 @@ struct InstanceInfo {
     int pid = 0;
     double uptime_s = 0;
     std::array<uint64_t, KTP_CTR_MAX> kernel{};
-    uint64_t live_orig_dst = 0, live_tuples = 0;
+    uint64_t live_tuples = 0;  // hand-off map entries (socket storage is not countable)
 };
 
 std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap);
