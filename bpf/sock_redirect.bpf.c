@@ -328,6 +328,7 @@ int ktp_sockops(struct bpf_sock_ops *skops)
 	struct ktp_tuple t = {};
 	struct ktp_orig_dst *od;
 	struct bpf_sock *sk;
+	__u32 mark;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -359,6 +360,13 @@ int ktp_sockops(struct bpf_sock_ops *skops)
 			break;
 		ktp_tuple_from_sockops(skops, &t, 1);
 		if (!ktp_is_listener_addr(t.dst_addr, t.dst_port))
+			break;
+		/* In the root cgroup this program sees every host's socket:
+		 * the same address and port in another netns is not ours. */
+		if (bpf_get_netns_cookie(skops) != ktp_netns_cookie)
+			break;
+		KTP_LOAD(mark, sk->mark);
+		if (mark != ktp_mark)
 			break;
 		ktp_adopt(sk, &t);
 		break;
