@@ -34,7 +34,7 @@ const volatile __u32 ktp_proxy_ip4 = 0;        /* network order */
 const volatile __u32 ktp_proxy_ip6[4] = {};    /* network order */
 const volatile __u16 ktp_proxy_port = 0;       /* network order */
 const volatile __u8 ktp_have_ip6 = 0;          /* an IPv6 listener exists */
-const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's own sockets */
+const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's sockets and listeners */
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
 
 static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)

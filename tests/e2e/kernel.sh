@@ -124,6 +124,23 @@ PY
     expect_eq "${out%\%*}" "scoped $ll" "echo and peer over a link-local address"
 }
 
+# An AF_INET6 socket speaking IPv4 (a v4-mapped destination) is sent to the
+# IPv4 listener; the listener check must look that one up.
+test_v4_mapped_destination_on_an_ipv6_socket_goes_through_ktproxy() {
+    local out
+    out=$(in_app timeout 10 "$PY" - "::ffff:$KTP_SRV4" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(5)
+s.connect((sys.argv[1], 9000))
+s.sendall(b"mapped\n")
+print(s.recv(64).decode().strip(), "%s:%d" % s.getpeername()[:2])
+PY
+    ) || fail "the client failed: $out"
+    expect_eq "$out" "mapped ::ffff:$KTP_SRV4:9000" "echo and peer"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9000 .*c2s=7 s2c=7" || fail "ktproxy did not relay the v4-mapped connection"
+}
+
 # Two sockets bound to one source port: the second's redirected connect
 # collides with the first's 4-tuple to the listener (a documented limit), and
 # its later `direct` connect must not report the failed one's peer.
