@@ -168,10 +168,12 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
     attach_one("cgroup/getsockopt", skel_->progs.ktp_getsockopt, own_fd, own_path);
     // ktproxy's accepted sockets are in its own cgroup (a child socket
     // inherits its listener's): sockops there moves each destination onto
-    // the accepted socket. One program cannot be attached twice to one
-    // cgroup; when ktproxy runs in the app cgroup, the app's attachment
-    // already covers its sockets.
-    if (own_path != app_path)
+    // the accepted socket. When ktproxy runs in the app cgroup itself, the
+    // app's attachment already covers its sockets: no second run each.
+    struct stat app_st {}, own_st {};
+    const bool same = fstat(app_fd, &app_st) == 0 && fstat(own_fd, &own_st) == 0 &&
+                      app_st.st_dev == own_st.st_dev && app_st.st_ino == own_st.st_ino;
+    if (!same)
         attach_one("sockops", skel_->progs.ktp_sockops, own_fd, own_path, "_own");
     attach_one("sockops", skel_->progs.ktp_sockops, app_fd, app_path);
     attach_one("cgroup/connect4", skel_->progs.ktp_connect4, app_fd, app_path);
