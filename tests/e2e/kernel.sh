@@ -237,13 +237,16 @@ stop_suite_ktproxy() {
     fi
 }
 
-# Pins of this suite's fail-closed instances (its cgroup's name is in them).
+# Pins of this suite's fail-closed instances (its cgroup's name is in them;
+# not another suite's, whose id may start with the same digits), removed
+# without `ktproxy cleanup`, which would also take those of other suites'
+# instances killed on purpose at this moment.
 remove_my_pins() {
     local d
-    for d in /sys/fs/bpf/ktproxy/*"ktp-test-${KTP_ID}"*; do
+    for d in /sys/fs/bpf/ktproxy/*"ktp-test-${KTP_ID}"[!0-9]*; do
         [ -e "$d" ] && rm -rf "$d"
     done
-    rm -f /run/ktproxy/*"ktp-test-${KTP_ID}"*.pin-owner
+    rm -f /run/ktproxy/*"ktp-test-${KTP_ID}"[!0-9]*.pin-owner
 }
 KTP_EXTRA_CLEANUP+=(remove_my_pins)
 
