@@ -27,12 +27,16 @@ enum ktp_counter {
 	KTP_CTR_BLOCKED,            /* a `block` rule failed the connect (EPERM) */
 	KTP_CTR_GW_ASSIGNED,        /* gateway: a packet handed to one of ktproxy's sockets */
 	KTP_CTR_GW_NO_LISTENER,     /* gateway: a SYN to proxy, but no transparent listener */
+	KTP_CTR_NO_LISTENER,        /* connect to proxy refused: the listener is not ktproxy's (or none) */
+	KTP_CTR_SKIPPED_BOUND,      /* socket bound to a device (SO_BINDTODEVICE, VRF): left alone */
 	KTP_CTR_MAX,
 };
 
-/* Original destination of a redirected connection.
- * Map ktp_orig_dst: key = socket cookie of the app's socket (__u64).
- * Written by connect4/6, deleted by sockops when that socket reaches TCP_CLOSE. */
+/* Original destination of a redirected connection. Value of three maps:
+ * ktp_app_dst (socket storage of the app's socket: connect4/6 write it,
+ * getpeername reads it, it dies with the socket), ktp_handoff (below) and
+ * ktp_conn_dst (socket storage of ktproxy's accepted socket, read by
+ * getsockopt(SO_ORIGINAL_DST)). docs/architecture.md has their lifecycles. */
 struct ktp_orig_dst {
 	__u32 addr[4];  /* IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d); network order */
 	__u16 port;     /* network byte order */
@@ -41,10 +45,11 @@ struct ktp_orig_dst {
 };
 
 /* 4-tuple of a redirected connection as seen from the app's side: src is the
- * app's socket, dst is the proxy listener. Map ktp_tuples: key = this struct,
- * value = socket cookie. Written by sockops on ACTIVE_ESTABLISHED, deleted by
- * sockops on TCP_CLOSE. The proxy's accepted socket sees the same tuple
- * mirrored (its local = dst, its peer = src). */
+ * app's socket, dst is the proxy listener. Map ktp_handoff: key = this struct,
+ * value = struct ktp_orig_dst. Written by sockops when the app's socket is
+ * established; moved into ktp_conn_dst when ktproxy's side of the connection
+ * is established (the same tuple mirrored: its local = dst, its peer = src);
+ * deleted by the app socket's TCP_CLOSE if nobody took it. */
 struct ktp_tuple {
 	__u32 src_addr[4]; /* v4-mapped for IPv4 */
 	__u32 dst_addr[4];

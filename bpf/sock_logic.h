@@ -33,6 +33,24 @@ static __always_inline int ktp_is_local6(const __u32 a[4])
 	       (a[3] == 0 || a[3] == bpf_htonl(1));
 }
 
+/* fe80::/10. A link-local destination only means something with the
+ * socket's scope (interface), which a rewrite to ktproxy's listener loses:
+ * ktproxy would get fe80::x without knowing which link. */
+static __always_inline int ktp_is_linklocal6(const __u32 a[4])
+{
+	return (bpf_ntohl(a[0]) & 0xffc00000) == 0xfe800000;
+}
+
+/* Destinations connect6 leaves alone before any rule: loopback, unspecified
+ * (both local), and link-local (a scope a rewrite cannot carry). v4-mapped
+ * addresses get the IPv4 test. */
+static __always_inline int ktp_skip_dst6(const __u32 a[4])
+{
+	if (ktp_is_v4mapped(a))
+		return ktp_is_local4(a[3]);
+	return ktp_is_local6(a) || ktp_is_linklocal6(a);
+}
+
 /* Wire family of a 16-byte address: v4-mapped counts as IPv4, so that an
  * AF_INET6 app socket talking to ::ffff:a.b.c.d and the proxy's AF_INET
  * accepted socket produce the same key. */

@@ -6,22 +6,37 @@
 #include "ktproxy_shared.h"
 
 #ifndef KTP_NO_CONN_MAPS
-/* LRU so that a socket whose close we never saw cannot wedge the map; the
- * sockops close handler is the mechanism, LRU the safety net. Sized by the
- * loader (--max-conns) before load. */
+/* The app socket's original destination, for getpeername: socket storage
+ * lives exactly as long as the socket, so nothing evicts it and nothing
+ * bounds it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct ktp_orig_dst);
-} ktp_orig_dst SEC(".maps");
+} ktp_app_dst SEC(".maps");
 
+/* The same, on ktproxy's accepted socket, for SO_ORIGINAL_DST: it lives as
+ * long as ktproxy holds the connection, whether or not the app has already
+ * closed its end. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ktp_orig_dst);
+} ktp_conn_dst SEC(".maps");
+
+/* Hand-off from the app's socket to ktproxy's accepted one, keyed by the
+ * tuple both see. An entry lives from the app's handshake to ktproxy's end
+ * of it (or the app socket's close): a plain hash, not LRU, so that no live
+ * entry is ever evicted; an update on a full map fails and is counted.
+ * Sized by the loader (--max-conns) before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct ktp_tuple);
-	__type(value, __u64);
-} ktp_tuples SEC(".maps");
+	__type(value, struct ktp_orig_dst);
+} ktp_handoff SEC(".maps");
 #endif /* KTP_NO_CONN_MAPS: the gateway's TC program keeps no per-socket state */
 
 struct {

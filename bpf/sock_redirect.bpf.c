@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Socket hooks of ktproxy: connect4/6 redirect an app's TCP connect to the
- * proxy, sockops ties the established 4-tuple to the socket cookie and cleans
- * up on close, getsockopt answers SO_ORIGINAL_DST for the proxy's sockets.
+ * proxy and keep its destination on the app's socket, sockops hands it over
+ * to ktproxy's accepted socket through the connection's 4-tuple, getsockopt
+ * answers SO_ORIGINAL_DST from there.
  * Entry points stay thin; decisions live in sock_logic.h. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -16,19 +17,28 @@
 #define SOL_IPV6 41
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
+#define KTP_ECONNREFUSED 111
+#define KTP_CURRENT_NETNS ((__u64)-1)  /* BPF_F_CURRENT_NETNS */
+
+/* A context or socket field, read exactly once: the verifier refuses
+ * pointer arithmetic on ctx and sock pointers, so the compiler must not get
+ * a chance to keep "ptr + offset" in a register across loads. */
+#define KTP_LOAD(dst, src)                                   \
+	do {                                                 \
+		dst = src;                                   \
+		asm volatile("" : "+r"(dst) :: "memory");    \
+	} while (0)
 
 /* Set by the loader through skel->rodata before load. */
 const volatile __u32 ktp_proxy_ip4 = 0;        /* network order */
 const volatile __u32 ktp_proxy_ip6[4] = {};    /* network order */
 const volatile __u16 ktp_proxy_port = 0;       /* network order */
 const volatile __u8 ktp_have_ip6 = 0;          /* an IPv6 listener exists */
-const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's own sockets */
+const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's sockets and listeners */
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
 
-static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx)
+static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
-	struct bpf_sock *sk = ctx->sk;
-
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !sk)
 		return 1;
 	if (ktp_mark && sk->mark == ktp_mark) {
@@ -42,33 +52,96 @@ static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx)
 	return 0;
 }
 
-/* Returns 0 when the destination could be stored; on failure the connect
- * proceeds untouched (fail-open) rather than reach a proxy that cannot answer. */
-static __always_inline int ktp_remember(void *ctx, const __u32 addr[4], __u32 port)
+/* Whatever a connect becomes, an earlier redirected connect of the same
+ * socket (one that failed, say) must no longer speak for it in getpeername. */
+static __always_inline void ktp_forget(struct bpf_sock *sk)
 {
-	struct ktp_orig_dst od = {};
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	if (sk)
+		bpf_sk_storage_delete(&ktp_app_dst, sk);
+}
 
-	od.addr[0] = addr[0];
-	od.addr[1] = addr[1];
-	od.addr[2] = addr[2];
-	od.addr[3] = addr[3];
-	od.port = (__u16)port;
-	od.family = ktp_wire_family(addr);
-	if (bpf_map_update_elem(&ktp_orig_dst, &cookie, &od, BPF_ANY)) {
-		ktp_count(KTP_CTR_MAP_FULL);
-		return -1;
+/* Is the socket that would take a connect to ktproxy's listener address
+ * ktproxy's own? Its listeners carry --mark, which only CAP_NET_ADMIN or
+ * CAP_NET_RAW can set: after ktproxy died (--fail-closed keeps these hooks),
+ * a local user who binds the port must not receive the cgroup's connections.
+ * The lookup is the kernel's own listener lookup (most specific bind wins),
+ * so it finds what the connect would reach. v6: the IPv6 listener. */
+static __always_inline int ktp_listener_is_ours(struct bpf_sock_addr *ctx, int v6)
+{
+	struct bpf_sock_tuple tup = {};
+	struct bpf_sock *sk;
+	__u32 state, mark;
+
+	if (v6) {
+		tup.ipv6.daddr[0] = ktp_proxy_ip6[0];
+		tup.ipv6.daddr[1] = ktp_proxy_ip6[1];
+		tup.ipv6.daddr[2] = ktp_proxy_ip6[2];
+		tup.ipv6.daddr[3] = ktp_proxy_ip6[3];
+		tup.ipv6.dport = ktp_proxy_port;
+		sk = bpf_sk_lookup_tcp(ctx, &tup, sizeof(tup.ipv6), KTP_CURRENT_NETNS, 0);
+	} else {
+		tup.ipv4.daddr = ktp_proxy_ip4;
+		tup.ipv4.dport = ktp_proxy_port;
+		sk = bpf_sk_lookup_tcp(ctx, &tup, sizeof(tup.ipv4), KTP_CURRENT_NETNS, 0);
 	}
-	return 0;
+	if (!sk)
+		return 0;
+	KTP_LOAD(state, sk->state);
+	KTP_LOAD(mark, sk->mark);
+	bpf_sk_release(sk);
+	return state == BPF_TCP_LISTEN && mark == ktp_mark;
+}
+
+/* The proxy verdict: remember the destination on the app's socket. Returns
+ * -1 when the caller must rewrite the connect to ktproxy's listener, 1 to
+ * let it go out untouched, 0 to fail it (refused: no listener of ktproxy's
+ * is there). */
+static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_sock *sk,
+					const __u32 dst[4], __u32 port, int v6_listener)
+{
+	struct ktp_orig_dst *od;
+	__u32 dev;
+
+	/* A device-bound socket (SO_BINDTODEVICE, a VRF) cannot reach the
+	 * listener on loopback: the connect would hang or fail. */
+	KTP_LOAD(dev, sk->bound_dev_if);
+	if (dev) {
+		ktp_count(KTP_CTR_SKIPPED_BOUND);
+		return 1;
+	}
+	if (!ktp_listener_is_ours(ctx, v6_listener)) {
+		/* What the app would see of a dead proxy: connection refused. */
+		ktp_count(KTP_CTR_NO_LISTENER);
+		bpf_set_retval(-KTP_ECONNREFUSED);
+		return 0;
+	}
+	od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!od) {
+		/* No memory for it: fail open rather than reach a proxy that
+		 * could not answer for this connection. */
+		ktp_count(KTP_CTR_MAP_FULL);
+		return 1;
+	}
+	od->addr[0] = dst[0];
+	od->addr[1] = dst[1];
+	od->addr[2] = dst[2];
+	od->addr[3] = dst[3];
+	od->port = (__u16)port;
+	od->family = ktp_wire_family(dst);
+	od->_pad = 0;
+	return -1;
 }
 
 SEC("cgroup/connect4")
 int ktp_connect4(struct bpf_sock_addr *ctx)
 {
+	struct bpf_sock *sk;
 	__u32 dst[4];
 	int verdict;
 
-	if (ktp_should_skip(ctx))
+	KTP_LOAD(sk, ctx->sk);
+	ktp_forget(sk);
+	if (ktp_should_skip(ctx, sk))
 		return 1;
 	if (ktp_is_local4(ctx->user_ip4)) {
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
@@ -78,8 +151,9 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	verdict = ktp_route(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
-	if (ktp_remember(ctx, dst, ctx->user_port))
-		return 1;
+	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, 0);
+	if (verdict >= 0)
+		return verdict;
 	ctx->user_ip4 = ktp_proxy_ip4;
 	ctx->user_port = ktp_proxy_port;
 	ktp_count(KTP_CTR_REDIRECTED);
@@ -89,27 +163,31 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect6")
 int ktp_connect6(struct bpf_sock_addr *ctx)
 {
+	struct bpf_sock *sk;
 	__u32 dst[4];
 	int mapped, verdict;
 
-	if (ktp_should_skip(ctx))
+	KTP_LOAD(sk, ctx->sk);
+	ktp_forget(sk);
+	if (ktp_should_skip(ctx, sk))
 		return 1;
 	dst[0] = ctx->user_ip6[0];
 	dst[1] = ctx->user_ip6[1];
 	dst[2] = ctx->user_ip6[2];
 	dst[3] = ctx->user_ip6[3];
-	mapped = ktp_is_v4mapped(dst);
-	if ((mapped && ktp_is_local4(dst[3])) || (!mapped && ktp_is_local6(dst))) {
+	if (ktp_skip_dst6(dst)) {
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
 		return 1;
 	}
+	mapped = ktp_is_v4mapped(dst);
 	verdict = ktp_route(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
 	if (!mapped && !ktp_have_ip6)
 		return 1;
-	if (ktp_remember(ctx, dst, ctx->user_port))
-		return 1;
+	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, !mapped);
+	if (verdict >= 0)
+		return verdict;
 	if (mapped) {
 		/* An AF_INET6 socket speaking IPv4 must be sent to the IPv4 listener. */
 		ctx->user_ip6[0] = 0;
@@ -132,9 +210,13 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername4")
 int ktp_getpeername4(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct ktp_orig_dst *od = bpf_map_lookup_elem(&ktp_orig_dst, &cookie);
+	struct ktp_orig_dst *od;
+	struct bpf_sock *sk;
 
+	KTP_LOAD(sk, ctx->sk);
+	if (!sk)
+		return 1;
+	od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, 0);
 	if (!od || od->family != KTP_AF_INET)
 		return 1;
 	ctx->user_ip4 = od->addr[3];
@@ -145,9 +227,13 @@ int ktp_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int ktp_getpeername6(struct bpf_sock_addr *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct ktp_orig_dst *od = bpf_map_lookup_elem(&ktp_orig_dst, &cookie);
+	struct ktp_orig_dst *od;
+	struct bpf_sock *sk;
 
+	KTP_LOAD(sk, ctx->sk);
+	if (!sk)
+		return 1;
+	od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, 0);
 	if (!od)
 		return 1;
 	/* An AF_INET6 socket talking IPv4 gets the v4-mapped form back, which is
@@ -160,65 +246,137 @@ int ktp_getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* The app's socket: local = src, remote = dst (the proxy listener). */
+/* The connection's tuple from a sockops socket. The app's socket (mirror 0):
+ * local = src, remote = dst (the proxy listener). ktproxy's accepted socket
+ * (mirror 1): local = the listener = dst, remote = the app = src. */
 static __always_inline void ktp_tuple_from_sockops(struct bpf_sock_ops *skops,
-						   struct ktp_tuple *t)
+						   struct ktp_tuple *t, int mirror)
 {
-	if (skops->family == KTP_AF_INET) {
-		ktp_map_v4(t->src_addr, skops->local_ip4);
-		ktp_map_v4(t->dst_addr, skops->remote_ip4);
+	__u32 local[4], remote[4], family, a, lp, rp;
+	__u16 lport, rport;
+
+	KTP_LOAD(family, skops->family);
+	if (family == KTP_AF_INET) {
+		KTP_LOAD(a, skops->local_ip4);
+		ktp_map_v4(local, a);
+		KTP_LOAD(a, skops->remote_ip4);
+		ktp_map_v4(remote, a);
 	} else {
-		t->src_addr[0] = skops->local_ip6[0];
-		t->src_addr[1] = skops->local_ip6[1];
-		t->src_addr[2] = skops->local_ip6[2];
-		t->src_addr[3] = skops->local_ip6[3];
-		t->dst_addr[0] = skops->remote_ip6[0];
-		t->dst_addr[1] = skops->remote_ip6[1];
-		t->dst_addr[2] = skops->remote_ip6[2];
-		t->dst_addr[3] = skops->remote_ip6[3];
+		KTP_LOAD(local[0], skops->local_ip6[0]);
+		KTP_LOAD(local[1], skops->local_ip6[1]);
+		KTP_LOAD(local[2], skops->local_ip6[2]);
+		KTP_LOAD(local[3], skops->local_ip6[3]);
+		KTP_LOAD(remote[0], skops->remote_ip6[0]);
+		KTP_LOAD(remote[1], skops->remote_ip6[1]);
+		KTP_LOAD(remote[2], skops->remote_ip6[2]);
+		KTP_LOAD(remote[3], skops->remote_ip6[3]);
 	}
 	/* local_port is host order; remote_port is the network-order port in
 	 * the upper half of a network-order word. */
-	t->src_port = bpf_htons((__u16)skops->local_port);
-	t->dst_port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
+	KTP_LOAD(lp, skops->local_port);
+	KTP_LOAD(rp, skops->remote_port);
+	lport = bpf_htons((__u16)lp);
+	rport = bpf_htons((__u16)bpf_ntohl(rp));
+	if (mirror) {
+		__builtin_memcpy(t->src_addr, remote, sizeof(t->src_addr));
+		__builtin_memcpy(t->dst_addr, local, sizeof(t->dst_addr));
+		t->src_port = rport;
+		t->dst_port = lport;
+	} else {
+		__builtin_memcpy(t->src_addr, local, sizeof(t->src_addr));
+		__builtin_memcpy(t->dst_addr, remote, sizeof(t->dst_addr));
+		t->src_port = lport;
+		t->dst_port = rport;
+	}
 	t->family = ktp_wire_family(t->dst_addr);
+}
+
+/* Is this address and port ktproxy's listener (addr v4-mapped for IPv4)? */
+static __always_inline int ktp_is_listener_addr(const __u32 a[4], __u16 port_net)
+{
+	if (port_net != ktp_proxy_port)
+		return 0;
+	if (ktp_is_v4mapped(a))
+		return a[3] == ktp_proxy_ip4;
+	return ktp_have_ip6 && a[0] == ktp_proxy_ip6[0] && a[1] == ktp_proxy_ip6[1] &&
+	       a[2] == ktp_proxy_ip6[2] && a[3] == ktp_proxy_ip6[3];
+}
+
+/* Moves a connection's hand-off entry into the storage of ktproxy's side of
+ * it, so that the destination lives as long as ktproxy's socket and no
+ * longer depends on the app's. Returns the stored destination, or the
+ * hand-off entry itself when the storage cannot be made (it then stays in
+ * the hand-off map until the app's socket closes), or 0. */
+static __always_inline struct ktp_orig_dst *ktp_adopt(struct bpf_sock *sk, const struct ktp_tuple *t)
+{
+	struct ktp_orig_dst *from, *to;
+
+	from = bpf_map_lookup_elem(&ktp_handoff, t);
+	if (!from)
+		return 0;
+	to = bpf_sk_storage_get(&ktp_conn_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!to)
+		return from;
+	*to = *from;
+	bpf_map_delete_elem(&ktp_handoff, t);
+	return to;
 }
 
 SEC("sockops")
 int ktp_sockops(struct bpf_sock_ops *skops)
 {
 	struct ktp_tuple t = {};
-	__u64 cookie;
+	struct ktp_orig_dst *od;
+	struct bpf_sock *sk;
+	__u32 mark;
 
 	switch (skops->op) {
-	case BPF_SOCK_OPS_TCP_CONNECT_CB:
-		cookie = bpf_get_socket_cookie(skops);
-		/* Watch state from the SYN on, so that a connect that never
-		 * establishes still deletes its cookie entry. */
-		if (bpf_map_lookup_elem(&ktp_orig_dst, &cookie))
-			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
-							 BPF_SOCK_OPS_STATE_CB_FLAG);
-		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		cookie = bpf_get_socket_cookie(skops);
-		if (!bpf_map_lookup_elem(&ktp_orig_dst, &cookie))
+		/* The app's socket, in the app cgroup. */
+		sk = skops->sk;
+		if (!sk)
 			break;
-		ktp_tuple_from_sockops(skops, &t);
-		bpf_map_update_elem(&ktp_tuples, &t, &cookie, BPF_ANY);
+		od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, 0);
+		if (!od)
+			break;
+		ktp_tuple_from_sockops(skops, &t, 0);
+		/* BPF_ANY: this program may run twice for one socket, once per
+		 * cgroup it is attached to (ktproxy's own cgroup above the app's). */
+		if (bpf_map_update_elem(&ktp_handoff, &t, od, BPF_ANY)) {
+			ktp_count(KTP_CTR_MAP_FULL);
+			break;
+		}
+		/* Its close deletes an entry nobody took (ktproxy gone). */
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		/* ktproxy's accepted socket, in ktproxy's cgroup (a child socket
+		 * inherits its listener's). It gets here when the app's ACK
+		 * arrives, before any data or FIN of the app's, so before the
+		 * app's socket can reach TCP_CLOSE after a graceful close. */
+		sk = skops->sk;
+		if (!sk)
+			break;
+		ktp_tuple_from_sockops(skops, &t, 1);
+		if (!ktp_is_listener_addr(t.dst_addr, t.dst_port))
+			break;
+		/* In the root cgroup this program sees every host's socket:
+		 * the same address and port in another netns is not ours. */
+		if (bpf_get_netns_cookie(skops) != ktp_netns_cookie)
+			break;
+		KTP_LOAD(mark, sk->mark);
+		if (mark != ktp_mark)
+			break;
+		ktp_adopt(sk, &t);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* The callback runs before tcp_set_state() releases the port, so
 		 * the tuple read here is the one recorded at establishment. */
 		if (skops->args[1] != BPF_TCP_CLOSE)
 			break;
-		cookie = bpf_get_socket_cookie(skops);
-		bpf_map_delete_elem(&ktp_orig_dst, &cookie);
-		if (skops->args[0] == BPF_TCP_SYN_SENT)
-			break;
-		ktp_tuple_from_sockops(skops, &t);
-		bpf_map_delete_elem(&ktp_tuples, &t);
+		ktp_tuple_from_sockops(skops, &t, 0);
+		bpf_map_delete_elem(&ktp_handoff, &t);
 		break;
 	}
 	return 1;
@@ -229,23 +387,19 @@ int ktp_sockops(struct bpf_sock_ops *skops)
  * chance to keep "sk + offset" in a register across loads. */
 struct ktp_sk_view {
 	__u32 family;
+	__u32 mark;
 	__u32 local_port;   /* host order */
 	__u16 remote_port;  /* network order */
 	__u32 local[4];     /* v4-mapped for IPv4 */
 	__u32 remote[4];
 };
 
-#define KTP_LOAD(dst, src)                                   \
-	do {                                                 \
-		dst = src;                                   \
-		asm volatile("" : "+r"(dst) :: "memory");    \
-	} while (0)
-
 static __always_inline void ktp_read_sk(struct bpf_sock *sk, struct ktp_sk_view *v)
 {
 	__u32 a;
 
 	KTP_LOAD(v->family, sk->family);
+	KTP_LOAD(v->mark, sk->mark);
 	KTP_LOAD(v->local_port, sk->src_port);
 	KTP_LOAD(v->remote_port, sk->dst_port);
 	if (v->family == KTP_AF_INET) {
@@ -265,17 +419,15 @@ static __always_inline void ktp_read_sk(struct bpf_sock *sk, struct ktp_sk_view 
 	KTP_LOAD(v->remote[3], sk->dst_ip6[3]);
 }
 
-/* Is this the proxy's accepted socket? Its local end is the listener. */
+/* Is this ktproxy's accepted socket? Its local end is the listener, and it
+ * carries the listener's mark (a child socket inherits it). */
 static __always_inline int ktp_is_proxy_socket(const struct ktp_sk_view *v)
 {
-	if (v->local_port != bpf_ntohs(ktp_proxy_port))
+	if (v->mark != ktp_mark)
 		return 0;
-	if (v->family == KTP_AF_INET)
-		return v->local[3] == ktp_proxy_ip4;
-	if (v->family != KTP_AF_INET6 || !ktp_have_ip6)
+	if (v->family != KTP_AF_INET && v->family != KTP_AF_INET6)
 		return 0;
-	return v->local[0] == ktp_proxy_ip6[0] && v->local[1] == ktp_proxy_ip6[1] &&
-	       v->local[2] == ktp_proxy_ip6[2] && v->local[3] == ktp_proxy_ip6[3];
+	return ktp_is_listener_addr(v->local, bpf_htons((__u16)v->local_port));
 }
 
 /* The proxy's accepted socket: local = the app's dst, remote = the app's src. */
@@ -295,7 +447,6 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 	struct ktp_orig_dst *od;
 	struct ktp_tuple t = {};
 	struct ktp_sk_view v = {};
-	__u64 *cookie;
 	void *optval = ctx->optval;
 	void *optval_end = ctx->optval_end;
 
@@ -308,9 +459,13 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 		return 1;
 	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie)
 		return 1;
-	ktp_tuple_from_accepted(&v, &t);
-	cookie = bpf_map_lookup_elem(&ktp_tuples, &t);
-	od = cookie ? bpf_map_lookup_elem(&ktp_orig_dst, cookie) : 0;
+	od = bpf_sk_storage_get(&ktp_conn_dst, sk, 0, 0);
+	if (!od) {
+		/* sockops did not see this socket established (not attached to
+		 * ktproxy's cgroup when it was): take the entry over now. */
+		ktp_tuple_from_accepted(&v, &t);
+		od = ktp_adopt(sk, &t);
+	}
 	if (!od) {
 		ktp_count(KTP_CTR_ORIG_DST_MISSED);
 		return 1;

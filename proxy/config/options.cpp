@@ -17,12 +17,12 @@ void add_proxy_options(CLI::App& app, Options& o)
         ->capture_default_str();
     app.add_option("--port", o.port, "listener port; 0 lets the kernel pick a free one")
         ->capture_default_str();
-    app.add_option("--mark", o.mark, "SO_MARK put on ktproxy's own outgoing sockets so the hooks skip them (decimal or 0x hex)")
+    app.add_option("--mark", o.mark, "SO_MARK on ktproxy's outgoing sockets (the hooks skip them) and listeners (the hooks deliver only to them); decimal or 0x hex")
         ->capture_default_str();
     app.add_option("--connect-timeout", o.connect_timeout, "seconds to wait for the original destination to accept")
         ->check(CLI::Range(0.1, 3600.0))
         ->capture_default_str();
-    app.add_option("--max-conns", o.max_conns, "size of the kernel connection maps (connections being set up or open at once)")
+    app.add_option("--max-conns", o.max_conns, "size of the kernel's hand-off map (connections established by apps, not yet on ktproxy's side)")
         ->check(CLI::Range(1024u, 4u * 1024 * 1024))
         ->capture_default_str();
     app.add_option("--buffer-size", o.buffer_size, "bytes per relay buffer")

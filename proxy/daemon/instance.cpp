@@ -96,15 +96,18 @@ std::vector<std::vector<Listener>> open_listeners(const Options& o, unsigned wor
     const char* w4 = transparent ? "gateway listener" : "--listen4";
     const char* w6 = transparent ? "gateway listener" : "--listen6";
     const uint16_t first_port = transparent ? 0 : o.port;
+    // The connect hooks check the cgroup listeners' mark; the gateway's are
+    // reached by bpf_sk_assign and keep none.
+    const uint32_t mark = transparent ? 0 : o.mark;
     for (int attempt = 0;; ++attempt) {
         std::vector<std::vector<Listener>> sets(workers);
         try {
             uint16_t port = first_port;
             for (unsigned w = 0; w < workers; ++w) {
-                sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), w4, reuse, transparent));
+                sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), w4, reuse, transparent, mark));
                 port = sets[w][0].addr.port();
                 if (want6)
-                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen6, port), w6, reuse, transparent));
+                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen6, port), w6, reuse, transparent, mark));
             }
             return sets;
         } catch (const Error& e) {
@@ -379,7 +382,6 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         i.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         i.kernel = kernel.counters();
         auto occ = kernel.occupancy();
-        i.live_orig_dst = occ.orig_dst;
         i.live_tuples = occ.tuples;
         i.reloads_applied = reloads.applied;
         i.reloads_refused = reloads.refused;

@@ -77,8 +77,7 @@ SockHooks::SockHooks(const HookConfig& cfg)
     skel_->rodata->ktp_mark = cfg.mark;
     skel_->rodata->ktp_netns_cookie = cfg.netns_cookie;
 
-    bpf_map__set_max_entries(skel_->maps.ktp_orig_dst, cfg.max_conns);
-    bpf_map__set_max_entries(skel_->maps.ktp_tuples, cfg.max_conns);
+    bpf_map__set_max_entries(skel_->maps.ktp_handoff, cfg.max_conns);
 
     pin_dir_ = cfg.pin_dir;
     if (!pin_dir_.empty()) {
@@ -89,7 +88,8 @@ SockHooks::SockHooks(const HookConfig& cfg)
         // The rules are not pinned: each object has its own, so a restarted
         // instance never rewrites tries that the old programs still read
         // until their links are swapped.
-        for (bpf_map* m : {skel_->maps.ktp_orig_dst, skel_->maps.ktp_tuples, skel_->maps.ktp_counters})
+        for (bpf_map* m : {skel_->maps.ktp_app_dst, skel_->maps.ktp_conn_dst, skel_->maps.ktp_handoff,
+                           skel_->maps.ktp_counters})
             bpf_map__set_pin_path(m, (pin_dir_ + "/map_" + bpf_map__name(m)).c_str());
     }
 
@@ -108,10 +108,11 @@ SockHooks::~SockHooks()
         sock_redirect__destroy(skel_);
 }
 
-void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, const std::string& path)
+void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, const std::string& path,
+                           const char* pin_suffix)
 {
     if (!pin_dir_.empty()) {
-        std::string pin = pin_dir_ + "/link_" + bpf_program__name(prog);
+        std::string pin = pin_dir_ + "/link_" + bpf_program__name(prog) + pin_suffix;
         if (access(pin.c_str(), F_OK) == 0) {
             // A previous instance died with --fail-closed: swap our program
             // into its link, so the hook never leaves the cgroup.
@@ -168,6 +169,15 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
     // getsockopt first: once connects are redirected, the proxy must already
     // be able to ask for their destination.
     attach_one("cgroup/getsockopt", skel_->progs.ktp_getsockopt, own_fd, own_path);
+    // ktproxy's accepted sockets are in its own cgroup (a child socket
+    // inherits its listener's): sockops there moves each destination onto
+    // the accepted socket. When ktproxy runs in the app cgroup itself, the
+    // app's attachment already covers its sockets: no second run each.
+    struct stat app_st {}, own_st {};
+    const bool same = fstat(app_fd, &app_st) == 0 && fstat(own_fd, &own_st) == 0 &&
+                      app_st.st_dev == own_st.st_dev && app_st.st_ino == own_st.st_ino;
+    if (!same)
+        attach_one("sockops", skel_->progs.ktp_sockops, own_fd, own_path, "_own");
     attach_one("sockops", skel_->progs.ktp_sockops, app_fd, app_path);
     attach_one("cgroup/connect4", skel_->progs.ktp_connect4, app_fd, app_path);
     attach_one("cgroup/connect6", skel_->progs.ktp_connect6, app_fd, app_path);
@@ -193,10 +203,7 @@ Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->m
 
 MapOccupancy SockHooks::occupancy() const
 {
-    return MapOccupancy{
-        count_entries(bpf_map__fd(skel_->maps.ktp_orig_dst), sizeof(uint64_t)),
-        count_entries(bpf_map__fd(skel_->maps.ktp_tuples), sizeof(ktp_tuple)),
-    };
+    return MapOccupancy{count_entries(bpf_map__fd(skel_->maps.ktp_handoff), sizeof(ktp_tuple))};
 }
 
 std::string format_counters(const Counters& c, const MapOccupancy& m)
@@ -204,11 +211,11 @@ std::string format_counters(const Counters& c, const MapOccupancy& m)
     return fmt::format(
         "counters redirected={} skipped_mark={} skipped_netns={} skipped_local={} "
         "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} gw_assigned={} gw_no_listener={} "
-        "live_orig_dst={} live_tuples={}",
+        "no_listener={} skipped_bound={} live_tuples={}",
         c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
         c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
         c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], c[KTP_CTR_GW_ASSIGNED],
-        c[KTP_CTR_GW_NO_LISTENER], m.orig_dst, m.tuples);
+        c[KTP_CTR_GW_NO_LISTENER], c[KTP_CTR_NO_LISTENER], c[KTP_CTR_SKIPPED_BOUND], m.tuples);
 }
 
 }  // namespace ktp

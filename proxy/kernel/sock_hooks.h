@@ -32,8 +32,10 @@ struct HookConfig {
 };
 
 
+// Entries in the hand-off map: connections between the app's handshake and
+// ktproxy's end of it. The destinations kept in socket storage (ktp_app_dst,
+// ktp_conn_dst) cannot be counted without walking every socket.
 struct MapOccupancy {
-    uint64_t orig_dst = 0;
     uint64_t tuples = 0;
 };
 
@@ -45,7 +47,9 @@ public:
     SockHooks(const SockHooks&) = delete;
     SockHooks& operator=(const SockHooks&) = delete;
 
-    // connect4/connect6/sockops on the app's cgroup, getsockopt on ktproxy's own.
+    // connect4/connect6/sockops/getpeername on the app's cgroup; getsockopt
+    // and sockops (which hands the destination to the accepted socket) on
+    // ktproxy's own.
     void attach(int app_cgroup_fd, const std::string& app_cgroup_path, int own_cgroup_fd,
                 const std::string& own_cgroup_path);
     // Without pinning: detaches every program. With pinning the hooks stay
@@ -65,7 +69,9 @@ public:
     MapOccupancy occupancy() const;
 
 private:
-    void attach_one(const char* what, ::bpf_program* prog, int cgroup_fd, const std::string& path);
+    // pin_suffix tells apart two links of one program (--fail-closed pins).
+    void attach_one(const char* what, ::bpf_program* prog, int cgroup_fd, const std::string& path,
+                    const char* pin_suffix = "");
 
     std::string pin_dir_;
     bool took_over_ = false;

@@ -13,7 +13,7 @@
 
 namespace ktp {
 
-Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool transparent)
+Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool transparent, uint32_t mark)
 {
     Listener l;
     l.fd = UniqueFd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -29,6 +29,11 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool
         fail_errno("{} {}: SO_REUSEPORT", what, addr.to_string());
     if (addr.family() == AF_INET6)
         setsockopt(l.fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    // The connect hooks deliver only to a listener with this mark, which an
+    // unprivileged user cannot set: a dead ktproxy's port, taken over by
+    // someone else, gets none of the cgroup's connections.
+    if (mark != 0 && setsockopt(l.fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+        fail_errno("{} {}: SO_MARK {:#x}", what, addr.to_string(), mark);
     if (transparent) {
         // Accept connections whose destination is not a local address.
         int rc = addr.family() == AF_INET6 ? setsockopt(l.fd.get(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))

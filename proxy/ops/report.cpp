@@ -14,6 +14,7 @@ const char* kernel_counter_name(int idx)
     static constexpr const char* names[KTP_CTR_MAX] = {
         "redirected", "skipped_mark", "skipped_netns", "skipped_local", "orig_dst_answered",
         "orig_dst_missed", "map_full", "bypassed", "blocked", "gw_assigned", "gw_no_listener",
+        "no_listener", "skipped_bound",
     };
     return idx >= 0 && idx < KTP_CTR_MAX ? names[idx] : "?";
 }
@@ -58,8 +59,8 @@ std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap)
     head("ktproxy_kernel_events_total", "counter", "Decisions of the BPF socket hooks.");
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format("ktproxy_kernel_events_total{{event=\"{}\"}} {}\n", kernel_counter_name(i), info.kernel[i]);
-    head("ktproxy_kernel_map_entries", "gauge", "Entries in the connection maps of the BPF hooks.");
-    out += fmt::format("ktproxy_kernel_map_entries{{map=\"orig_dst\"}} {}\n", info.live_orig_dst);
+    head("ktproxy_kernel_map_entries", "gauge",
+         "Entries in the hand-off map of the BPF hooks (connections between the app's handshake and ktproxy's).");
     out += fmt::format("ktproxy_kernel_map_entries{{map=\"tuples\"}} {}\n", info.live_tuples);
     head("ktproxy_fixed_files_in_use", "gauge", "Relayed sockets held in io_uring fixed-file tables.");
     out += fmt::format("ktproxy_fixed_files_in_use {}\n", snap.fixed_files_in_use);
@@ -82,7 +83,7 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     out += "kernel:";
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format(" {}={}", kernel_counter_name(i), info.kernel[i]);
-    out += fmt::format(" live_orig_dst={} live_tuples={}\n", info.live_orig_dst, info.live_tuples);
+    out += fmt::format(" live_tuples={}\n", info.live_tuples);
     out += fmt::format("reloads: applied={} refused={}{}\n", info.reloads_applied, info.reloads_refused,
                        info.last_reload_error.empty() ? "" : " last refusal: " + info.last_reload_error);
     for (const auto& [route, r] : snap.routes)
@@ -107,10 +108,10 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
                                   info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s);
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
-    out += fmt::format(",\"live_orig_dst\":{},\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"
+    out += fmt::format(",\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"
                        "\"last_reload_error\":\"{}\",\"fixed_files_in_use\":{},\"pipes_in_use\":{},"
                        "\"pipes_pooled\":{},\"routes\":{{",
-                       info.live_orig_dst, info.live_tuples, info.reloads_applied, info.reloads_refused,
+                       info.live_tuples, info.reloads_applied, info.reloads_refused,
                        json_escape(info.last_reload_error), snap.fixed_files_in_use, snap.pipes_in_use,
                        snap.pipes_pooled);
     bool first = true;

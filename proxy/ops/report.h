@@ -18,7 +18,7 @@ struct InstanceInfo {
     int pid = 0;
     double uptime_s = 0;
     std::array<uint64_t, KTP_CTR_MAX> kernel{};
-    uint64_t live_orig_dst = 0, live_tuples = 0;
+    uint64_t live_tuples = 0;  // hand-off map entries (socket storage is not countable)
     // SIGHUP reloads since start: applied, and refused (the old rules stayed).
     uint64_t reloads_applied = 0, reloads_refused = 0;
     std::string last_reload_error;  // the newest refusal's line, "" if none

@@ -165,7 +165,7 @@ stop_ktproxy() {
     return "$(cat "$KTP_LOG.rc")"
 }
 
-# ktp_counter NAME: a kernel counter (or live_orig_dst / live_tuples) of the
+# ktp_counter NAME: a kernel counter (or live_tuples) of the
 # running ktproxy, read from the line it logs on SIGUSR1.
 ktp_counter() {
     local before after

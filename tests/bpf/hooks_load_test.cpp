@@ -14,10 +14,15 @@ TEST_CASE("map keys and values match bpf/ktproxy_shared.h")
 {
     sock_redirect* skel = sock_redirect__open();
     REQUIRE(skel);
-    CHECK(bpf_map__key_size(skel->maps.ktp_orig_dst) == sizeof(__u64));
-    CHECK(bpf_map__value_size(skel->maps.ktp_orig_dst) == sizeof(ktp_orig_dst));
-    CHECK(bpf_map__key_size(skel->maps.ktp_tuples) == sizeof(ktp_tuple));
-    CHECK(bpf_map__value_size(skel->maps.ktp_tuples) == sizeof(__u64));
+    CHECK(bpf_map__value_size(skel->maps.ktp_app_dst) == sizeof(ktp_orig_dst));
+    CHECK(bpf_map__value_size(skel->maps.ktp_conn_dst) == sizeof(ktp_orig_dst));
+    CHECK(bpf_map__key_size(skel->maps.ktp_handoff) == sizeof(ktp_tuple));
+    CHECK(bpf_map__value_size(skel->maps.ktp_handoff) == sizeof(ktp_orig_dst));
+    // Socket storage: nothing to size, nothing to evict.
+    CHECK(bpf_map__type(skel->maps.ktp_app_dst) == BPF_MAP_TYPE_SK_STORAGE);
+    CHECK(bpf_map__type(skel->maps.ktp_conn_dst) == BPF_MAP_TYPE_SK_STORAGE);
+    // A plain hash: an update fails when full (counted), it never evicts.
+    CHECK(bpf_map__type(skel->maps.ktp_handoff) == BPF_MAP_TYPE_HASH);
     CHECK(bpf_map__max_entries(skel->maps.ktp_counters) == KTP_CTR_MAX);
     sock_redirect__destroy(skel);
 }
@@ -34,7 +39,6 @@ TEST_CASE("the verifier accepts every socket hook, and a fresh load has empty ma
     for (auto v : hooks.counters())
         CHECK(v == 0);
     auto occ = hooks.occupancy();
-    CHECK(occ.orig_dst == 0);
     CHECK(occ.tuples == 0);
 }
 
@@ -42,7 +46,9 @@ TEST_CASE("counters print with stable names")
 {
     Counters c{};
     c[KTP_CTR_REDIRECTED] = 3;
-    auto s = format_counters(c, MapOccupancy{1, 2});
+    c[KTP_CTR_NO_LISTENER] = 4;
+    c[KTP_CTR_SKIPPED_BOUND] = 5;
+    auto s = format_counters(c, MapOccupancy{2});
     CHECK(s.find("redirected=3 ") != std::string::npos);
-    CHECK(s.find("live_orig_dst=1 live_tuples=2") != std::string::npos);
+    CHECK(s.find("no_listener=4 skipped_bound=5 live_tuples=2") != std::string::npos);
 }

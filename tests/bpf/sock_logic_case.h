@@ -16,6 +16,8 @@ struct ktp_logic_case {
 	__u32 is_mapped;
 	__u32 wire_family;
 	__u32 remapped[4]; /* ktp_map_v4(addr[3]) */
+	__u32 is_linklocal6;
+	__u32 skip_dst6;   /* connect6 leaves it alone before any rule */
 };
 
 #endif

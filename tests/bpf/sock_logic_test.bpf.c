@@ -26,6 +26,8 @@ int ktp_test_sock_logic(struct __sk_buff *skb)
 		c->is_mapped = ktp_is_v4mapped(c->addr);
 		c->wire_family = ktp_wire_family(c->addr);
 		ktp_map_v4(c->remapped, c->addr[3]);
+		c->is_linklocal6 = ktp_is_linklocal6(c->addr);
+		c->skip_dst6 = ktp_skip_dst6(c->addr);
 	}
 	return 0;
 }

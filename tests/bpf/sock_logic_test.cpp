@@ -20,6 +20,7 @@ struct Expect {
     const char* ip;
     bool local4, local6, mapped;
     int family;
+    bool linklocal = false;
 };
 
 struct SkelDeleter {
@@ -45,6 +46,13 @@ TEST_CASE("socket hook decisions classify addresses as the design says")
         {"::fffe:0:1", false, false, false, AF_INET6},  // near the mapped prefix, not in it
         {"::ffff:0:1", false, false, true, AF_INET},     // that is ::ffff:0.0.0.1
         {"64:ff9b::a00:1", false, false, false, AF_INET6},
+        // Link-local: connect6 leaves them alone (the scope id would be lost).
+        {"fe80::1", false, false, false, AF_INET6, true},
+        {"febf:ffff::1", false, false, false, AF_INET6, true},  // last of fe80::/10
+        {"fec0::1", false, false, false, AF_INET6},             // just past it
+        {"fe7f::1", false, false, false, AF_INET6},             // just before it
+        {"ff02::1", false, false, false, AF_INET6},
+        {"::ffff:169.254.1.1", false, false, true, AF_INET},    // IPv4 link-local has no scope id
     };
     std::unique_ptr<sock_logic_test, SkelDeleter> skel(sock_logic_test__open_and_load());
     REQUIRE(skel);
@@ -72,5 +80,8 @@ TEST_CASE("socket hook decisions classify addresses as the design says")
         CHECK(int(c.wire_family) == table[i].family);
         CHECK(c.remapped[2] == htonl(0xffff));
         CHECK(c.remapped[3] == c.addr[3]);
+        CHECK(bool(c.is_linklocal6) == table[i].linklocal);
+        const bool skip = table[i].mapped ? table[i].local4 : (table[i].local6 || table[i].linklocal);
+        CHECK(bool(c.skip_dst6) == skip);
     }
 }
