@@ -3,7 +3,17 @@
 
 #include "error.h"
 
+#include <dirent.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -51,6 +61,116 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool
     l.transparent = transparent;
     l.orig_dst_level = addr.family() == AF_INET6 ? SOL_IPV6 : SOL_IP;
     return l;
+}
+
+std::vector<ProcListener> parse_proc_net_listeners(std::string_view text, bool v6)
+{
+    // "  sl  local_address rem_address   st tx_queue:rx_queue tr:tm->when retrnsmt   uid  timeout inode"
+    // The address is the in-memory u32 words printed %08X, the port %04X.
+    std::vector<ProcListener> out;
+    size_t pos = text.find('\n');  // header
+    while (pos != std::string_view::npos && pos + 1 < text.size()) {
+        size_t end = text.find('\n', pos + 1);
+        std::string line(text.substr(pos + 1, end == std::string_view::npos ? std::string_view::npos : end - pos - 1));
+        pos = end;
+        char local[64] = {}, remote[64] = {};
+        unsigned st = 0;
+        unsigned long long inode = 0;
+        if (std::sscanf(line.c_str(), " %*u: %63s %63s %x %*s %*s %*s %*u %*u %llu", local, remote, &st, &inode) != 4)
+            continue;
+        if (st != 0x0A)  // TCP_LISTEN
+            continue;
+        std::string_view l(local);
+        auto colon = l.find(':');
+        const size_t hex_len = v6 ? 32 : 8;
+        if (colon != hex_len)
+            continue;
+        ProcListener p{};
+        auto word = [&](size_t i) {
+            return static_cast<uint32_t>(std::strtoul(std::string(l.substr(i * 8, 8)).c_str(), nullptr, 16));
+        };
+        if (v6) {
+            for (size_t i = 0; i < 4; ++i)
+                p.addr[i] = word(i);
+        } else {
+            p.addr[2] = htonl(0xffff);
+            p.addr[3] = word(0);
+        }
+        p.port = static_cast<uint16_t>(std::strtoul(std::string(l.substr(colon + 1)).c_str(), nullptr, 16));
+        p.inode = inode;
+        out.push_back(p);
+    }
+    return out;
+}
+
+namespace {
+
+// The pid of a process holding socket inode `ino`, or 0: only for the
+// message, so a bounded walk of /proc is fine.
+int holder_of_socket(uint64_t ino)
+{
+    const std::string want = fmt::format("socket:[{}]", ino);
+    DIR* proc = opendir("/proc");
+    if (!proc)
+        return 0;
+    int found = 0;
+    while (dirent* p = readdir(proc)) {
+        if (found || p->d_name[0] < '1' || p->d_name[0] > '9')
+            continue;
+        std::string fds = fmt::format("/proc/{}/fd", p->d_name);
+        DIR* d = opendir(fds.c_str());
+        if (!d)
+            continue;
+        while (dirent* f = readdir(d)) {
+            char target[64];
+            ssize_t n = readlink((fds + "/" + f->d_name).c_str(), target, sizeof(target) - 1);
+            if (n > 0 && std::string_view(target, n) == want) {
+                found = std::atoi(p->d_name);
+                break;
+            }
+        }
+        closedir(d);
+    }
+    closedir(proc);
+    return found;
+}
+
+std::string slurp(const char* path)
+{
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+void refuse_shared_listeners(const std::vector<const Listener*>& ours)
+{
+    std::vector<uint64_t> inodes;
+    for (const Listener* l : ours) {
+        struct stat st {};
+        if (fstat(l->fd.get(), &st) == 0)
+            inodes.push_back(st.st_ino);
+    }
+    for (bool v6 : {false, true}) {
+        auto others = parse_proc_net_listeners(slurp(v6 ? "/proc/net/tcp6" : "/proc/net/tcp"), v6);
+        for (const Listener* l : ours) {
+            if ((l->addr.family() == AF_INET6) != v6)
+                continue;
+            uint32_t mine[4];
+            l->addr.to_mapped(mine);
+            for (const auto& o : others) {
+                if (o.port != l->addr.port() || std::memcmp(o.addr, mine, sizeof(mine)) != 0 ||
+                    std::find(inodes.begin(), inodes.end(), o.inode) != inodes.end())
+                    continue;
+                int pid = holder_of_socket(o.inode);
+                fail("{}: another socket listens there too (SO_REUSEPORT, {}): the kernel would split the cgroup's "
+                     "connections between it and ktproxy; stop it or pick another --port",
+                     l->addr.to_string(), pid ? fmt::format("pid {}", pid) : fmt::format("socket inode {}", o.inode));
+            }
+        }
+    }
 }
 
 uint64_t netns_cookie_of(int fd)
