@@ -410,6 +410,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                           app->path, kReattachWaitS);
             }
             if (state == CgroupWatch::State::replaced) {
+                const auto seen = now;
                 try {
                     Cgroup fresh = open_cgroup2_dir(app->path);
                     kernel.sock->reattach(app->fd.get(), fresh.fd.get(), fresh.path);
@@ -424,9 +425,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                 waiting = false;
                 ++reattached;
                 last_reattach = std::chrono::steady_clock::now();
-                log::info("re-attached the hooks to cgroup {} (created again), {:.1f} ms after its removal was "
-                          "noticed",
-                          app->path, std::chrono::duration<double, std::milli>(last_reattach - gone_since).count());
+                log::info("re-attached the hooks to cgroup {} (created again; {:.1f} ms from seeing it to attached)",
+                          app->path, std::chrono::duration<double, std::milli>(last_reattach - seen).count());
             } else if (waiting && now - gone_since > std::chrono::seconds(kReattachWaitS)) {
                 log::error("cgroup {} was removed and not created again within {}s: exiting{}", app->path,
                            kReattachWaitS,
@@ -590,6 +590,15 @@ int run_cleanup(const Options&)
     if (DIR* d = opendir(kRunDir)) {
         while (dirent* e = readdir(d)) {
             std::string n = e->d_name;
+            if (n.size() > 5 && n.substr(n.size() - 5) == ".lock") {
+                // Left by a killed instance; a held one is a live instance's.
+                int holder = 0;
+                if (InstanceLock lock = InstanceLock::try_acquire(n.substr(0, n.size() - 5), &holder)) {
+                    lock.remove();
+                    ++sockets;
+                }
+                continue;
+            }
             if (n.size() <= 5 || n.substr(n.size() - 5) != ".sock")
                 continue;
             std::string p = std::string(kRunDir) + "/" + n;
@@ -610,8 +619,8 @@ int run_cleanup(const Options&)
         // A live gateway owns its state: not a leftover, and not a failure.
         log::info("cleanup: gateway state left alone: {}", e.what());
     }
-    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets, {} gateway "
-              "leftovers",
+    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets and lock "
+              "files, {} gateway leftovers",
               pins, cgroups, sockets, gw);
     return 0;
 }
