@@ -225,7 +225,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // control socket, hooks) is touched.
     std::optional<InstanceLock> owner_lock;
     if (cgroup_mode) {
-        owner_lock = InstanceLock::acquire(name);
+        owner_lock = InstanceLock::acquire(bpffs_name(name));
         owner_lock->record_owner();
     }
 
@@ -266,7 +266,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             ensure_bpffs(kBpffs, cgroup2_mounted_here());
             if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
                 fail_errno("--fail-closed: create {}", kPinRoot);
-            hc.pin_dir = std::string(kPinRoot) + "/" + name;
+            hc.pin_dir = std::string(kPinRoot) + "/" + bpffs_name(name);
         }
         kernel.sock = std::make_unique<SockHooks>(hc);
     }

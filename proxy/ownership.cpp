@@ -38,6 +38,18 @@ std::string instance_name(std::string_view mount, std::string_view cgroup_path)
     return out;
 }
 
+std::string bpffs_name(std::string_view instance_name)
+{
+    std::string out;
+    for (char ch : instance_name) {
+        if (ch == '.')
+            out += "%2E";
+        else
+            out += ch;
+    }
+    return out;
+}
+
 std::string InstanceLock::path_of(const std::string& name) { return std::string(kRunDir) + "/" + name + ".lock"; }
 
 namespace {

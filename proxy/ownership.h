@@ -15,7 +15,13 @@ namespace ktp {
 // names older versions gave them. "root" for the mount itself.
 std::string instance_name(std::string_view mount, std::string_view cgroup_path);
 
-// An exclusive flock on /run/ktproxy/NAME.lock held for the life of the
+// The name as a bpffs entry, which may not contain '.' (the kernel keeps
+// dotted names for itself and answers EPERM): '.' becomes %2E. Names the
+// pin directory and the lock ("system.slice_app.service" ->
+// "system%2Eslice_app%2Eservice").
+std::string bpffs_name(std::string_view instance_name);
+
+// An exclusive flock on /run/ktproxy/NAME.lock (NAME: the bpffs_name()) held for the life of the
 // instance (the kernel drops it when the process dies, however it dies).
 // Taken before anything of the cgroup's is touched: a second instance on the
 // same cgroup stops there, naming the owner, instead of half-starting over

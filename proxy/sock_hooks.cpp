@@ -93,6 +93,23 @@ std::string pinned_map_mismatch(const std::string& pin, const bpf_map* m)
     return {};
 }
 
+// Pins an object at `path` in place of whatever is pinned there, in one
+// step (bpffs renames over an existing pin): no moment without a pin, in
+// which a crash would leave the new link held by nothing but our fd.
+template <typename PinFn>
+void pin_over(const std::string& path, const char* what, PinFn pin)
+{
+    const std::string tmp = path + "_replacing";  // bpffs refuses names with dots
+    ::unlink(tmp.c_str());
+    if (int err = pin(tmp.c_str()); err)
+        fail("--fail-closed: pin {} at {}: {}", what, tmp, errno_text(-err));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        fail("--fail-closed: pin {} at {}: {}", what, path, errno_text(err));
+    }
+}
+
 }  // namespace
 
 uint64_t cgroup_id_of(int cgroup_fd)
@@ -163,12 +180,9 @@ void SockHooks::pin_or_replace(bpf_map* m)
 
 void SockHooks::replace_map_pins()
 {
-    for (bpf_map* m : stale_map_pins_) {
-        std::string pin = pin_dir_ + "/map_" + bpf_map__name(m);
-        ::unlink(pin.c_str());
-        if (int err = bpf_map__pin(m, pin.c_str()); err)
-            fail("--fail-closed: pin map at {}: {}", pin, errno_text(-err));
-    }
+    for (bpf_map* m : stale_map_pins_)
+        pin_over(pin_dir_ + "/map_" + bpf_map__name(m), bpf_map__name(m),
+                 [m](const char* p) { return bpf_map__pin(m, p); });
     stale_map_pins_.clear();
 }
 
@@ -209,14 +223,13 @@ void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, c
             bpf_link__destroy(old);
             log::warn("--fail-closed: pinned {} was on cgroup id {}, not on {} (id {}): attaching anew", what,
                       on, path, want);
-            ::unlink(pin.c_str());
         }
         h.link = bpf_program__attach_cgroup(prog, cgroup_fd);
         if (!h.link)
             fail_errno("attach {} to cgroup {}", what, path);
         hooks_.push_back(h);
-        if (int err = bpf_link__pin(h.link, pin.c_str()); err)
-            fail("--fail-closed: pin {} at {}: {}", what, pin, errno_text(-err));
+        bpf_link* link = h.link;
+        pin_over(pin, what, [link](const char* p) { return bpf_link__pin(link, p); });
         return;
     }
     h.link = bpf_program__attach_cgroup(prog, cgroup_fd);
@@ -228,7 +241,7 @@ void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, c
 void SockHooks::reattach(int old_cgroup_fd, int new_cgroup_fd, const std::string& new_path)
 {
     // New links first, then the pins move to them: the old links hold a
-    // cgroup that is gone, so nothing is ever left without a hook here.
+    // cgroup that is gone, so nothing that exists is ever without a hook.
     for (Hook& h : hooks_) {
         if (h.cgroup_fd != old_cgroup_fd)
             continue;
@@ -236,11 +249,12 @@ void SockHooks::reattach(int old_cgroup_fd, int new_cgroup_fd, const std::string
         if (!fresh)
             fail_errno("attach {} to cgroup {}", h.what, new_path);
         if (!pin_dir_.empty()) {
-            std::string pin = pin_dir_ + "/link_" + bpf_program__name(h.prog);
-            ::unlink(pin.c_str());
-            if (int err = bpf_link__pin(fresh, pin.c_str()); err) {
+            try {
+                pin_over(pin_dir_ + "/link_" + bpf_program__name(h.prog), h.what,
+                         [fresh](const char* p) { return bpf_link__pin(fresh, p); });
+            } catch (const Error&) {
                 bpf_link__destroy(fresh);
-                fail("--fail-closed: pin {} at {}: {}", h.what, pin, errno_text(-err));
+                throw;
             }
         }
         bpf_link__destroy(h.link);

@@ -181,6 +181,26 @@ test_cgroups_x_slash_y_and_x_underscore_y_get_their_own_pins() {
     rmdir "$a" "$KTP_CG_PARENT/x" "$b"
 }
 
+test_fail_closed_on_a_systemd_like_cgroup_name_with_dots() {
+    trap kill_left_instances EXIT
+    # bpffs refuses names with a dot: "app.service" could not be pinned.
+    local cg="$KTP_CG_PARENT/app.service"
+    mkdir -p "$cg"
+    KTP_EXTRA_CLEANUP+=("rmdir $cg")
+    KTP_CG_ARG="$cg" start_ktproxy --fail-closed || fail "ktproxy --fail-closed on app.service did not start"
+    [ -d "$PINS/ktp-test-${KTP_ID}_app%2Eservice" ] || fail "no pin dir for app.service"
+    curl_via_ktproxy "$cg" "$KTP_LOG"
+    local port rc=0
+    port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$KTP_LOG" | head -1 | cut -d: -f2)
+    stop_ktproxy KILL || true
+    ktp_wait_port_gone "$KTP_CLI" "$port" || fail "the listener outlived ktproxy"
+    in_cg "$cg" timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null || rc=$?
+    expect_eq "$rc" 7 "curl exit status while ktproxy is dead"
+    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    [ ! -e "$PINS/ktp-test-${KTP_ID}_app%2Eservice" ] || fail "pins left after cleanup"
+    rmdir "$cg"
+}
+
 test_fail_closed_restart_with_other_max_conns_never_goes_direct() {
     trap kill_left_instances EXIT
     start_ktproxy --fail-closed --max-conns 2048 || fail "ktproxy did not start"

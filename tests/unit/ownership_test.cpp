@@ -20,3 +20,12 @@ TEST_CASE("instance names keep '/' and '_' apart")
     CHECK(instance_name(m, "/sys/fs/cgroup/") == "root");
     CHECK(instance_name(m, "/sys/fs/cgroup/app/") == "app");
 }
+
+TEST_CASE("bpffs names have no dots")
+{
+    // bpffs answers EPERM for any name with a dot: every systemd unit's
+    // cgroup ("app.service") could not be pinned.
+    CHECK(ktp::bpffs_name("system.slice_app.service") == "system%2Eslice_app%2Eservice");
+    CHECK(ktp::bpffs_name("x%5Fy") == "x%5Fy");
+    CHECK(ktp::bpffs_name("app") == "app");
+}
