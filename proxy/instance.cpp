@@ -44,14 +44,14 @@ std::string read_text(const char* path)
     return ss.str();
 }
 
-// Before the instance lock (ownership.h), --fail-closed instances wrote
-// their pid here; `cleanup` still honours such files for pins that have no
-// lock file (made by an older ktproxy that may still be running).
 // How long a removed app cgroup may take to be created again before ktproxy
 // gives up and exits (systemctl restart re-creates it within milliseconds;
 // a service that stays stopped should not leave ktproxy up and useless).
 constexpr int kReattachWaitS = 30;
 
+// Before the instance lock (ownership.h), --fail-closed instances wrote
+// their pid here; `cleanup` still honours such files for pins that have no
+// lock file (made by an older ktproxy that may still be running).
 std::string legacy_pin_owner_file(const std::string& name)
 {
     return std::string(kRunDir) + "/" + name + ".pin-owner";
@@ -160,6 +160,63 @@ void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& s
         log::error("reload refused, keeping the rules in force: {}", e.what());
     }
 }
+
+// Keeps the hooks on the app cgroup across its removal and re-creation at
+// the same path (systemctl restart): the hooks go with the removed cgroup.
+struct CgroupFollower {
+    CgroupWatch watch;
+    bool fail_closed;
+    uint32_t reattached = 0;
+    bool waiting = false;
+    std::chrono::steady_clock::time_point gone_since, last_reattach;
+
+    // How long the main thread may sleep before the next look.
+    int poll_timeout_ms() const { return waiting ? 50 : 2000; }
+
+    // False: the cgroup cannot be followed (logged); ktproxy must exit.
+    bool follow(std::optional<Cgroup>& app, SockHooks& hooks)
+    {
+        auto state = watch.check();
+        auto now = std::chrono::steady_clock::now();
+        if (state != CgroupWatch::State::attached && !waiting) {
+            waiting = true;
+            gone_since = now;
+            log::warn("cgroup {} was removed: its hooks went with it; waiting up to {}s for it to be created again",
+                      app->path, kReattachWaitS);
+        }
+        if (state == CgroupWatch::State::replaced) {
+            try {
+                Cgroup fresh = open_cgroup2_dir(app->path);
+                hooks.reattach(app->fd.get(), fresh.fd.get(), fresh.path);
+                watch.attached_to(cgroup_id_of(fresh.fd.get()));
+                app = std::move(fresh);
+            } catch (const Error& e) {
+                log::error("cannot attach the hooks to the new cgroup {}: {}: exiting{}", app->path, e.what(),
+                           fail_closed ? "; hooks stay pinned (fail-closed)" : "");
+                return false;
+            }
+            waiting = false;
+            ++reattached;
+            last_reattach = std::chrono::steady_clock::now();
+            log::info("re-attached the hooks to cgroup {} (created again; {:.1f} ms from seeing it to attached)",
+                      app->path, std::chrono::duration<double, std::milli>(last_reattach - now).count());
+        } else if (waiting && now - gone_since > std::chrono::seconds(kReattachWaitS)) {
+            log::error("cgroup {} was removed and not created again within {}s: exiting{}", app->path,
+                       kReattachWaitS,
+                       fail_closed ? "; hooks stay pinned (fail-closed): a restarted ktproxy attaches them to the "
+                                     "new cgroup"
+                                   : "");
+            return false;
+        }
+        return true;
+    }
+
+    double since_last_reattach_s() const
+    {
+        return reattached ? std::chrono::duration<double>(std::chrono::steady_clock::now() - last_reattach).count()
+                          : 0;
+    }
+};
 
 WorkerSnapshot gather(std::vector<std::unique_ptr<EventLoop>>& loops, bool with_conns)
 {
@@ -355,21 +412,18 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // The app cgroup removed and created again (systemctl restart) takes its
     // hooks with it: watch for that and attach to the new one (not for `run`,
     // whose cgroup is ktproxy's own).
-    std::optional<CgroupWatch> watch;
+    std::optional<CgroupFollower> follower;
     if (cgroup_mode && !run_mode)
-        watch.emplace(app->path, cgroup_id_of(app->fd.get()));
-    uint32_t reattached = 0;
-    std::chrono::steady_clock::time_point last_reattach, gone_since;
-    bool waiting = false;
+        follower.emplace(CgroupFollower{CgroupWatch(app->path, cgroup_id_of(app->fd.get())), o.fail_closed});
 
     auto info = [&] {
         InstanceInfo i;
         i.cgroup = cgroup_mode ? app->path : "-";
         i.listen = listening;
-        i.reattached = reattached;
-        i.reattached_ago_s = reattached ? std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                                       last_reattach).count()
-                                        : 0;
+        if (follower) {
+            i.reattached = follower->reattached;
+            i.reattached_ago_s = follower->since_last_reattach_s();
+        }
         i.pid = getpid();
         i.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         i.kernel = kernel.counters();
@@ -394,48 +448,14 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     int stop_sig = 0;
     while (stop_sig == 0) {
         pollfd pfds[5] = {{sigfd.get(), POLLIN, 0}, {control.fd(), POLLIN, 0}, {metrics.get(), POLLIN, 0},
-                          {child ? child->pidfd() : -1, POLLIN, 0}, {watch ? watch->fd() : -1, POLLIN, 0}};
+                          {child ? child->pidfd() : -1, POLLIN, 0}, {follower ? follower->watch.fd() : -1, POLLIN, 0}};
         // inotify wakes the loop at once; the timeout is the fallback that
-        // catches what it cannot see, briefly while the cgroup is gone.
-        if (poll(pfds, 5, !watch ? -1 : waiting ? 50 : 2000) < 0 && errno != EINTR)
+        // catches what it cannot see.
+        if (poll(pfds, 5, follower ? follower->poll_timeout_ms() : -1) < 0 && errno != EINTR)
             fail_errno("poll");
-        if (watch) {
-            auto state = watch->check();
-            auto now = std::chrono::steady_clock::now();
-            if (state != CgroupWatch::State::attached && !waiting) {
-                waiting = true;
-                gone_since = now;
-                log::warn("cgroup {} was removed: its hooks went with it; waiting up to {}s for it to be created "
-                          "again",
-                          app->path, kReattachWaitS);
-            }
-            if (state == CgroupWatch::State::replaced) {
-                const auto seen = now;
-                try {
-                    Cgroup fresh = open_cgroup2_dir(app->path);
-                    kernel.sock->reattach(app->fd.get(), fresh.fd.get(), fresh.path);
-                    watch->attached_to(cgroup_id_of(fresh.fd.get()));
-                    app = std::move(fresh);
-                } catch (const Error& e) {
-                    log::error("cannot attach the hooks to the new cgroup {}: {}: exiting{}", app->path, e.what(),
-                               o.fail_closed ? "; hooks stay pinned (fail-closed)" : "");
-                    exit_code = 1;
-                    break;
-                }
-                waiting = false;
-                ++reattached;
-                last_reattach = std::chrono::steady_clock::now();
-                log::info("re-attached the hooks to cgroup {} (created again; {:.1f} ms from seeing it to attached)",
-                          app->path, std::chrono::duration<double, std::milli>(last_reattach - seen).count());
-            } else if (waiting && now - gone_since > std::chrono::seconds(kReattachWaitS)) {
-                log::error("cgroup {} was removed and not created again within {}s: exiting{}", app->path,
-                           kReattachWaitS,
-                           o.fail_closed ? "; hooks stay pinned (fail-closed): a restarted ktproxy attaches them to "
-                                           "the new cgroup"
-                                         : "");
-                exit_code = 1;
-                break;
-            }
+        if (follower && !follower->follow(app, *kernel.sock)) {
+            exit_code = 1;
+            break;
         }
         if (pfds[0].revents & POLLIN) {
             signalfd_siginfo si{};
