@@ -12,8 +12,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+#include <charconv>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -63,42 +62,56 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool
     return l;
 }
 
+bool parse_proc_net_line(std::string_view line, bool v6, ProcListener& out)
+{
+    // "   0: 0100007F:3AEB 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0  0 123456 ..."
+    // The address is the in-memory u32 words printed %08X, the port %04X.
+    // No allocation: a host with many sockets must not cost one per line
+    // (reliability.sh counts ktproxy's mallocs across runs).
+    char buf[512];
+    const size_t n = std::min(line.size(), sizeof(buf) - 1);
+    std::memcpy(buf, line.data(), n);
+    buf[n] = '\0';
+    char local[64] = {};
+    unsigned st = 0;
+    unsigned long long inode = 0;
+    if (std::sscanf(buf, " %*u: %63s %*s %x %*s %*s %*s %*u %*u %llu", local, &st, &inode) != 3)
+        return false;
+    if (st != 0x0A)  // TCP_LISTEN
+        return false;
+    std::string_view l(local);
+    const size_t hex_len = v6 ? 32 : 8;
+    if (l.size() <= hex_len || l[hex_len] != ':')
+        return false;
+    auto hex = [](std::string_view t, auto& v) {
+        auto r = std::from_chars(t.data(), t.data() + t.size(), v, 16);
+        return r.ec == std::errc() && r.ptr == t.data() + t.size();
+    };
+    out = ProcListener{};
+    if (v6) {
+        for (size_t i = 0; i < 4; ++i)
+            if (!hex(l.substr(i * 8, 8), out.addr[i]))
+                return false;
+    } else {
+        out.addr[2] = htonl(0xffff);
+        if (!hex(l.substr(0, 8), out.addr[3]))
+            return false;
+    }
+    if (!hex(l.substr(hex_len + 1), out.port))
+        return false;
+    out.inode = inode;
+    return true;
+}
+
 std::vector<ProcListener> parse_proc_net_listeners(std::string_view text, bool v6)
 {
-    // "  sl  local_address rem_address   st tx_queue:rx_queue tr:tm->when retrnsmt   uid  timeout inode"
-    // The address is the in-memory u32 words printed %08X, the port %04X.
     std::vector<ProcListener> out;
-    size_t pos = text.find('\n');  // header
-    while (pos != std::string_view::npos && pos + 1 < text.size()) {
-        size_t end = text.find('\n', pos + 1);
-        std::string line(text.substr(pos + 1, end == std::string_view::npos ? std::string_view::npos : end - pos - 1));
-        pos = end;
-        char local[64] = {}, remote[64] = {};
-        unsigned st = 0;
-        unsigned long long inode = 0;
-        if (std::sscanf(line.c_str(), " %*u: %63s %63s %x %*s %*s %*s %*u %*u %llu", local, remote, &st, &inode) != 4)
-            continue;
-        if (st != 0x0A)  // TCP_LISTEN
-            continue;
-        std::string_view l(local);
-        auto colon = l.find(':');
-        const size_t hex_len = v6 ? 32 : 8;
-        if (colon != hex_len)
-            continue;
-        ProcListener p{};
-        auto word = [&](size_t i) {
-            return static_cast<uint32_t>(std::strtoul(std::string(l.substr(i * 8, 8)).c_str(), nullptr, 16));
-        };
-        if (v6) {
-            for (size_t i = 0; i < 4; ++i)
-                p.addr[i] = word(i);
-        } else {
-            p.addr[2] = htonl(0xffff);
-            p.addr[3] = word(0);
-        }
-        p.port = static_cast<uint16_t>(std::strtoul(std::string(l.substr(colon + 1)).c_str(), nullptr, 16));
-        p.inode = inode;
-        out.push_back(p);
+    while (!text.empty()) {
+        size_t end = text.find('\n');
+        ProcListener p;
+        if (parse_proc_net_line(text.substr(0, end), v6, p))
+            out.push_back(p);
+        text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
     }
     return out;
 }
@@ -135,14 +148,6 @@ int holder_of_socket(uint64_t ino)
     return found;
 }
 
-std::string slurp(const char* path)
-{
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
 }  // namespace
 
 void refuse_shared_listeners(const std::vector<const Listener*>& ours)
@@ -154,22 +159,29 @@ void refuse_shared_listeners(const std::vector<const Listener*>& ours)
             inodes.push_back(st.st_ino);
     }
     for (bool v6 : {false, true}) {
-        auto others = parse_proc_net_listeners(slurp(v6 ? "/proc/net/tcp6" : "/proc/net/tcp"), v6);
-        for (const Listener* l : ours) {
-            if ((l->addr.family() == AF_INET6) != v6)
+        FILE* f = std::fopen(v6 ? "/proc/net/tcp6" : "/proc/net/tcp", "re");
+        if (!f)
+            continue;  // no IPv6 in this kernel
+        char line[512];
+        ProcListener o;
+        while (std::fgets(line, sizeof(line), f)) {
+            if (!parse_proc_net_line(line, v6, o) ||
+                std::find(inodes.begin(), inodes.end(), o.inode) != inodes.end())
                 continue;
-            uint32_t mine[4];
-            l->addr.to_mapped(mine);
-            for (const auto& o : others) {
-                if (o.port != l->addr.port() || std::memcmp(o.addr, mine, sizeof(mine)) != 0 ||
-                    std::find(inodes.begin(), inodes.end(), o.inode) != inodes.end())
+            for (const Listener* l : ours) {
+                uint32_t mine[4];
+                l->addr.to_mapped(mine);
+                if ((l->addr.family() == AF_INET6) != v6 || o.port != l->addr.port() ||
+                    std::memcmp(o.addr, mine, sizeof(mine)) != 0)
                     continue;
+                std::fclose(f);
                 int pid = holder_of_socket(o.inode);
                 fail("{}: another socket listens there too (SO_REUSEPORT, {}): the kernel would split the cgroup's "
                      "connections between it and ktproxy; stop it or pick another --port",
                      l->addr.to_string(), pid ? fmt::format("pid {}", pid) : fmt::format("socket inode {}", o.inode));
             }
         }
+        std::fclose(f);
     }
 }
 

@@ -40,6 +40,8 @@ struct ProcListener {
     uint64_t inode;
 };
 std::vector<ProcListener> parse_proc_net_listeners(std::string_view text, bool v6);
+// One line of that text; false if it is not a LISTEN socket (or the header).
+bool parse_proc_net_line(std::string_view line, bool v6, ProcListener& out);
 
 // The network namespace cookie of a socket (SO_NETNS_COOKIE, Linux >= 5.14).
 uint64_t netns_cookie_of(int fd);
