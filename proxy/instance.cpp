@@ -57,6 +57,14 @@ std::string legacy_pin_owner_file(const std::string& name)
     return std::string(kRunDir) + "/" + name + ".pin-owner";
 }
 
+// An older `ktproxy cleanup` (mid-upgrade) knows only that file: without
+// it, it would unpin this instance. Written once startup has succeeded.
+void write_legacy_pin_owner(const std::string& name)
+{
+    std::ofstream f(legacy_pin_owner_file(name), std::ios::trunc);
+    f << getpid() << "\n";
+}
+
 // The pid of the live ktproxy that owns pin dir `name`, or 0.
 int legacy_live_pin_owner(const std::string& name)
 {
@@ -408,6 +416,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                                                                       : ", fail-closed")
                             : "",
               o.metrics.empty() ? "" : ", metrics on " + o.metrics);
+    if (o.fail_closed && kernel.sock)
+        write_legacy_pin_owner(bpffs_name(name));
 
     // The app cgroup removed and created again (systemctl restart) takes its
     // hooks with it: watch for that and attach to the new one (not for `run`,
