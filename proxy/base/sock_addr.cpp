@@ -53,7 +53,19 @@ SockAddr SockAddr::peer_of(int fd)
 {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
-    if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
+        return SockAddr(reinterpret_cast<sockaddr*>(&ss), len);
+    if (errno != ENOTCONN)
+        return {};
+    // Reset before it was accepted: getpeername refuses a closed socket, but
+    // the socket still knows its peer, and SO_PEERNAME (as accept itself)
+    // reports it anyway. The length must be exactly the family's.
+    sockaddr_storage local{};
+    socklen_t llen = sizeof(local);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0)
+        return {};
+    len = local.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &ss, &len) != 0)
         return {};
     return SockAddr(reinterpret_cast<sockaddr*>(&ss), len);
 }

@@ -4,6 +4,7 @@
 #include "config/config_file.h"
 #include "base/sock_addr.h"
 
+#include <arpa/inet.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -78,6 +79,28 @@ std::string validate(const Options& o)
     if (!o.listen6.empty() &&
         (!SockAddr::parse_ip(o.listen6, 0) || SockAddr::parse_ip(o.listen6, 0)->family() != AF_INET6))
         return fmt::format("--listen6: '{}' is not an IPv6 address", o.listen6);
+    // The hooks rewrite connects to the listener's address and ktproxy then
+    // asks for the destination of sockets whose local end is that address:
+    // it must be one a connection can be made to and accepted on.
+    {
+        uint32_t a[4];
+        SockAddr::parse_ip(o.listen4, 0)->to_mapped(a);
+        const uint32_t v4 = ntohl(a[3]);
+        if (v4 == 0 || v4 == 0xffffffffu || (v4 >> 28) == 0xe)
+            return fmt::format("--listen4: '{}' is {}: connections are made to one address; give a unicast one "
+                               "such as 127.0.0.1",
+                               o.listen4, v4 == 0 ? "the unspecified address" : v4 >> 28 == 0xe ? "multicast" : "broadcast");
+        if (!o.listen6.empty()) {
+            SockAddr::parse_ip(o.listen6, 0)->to_mapped(a);
+            const bool unspecified = (a[0] | a[1] | a[2] | a[3]) == 0;
+            const bool multicast = (ntohl(a[0]) >> 24) == 0xff;
+            const bool mapped = a[0] == 0 && a[1] == 0 && ntohl(a[2]) == 0xffff;
+            if (unspecified || multicast || mapped)
+                return fmt::format("--listen6: '{}' is {}: connections are made to one address; give a unicast one "
+                                   "such as ::1",
+                                   o.listen6, unspecified ? "the unspecified address" : multicast ? "multicast" : "v4-mapped");
+        }
+    }
     if (o.mark == 0)
         return "--mark: must not be 0 (0 is every unmarked socket)";
     if (o.gateway_mark == 0 || o.gateway_mark == o.mark)

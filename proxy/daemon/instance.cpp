@@ -3,12 +3,14 @@
 
 #include "kernel/bpffs.h"
 #include "daemon/cgroup.h"
+#include "daemon/cgroup_watch.h"
 #include "base/error.h"
 #include "loop/event_loop.h"
 #include "kernel/gateway.h"
 #include "loop/listener.h"
 #include "ops/local_server.h"
 #include "base/log.h"
+#include "daemon/ownership.h"
 #include "daemon/preflight.h"
 #include "ops/report.h"
 #include "kernel/route_compiler.h"
@@ -42,44 +44,31 @@ std::string read_text(const char* path)
     return ss.str();
 }
 
-// "system.slice/app.service" -> "system.slice_app.service": one file name
-// per cgroup for pins and control sockets.
-std::string flat_name(const std::string& mount, const std::string& cgroup_path)
-{
-    std::string rel = cgroup_path.substr(std::min(cgroup_path.size(), mount.size()));
-    while (!rel.empty() && rel.front() == '/')
-        rel.erase(0, 1);
-    if (rel.empty())
-        rel = "root";
-    for (char& ch : rel)
-        if (ch == '/')
-            ch = '_';
-    return rel;
-}
+// How long a removed app cgroup may take to be created again before ktproxy
+// gives up and exits (systemctl restart re-creates it within milliseconds;
+// a service that stays stopped should not leave ktproxy up and useless).
+constexpr int kReattachWaitS = 30;
 
-// --fail-closed pins outlive their ktproxy by design, so `cleanup` must tell
-// a dead owner's pins (leftovers) from a live one's (in use: removing them
-// would detach a running instance's hooks). bpffs holds no plain files: the
-// owner's pid goes beside the control sockets.
-std::string pin_owner_file(const std::string& name)
+// Before the instance lock (ownership.h), --fail-closed instances wrote
+// their pid here; `cleanup` still honours such files for pins that have no
+// lock file (made by an older ktproxy that may still be running).
+std::string legacy_pin_owner_file(const std::string& name)
 {
     return std::string(kRunDir) + "/" + name + ".pin-owner";
 }
 
-void write_pin_owner(const std::string& name)
+// An older `ktproxy cleanup` (mid-upgrade) knows only that file: without
+// it, it would unpin this instance. Written once startup has succeeded.
+void write_legacy_pin_owner(const std::string& name)
 {
-    mkdir(kRunDir, 0755);
-    std::string path = pin_owner_file(name);
-    std::ofstream f(path, std::ios::trunc);
+    std::ofstream f(legacy_pin_owner_file(name), std::ios::trunc);
     f << getpid() << "\n";
-    if (!f.flush())
-        log::warn("--fail-closed: cannot record the owner in {}: `ktproxy cleanup` may unpin this instance", path);
 }
 
 // The pid of the live ktproxy that owns pin dir `name`, or 0.
-int live_pin_owner(const std::string& name)
+int legacy_live_pin_owner(const std::string& name)
 {
-    int pid = std::atoi(read_text(pin_owner_file(name).c_str()).c_str());
+    int pid = std::atoi(read_text(legacy_pin_owner_file(name).c_str()).c_str());
     if (pid <= 0 || kill(pid, 0) != 0)
         return 0;
     std::string comm = read_text(fmt::format("/proc/{}/comm", pid).c_str());
@@ -198,6 +187,63 @@ void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& s
     }
 }
 
+// Keeps the hooks on the app cgroup across its removal and re-creation at
+// the same path (systemctl restart): the hooks go with the removed cgroup.
+struct CgroupFollower {
+    CgroupWatch watch;
+    bool fail_closed;
+    uint32_t reattached = 0;
+    bool waiting = false;
+    std::chrono::steady_clock::time_point gone_since, last_reattach;
+
+    // How long the main thread may sleep before the next look.
+    int poll_timeout_ms() const { return waiting ? 50 : 2000; }
+
+    // False: the cgroup cannot be followed (logged); ktproxy must exit.
+    bool follow(std::optional<Cgroup>& app, SockHooks& hooks)
+    {
+        auto state = watch.check();
+        auto now = std::chrono::steady_clock::now();
+        if (state != CgroupWatch::State::attached && !waiting) {
+            waiting = true;
+            gone_since = now;
+            log::warn("cgroup {} was removed: its hooks went with it; waiting up to {}s for it to be created again",
+                      app->path, kReattachWaitS);
+        }
+        if (state == CgroupWatch::State::replaced) {
+            try {
+                Cgroup fresh = open_cgroup2_dir(app->path);
+                hooks.reattach(app->fd.get(), fresh.fd.get(), fresh.path);
+                watch.attached_to(cgroup_id_of(fresh.fd.get()));
+                app = std::move(fresh);
+            } catch (const Error& e) {
+                log::error("cannot attach the hooks to the new cgroup {}: {}: exiting{}", app->path, e.what(),
+                           fail_closed ? "; hooks stay pinned (fail-closed)" : "");
+                return false;
+            }
+            waiting = false;
+            ++reattached;
+            last_reattach = std::chrono::steady_clock::now();
+            log::info("re-attached the hooks to cgroup {} (created again; {:.1f} ms from seeing it to attached)",
+                      app->path, std::chrono::duration<double, std::milli>(last_reattach - now).count());
+        } else if (waiting && now - gone_since > std::chrono::seconds(kReattachWaitS)) {
+            log::error("cgroup {} was removed and not created again within {}s: exiting{}", app->path,
+                       kReattachWaitS,
+                       fail_closed ? "; hooks stay pinned (fail-closed): a restarted ktproxy attaches them to the "
+                                     "new cgroup"
+                                   : "");
+            return false;
+        }
+        return true;
+    }
+
+    double since_last_reattach_s() const
+    {
+        return reattached ? std::chrono::duration<double>(std::chrono::steady_clock::now() - last_reattach).count()
+                          : 0;
+    }
+};
+
 WorkerSnapshot gather(std::vector<std::unique_ptr<EventLoop>>& loops, bool with_conns)
 {
     std::vector<std::future<WorkerSnapshot>> fs;
@@ -257,7 +303,14 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         // filesystem path: it is relative to the cgroup2 mount.
         own = open_cgroup2_dir(hierarchy_to_fs_path(mount, *self));
     }
-    const std::string name = cgroup_mode ? flat_name(mount, app->path) : "gateway";
+    const std::string name = cgroup_mode ? instance_name(mount, app->path) : "gateway";
+    // One instance per cgroup, decided before anything of the cgroup's (pins,
+    // control socket, hooks) is touched.
+    std::optional<InstanceLock> owner_lock;
+    if (cgroup_mode) {
+        owner_lock = InstanceLock::acquire(bpffs_name(name));
+        owner_lock->record_owner();
+    }
 
     Routing routing = build_routing(o);
     unsigned workers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -265,6 +318,11 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     std::optional<SockAddr> listen4, listen6, gw4, gw6;
     if (cgroup_mode) {
         listener_sets = open_listeners(o, workers, false);
+        std::vector<const Listener*> ours;
+        for (const auto& set : listener_sets)
+            for (const auto& l : set)
+                ours.push_back(&l);
+        refuse_shared_listeners(ours);
         listen4 = listener_sets[0][0].addr;
         if (listener_sets[0].size() > 1)
             listen6 = listener_sets[0][1].addr;
@@ -291,11 +349,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             ensure_bpffs(kBpffs, cgroup2_mounted_here());
             if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
                 fail_errno("--fail-closed: create {}", kPinRoot);
-            hc.pin_dir = std::string(kPinRoot) + "/" + name;
+            hc.pin_dir = std::string(kPinRoot) + "/" + bpffs_name(name);
         }
         kernel.sock = std::make_unique<SockHooks>(hc);
-        if (o.fail_closed)
-            write_pin_owner(name);
     }
     if (gateway_mode) {
         GatewayConfig gc;
@@ -360,24 +416,43 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // Loading the BPF objects parsed the kernel's BTF (megabytes of heap,
     // freed by now but still resident): hand those pages back.
     malloc_trim(0);
-    std::string where;
-    if (cgroup_mode)
+    std::string where, listening;
+    if (cgroup_mode) {
         where = fmt::format("listening on {}{}, cgroup {}", listen4->to_string(),
                             listen6 ? " and " + listen6->to_string() : std::string(), app->path);
-    if (gateway_mode)
+        listening = fmt::format("{}{}", listen4->to_string(), listen6 ? " " + listen6->to_string() : std::string());
+    }
+    if (gateway_mode) {
         where += fmt::format("{}gateway on {} via {}{}", where.empty() ? "" : ", ", fmt::join(o.gateway_ifaces, ","),
                              gw4->to_string(), gw6 ? " and " + gw6->to_string() : std::string());
+        listening += fmt::format("{}gateway {} via {}{}", listening.empty() ? "" : " ",
+                                 fmt::join(o.gateway_ifaces, ","), gw4->to_string(),
+                                 gw6 ? " " + gw6->to_string() : std::string());
+    }
     log::info("ready: {}, {} workers, relay {}, {}{}{}", where, workers, o.relay, routing.router->describe(),
               o.fail_closed ? (kernel.sock && kernel.sock->took_over() ? ", fail-closed (took over pinned hooks)"
                                                                       : ", fail-closed")
                             : "",
               o.metrics.empty() ? "" : ", metrics on " + o.metrics);
+    if (o.fail_closed && kernel.sock)
+        write_legacy_pin_owner(bpffs_name(name));
+
+    // The app cgroup removed and created again (systemctl restart) takes its
+    // hooks with it: watch for that and attach to the new one (not for `run`,
+    // whose cgroup is ktproxy's own).
+    std::optional<CgroupFollower> follower;
+    if (cgroup_mode && !run_mode)
+        follower.emplace(CgroupFollower{CgroupWatch(app->path, cgroup_id_of(app->fd.get())), o.fail_closed});
 
     ReloadCount reloads;
     auto info = [&] {
         InstanceInfo i;
         i.cgroup = cgroup_mode ? app->path : "-";
-        i.listen = where;
+        i.listen = listening;
+        if (follower) {
+            i.reattached = follower->reattached;
+            i.reattached_ago_s = follower->since_last_reattach_s();
+        }
         i.pid = getpid();
         i.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         i.kernel = kernel.counters();
@@ -403,10 +478,16 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     int exit_code = 0;
     int stop_sig = 0;
     while (stop_sig == 0) {
-        pollfd pfds[4] = {{sigfd.get(), POLLIN, 0}, {control.fd(), POLLIN, 0}, {metrics.get(), POLLIN, 0},
-                          {child ? child->pidfd() : -1, POLLIN, 0}};
-        if (poll(pfds, 4, -1) < 0 && errno != EINTR)
+        pollfd pfds[5] = {{sigfd.get(), POLLIN, 0}, {control.fd(), POLLIN, 0}, {metrics.get(), POLLIN, 0},
+                          {child ? child->pidfd() : -1, POLLIN, 0}, {follower ? follower->watch.fd() : -1, POLLIN, 0}};
+        // inotify wakes the loop at once; the timeout is the fallback that
+        // catches what it cannot see.
+        if (poll(pfds, 5, follower ? follower->poll_timeout_ms() : -1) < 0 && errno != EINTR)
             fail_errno("poll");
+        if (follower && !follower->follow(app, *kernel.sock)) {
+            exit_code = 1;
+            break;
+        }
         if (pfds[0].revents & POLLIN) {
             signalfd_siginfo si{};
             while (::read(sigfd.get(), &si, sizeof(si)) == sizeof(si)) {
@@ -465,8 +546,12 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     if (run_mode)
         log::debug("command exited with status {}, {} connections were open", exit_code, open);
     else
-        log::info("stopped by {}, {} connections were open{}", sigabbrev_np(stop_sig), open,
+        log::info("stopped by {}, {} connections were open{}",
+                  stop_sig ? sigabbrev_np(stop_sig) : "the loss of its cgroup", open,
                   o.fail_closed ? "; hooks stay pinned (fail-closed) until restart or `ktproxy cleanup`" : "");
+    // The hooks are off (or pinned): the next instance may have the cgroup.
+    if (owner_lock)
+        owner_lock->remove();
     return exit_code;
 }
 
@@ -516,13 +601,22 @@ int run_cleanup(const Options&)
                 pins += ::unlink(p.c_str()) == 0;
                 continue;
             }
-            if (int owner = live_pin_owner(n)) {
+            // Held while the pins go, so that no instance starts on them
+            // half-way through.
+            int owner = 0;
+            InstanceLock lock = InstanceLock::try_acquire(n, &owner);
+            if (!lock && ::access(InstanceLock::path_of(n).c_str(), F_OK) == 0) {
                 log::info("cleanup: {} belongs to running ktproxy pid {}: left alone", p, owner);
+                continue;
+            }
+            if (int legacy = lock ? 0 : legacy_live_pin_owner(n)) {
+                log::info("cleanup: {} belongs to running ktproxy pid {}: left alone", p, legacy);
                 continue;
             }
             pins += SockHooks::unpin_all(p);
             rmdir(p.c_str());
-            ::unlink(pin_owner_file(n).c_str());
+            ::unlink(legacy_pin_owner_file(n).c_str());
+            lock.remove();
         }
         closedir(d);
     }
@@ -547,6 +641,15 @@ int run_cleanup(const Options&)
     if (DIR* d = opendir(kRunDir)) {
         while (dirent* e = readdir(d)) {
             std::string n = e->d_name;
+            if (n.size() > 5 && n.substr(n.size() - 5) == ".lock") {
+                // Left by a killed instance; a held one is a live instance's.
+                int holder = 0;
+                if (InstanceLock lock = InstanceLock::try_acquire(n.substr(0, n.size() - 5), &holder)) {
+                    lock.remove();
+                    ++sockets;
+                }
+                continue;
+            }
             if (n.size() <= 5 || n.substr(n.size() - 5) != ".sock")
                 continue;
             std::string p = std::string(kRunDir) + "/" + n;
@@ -567,8 +670,8 @@ int run_cleanup(const Options&)
         // A live gateway owns its state: not a leftover, and not a failure.
         log::info("cleanup: gateway state left alone: {}", e.what());
     }
-    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets, {} gateway "
-              "leftovers",
+    log::info("cleanup: removed {} pinned BPF objects, {} transient cgroups, {} stale control sockets and lock "
+              "files, {} gateway leftovers",
               pins, cgroups, sockets, gw);
     return 0;
 }

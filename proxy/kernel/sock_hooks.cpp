@@ -54,7 +54,70 @@ uint64_t count_entries(int map_fd, size_t key_size)
     return n;
 }
 
+// The cgroup a cgroup link is attached to (its id), 0 once the kernel has
+// detached it because that cgroup is gone.
+uint64_t link_cgroup_id(int link_fd)
+{
+    bpf_link_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0)
+        return 0;
+    return info.cgroup.cgroup_id;
+}
+
+// libbpf reuses a pinned map only if it matches the one it would create,
+// and otherwise fails the whole load with a bare EINVAL. Tested here first,
+// so that a restart with another --max-conns (or after an upgrade that
+// changed a map) loads a fresh map instead. Empty: reusable, or none pinned.
+std::string pinned_map_mismatch(const std::string& pin, const bpf_map* m)
+{
+    int fd = bpf_obj_get(pin.c_str());
+    if (fd < 0)
+        return {};
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    int rc = bpf_obj_get_info_by_fd(fd, &info, &len);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0)
+        return fmt::format("cannot read it: {}", errno_text(err));
+    if (info.type != static_cast<__u32>(bpf_map__type(m)))
+        return fmt::format("map type {} instead of {}", info.type, static_cast<int>(bpf_map__type(m)));
+    if (info.key_size != bpf_map__key_size(m) || info.value_size != bpf_map__value_size(m))
+        return fmt::format("key/value size {}/{} instead of {}/{}", info.key_size, info.value_size,
+                           bpf_map__key_size(m), bpf_map__value_size(m));
+    if (info.max_entries != bpf_map__max_entries(m))
+        return fmt::format("{} entries instead of {}", info.max_entries, bpf_map__max_entries(m));
+    if (info.map_flags != bpf_map__map_flags(m))
+        return fmt::format("flags {:#x} instead of {:#x}", info.map_flags, bpf_map__map_flags(m));
+    return {};
+}
+
+// Pins an object at `path` in place of whatever is pinned there, in one
+// step (bpffs renames over an existing pin): no moment without a pin, in
+// which a crash would leave the new link held by nothing but our fd.
+template <typename PinFn>
+void pin_over(const std::string& path, const char* what, PinFn pin)
+{
+    const std::string tmp = path + "_replacing";  // bpffs refuses names with dots
+    ::unlink(tmp.c_str());
+    if (int err = pin(tmp.c_str()); err)
+        fail("--fail-closed: pin {} at {}: {}", what, tmp, errno_text(-err));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        fail("--fail-closed: pin {} at {}: {}", what, path, errno_text(err));
+    }
+}
+
 }  // namespace
+
+uint64_t cgroup_id_of(int cgroup_fd)
+{
+    // A cgroup2 directory's inode number is the cgroup id (kernfs node id).
+    struct stat st {};
+    return fstat(cgroup_fd, &st) == 0 ? st.st_ino : 0;
+}
 
 SockHooks::SockHooks(const HookConfig& cfg)
 {
@@ -90,15 +153,39 @@ SockHooks::SockHooks(const HookConfig& cfg)
         // until their links are swapped.
         for (bpf_map* m : {skel_->maps.ktp_app_dst, skel_->maps.ktp_conn_dst, skel_->maps.ktp_handoff,
                            skel_->maps.ktp_counters})
-            bpf_map__set_pin_path(m, (pin_dir_ + "/map_" + bpf_map__name(m)).c_str());
+            pin_or_replace(m);
     }
 
     if (int err = sock_redirect__load(skel_); err) {
         sock_redirect__destroy(skel_);
         skel_ = nullptr;
-        fail("load BPF programs (cgroup connect/sockops/getsockopt; needs Linux >= 5.19 with BTF): {}",
-             errno_text(-err));
+        fail("load BPF programs (cgroup connect/sockops/getsockopt; needs Linux >= 5.19 with BTF{}): {}",
+             pin_dir_.empty() ? "" : fmt::format("; maps pinned in {} reused", pin_dir_), errno_text(-err));
     }
+}
+
+void SockHooks::pin_or_replace(bpf_map* m)
+{
+    std::string pin = pin_dir_ + "/map_" + bpf_map__name(m);
+    if (std::string why = pinned_map_mismatch(pin, m); !why.empty()) {
+        // The pinned links still run the old programs, which hold the old
+        // map: it stays in use until attach() has swapped the new programs
+        // in, and only then is the pin replaced (replace_map_pins()).
+        log::warn("--fail-closed: pinned map {} does not fit this instance ({}): using a fresh one, whose pin "
+                  "replaces it once the pinned hooks run the new programs; its entries are not carried over",
+                  pin, why);
+        stale_map_pins_.push_back(m);
+        return;
+    }
+    bpf_map__set_pin_path(m, pin.c_str());
+}
+
+void SockHooks::replace_map_pins()
+{
+    for (bpf_map* m : stale_map_pins_)
+        pin_over(pin_dir_ + "/map_" + bpf_map__name(m), bpf_map__name(m),
+                 [m](const char* p) { return bpf_map__pin(m, p); });
+    stale_map_pins_.clear();
 }
 
 SockHooks::~SockHooks()
@@ -111,35 +198,72 @@ SockHooks::~SockHooks()
 void SockHooks::attach_one(const char* what, bpf_program* prog, int cgroup_fd, const std::string& path,
                            const char* pin_suffix)
 {
+    Hook h{what, prog, cgroup_fd, nullptr, pin_suffix};
     if (!pin_dir_.empty()) {
         std::string pin = pin_dir_ + "/link_" + bpf_program__name(prog) + pin_suffix;
         if (access(pin.c_str(), F_OK) == 0) {
-            // A previous instance died with --fail-closed: swap our program
-            // into its link, so the hook never leaves the cgroup.
             bpf_link* old = bpf_link__open(pin.c_str());
             if (!old)
                 fail_errno("--fail-closed: open pinned link {}", pin);
-            if (bpf_link__update_program(old, prog) != 0) {
-                int err = errno;
-                bpf_link__destroy(old);
-                fail("--fail-closed: take over {} at {}: {}", what, pin, errno_text(err));
+            const uint64_t want = cgroup_id_of(cgroup_fd), on = link_cgroup_id(bpf_link__fd(old));
+            if (on == want) {
+                // A previous instance died with --fail-closed: swap our
+                // program into its link, so the hook never leaves the cgroup.
+                if (bpf_link__update_program(old, prog) != 0) {
+                    int err = errno;
+                    bpf_link__destroy(old);
+                    fail("--fail-closed: take over {} at {}: {}", what, pin, errno_text(err));
+                }
+                h.link = old;
+                hooks_.push_back(h);
+                took_over_ = true;
+                return;
             }
-            links_.push_back(old);
-            took_over_ = true;
-            return;
+            // The pinned link holds a cgroup that is gone (removed and
+            // created again while no ktproxy ran, as `systemctl restart`
+            // does) or, from before names were unambiguous, another one:
+            // this cgroup has no hook. Attach one and pin it in its place.
+            bpf_link__destroy(old);
+            log::warn("--fail-closed: pinned {} was on cgroup id {}, not on {} (id {}): attaching anew", what,
+                      on, path, want);
         }
-        bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
-        if (!link)
+        h.link = bpf_program__attach_cgroup(prog, cgroup_fd);
+        if (!h.link)
             fail_errno("attach {} to cgroup {}", what, path);
-        links_.push_back(link);
-        if (int err = bpf_link__pin(link, pin.c_str()); err)
-            fail("--fail-closed: pin {} at {}: {}", what, pin, errno_text(-err));
+        hooks_.push_back(h);
+        bpf_link* link = h.link;
+        pin_over(pin, what, [link](const char* p) { return bpf_link__pin(link, p); });
         return;
     }
-    bpf_link* link = bpf_program__attach_cgroup(prog, cgroup_fd);
-    if (!link)
+    h.link = bpf_program__attach_cgroup(prog, cgroup_fd);
+    if (!h.link)
         fail_errno("attach {} to cgroup {}", what, path);
-    links_.push_back(link);
+    hooks_.push_back(h);
+}
+
+void SockHooks::reattach(int old_cgroup_fd, int new_cgroup_fd, const std::string& new_path)
+{
+    // New links first, then the pins move to them: the old links hold a
+    // cgroup that is gone, so nothing that exists is ever without a hook.
+    for (Hook& h : hooks_) {
+        if (h.cgroup_fd != old_cgroup_fd)
+            continue;
+        bpf_link* fresh = bpf_program__attach_cgroup(h.prog, new_cgroup_fd);
+        if (!fresh)
+            fail_errno("attach {} to cgroup {}", h.what, new_path);
+        if (!pin_dir_.empty()) {
+            try {
+                pin_over(pin_dir_ + "/link_" + bpf_program__name(h.prog) + h.pin_suffix, h.what,
+                         [fresh](const char* p) { return bpf_link__pin(fresh, p); });
+            } catch (const Error&) {
+                bpf_link__destroy(fresh);
+                throw;
+            }
+        }
+        bpf_link__destroy(h.link);
+        h.link = fresh;
+        h.cgroup_fd = new_cgroup_fd;
+    }
 }
 
 int SockHooks::unpin_all(const std::string& dir)
@@ -183,15 +307,17 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
     attach_one("cgroup/connect6", skel_->progs.ktp_connect6, app_fd, app_path);
     attach_one("cgroup/getpeername4", skel_->progs.ktp_getpeername4, app_fd, app_path);
     attach_one("cgroup/getpeername6", skel_->progs.ktp_getpeername6, app_fd, app_path);
+    // Only now do the pinned links run programs that use the fresh maps.
+    replace_map_pins();
 }
 
 void SockHooks::detach()
 {
     // Stop redirecting before anything else goes away. A pinned link keeps
     // the program attached after its fd closes: that is --fail-closed.
-    for (auto it = links_.rbegin(); it != links_.rend(); ++it)
-        bpf_link__destroy(*it);
-    links_.clear();
+    for (auto it = hooks_.rbegin(); it != hooks_.rend(); ++it)
+        bpf_link__destroy(it->link);
+    hooks_.clear();
 }
 
 void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action)

@@ -17,6 +17,7 @@
 struct sock_redirect;
 struct bpf_link;
 struct bpf_program;
+struct bpf_map;
 
 namespace ktp {
 
@@ -56,6 +57,10 @@ public:
     // (fail-closed); only `ktproxy cleanup` (unpin_all) removes them.
     void detach();
     bool took_over() const { return took_over_; }
+    // The app cgroup was removed and created again at the same path: its
+    // hooks went with the old one. Attaches every program that was on
+    // old_cgroup_fd to the new cgroup (and moves their pins to the new links).
+    void reattach(int old_cgroup_fd, int new_cgroup_fd, const std::string& new_path);
 
     // Removes every pin under dir (links detach once unpinned and unused).
     static int unpin_all(const std::string& dir);
@@ -72,12 +77,27 @@ private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).
     void attach_one(const char* what, ::bpf_program* prog, int cgroup_fd, const std::string& path,
                     const char* pin_suffix = "");
+    // --fail-closed: reuse the pinned map, or load a fresh one if it does not fit.
+    void pin_or_replace(::bpf_map* m);
+    void replace_map_pins();
+
+    struct Hook {
+        const char* what;
+        ::bpf_program* prog;
+        int cgroup_fd;  // where it is attached (not owned)
+        bpf_link* link;
+        const char* pin_suffix;
+    };
 
     std::string pin_dir_;
     bool took_over_ = false;
     sock_redirect* skel_ = nullptr;
-    std::vector<bpf_link*> links_;
+    std::vector<Hook> hooks_;
+    std::vector<::bpf_map*> stale_map_pins_;
 };
+
+// The id of the cgroup2 directory open as cgroup_fd (its inode number).
+uint64_t cgroup_id_of(int cgroup_fd);
 
 std::string format_counters(const Counters& c, const MapOccupancy& m);
 

@@ -5,6 +5,8 @@
 #include "base/unique_fd.h"
 
 #include <cstdint>
+#include <string_view>
+#include <vector>
 
 namespace ktp {
 
@@ -25,6 +27,23 @@ struct alignas(32) Listener {
 // which the connect hooks recognise ktproxy's own (accepted sockets inherit it).
 Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport = false, bool transparent = false,
                     uint32_t mark = 0);
+
+// Throws Error if a socket that is not one of `ours` listens on the address
+// of one of them. SO_REUSEPORT (set when there are several workers) lets
+// another process of the same user (root, for ktproxy) join the port, and
+// the kernel would then split the redirected connections between it and
+// ktproxy. Read from /proc/net/tcp and tcp6 (this network namespace's).
+void refuse_shared_listeners(const std::vector<const Listener*>& ours);
+
+// LISTEN sockets in the text of /proc/net/tcp (v6 false) or tcp6.
+struct ProcListener {
+    uint32_t addr[4];  // v4-mapped for IPv4, network order as SockAddr::to_mapped
+    uint16_t port;
+    uint64_t inode;
+};
+std::vector<ProcListener> parse_proc_net_listeners(std::string_view text, bool v6);
+// One line of that text; false if it is not a LISTEN socket (or the header).
+bool parse_proc_net_line(std::string_view line, bool v6, ProcListener& out);
 
 // The network namespace cookie of a socket (SO_NETNS_COOKIE, Linux >= 5.14).
 uint64_t netns_cookie_of(int fd);

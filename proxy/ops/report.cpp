@@ -80,6 +80,9 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
 {
     std::string out = fmt::format("ktproxy pid {} cgroup {} listening {} up {:.0f}s\n", info.pid, info.cgroup,
                                   info.listen, info.uptime_s);
+    if (info.reattached > 0)
+        out += fmt::format("hooks re-attached {} times (cgroup removed and created again), last {:.0f}s ago\n",
+                           info.reattached, info.reattached_ago_s);
     out += "kernel:";
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format(" {}={}", kernel_counter_name(i), info.kernel[i]);
@@ -104,8 +107,9 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
 
 std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& snap)
 {
-    std::string out = fmt::format("{{\"pid\":{},\"cgroup\":\"{}\",\"listen\":\"{}\",\"uptime_s\":{:.3f},\"kernel\":{{",
-                                  info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s);
+    std::string out = fmt::format(
+        "{{\"pid\":{},\"cgroup\":\"{}\",\"listen\":\"{}\",\"uptime_s\":{:.3f},\"reattached\":{},\"kernel\":{{",
+        info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s, info.reattached);
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
     out += fmt::format(",\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"

@@ -15,6 +15,10 @@ namespace ktp {
 struct InstanceInfo {
     std::string cgroup;
     std::string listen;  // "127.0.0.1:41234 [::1]:41234"
+    // Times the hooks were attached again to a cgroup removed and created
+    // again at the same path (systemctl restart), and when last.
+    uint32_t reattached = 0;
+    double reattached_ago_s = 0;
     int pid = 0;
     double uptime_s = 0;
     std::array<uint64_t, KTP_CTR_MAX> kernel{};

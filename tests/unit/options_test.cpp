@@ -77,3 +77,30 @@ TEST_CASE("--help prints usage and exits 0")
     CHECK(r.exit_code == 0);
     CHECK(r.message.find("--cgroup") != std::string::npos);
 }
+
+TEST_CASE("listen addresses no connection can be made to and accepted on are refused")
+{
+    // The hooks rewrite connects to the listener and ktproxy asks for the
+    // destination of sockets whose local end is that address: with any of
+    // these, ktproxy said ready and reset every connection.
+    std::vector<std::pair<const char*, const char*>> bad = {
+        {"--listen4", "0.0.0.0"},         {"--listen4", "224.0.0.1"},      {"--listen4", "239.255.255.250"},
+        {"--listen4", "255.255.255.255"}, {"--listen6", "::"},             {"--listen6", "ff02::1"},
+        {"--listen6", "ff05::2"},         {"--listen6", "::ffff:127.0.0.1"},
+    };
+    for (auto [flag, addr] : bad) {
+        Options o;
+        auto r = parse({"--cgroup", "x", flag, addr}, o);
+        INFO(flag << " " << addr << " -> " << r.message);
+        CHECK_FALSE(r.run);
+        CHECK(r.exit_code == 2);
+        CHECK(one_line(r.message));
+        CHECK(r.message.find(flag) != std::string::npos);
+    }
+    for (auto [flag, addr] : std::vector<std::pair<const char*, const char*>>{
+             {"--listen4", "127.0.0.2"}, {"--listen4", "10.0.0.1"}, {"--listen6", "fd00::1"}, {"--listen6", "::1"}}) {
+        Options o;
+        INFO(flag << " " << addr);
+        CHECK(parse({"--cgroup", "x", flag, addr}, o).run);
+    }
+}
