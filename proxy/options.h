@@ -50,8 +50,15 @@ struct Options {
     std::string relay = "splice";
     // Event loop threads; 0 = one per CPU.
     uint32_t workers = 0;
-    // Seconds without traffic after which a relayed connection is cut; 0 = never.
+    // Seconds without bytes moving either way after which a relayed
+    // connection is cut; 0 = never.
     double idle_timeout = 0;
+    // ktproxy's outgoing sockets: TCP keepalive (seconds idle before the
+    // first probe, seconds between probes, probes; idle 0 = off) and
+    // TCP_USER_TIMEOUT in seconds (0 = the kernel's default), so that a
+    // destination that dies silently is noticed.
+    uint32_t keepalive_idle = 30, keepalive_intvl = 10, keepalive_cnt = 3;
+    double user_timeout = 60;
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.
@@ -94,6 +101,8 @@ struct ParseResult {
 
 // Adds the options every mode shares (listener, mark, timeouts, logging).
 void add_proxy_options(CLI::App& app, Options& opts);
+// --keepalive IDLE[,INTVL,CNT] or 0 into opts; an error message, or "" if valid.
+std::string parse_keepalive(const std::string& text, Options& opts);
 ParseResult parse_command_line(int argc, const char* const* argv, Options& opts);
 
 }  // namespace ktp

@@ -1,0 +1,171 @@
+#!/bin/bash
+# End-to-end liveness of the relay: connections that stall must not freeze
+# the others, a connection still moving bytes is not idle, and a destination
+# that dies silently is noticed and passed on to the app as a reset. Every
+# test starts its own ktproxy with the flags it needs.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+skip_unless_root
+
+ktp_topo_up
+start_echo 9100
+
+# How ktproxy's connections ended, counted, for failure messages.
+conn_ends() { grep -o 'end=[a-z]*\( reason="[^"]*"\)\?' "$KTP_LOG" | sort | uniq -c | tr '\n' ';'; }
+
+# One line exchanged with the echo server through ktproxy; prints "ok" and the
+# seconds it took, or the error. At most $1 seconds.
+echo_once() {
+    in_app timeout "$1" python3 -c '
+import socket, sys, time
+t = time.monotonic()
+try:
+    s = socket.create_connection((sys.argv[1], 9100), timeout=float(sys.argv[2]))
+    s.sendall(b"ping\n")
+    got = b""
+    while len(got) < 5:
+        d = s.recv(5 - len(got))
+        if not d:
+            break
+        got += d
+    print("ok" if got == b"ping\n" else "got %r" % got, "%.2f" % (time.monotonic() - t))
+except Exception as e:
+    print("error", e)
+' "$KTP_SRV4" "$1" 2>&1 || echo "no reply within $1s"
+}
+
+test_non_reading_connections_beyond_the_pool_do_not_freeze_the_others() {
+    # 40 connections to a server that sends without end, from a client that
+    # never reads, through a ktproxy with 16 buffers (pipes) and one worker:
+    # each of them stalls with a chunk its client does not take. An echo
+    # exchange made then must still complete (it waited forever while the
+    # stalled directions held every buffer). A liveness check: the bound is
+    # generous, the exchange takes milliseconds.
+    ktp_bg in_srv socat -U "TCP-LISTEN:9400,reuseaddr,fork,backlog=128" OPEN:/dev/zero 2>/dev/null
+    ktp_wait_port "$KTP_SRV" 9400
+    # Small socket buffers on the client host: the stalls come after a few
+    # KiB each instead of megabytes.
+    local rmem wmem mode out
+    rmem=$(in_cli sysctl -n net.ipv4.tcp_rmem) wmem=$(in_cli sysctl -n net.ipv4.tcp_wmem)
+    in_cli sysctl -qw net.ipv4.tcp_rmem="4096 16384 65536" net.ipv4.tcp_wmem="4096 16384 65536"
+    for mode in splice buffers; do
+        KTP_E2E_ARGS="" start_ktproxy --relay "$mode" --buffers 16 --workers 1 \
+            || fail "ktproxy --relay $mode did not start"
+        rm -f "$KTP_TMP/stalled.out"
+        in_app timeout 60 python3 -c '
+import socket, sys, time
+conns = [socket.create_connection((sys.argv[1], 9400), timeout=10) for _ in range(40)]
+time.sleep(1.5)  # every one of them stalls meanwhile
+print("held", len(conns), flush=True)
+time.sleep(50)
+' "$KTP_SRV4" > "$KTP_TMP/stalled.out" 2>&1 &
+        local holder=$!
+        for _ in $(seq 200); do
+            grep -q '^held' "$KTP_TMP/stalled.out" && break
+            kill -0 "$holder" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q '^held 40' "$KTP_TMP/stalled.out" || fail "--relay $mode: 40 stalled connections never opened: $(cat "$KTP_TMP/stalled.out")"
+        out=$(echo_once 5)
+        echo "    --relay $mode: echo with 40 stalled connections: $out" >&2
+        kill "$holder" 2>/dev/null
+        wait "$holder" 2>/dev/null
+        expect_match "$out" '^ok ' "--relay $mode: echo exchange while 40 connections (more than --buffers 16) are stalled"
+        stop_ktproxy >&2 || fail "--relay $mode: ktproxy exit status $?"
+    done
+    in_cli sysctl -qw net.ipv4.tcp_rmem="$rmem" net.ipv4.tcp_wmem="$wmem"
+}
+
+test_a_slow_steady_reader_is_not_idle_and_a_silent_connection_is() {
+    # --idle-timeout 2; the reader takes 1 KiB every 0.25 s from a small
+    # receive buffer, so 24 KiB take 6 s (three times the timeout) with
+    # bytes moving all along, mostly out of ktproxy's socket buffer with no
+    # relay operation completing. It must get every byte, and the connection
+    # end with EOF. A connection that then sits silent is still cut.
+    local f="$KTP_TMP/slow.bin" want got
+    head -c 24576 /dev/urandom > "$f"
+    want=$(sha256sum < "$f" | cut -d' ' -f1)
+    ktp_bg in_srv socat -u "OPEN:$f" "TCP-LISTEN:9500,reuseaddr,fork"
+    ktp_wait_port "$KTP_SRV" 9500
+    KTP_E2E_ARGS="" start_ktproxy --idle-timeout 2 || fail "ktproxy did not start"
+    got=$(in_app timeout 60 python3 -c '
+import hashlib, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+s.connect((sys.argv[1], 9500))
+h = hashlib.sha256()
+while True:
+    time.sleep(0.25)
+    try:
+        d = s.recv(1024)
+    except OSError as e:
+        print("error", e)
+        sys.exit(1)
+    if not d:
+        break
+    h.update(d)
+print(h.hexdigest())
+' "$KTP_SRV4" 2>&1)
+    expect_eq "$got" "$want" "sha256 of 24 KiB read slowly through --idle-timeout 2 (ends: $(conn_ends))"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9500 .*end=eof" 5 || fail "the slow reader's connection did not end with eof: $(conn_ends)"
+    # Silent after one exchange: cut as idle.
+    in_app timeout 20 python3 -c '
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 9100))
+s.sendall(b"hi\n")
+s.recv(3)
+s.settimeout(15)
+try:
+    s.recv(1)
+except OSError:
+    pass
+' "$KTP_SRV4" >/dev/null 2>&1
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9100 .*end=idle" 5 || fail "a silent connection was not cut as idle: $(conn_ends)"
+    stop_ktproxy >&2 || fail "ktproxy exit status $?"
+}
+
+test_a_dead_destination_is_passed_on_to_the_app_as_a_reset() {
+    # A relayed connection goes quiet, then the server host stops answering
+    # (a blackhole route for the client host: nothing comes back, no ICMP).
+    # With short keepalive and user-timeout settings, ktproxy's probes go
+    # unanswered, the upstream socket fails, and the app gets a reset
+    # instead of waiting forever; the conn line says why.
+    KTP_E2E_ARGS="" start_ktproxy --keepalive 1,1,2 --user-timeout 3 || fail "ktproxy did not start"
+    in_app timeout 40 python3 -c '
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 9100))
+s.sendall(b"hi\n")
+s.recv(3)
+print("up", flush=True)
+s.settimeout(30)
+t = time.monotonic()
+try:
+    d = s.recv(1)
+    print("eof" if not d else "data", flush=True)
+except ConnectionResetError:
+    print("reset %.1f" % (time.monotonic() - t), flush=True)
+except socket.timeout:
+    print("hang", flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+' "$KTP_SRV4" > "$KTP_TMP/dead.out" 2>&1 &
+    local app=$!
+    for _ in $(seq 100); do
+        grep -q '^up' "$KTP_TMP/dead.out" && break
+        sleep 0.1
+    done
+    grep -q '^up' "$KTP_TMP/dead.out" || fail "no relayed connection: $(cat "$KTP_TMP/dead.out")"
+    in_srv ip route add blackhole "$KTP_CLI4/32" || fail "blackhole route on the server host"
+    wait "$app"
+    in_srv ip route del blackhole "$KTP_CLI4/32"
+    local out
+    out=$(tail -1 "$KTP_TMP/dead.out")
+    echo "    the app after the server host went dark: $out" >&2
+    expect_match "$out" '^reset ' "what the app saw once its destination stopped answering"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9100 .*end=dead reason=\"destination stopped answering" 5 \
+        || fail "no conn line with end=dead: $(conn_ends)"
+    stop_ktproxy >&2 || fail "ktproxy exit status $?"
+}
+
+run_all_tests "$0"
+finish
