@@ -9,6 +9,23 @@ skip_unless_root
 
 ktp_topo_up
 start_echo 9100
+CLI_RMEM=$(in_cli sysctl -n net.ipv4.tcp_rmem)
+CLI_WMEM=$(in_cli sysctl -n net.ipv4.tcp_wmem)
+
+# Every test starts from a clean slate: no ktproxy left by a test that
+# failed half-way (tests run in subshells, so only the pid files say which),
+# the client host's socket buffer sizes as they were.
+fresh_start() {
+    local f p
+    for f in "$KTP_TMP"/ktproxy.*.log.pid; do
+        [ -e "$f" ] || continue
+        p=$(cat "$f")
+        [ -s "${f%.pid}.rc" ] && continue
+        kill "$p" 2>/dev/null
+        for _ in $(seq 200); do [ -s "${f%.pid}.rc" ] && break; sleep 0.05; done
+    done
+    in_cli sysctl -qw net.ipv4.tcp_rmem="$CLI_RMEM" net.ipv4.tcp_wmem="$CLI_WMEM"
+}
 
 # How ktproxy's connections ended, counted, for failure messages.
 conn_ends() { grep -o 'end=[a-z]*\( reason="[^"]*"\)\?' "$KTP_LOG" | sort | uniq -c | tr '\n' ';'; }
@@ -41,12 +58,12 @@ test_non_reading_connections_beyond_the_pool_do_not_freeze_the_others() {
     # exchange made then must still complete (it waited forever while the
     # stalled directions held every buffer). A liveness check: the bound is
     # generous, the exchange takes milliseconds.
+    fresh_start
     ktp_bg in_srv socat -U "TCP-LISTEN:9400,reuseaddr,fork,backlog=128" OPEN:/dev/zero 2>/dev/null
     ktp_wait_port "$KTP_SRV" 9400
     # Small socket buffers on the client host: the stalls come after a few
     # KiB each instead of megabytes.
-    local rmem wmem mode out
-    rmem=$(in_cli sysctl -n net.ipv4.tcp_rmem) wmem=$(in_cli sysctl -n net.ipv4.tcp_wmem)
+    local mode out
     in_cli sysctl -qw net.ipv4.tcp_rmem="4096 16384 65536" net.ipv4.tcp_wmem="4096 16384 65536"
     for mode in splice buffers; do
         KTP_E2E_ARGS="" start_ktproxy --relay "$mode" --buffers 16 --workers 1 \
@@ -73,7 +90,7 @@ time.sleep(50)
         expect_match "$out" '^ok ' "--relay $mode: echo exchange while 40 connections (more than --buffers 16) are stalled"
         stop_ktproxy >&2 || fail "--relay $mode: ktproxy exit status $?"
     done
-    in_cli sysctl -qw net.ipv4.tcp_rmem="$rmem" net.ipv4.tcp_wmem="$wmem"
+    fresh_start
 }
 
 test_a_slow_steady_reader_is_not_idle_and_a_silent_connection_is() {
@@ -83,6 +100,7 @@ test_a_slow_steady_reader_is_not_idle_and_a_silent_connection_is() {
     # relay operation completing. It must get every byte, and the connection
     # end with EOF. A connection that then sits silent is still cut.
     local f="$KTP_TMP/slow.bin" want got
+    fresh_start
     head -c 24576 /dev/urandom > "$f"
     want=$(sha256sum < "$f" | cut -d' ' -f1)
     ktp_bg in_srv socat -u "OPEN:$f" "TCP-LISTEN:9500,reuseaddr,fork"
@@ -130,6 +148,7 @@ test_a_dead_destination_is_passed_on_to_the_app_as_a_reset() {
     # With short keepalive and user-timeout settings, ktproxy's probes go
     # unanswered, the upstream socket fails, and the app gets a reset
     # instead of waiting forever; the conn line says why.
+    fresh_start
     KTP_E2E_ARGS="" start_ktproxy --keepalive 1,1,2 --user-timeout 3 || fail "ktproxy did not start"
     in_app timeout 40 python3 -c '
 import socket, sys, time
@@ -157,7 +176,7 @@ except OSError as e:
     grep -q '^up' "$KTP_TMP/dead.out" || fail "no relayed connection: $(cat "$KTP_TMP/dead.out")"
     in_srv ip route add blackhole "$KTP_CLI4/32" || fail "blackhole route on the server host"
     wait "$app"
-    in_srv ip route del blackhole "$KTP_CLI4/32"
+    in_srv ip route del blackhole "$KTP_CLI4/32" || fail "removing the blackhole route"
     local out
     out=$(tail -1 "$KTP_TMP/dead.out")
     echo "    the app after the server host went dark: $out" >&2
