@@ -101,7 +101,8 @@ struct ParseResult {
 
 // Adds the options every mode shares (listener, mark, timeouts, logging).
 void add_proxy_options(CLI::App& app, Options& opts);
-// --keepalive IDLE[,INTVL,CNT] or 0 into opts; an error message, or "" if valid.
+// --keepalive IDLE[,INTVL,CNT] or 0 into opts; what is wrong with it (without
+// the flag's name, which CLI11 adds), or "" if valid.
 std::string parse_keepalive(const std::string& text, Options& opts);
 ParseResult parse_command_line(int argc, const char* const* argv, Options& opts);
 
