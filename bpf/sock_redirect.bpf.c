@@ -11,6 +11,7 @@
 #include "sock_logic.h"
 #include "sock_maps.h"
 #include "sock_route.h"
+#include "sock_deadcache.h"
 
 #define SOL_IP 0
 #define SOL_IPV6 41
@@ -78,6 +79,8 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	verdict = ktp_route(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
+	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+		return 0;
 	if (ktp_remember(ctx, dst, ctx->user_port))
 		return 1;
 	ctx->user_ip4 = ktp_proxy_ip4;
@@ -108,6 +111,8 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		return verdict;
 	if (!mapped && !ktp_have_ip6)
 		return 1;
+	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+		return 0;
 	if (ktp_remember(ctx, dst, ctx->user_port))
 		return 1;
 	if (mapped) {

@@ -20,6 +20,11 @@
 #include "socks5.h"
 #include "tcp_progress.h"
 
+#include "bpf_abi.h"
+
+#include <bpf/bpf.h>
+#include <arpa/inet.h>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
@@ -642,6 +647,27 @@ bool EventLoop::set_upstream_options(Conn& c)
     return true;
 }
 
+void EventLoop::remember_dead(const Conn& c, int err)
+{
+    // This app's connect already succeeded (to ktproxy's listener), so it
+    // gets the reset; the cgroup's next connects to this destination fail
+    // at once with err instead, for --dead-cache seconds, as a direct
+    // connect would, and an app that tries a name's next address moves on.
+    // A failed update only loses the hint.
+    if (cfg_.dead_dst_fd < 0 || cfg_.dead_cache <= 0)
+        return;
+    ktp_dead_key key{};
+    c.orig.to_mapped(key.addr);
+    key.port = htons(c.orig.port());
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ktp_dead_val v{};
+    v.until_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(now.tv_nsec) +
+                 static_cast<uint64_t>(cfg_.dead_cache * 1e9);
+    v.err = err;
+    bpf_map_update_elem(cfg_.dead_dst_fd, &key, &v, BPF_ANY);
+}
+
 void EventLoop::fail_early(Conn& c, End why, std::string detail)
 {
     if (c.early_end == End::none)
@@ -660,6 +686,8 @@ void EventLoop::on_connect(Conn& c, int res)
                   : res == -ECONNREFUSED                 ? End::refused
                                                          : End::error;
         const char* what = c.hs ? "upstream proxy" : "destination";
+        if (!c.hs && (why == End::refused || why == End::timeout || res == -EHOSTUNREACH || res == -ENETUNREACH))
+            remember_dead(c, res == -ECANCELED ? ETIMEDOUT : -res);
         // The app asked for a connection that cannot be made: tell it with a
         // reset, as the destination itself would have.
         return fail_early(c, why,

@@ -47,6 +47,11 @@ struct LoopConfig {
     // and passed on to the app as a reset (End::dead).
     uint32_t keepalive_idle = 30, keepalive_intvl = 10, keepalive_cnt = 3;
     uint32_t user_timeout_ms = 60'000;
+    // The connect hooks' negative cache (bpf/sock_deadcache.h): a direct
+    // destination that refused or did not answer is written there for
+    // dead_cache seconds. -1 / 0: none.
+    int dead_dst_fd = -1;
+    double dead_cache = 5;
 };
 
 // The router in force; SIGHUP swaps it while workers read it.
@@ -102,6 +107,7 @@ private:
     void give_spill(char*& chunk);
     void note_relay_error(Conn& c, int sock_index, int res);
     bool set_upstream_options(Conn& c);
+    void remember_dead(const Conn& c, int err);
     bool prefill_pipes(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
     static ssize_t recv_past_mark(int fd, Pipe& p);
     struct Waiter;

@@ -307,6 +307,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     lc.keepalive_intvl = o.keepalive_intvl;
     lc.keepalive_cnt = o.keepalive_cnt;
     lc.user_timeout_ms = o.user_timeout > 0 ? std::max<uint32_t>(1, static_cast<uint32_t>(o.user_timeout * 1000)) : 0;
+    lc.dead_cache = o.dead_cache;
+    lc.dead_dst_fd = kernel.sock ? kernel.sock->dead_dst_fd() : -1;
     std::vector<std::unique_ptr<EventLoop>> loops;
     for (auto& set : listener_sets)
         loops.push_back(std::make_unique<EventLoop>(lc, std::move(set), slot));

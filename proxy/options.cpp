@@ -61,6 +61,11 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "before the connection is reset (0: the kernel's default, about 15 minutes)")
         ->check(CLI::Range(0.0, 2000000.0))
         ->capture_default_str();
+    app.add_option("--dead-cache", o.dead_cache,
+                   "seconds a destination that refused ktproxy or never answered makes the cgroup's connects to it "
+                   "fail at once with that error, as direct, so apps try the next address (0: off)")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
     app.add_option("--rule", o.rules,
                    "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
                    "direct|block|proxy=UPSTREAM (see docs/rules.md)")

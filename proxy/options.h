@@ -59,6 +59,9 @@ struct Options {
     // destination that dies silently is noticed.
     uint32_t keepalive_idle = 30, keepalive_intvl = 10, keepalive_cnt = 3;
     double user_timeout = 60;
+    // Seconds a destination ktproxy could not connect to stays in the connect
+    // hooks' negative cache (its connects fail at once, as direct); 0 = off.
+    double dead_cache = 5;
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.

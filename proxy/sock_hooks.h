@@ -63,6 +63,9 @@ public:
 
     Counters counters() const;
     MapOccupancy occupancy() const;
+    // The connect hooks' negative cache of dead destinations
+    // (bpf/sock_deadcache.h), which the event loops write.
+    int dead_dst_fd() const;
 
 private:
     void attach_one(const char* what, ::bpf_program* prog, int cgroup_fd, const std::string& path);
