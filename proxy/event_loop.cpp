@@ -101,7 +101,7 @@ struct alignas(32) Conn {
     // chunk, and the pool unit goes back at once.
     char* spill[2] = {nullptr, nullptr};
     bool stalled[2] = {false, false};
-    uint8_t tries[2] = {0, 0};  // sends issued for the current ring-buffer chunk
+    uint8_t tries[2] = {0, 0};  // 1 once the current ring-buffer chunk's first send went
 
     // Idle sweep: the kernel's byte counters of both sockets when last
     // asked, and when; bytes moving there count as traffic even while no
@@ -1046,7 +1046,6 @@ void EventLoop::splice_send(Conn& c, Dir d, uint32_t offset, uint32_t len)
                     // Bytes out of the pipe but not all of them: the
                     // stream cannot go on.
                     give_spill(spill);
-                    note_relay_error(c, idx(other(d)), -EIO);
                     return apply(c, c.relay.on_send(d, -EIO));
                 }
                 c.spill[i] = spill;
@@ -1091,10 +1090,11 @@ void EventLoop::send_chunk(Conn& c, const Op& op)
     int flags = MSG_NOSIGNAL;
     if (c.held[i] >= 0) {
         char* ring = bufs_->addr(static_cast<uint16_t>(c.held[i]));
-        if (c.tries[i]++ == 0) {
+        if (c.tries[i] == 0) {
             // First try: never wait in the kernel while holding a ring
             // buffer; a full destination answers at once (-EAGAIN, or
             // fewer bytes), and the next try decides.
+            c.tries[i] = 1;
             flags |= MSG_DONTWAIT;
         } else if (!may_hold(c, op.dir)) {
             char* spill = op.offset + op.len <= spill_bytes_ ? take_spill() : nullptr;

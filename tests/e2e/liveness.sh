@@ -143,31 +143,49 @@ except OSError:
 }
 
 test_a_dead_destination_is_passed_on_to_the_app_as_a_reset() {
-    # A relayed connection goes quiet, then the server host stops answering
-    # (a blackhole route for the client host: nothing comes back, no ICMP).
-    # With short keepalive and user-timeout settings, ktproxy's probes go
-    # unanswered, the upstream socket fails, and the app gets a reset
-    # instead of waiting forever; the conn line says why.
+    # Two relayed connections, then the server host stops answering (a
+    # blackhole route for the client host: nothing comes back, no ICMP).
+    # One stays quiet: ktproxy's keepalive probes go unanswered. The other
+    # sends a line: ktproxy's copy of it goes unacknowledged (the user
+    # timeout). With short settings both upstream sockets fail, and the app
+    # gets a reset on each instead of waiting forever; the conn lines say
+    # why.
     fresh_start
     KTP_E2E_ARGS="" start_ktproxy --keepalive 1,1,2 --user-timeout 3 || fail "ktproxy did not start"
+    rm -f "$KTP_TMP/dark"
     in_app timeout 40 python3 -c '
-import socket, sys, time
-s = socket.create_connection((sys.argv[1], 9100))
-s.sendall(b"hi\n")
-s.recv(3)
+import os, socket, sys, threading, time
+conns = []
+for _ in range(2):
+    s = socket.create_connection((sys.argv[1], 9100))
+    s.sendall(b"hi\n")
+    s.recv(3)
+    conns.append(s)
 print("up", flush=True)
-s.settimeout(30)
-t = time.monotonic()
-try:
-    d = s.recv(1)
-    print("eof" if not d else "data", flush=True)
-except ConnectionResetError:
-    print("reset %.1f" % (time.monotonic() - t), flush=True)
-except socket.timeout:
-    print("hang", flush=True)
-except OSError as e:
-    print("error", e, flush=True)
-' "$KTP_SRV4" > "$KTP_TMP/dead.out" 2>&1 &
+for _ in range(100):
+    if os.path.exists(sys.argv[2]):
+        break
+    time.sleep(0.1)
+conns[1].sendall(b"into the dark\n")
+res = [None, None]
+def wait(i):
+    s = conns[i]
+    s.settimeout(30)
+    t = time.monotonic()
+    try:
+        d = s.recv(1)
+        res[i] = "eof" if not d else "data"
+    except ConnectionResetError:
+        res[i] = "reset %.1f" % (time.monotonic() - t)
+    except socket.timeout:
+        res[i] = "hang"
+    except OSError as e:
+        res[i] = "error %s" % e
+ts = [threading.Thread(target=wait, args=(i,)) for i in range(2)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print("quiet:", res[0], "sending:", res[1], flush=True)
+' "$KTP_SRV4" "$KTP_TMP/dark" > "$KTP_TMP/dead.out" 2>&1 &
     local app=$!
     for _ in $(seq 100); do
         grep -q '^up' "$KTP_TMP/dead.out" && break
@@ -175,14 +193,20 @@ except OSError as e:
     done
     grep -q '^up' "$KTP_TMP/dead.out" || fail "no relayed connection: $(cat "$KTP_TMP/dead.out")"
     in_srv ip route add blackhole "$KTP_CLI4/32" || fail "blackhole route on the server host"
+    touch "$KTP_TMP/dark"
     wait "$app"
     in_srv ip route del blackhole "$KTP_CLI4/32" || fail "removing the blackhole route"
     local out
     out=$(tail -1 "$KTP_TMP/dead.out")
     echo "    the app after the server host went dark: $out" >&2
-    expect_match "$out" '^reset ' "what the app saw once its destination stopped answering"
-    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9100 .*end=dead reason=\"destination stopped answering" 5 \
-        || fail "no conn line with end=dead: $(conn_ends)"
+    expect_match "$out" '^quiet: reset [0-9.]+ sending: reset [0-9.]+$' \
+        "what the app saw once its destination stopped answering"
+    for _ in $(seq 50); do
+        [ "$(grep -c "orig=$KTP_SRV4:9100 .*end=dead reason=\"destination stopped answering" "$KTP_LOG")" -ge 2 ] && break
+        sleep 0.1
+    done
+    [ "$(grep -c "orig=$KTP_SRV4:9100 .*end=dead reason=\"destination stopped answering" "$KTP_LOG")" -eq 2 ] \
+        || fail "not two conn lines with end=dead: $(conn_ends)"
     stop_ktproxy >&2 || fail "ktproxy exit status $?"
 }
 
@@ -217,6 +241,15 @@ except OSError as e:
     out=$(in_app curl -sS --max-time 10 -o /dev/null -w '%{http_code} %{remote_ip}' \
         --resolve "svc.test:8081:$dead,$KTP_SRV4" "http://svc.test:8081/" 2>&1)
     expect_eq "$out" "200 $KTP_SRV4" "curl with a dead first address, after ktproxy met it"
+    # Go's net.Dial the same way: the name from /etc/hosts (bound over in a
+    # mount namespace of its own), two addresses, the dead one first.
+    printf '%s svc.test\n%s svc.test\n' "$dead" "$KTP_SRV4" > "$KTP_TMP/hosts"
+    mkdir -p "$KTP_TMP/go"
+    (cd "$(dirname "$0")/goclient" && HOME="$KTP_TMP/go" GOCACHE="$KTP_TMP/go/cache" GO111MODULE=off CGO_ENABLED=0 \
+        timeout 300 go build -o "$KTP_TMP/goclient" main.go) || fail "building the Go client failed"
+    out=$(in_app unshare -m sh -c 'mount --bind "$1" /etc/hosts && exec "$2" http://svc.test:8081/' \
+        sh "$KTP_TMP/hosts" "$KTP_TMP/goclient" 2>&1)
+    expect_match "$out" "^200 [0-9]+ $KTP_SRV4:8081\$" "the Go client with a dead first address, after ktproxy met it"
     stop_ktproxy >&2 || fail "ktproxy exit status $?"
     in_srv ip addr del "$dead/24" dev "kv${KTP_ID}s"
 }
