@@ -839,7 +839,8 @@ void EventLoop::release_buffer(Conn& c, Dir d)
     c.tries[idx(d)] = 0;
     if (c.stalled[idx(d)]) {
         c.stalled[idx(d)] = false;
-        --stalled_;
+        if (c.spliced)
+            --stalled_;
     }
     if (c.held[idx(d)] >= 0) {
         bufs_->recycle(static_cast<uint16_t>(c.held[idx(d)]));
@@ -1076,12 +1077,12 @@ void EventLoop::splice_send(Conn& c, Dir d, uint32_t offset, uint32_t len)
 // chunk at once (a client that does not read, a slow link) would hold a pool
 // buffer or pipe until the destination drains; enough of them hold the whole
 // pool and every other connection of the worker waits for a buffer that
-// never comes back. So: a direction holds a pool unit only for a send that
-// goes at once, or while fewer than stall_cap_ directions are stalled (three
-// quarters of the pool); past that, the bytes left move to a private spill
-// chunk (at most one chunk per direction, as a per-connection-buffer proxy
-// holds) and the pool unit goes back at once. The rest of the pool therefore
-// always turns over, and a read for any connection soon gets a unit.
+// never comes back. So: a direction keeps its pool unit while stalled only
+// while fewer than stall_cap_ (three quarters of the pool) are held that way;
+// past that, the bytes left move to a private spill chunk (at most one chunk
+// per direction, as a per-connection-buffer proxy holds) and the pool unit
+// goes back at once. The rest of the pool therefore always turns over, and a
+// read for any connection soon gets a unit.
 void EventLoop::send_chunk(Conn& c, const Op& op)
 {
     const int i = idx(op.dir);
@@ -1091,11 +1092,17 @@ void EventLoop::send_chunk(Conn& c, const Op& op)
     if (c.held[i] >= 0) {
         char* ring = bufs_->addr(static_cast<uint16_t>(c.held[i]));
         if (c.tries[i] == 0) {
-            // First try: never wait in the kernel while holding a ring
-            // buffer; a full destination answers at once (-EAGAIN, or
-            // fewer bytes), and the next try decides.
+            // First try. A send that finds its destination full waits in
+            // the kernel, holding the buffer, without a word to us: allowed
+            // while fewer than half the ring's buffers are in use, so such
+            // silent waiters are always fewer than half of it, and bulk
+            // transfers on a ring with room run exactly as they always did.
+            // Past that, the send must not wait (MSG_DONTWAIT): a full
+            // destination answers at once (-EAGAIN, or fewer bytes), and
+            // the next try decides whether to hold or spill.
             c.tries[i] = 1;
-            flags |= MSG_DONTWAIT;
+            if (bufs_->in_use() >= cfg_.buffers / 2)
+                flags |= MSG_DONTWAIT;
         } else if (!may_hold(c, op.dir)) {
             char* spill = op.offset + op.len <= spill_bytes_ ? take_spill() : nullptr;
             if (spill) {
@@ -1123,7 +1130,12 @@ bool EventLoop::may_hold(Conn& c, Dir d)
 {
     if (c.stalled[idx(d)])
         return true;
-    if (stalled_ >= stall_cap_)
+    // Splice: every stall is seen (the splice is inline), so stalled
+    // directions are counted. Ring: a send waiting in the kernel is not seen
+    // (see send_chunk), so the buffers in use are what is bounded; every
+    // holder was admitted while they were fewer than the cap, so holders of
+    // either kind stay below it.
+    if (c.spliced ? stalled_ >= stall_cap_ : bufs_->in_use() >= stall_cap_)
         return false;
     hold_anyway(c, d);
     return true;
@@ -1134,7 +1146,8 @@ void EventLoop::hold_anyway(Conn& c, Dir d)
     if (c.stalled[idx(d)])
         return;
     c.stalled[idx(d)] = true;
-    ++stalled_;
+    if (c.spliced)
+        ++stalled_;
 }
 
 char* EventLoop::take_spill()

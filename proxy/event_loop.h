@@ -173,9 +173,10 @@ private:
     bool linger_cmd_ = true;           // socket setsockopt via uring_cmd works
 
     // Stalled directions: those waiting for a full destination may keep
-    // their pool buffer (pipe) up to stall_cap_ of them; beyond, a stalled
-    // chunk moves to a private spill chunk of spill_bytes_, so that the rest
-    // of the pool always serves the reads of every other connection.
+    // their pool buffer (pipe) while fewer than stall_cap_ are held so (pipes:
+    // stalled_ counts the stalled spliced directions; ring: buffers in use);
+    // beyond, a stalled chunk moves to a private spill chunk of spill_bytes_,
+    // so that the rest of the pool always serves every other connection.
     uint32_t stalled_ = 0;
     uint32_t stall_cap_ = 0;
     uint32_t spill_bytes_ = 0;
