@@ -254,5 +254,26 @@ except OSError as e:
     in_srv ip addr del "$dead/24" dev "kv${KTP_ID}s"
 }
 
+test_bad_liveness_flags_give_one_line_and_nonzero_exit() {
+    local args want rc
+    while IFS='|' read -r want args; do
+        rc=0
+        # shellcheck disable=SC2086
+        in_cli timeout 10 "$KTPROXY" --cgroup "$KTP_CG" $args >/dev/null 2>"$KTP_TMP/err" || rc=$?
+        [ "$rc" -ne 0 ] || fail "'$args' exited 0"
+        [ "$rc" -ne 124 ] || fail "'$args' hung"
+        expect_eq "$(wc -l < "$KTP_TMP/err")" 1 "stderr lines of '$args'"
+        expect_file_match "$KTP_TMP/err" "^ktproxy: .*$want"
+    done <<'EOF2'
+INTVL without CNT|--keepalive 30,10
+not IDLE|--keepalive fast
+out of range|--keepalive 0,10,3
+out of range|--keepalive 30,10,500
+more than three|--keepalive 1,2,3,4
+user-timeout|--user-timeout -1
+dead-cache|--dead-cache never
+EOF2
+}
+
 run_all_tests "$0"
 finish
