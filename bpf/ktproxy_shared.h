@@ -106,4 +106,19 @@ struct ktp_route_set {
 	struct ktp_route_entry entries[KTP_ROUTE_MAX];
 };
 
+/* Negative cache of destinations ktproxy could not reach (bpf/sock_deadcache.h,
+ * map ktp_dead_dst): key and value, written by ktproxy's workers, read by the
+ * connect hooks. */
+struct ktp_dead_key {
+	__u32 addr[4];  /* network order, IPv4 as v4-mapped */
+	__u16 port;     /* network order */
+	__u16 _pad;
+};
+
+struct ktp_dead_val {
+	__u64 until_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_ns) after which the entry is void */
+	__s32 err;       /* errno the app's connect fails with: ECONNREFUSED, ETIMEDOUT, ... */
+	__u32 _pad;
+};
+
 #endif

@@ -12,6 +12,7 @@
 #include "sock_logic.h"
 #include "sock_maps.h"
 #include "sock_route.h"
+#include "sock_deadcache.h"
 
 #define SOL_IP 0
 #define SOL_IPV6 41
@@ -151,6 +152,8 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	verdict = ktp_route(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
+	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+		return 0;
 	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, 0);
 	if (verdict >= 0)
 		return verdict;
@@ -185,6 +188,8 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		return verdict;
 	if (!mapped && !ktp_have_ip6)
 		return 1;
+	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+		return 0;
 	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, !mapped);
 	if (verdict >= 0)
 		return verdict;

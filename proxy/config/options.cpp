@@ -42,8 +42,31 @@ void add_proxy_options(CLI::App& app, Options& o)
     app.add_option("--workers", o.workers, "event loop threads (0: one per CPU)")
         ->check(CLI::Range(0u, 256u))
         ->capture_default_str();
-    app.add_option("--idle-timeout", o.idle_timeout, "seconds without traffic before a connection is cut (0: never)")
+    app.add_option("--idle-timeout", o.idle_timeout,
+                   "seconds without a byte moving either way before a connection is cut (0: never)")
         ->check(CLI::Range(0.0, 1e7))
+        ->capture_default_str();
+    // Liveness of ktproxy's outgoing sockets (event_loop.cpp, set_upstream_options).
+    app.add_option_function<std::string>(
+           "--keepalive", [&o](const std::string& v) { parse_keepalive(v, o); },
+           "TCP keepalive on ktproxy's outgoing sockets: IDLE[,INTVL,CNT] seconds idle before the first probe, "
+           "seconds between probes, unanswered probes before the connection is reset (0: off)")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                Options scratch;
+                return parse_keepalive(v, scratch);
+            },
+            "IDLE[,INTVL,CNT]"))
+        ->default_str("30,10,3");
+    app.add_option("--user-timeout", o.user_timeout,
+                   "TCP_USER_TIMEOUT on ktproxy's outgoing sockets: seconds sent data may stay unacknowledged "
+                   "before the connection is reset (0: the kernel's default, about 15 minutes)")
+        ->check(CLI::Range(0.0, 2000000.0))
+        ->capture_default_str();
+    app.add_option("--dead-cache", o.dead_cache,
+                   "seconds a destination that refused ktproxy or never answered makes the cgroup's connects to it "
+                   "fail at once with that error, as direct, so apps try the next address (0: off)")
+        ->check(CLI::Range(0.0, 3600.0))
         ->capture_default_str();
     app.add_option("--rule", o.rules,
                    "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
@@ -68,6 +91,42 @@ void add_proxy_options(CLI::App& app, Options& o)
            "trace, debug, info (one line per connection), warn or error")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
         ->default_str("info");
+}
+
+std::string parse_keepalive(const std::string& text, Options& o)
+{
+    // IDLE alone keeps the default interval and count.
+    uint32_t v[3] = {0, 10, 3};
+    size_t start = 0;
+    int n = 0;
+    for (; n < 3 && start <= text.size(); ++n) {
+        size_t comma = text.find(',', start);
+        std::string part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (part.empty() || part.size() > 5 || part.find_first_not_of("0123456789") != std::string::npos)
+            return fmt::format("'{}' is not IDLE[,INTVL,CNT] in whole seconds (or 0 for off)", text);
+        v[n] = static_cast<uint32_t>(std::stoul(part));
+        if (comma == std::string::npos) {
+            ++n;
+            break;
+        }
+        start = comma + 1;
+        if (n == 2)
+            return fmt::format("'{}' has more than three fields (IDLE,INTVL,CNT)", text);
+    }
+    if (n == 2)
+        return fmt::format("'{}' gives INTVL without CNT (IDLE or IDLE,INTVL,CNT)", text);
+    if (v[0] == 0 && n == 1) {
+        o.keepalive_idle = 0;
+        return {};
+    }
+    // The kernel's bounds (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT).
+    if (v[0] < 1 || v[0] > 32767 || v[1] < 1 || v[1] > 32767 || v[2] < 1 || v[2] > 127)
+        return fmt::format("'{}' out of range (IDLE and INTVL 1-32767 s, CNT 1-127; 0 alone for off)",
+                           text);
+    o.keepalive_idle = v[0];
+    o.keepalive_intvl = v[1];
+    o.keepalive_cnt = v[2];
+    return {};
 }
 
 namespace {

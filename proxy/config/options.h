@@ -50,8 +50,18 @@ struct Options {
     std::string relay = "splice";
     // Event loop threads; 0 = one per CPU.
     uint32_t workers = 0;
-    // Seconds without traffic after which a relayed connection is cut; 0 = never.
+    // Seconds without bytes moving either way after which a relayed
+    // connection is cut; 0 = never.
     double idle_timeout = 0;
+    // ktproxy's outgoing sockets: TCP keepalive (seconds idle before the
+    // first probe, seconds between probes, probes; idle 0 = off) and
+    // TCP_USER_TIMEOUT in seconds (0 = the kernel's default), so that a
+    // destination that dies silently is noticed.
+    uint32_t keepalive_idle = 30, keepalive_intvl = 10, keepalive_cnt = 3;
+    double user_timeout = 60;
+    // Seconds a destination ktproxy could not connect to stays in the connect
+    // hooks' negative cache (its connects fail at once, as direct); 0 = off.
+    double dead_cache = 5;
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.
@@ -94,6 +104,9 @@ struct ParseResult {
 
 // Adds the options every mode shares (listener, mark, timeouts, logging).
 void add_proxy_options(CLI::App& app, Options& opts);
+// --keepalive IDLE[,INTVL,CNT] or 0 into opts; what is wrong with it (without
+// the flag's name, which CLI11 adds), or "" if valid.
+std::string parse_keepalive(const std::string& text, Options& opts);
 ParseResult parse_command_line(int argc, const char* const* argv, Options& opts);
 
 }  // namespace ktp

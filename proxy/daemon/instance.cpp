@@ -377,6 +377,12 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     lc.buffer_size = o.buffer_size;
     lc.buffers = o.buffers;
     lc.splice = o.relay == "splice";
+    lc.keepalive_idle = o.keepalive_idle;
+    lc.keepalive_intvl = o.keepalive_intvl;
+    lc.keepalive_cnt = o.keepalive_cnt;
+    lc.user_timeout_ms = o.user_timeout > 0 ? std::max<uint32_t>(1, static_cast<uint32_t>(o.user_timeout * 1000)) : 0;
+    lc.dead_cache = o.dead_cache;
+    lc.dead_dst_fd = kernel.sock ? kernel.sock->dead_dst_fd() : -1;
     std::vector<std::unique_ptr<EventLoop>> loops;
     for (auto& set : listener_sets)
         loops.push_back(std::make_unique<EventLoop>(lc, std::move(set), slot));

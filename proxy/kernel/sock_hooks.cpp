@@ -325,6 +325,8 @@ void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t de
     publish_routes(skel_, routes, default_action, "the socket hooks");
 }
 
+int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
+
 Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }
 
 MapOccupancy SockHooks::occupancy() const

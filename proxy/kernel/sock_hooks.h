@@ -72,6 +72,9 @@ public:
 
     Counters counters() const;
     MapOccupancy occupancy() const;
+    // The connect hooks' negative cache of dead destinations
+    // (bpf/sock_deadcache.h), which the event loops write.
+    int dead_dst_fd() const;
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

@@ -18,6 +18,12 @@
 #include "base/log.h"
 #include "route/sniff.h"
 #include "upstream/socks5.h"
+#include "loop/tcp_progress.h"
+
+#include "kernel/bpf_abi.h"
+
+#include <bpf/bpf.h>
+#include <arpa/inet.h>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,6 +37,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -82,10 +89,25 @@ struct alignas(32) Conn {
     Pipe pipe[2];
     uint32_t piped[2] = {0, 0};      // bytes in pipe[d]
     uint32_t splice_len[2] = {0, 0}; // the send waiting for POLLOUT
+    uint32_t splice_offset[2] = {0, 0};
     bool spliced = false;            // this connection relays with splice(2)
     // POLLPRI left out of this direction's readiness poll: it reported urgent
     // data that cannot be read yet (a gap before the urgent byte).
     bool urg_quiet[2] = {false, false};
+
+    // Stalled directions (see "Stalled directions" below): a chunk whose
+    // destination could not take it at once either keeps its pool unit
+    // (stalled, counted in EventLoop::stalled_) or moves to a private spill
+    // chunk, and the pool unit goes back at once.
+    char* spill[2] = {nullptr, nullptr};
+    bool stalled[2] = {false, false};
+    uint8_t tries[2] = {0, 0};  // 1 once the current ring-buffer chunk's first send went
+
+    // Idle sweep: the kernel's byte counters of both sockets when last
+    // asked, and when; bytes moving there count as traffic even while no
+    // operation of ours completes (a send draining to a slow reader).
+    uint64_t moved = 0;
+    std::chrono::steady_clock::time_point moved_at{};
 
     // Routing.
     std::shared_ptr<const Router> router;
@@ -222,8 +244,18 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
     if (err < 0)
         fail("create io_uring: {} (needs Linux >= 5.19 with io_uring enabled)", errno_text(-err));
     bufs_ = std::make_unique<BufRing>(ring_, kBufGroup, cfg_.buffers, cfg_.buffer_size);
-    if (cfg_.splice)
-        pipes_ = std::make_unique<PipePool>(cfg_.buffers, std::max<uint32_t>(cfg_.buffer_size, 65536), &g_conn_fds);
+    // A quarter of the pool (at least one unit) is never held by a stalled
+    // direction; a spill chunk holds what a pool unit can.
+    stall_cap_ = cfg_.buffers - std::max<uint32_t>(1, cfg_.buffers / 4);
+    spill_bytes_ = cfg_.buffer_size;
+    if (cfg_.splice) {
+        const uint32_t pipe_bytes = std::max<uint32_t>(cfg_.buffer_size, 65536);
+        pipes_ = std::make_unique<PipePool>(cfg_.buffers, pipe_bytes, &g_conn_fds);
+        // The kernel rounds a pipe's size up to a power of two pages.
+        const uint32_t page = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));
+        spill_bytes_ = std::max(spill_bytes_, std::bit_ceil((pipe_bytes + page - 1) / page) * page);
+    }
+    free_spills_.reserve(kFreeChunkBytesKept * 4 / spill_bytes_ + 1);
 
     // The fixed-file table may be as large as RLIMIT_NOFILE, per ring.
     rlimit rl{};
@@ -255,8 +287,13 @@ EventLoop::~EventLoop()
     bufs_.reset();
     io_uring_queue_exit(&ring_);
     for (auto& c : all_)
-        for (Dir d : {Dir::ClientToUpstream, Dir::UpstreamToClient})
+        for (Dir d : {Dir::ClientToUpstream, Dir::UpstreamToClient}) {
             unmap_chunk(std::exchange(c->setup[idx(d)], nullptr), d);
+            if (c->spill[idx(d)])
+                ::munmap(std::exchange(c->spill[idx(d)], nullptr), spill_bytes_);
+        }
+    for (char* chunk : free_spills_)
+        ::munmap(chunk, spill_bytes_);
     all_.clear();
     for (Dir d : {Dir::ClientToUpstream, Dir::UpstreamToClient})
         for (char* chunk : free_chunks_[idx(d)])
@@ -423,6 +460,9 @@ Conn* EventLoop::alloc_conn()
         c->piped[0] = c->piped[1] = 0;
         c->spliced = false;
         c->urg_quiet[0] = c->urg_quiet[1] = false;
+        c->tries[0] = c->tries[1] = 0;
+        c->moved = 0;
+        c->moved_at = {};
         c->watching[0] = c->watching[1] = false;
         c->upstream = nullptr;
         c->route_name = "none";
@@ -568,6 +608,8 @@ void EventLoop::route(Conn& c, const std::string* domain)
     if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0)
         return fail_early(c, End::error, fmt::format("SO_MARK on upstream socket: {}", errno_text(errno)));
     set_nodelay(c.fd[1].get());
+    if (!set_upstream_options(c))
+        return;
 
     reserve(2);
     io_uring_sqe* s = sqe();
@@ -576,6 +618,54 @@ void EventLoop::route(Conn& c, const std::string* domain)
     s->flags |= IOSQE_IO_LINK;
     ++c.inflight;
     link_timeout(c, connect_timeout_);
+}
+
+bool EventLoop::set_upstream_options(Conn& c)
+{
+    // The app's own keepalive stops at ktproxy, which answers it: without
+    // probes of ktproxy's own, a destination (or upstream proxy) that dies
+    // silently would leave app and relay waiting forever. Keepalive catches
+    // it while the connection is quiet, TCP_USER_TIMEOUT while sent data
+    // goes unacknowledged; either makes the socket fail with ETIMEDOUT,
+    // which the relay passes on to the app as a reset (End::dead).
+    const int fd = c.fd[1].get();
+    auto opt = [&](int level, int name, uint32_t value, const char* what) {
+        int v = static_cast<int>(value);
+        if (setsockopt(fd, level, name, &v, sizeof(v)) == 0)
+            return true;
+        fail_early(c, End::error, fmt::format("{} on upstream socket: {}", what, errno_text(errno)));
+        return false;
+    };
+    if (cfg_.keepalive_idle > 0 &&
+        !(opt(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE") &&
+          opt(IPPROTO_TCP, TCP_KEEPIDLE, cfg_.keepalive_idle, "TCP_KEEPIDLE") &&
+          opt(IPPROTO_TCP, TCP_KEEPINTVL, cfg_.keepalive_intvl, "TCP_KEEPINTVL") &&
+          opt(IPPROTO_TCP, TCP_KEEPCNT, cfg_.keepalive_cnt, "TCP_KEEPCNT")))
+        return false;
+    if (cfg_.user_timeout_ms > 0 && !opt(IPPROTO_TCP, TCP_USER_TIMEOUT, cfg_.user_timeout_ms, "TCP_USER_TIMEOUT"))
+        return false;
+    return true;
+}
+
+void EventLoop::remember_dead(const Conn& c, int err)
+{
+    // This app's connect already succeeded (to ktproxy's listener), so it
+    // gets the reset; the cgroup's next connects to this destination fail
+    // at once with err instead, for --dead-cache seconds, as a direct
+    // connect would, and an app that tries a name's next address moves on.
+    // A failed update only loses the hint.
+    if (cfg_.dead_dst_fd < 0 || cfg_.dead_cache <= 0)
+        return;
+    ktp_dead_key key{};
+    c.orig.to_mapped(key.addr);
+    key.port = htons(c.orig.port());
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ktp_dead_val v{};
+    v.until_ns = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(now.tv_nsec) +
+                 static_cast<uint64_t>(cfg_.dead_cache * 1e9);
+    v.err = err;
+    bpf_map_update_elem(cfg_.dead_dst_fd, &key, &v, BPF_ANY);
 }
 
 void EventLoop::fail_early(Conn& c, End why, std::string detail)
@@ -596,6 +686,8 @@ void EventLoop::on_connect(Conn& c, int res)
                   : res == -ECONNREFUSED                 ? End::refused
                                                          : End::error;
         const char* what = c.hs ? "upstream proxy" : "destination";
+        if (!c.hs && (why == End::refused || why == End::timeout || res == -EHOSTUNREACH || res == -ENETUNREACH))
+            remember_dead(c, res == -ECANCELED ? ETIMEDOUT : -res);
         // The app asked for a connection that cannot be made: tell it with a
         // reset, as the destination itself would have.
         return fail_early(c, why,
@@ -743,6 +835,13 @@ void EventLoop::start_relay(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 void EventLoop::release_buffer(Conn& c, Dir d)
 {
     give_chunk(c.setup[idx(d)], d);
+    give_spill(c.spill[idx(d)]);
+    c.tries[idx(d)] = 0;
+    if (c.stalled[idx(d)]) {
+        c.stalled[idx(d)] = false;
+        if (c.spliced)
+            --stalled_;
+    }
     if (c.held[idx(d)] >= 0) {
         bufs_->recycle(static_cast<uint16_t>(c.held[idx(d)]));
         c.held[idx(d)] = -1;
@@ -810,6 +909,8 @@ void EventLoop::on_relay_recv(Conn& c, Dir d, int res, uint32_t flags)
         waiting_[kWaitBuffer].push_back(Waiter{&c, d, c.gen});
         return;
     }
+    if (res < 0)
+        note_relay_error(c, idx(d), res);
     const uint32_t gen = c.gen;
     apply(c, c.relay.on_recv(d, res));
     if (res == 0 && c.gen == gen && !c.closing && !c.aborting)
@@ -881,8 +982,10 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
 {
     if (c.aborting)
         return maybe_release(c);
-    if (res < 0)
+    if (res < 0) {
+        note_relay_error(c, idx(d), res);
         return apply(c, c.relay.on_recv(d, res));
+    }
     Pipe& p = c.pipe[idx(d)];
     if (!p) {
         p = pipes_->take();
@@ -919,19 +1022,43 @@ void EventLoop::on_splice_ready(Conn& c, Dir d, int res)
         c.piped[idx(d)] = static_cast<uint32_t>(r);
     else
         release_buffer(c, d);
+    if (r < 0)
+        note_relay_error(c, idx(d), r);
     const uint32_t gen = c.gen;
     apply(c, c.relay.on_recv(d, r));
     if (r == 0 && c.gen == gen && !c.closing && !c.aborting)
         watch_after_eof(c, d);
 }
 
-void EventLoop::splice_send(Conn& c, Dir d, uint32_t len)
+void EventLoop::splice_send(Conn& c, Dir d, uint32_t offset, uint32_t len)
 {
-    ssize_t n = ::splice(c.pipe[idx(d)].r.get(), nullptr, c.dst(d).fd, nullptr, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    const int i = idx(d);
+    ssize_t n = ::splice(c.pipe[i].r.get(), nullptr, c.dst(d).fd, nullptr, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     if (n < 0 && errno == EAGAIN) {
-        // The destination's send buffer is full: the bytes stay in the pipe
-        // and this direction reads nothing more until they are out.
-        c.splice_len[idx(d)] = len;
+        // The destination's send buffer is full: this direction reads
+        // nothing more until these bytes are out (backpressure). They stay
+        // in the pipe while few directions are stalled; past stall_cap_
+        // they move to a spill chunk and the pipe goes back to the pool.
+        if (!may_hold(c, d)) {
+            char* spill = offset + len <= spill_bytes_ && c.piped[i] == len ? take_spill() : nullptr;
+            if (spill) {
+                ssize_t got = ::read(c.pipe[i].r.get(), spill + offset, len);
+                if (got != static_cast<ssize_t>(len)) {
+                    // Bytes out of the pipe but not all of them: the
+                    // stream cannot go on.
+                    give_spill(spill);
+                    return apply(c, c.relay.on_send(d, -EIO));
+                }
+                c.spill[i] = spill;
+                c.piped[i] = 0;
+                pipes_->give(c.pipe[i], true);
+                wake_waiter(waiting_[kWaitPipe]);
+                return send_chunk(c, Op{Op::send, d, offset, len});
+            }
+            hold_anyway(c, d);  // no memory for a spill chunk: wait with the pipe
+        }
+        c.splice_len[i] = len;
+        c.splice_offset[i] = offset;
         io_uring_sqe* s = sqe();
         io_uring_prep_poll_add(s, c.dst(d).fd, POLLOUT);
         io_uring_sqe_set_data64(s, pack(&c, kSend, d));
@@ -940,8 +1067,129 @@ void EventLoop::splice_send(Conn& c, Dir d, uint32_t len)
     }
     int r = n > 0 ? static_cast<int>(n) : n == 0 ? -EPIPE : -errno;
     if (r > 0)
-        c.piped[idx(d)] -= static_cast<uint32_t>(r);
+        c.piped[i] -= static_cast<uint32_t>(r);
+    else
+        note_relay_error(c, idx(other(d)), r);
     apply(c, c.relay.on_send(d, r));
+}
+
+// Stalled directions. A direction whose destination does not take its
+// chunk at once (a client that does not read, a slow link) would hold a pool
+// buffer or pipe until the destination drains; enough of them hold the whole
+// pool and every other connection of the worker waits for a buffer that
+// never comes back. So: a direction keeps its pool unit while stalled only
+// while fewer than stall_cap_ (three quarters of the pool) are held that way;
+// past that, the bytes left move to a private spill chunk (at most one chunk
+// per direction, as a per-connection-buffer proxy holds) and the pool unit
+// goes back at once. The rest of the pool therefore always turns over, and a
+// read for any connection soon gets a unit.
+void EventLoop::send_chunk(Conn& c, const Op& op)
+{
+    const int i = idx(op.dir);
+    if (c.spliced && !c.spill[i])
+        return splice_send(c, op.dir, op.offset, op.len);
+    int flags = MSG_NOSIGNAL;
+    if (c.held[i] >= 0) {
+        char* ring = bufs_->addr(static_cast<uint16_t>(c.held[i]));
+        if (c.tries[i] == 0) {
+            // First try. A send that finds its destination full waits in
+            // the kernel, holding the buffer, without a word to us: allowed
+            // while fewer than half the ring's buffers are in use, so such
+            // silent waiters are always fewer than half of it, and bulk
+            // transfers on a ring with room run exactly as they always did.
+            // Past that, the send must not wait (MSG_DONTWAIT): a full
+            // destination answers at once (-EAGAIN, or fewer bytes), and
+            // the next try decides whether to hold or spill.
+            c.tries[i] = 1;
+            if (bufs_->in_use() >= cfg_.buffers / 2)
+                flags |= MSG_DONTWAIT;
+        } else if (!may_hold(c, op.dir)) {
+            char* spill = op.offset + op.len <= spill_bytes_ ? take_spill() : nullptr;
+            if (spill) {
+                std::memcpy(spill + op.offset, ring + op.offset, op.len);
+                c.spill[i] = spill;
+                bufs_->recycle(static_cast<uint16_t>(c.held[i]));
+                c.held[i] = -1;
+                wake_waiter(waiting_[kWaitBuffer]);
+            } else {
+                hold_anyway(c, op.dir);
+            }
+        }
+    }
+    char* base = c.spill[i]          ? c.spill[i]
+                 : c.held[i] >= 0    ? bufs_->addr(static_cast<uint16_t>(c.held[i]))
+                                     : c.setup[i];
+    io_uring_sqe* s = sqe();
+    io_uring_prep_send(s, c.dst(op.dir).fd, base + op.offset, op.len, flags);
+    on(s, c.dst(op.dir));
+    io_uring_sqe_set_data64(s, pack(&c, kSend, op.dir));
+    ++c.inflight;
+}
+
+bool EventLoop::may_hold(Conn& c, Dir d)
+{
+    if (c.stalled[idx(d)])
+        return true;
+    // Splice: every stall is seen (the splice is inline), so stalled
+    // directions are counted. Ring: a send waiting in the kernel is not seen
+    // (see send_chunk), so the buffers in use are what is bounded; every
+    // holder was admitted while they were fewer than the cap, so holders of
+    // either kind stay below it.
+    if (c.spliced ? stalled_ >= stall_cap_ : bufs_->in_use() >= stall_cap_)
+        return false;
+    hold_anyway(c, d);
+    return true;
+}
+
+void EventLoop::hold_anyway(Conn& c, Dir d)
+{
+    if (c.stalled[idx(d)])
+        return;
+    c.stalled[idx(d)] = true;
+    if (c.spliced)
+        ++stalled_;
+}
+
+char* EventLoop::take_spill()
+{
+    // mmap, not the heap, for the reasons take_chunk gives.
+    if (free_spills_.empty()) {
+        void* p = ::mmap(nullptr, spill_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+    }
+    char* chunk = free_spills_.back();
+    free_spills_.pop_back();
+    return chunk;
+}
+
+void EventLoop::give_spill(char*& chunk)
+{
+    if (!chunk)
+        return;
+    // Keep about a megabyte for the next stalls; beyond, back to the system.
+    if (free_spills_.size() < free_spills_.capacity())
+        free_spills_.push_back(chunk);
+    else
+        ::munmap(chunk, spill_bytes_);
+    chunk = nullptr;
+}
+
+void EventLoop::note_relay_error(Conn& c, int sock_index, int res)
+{
+    // A peer that stopped answering (keepalive probes or TCP_USER_TIMEOUT
+    // ran out, or the network says it is gone) ends the connection as
+    // `dead`, with the reason in the connection's log line; the app gets a
+    // reset either way.
+    if (res != -ETIMEDOUT && res != -EHOSTUNREACH && res != -ENETUNREACH)
+        return;
+    const char* who = sock_index == 0 ? "client"
+                      : c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct ? "upstream proxy"
+                                                                                        : "destination";
+    if (c.early_end == End::none)
+        c.early_end = End::dead;
+    if (c.detail.empty())
+        c.detail = fmt::format("{} stopped answering: {}", who,
+                               res == -ETIMEDOUT ? "keepalive or user timeout expired" : errno_text(-res));
 }
 
 void EventLoop::watch_after_eof(Conn& c, Dir d)
@@ -975,20 +1223,9 @@ void EventLoop::apply(Conn& c, const Ops& ops)
             release_buffer(c, op.dir);
             submit_recv(c, op.dir);
             break;
-        case Op::send: {
-            if (c.spliced) {
-                splice_send(c, op.dir, op.len);
-                break;
-            }
-            int32_t bid = c.held[idx(op.dir)];
-            char* base = bid >= 0 ? bufs_->addr(static_cast<uint16_t>(bid)) : c.setup[idx(op.dir)];
-            s = sqe();
-            io_uring_prep_send(s, c.dst(op.dir).fd, base + op.offset, op.len, MSG_NOSIGNAL);
-            on(s, c.dst(op.dir));
-            io_uring_sqe_set_data64(s, pack(&c, kSend, op.dir));
-            ++c.inflight;
+        case Op::send:
+            send_chunk(c, op);
             break;
-        }
         case Op::shutdown:
             if (!c.dst(op.dir).fixed) {
                 // shutdown() on a socket never blocks; io_uring would punt it
@@ -1096,11 +1333,34 @@ void EventLoop::maybe_release(Conn& c)
 
 void EventLoop::sweep_idle()
 {
+    // Idle means no bytes moved either way. A completion of ours says bytes
+    // moved (last_active), but a send the kernel is still carrying out, or
+    // bytes draining from a socket's buffer to a slow reader, complete
+    // nothing for as long as they take: once a connection has been quiet
+    // for half the limit, the kernel's byte counters of its sockets are
+    // asked at every sweep, and a change since the last answer counts as
+    // traffic. Sockets only in the fixed-file table have no fd to ask
+    // (TCP_INFO has no io_uring form): for them completions alone count.
     auto limit = std::chrono::duration<double>(cfg_.idle_timeout);
     for (Conn* c = live_head_; c;) {
         Conn* next = c->live_next;  // fail_early may release c
-        if (c->relaying && !c->aborting && now_ - c->last_active > limit)
-            fail_early(*c, End::idle, fmt::format("no traffic for {}s", cfg_.idle_timeout));
+        if (!c->relaying || c->aborting || now_ - c->last_active <= limit / 2) {
+            c = next;
+            continue;
+        }
+        std::optional<uint64_t> moved;
+        for (int i = 0; i < 2; ++i)
+            if (c->slot[i] < 0 && c->fd[i])
+                if (auto n = tcp_bytes_moved(c->fd[i].get()))
+                    moved = moved.value_or(0) + *n;
+        if (moved) {
+            if (c->moved_at >= c->last_active && *moved != c->moved)
+                c->last_active = now_;
+            c->moved = *moved;
+            c->moved_at = now_;
+        }
+        if (now_ - c->last_active > limit)
+            fail_early(*c, End::idle, fmt::format("no bytes moved for {}s", cfg_.idle_timeout));
         c = next;
     }
 }
@@ -1224,11 +1484,13 @@ void EventLoop::run()
                     maybe_release(c);
                     break;
                 }
-                if (tag == kSend && c.spliced && res >= 0) {
+                if (tag == kSend && c.spliced && !c.spill[idx(dir)] && res >= 0) {
                     // Splice relay: that was the POLLOUT wait; send now.
-                    splice_send(c, dir, c.splice_len[idx(dir)]);
+                    splice_send(c, dir, c.splice_offset[idx(dir)], c.splice_len[idx(dir)]);
                     break;
                 }
+                if (res < 0 && res != -EAGAIN)
+                    note_relay_error(c, idx(other(dir)), res);
                 apply(c, tag == kSend ? c.relay.on_send(dir, res) : c.relay.on_shutdown(dir, res));
                 break;
             case kWatch:  // the watch's last report

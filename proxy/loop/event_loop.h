@@ -40,6 +40,18 @@ struct LoopConfig {
     // into ring buffers: the bytes never enter user space. `buffers` then
     // bounds the pipes per worker.
     bool splice = true;
+    // ktproxy's outgoing sockets: TCP keepalive (idle seconds before the
+    // first probe, seconds between probes, probes; idle 0 = off) and
+    // TCP_USER_TIMEOUT (milliseconds sent data may stay unacknowledged; 0 =
+    // the kernel's default): a destination that dies silently is noticed
+    // and passed on to the app as a reset (End::dead).
+    uint32_t keepalive_idle = 30, keepalive_intvl = 10, keepalive_cnt = 3;
+    uint32_t user_timeout_ms = 60'000;
+    // The connect hooks' negative cache (bpf/sock_deadcache.h): a direct
+    // destination that refused or did not answer is written there for
+    // dead_cache seconds. -1 / 0: none.
+    int dead_dst_fd = -1;
+    double dead_cache = 5;
 };
 
 // The router in force; SIGHUP swaps it while workers read it.
@@ -85,7 +97,17 @@ private:
     void on_relay_recv(Conn& c, Dir d, int res, uint32_t flags);
     void submit_recv(Conn& c, Dir d);
     void on_splice_ready(Conn& c, Dir d, int res);
-    void splice_send(Conn& c, Dir d, uint32_t len);
+    void splice_send(Conn& c, Dir d, uint32_t offset, uint32_t len);
+    // Fair use of the shared pool by stalled directions (event_loop.cpp,
+    // "Stalled directions").
+    void send_chunk(Conn& c, const Op& op);
+    bool may_hold(Conn& c, Dir d);
+    void hold_anyway(Conn& c, Dir d);
+    char* take_spill();
+    void give_spill(char*& chunk);
+    void note_relay_error(Conn& c, int sock_index, int res);
+    bool set_upstream_options(Conn& c);
+    void remember_dead(const Conn& c, int err);
     bool prefill_pipes(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
     static ssize_t recv_past_mark(int fd, Pipe& p);
     struct Waiter;
@@ -149,6 +171,16 @@ private:
     size_t slots_total_ = 0;
     int64_t fd_budget_ = 0;            // process-wide connection fds before using the table
     bool linger_cmd_ = true;           // socket setsockopt via uring_cmd works
+
+    // Stalled directions: those waiting for a full destination may keep
+    // their pool buffer (pipe) while fewer than stall_cap_ are held so (pipes:
+    // stalled_ counts the stalled spliced directions; ring: buffers in use);
+    // beyond, a stalled chunk moves to a private spill chunk of spill_bytes_,
+    // so that the rest of the pool always serves every other connection.
+    uint32_t stalled_ = 0;
+    uint32_t stall_cap_ = 0;
+    uint32_t spill_bytes_ = 0;
+    std::vector<char*> free_spills_;
 
     // Setup buffers not in use, per Dir (sniff chunks, handshake chunks);
     // chunks in use belong to their Conn until given back.

@@ -3,6 +3,8 @@
 // after the previous chunk was fully written (backpressure).
 #include "relay/relay.h"
 
+#include <cerrno>
+
 namespace ktp {
 
 std::string_view end_name(End e)
@@ -17,6 +19,7 @@ std::string_view end_name(End e)
     case End::blocked: return "blocked";
     case End::upstream: return "upstream-error";
     case End::idle: return "idle";
+    case End::dead: return "dead";
     }
     return "?";
 }
@@ -77,9 +80,13 @@ Ops Relay::on_send(Dir d, int res)
     Flow& f = flows_[idx(d)];
     if (finished() || f.state != State::writing)
         return {};
+    Ops out;
+    if (res == -EAGAIN) {
+        out.push({Op::send, d, f.sent, f.pending - f.sent});
+        return out;
+    }
     if (res <= 0)
         return abort();
-    Ops out;
     f.sent += static_cast<uint32_t>(res);
     f.bytes += static_cast<uint32_t>(res);
     if (f.sent < f.pending) {

@@ -24,7 +24,8 @@ enum class End : uint8_t {
     error,    // local failure (no original destination, socket error)
     blocked,  // a `block` rule decided after sniffing the domain
     upstream, // the upstream proxy refused or answered garbage in its handshake
-    idle,     // no traffic either way for --idle-timeout
+    idle,     // no bytes moved either way for --idle-timeout
+    dead,     // a peer stopped answering: keepalive probes or TCP_USER_TIMEOUT expired
 };
 std::string_view end_name(End e);
 
@@ -58,7 +59,8 @@ public:
     Ops start(uint32_t pending_c2u = 0, uint32_t pending_u2c = 0);
     // res: bytes received (>0), 0 for EOF, -errno for failure.
     Ops on_recv(Dir d, int res);
-    // res: bytes sent (>0) or -errno.
+    // res: bytes sent (>0) or -errno. -EAGAIN: a send that was not to wait
+    // found the destination full and sent nothing; the same bytes go again.
     Ops on_send(Dir d, int res);
     Ops on_shutdown(Dir d, int res);
 

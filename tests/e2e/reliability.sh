@@ -110,9 +110,10 @@ test_server_killed_mid_transfer_client_told_promptly_no_fd_leak() {
 
 test_more_transfers_than_relay_buffers_all_arrive_intact() {
     # 40 slow downloads at once through a ktproxy allowed 16 buffers (pipes,
-    # when splicing): every direction holds one while its reader
-    # lags, so the others wait for one to come back. None may fail, stall or
-    # lose a byte. A domain rule makes ktproxy read every request before
+    # when splicing): a direction whose reader lags holds one, up to 12 of
+    # them (three quarters of the pool); the others move their stalled bytes
+    # to a spill chunk of their own, or wait for a buffer to come back. None
+    # may fail, stall or lose a byte. A domain rule makes ktproxy read every request before
     # relaying it; the request goes into a pipe first, so requests made while
     # every pipe is out must go through ring buffers instead of failing.
     # Runs last: it restarts ktproxy with its own flags.
@@ -138,7 +139,7 @@ test_more_transfers_than_relay_buffers_all_arrive_intact() {
         while kill -0 "$loader" 2>/dev/null; do
             n=$(status_json | jq .pipes_in_use)
             [ "${n:-0}" -gt "$max" ] && max=$n
-            if [ -z "$late" ] && { [ "${n:-0}" -ge 16 ] || [ "$mode" = buffers ]; }; then
+            if [ -z "$late" ] && { [ "${n:-0}" -ge 12 ] || [ "$mode" = buffers ]; }; then
                 for i in 1 2 3 4 5; do
                     code=$(in_app curl -sS --max-time 30 -o /dev/null -w '%{http_code}' "http://$KTP_SRV4/" 2>&1)
                     late+="$code "
@@ -146,14 +147,15 @@ test_more_transfers_than_relay_buffers_all_arrive_intact() {
             fi
             sleep 0.2
         done
-        expect_eq "$late" "200 200 200 200 200 " "--relay $mode: requests made while the downloads hold every pipe"
+        expect_eq "$late" "200 200 200 200 200 " "--relay $mode: requests made while the downloads hold the pipes stalled directions may"
         wait "$loader" || fail "--relay $mode: the downloads did not finish"
         for i in $(seq 40); do
             expect_eq "$(cut -d' ' -f1 "$KTP_TMP/dl.$i" 2>/dev/null)" "$want" "--relay $mode: sha256 of download $i"
         done
         if [ "$mode" = splice ]; then
-            echo "    pipes in use at most: $max (limit 16)" >&2
-            expect_eq "$max" 16 "--relay splice --buffers 16 --workers 1: most pipes in use at once"
+            echo "    pipes in use at most: $max (limit 16, 12 of them for stalled directions)" >&2
+            [ "$max" -ge 12 ] && [ "$max" -le 16 ] \
+                || fail "--relay splice --buffers 16 --workers 1: at most $max pipes in use at once (expected 12 to 16)"
         fi
         stop_ktproxy || fail "--relay $mode: ktproxy exit status $?"
     done

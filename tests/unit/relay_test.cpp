@@ -124,6 +124,23 @@ TEST_CASE("a zero-byte send completion is treated as a failure, not a loop")
     CHECK(only(r.on_send(C2U, 0)).kind == Op::abort);
 }
 
+TEST_CASE("a send that found the destination full goes again from where it stopped")
+{
+    Relay r;
+    r.start();
+    r.on_recv(U2C, 100);
+    Op op = only(r.on_send(U2C, 40));
+    CHECK(op.kind == Op::send);
+    CHECK(op.offset == 40);
+    op = only(r.on_send(U2C, -EAGAIN));
+    CHECK(op.kind == Op::send);
+    CHECK(op.offset == 40);
+    CHECK(op.len == 60);
+    CHECK(r.bytes(U2C) == 40);
+    CHECK(only(r.on_send(U2C, 60)).kind == Op::recv);
+    CHECK(r.end() == End::none);
+}
+
 TEST_CASE("end reasons have stable log names")
 {
     CHECK(end_name(End::eof) == "eof");
@@ -132,6 +149,7 @@ TEST_CASE("end reasons have stable log names")
     CHECK(end_name(End::timeout) == "timeout");
     CHECK(end_name(End::error) == "error");
     CHECK(end_name(End::blocked) == "blocked");
+    CHECK(end_name(End::dead) == "dead");
     CHECK(end_name(End::upstream) == "upstream-error");
 }
 
