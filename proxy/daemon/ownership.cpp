@@ -2,9 +2,11 @@
 #include "daemon/ownership.h"
 
 #include "base/error.h"
+#include "base/text_file.h"
 #include "daemon/instance.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+#include <fstream>
 
 namespace ktp {
 
@@ -126,6 +129,26 @@ void InstanceLock::remove()
 {
     if (fd_)
         ::unlink(path_.c_str());
+}
+
+std::string legacy_pin_owner_file(const std::string& name)
+{
+    return std::string(kRunDir) + "/" + name + ".pin-owner";
+}
+
+void write_legacy_pin_owner(const std::string& name)
+{
+    std::ofstream f(legacy_pin_owner_file(name), std::ios::trunc);
+    f << getpid() << "\n";
+}
+
+int legacy_live_pin_owner(const std::string& name)
+{
+    int pid = std::atoi(read_text_file(legacy_pin_owner_file(name)).c_str());
+    if (pid <= 0 || kill(pid, 0) != 0)
+        return 0;
+    std::string comm = read_text_file(fmt::format("/proc/{}/comm", pid));
+    return comm.rfind("ktproxy", 0) == 0 ? pid : 0;
 }
 
 }  // namespace ktp

@@ -50,4 +50,13 @@ private:
     UniqueFd fd_;
 };
 
+// Before the instance lock, --fail-closed instances wrote their pid to
+// /run/ktproxy/NAME.pin-owner. An older `ktproxy cleanup` (mid-upgrade)
+// knows only that file, so a ready instance still writes it; `cleanup`
+// honours such files for pins that have no lock file.
+std::string legacy_pin_owner_file(const std::string& name);
+void write_legacy_pin_owner(const std::string& name);
+// The pid of the live ktproxy that owns pin dir `name` by that file, or 0.
+int legacy_live_pin_owner(const std::string& name);
+
 }  // namespace ktp

@@ -1,0 +1,79 @@
+// Loading the instance's BPF programs from its options.
+#include "daemon/kernel_side.h"
+
+#include "base/error.h"
+#include "daemon/instance.h"
+#include "daemon/ownership.h"
+#include "daemon/routing.h"
+#include "kernel/bpffs.h"
+
+#include <sys/stat.h>
+
+namespace ktp {
+
+KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::string& name)
+{
+    if (l.listen4) {
+        HookConfig hc;
+        hc.listen4 = *l.listen4;
+        hc.listen6 = l.listen6;
+        hc.mark = o.mark;
+        hc.netns_cookie = l.netns_cookie;
+        hc.max_conns = o.max_conns;
+        if (o.fail_closed) {
+            ensure_bpffs(kBpffs, cgroup2_mounted_here());
+            if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)
+                fail_errno("--fail-closed: create {}", kPinRoot);
+            hc.pin_dir = std::string(kPinRoot) + "/" + bpffs_name(name);
+        }
+        sock_ = std::make_unique<SockHooks>(hc);
+    }
+    if (l.gw4) {
+        GatewayConfig gc;
+        gc.ifaces = o.gateway_ifaces;
+        gc.listen4 = *l.gw4;
+        gc.listen6 = l.gw6;
+        gc.mark = o.gateway_mark;
+        gc.table = o.gateway_table;
+        gateway_ = std::make_unique<GatewayHooks>(gc);
+    }
+}
+
+void KernelSide::set_routes(const Routing& r)
+{
+    if (sock_)
+        sock_->set_routes(r.kernel, r.default_action);
+    if (gateway_)
+        gateway_->set_routes(r.kernel, r.default_action);
+}
+
+void KernelSide::attach_gateway()
+{
+    // Rules in the maps before the first packet meets the program: attached
+    // earlier, SYNs would get the compiled-in default for that instant.
+    if (gateway_)
+        gateway_->attach();
+}
+
+void KernelSide::attach_sockets(const Cgroup& app, const Cgroup& own)
+{
+    if (sock_)
+        sock_->attach(app.fd.get(), app.path, own.fd.get(), own.path);
+}
+
+Counters KernelSide::counters() const
+{
+    Counters c{};
+    if (sock_)
+        c = sock_->counters();
+    if (gateway_) {
+        Counters g = gateway_->counters();
+        for (size_t i = 0; i < c.size(); ++i)
+            c[i] += g[i];
+    }
+    return c;
+}
+
+MapOccupancy KernelSide::occupancy() const { return sock_ ? sock_->occupancy() : MapOccupancy{}; }
+
+}  // namespace ktp

@@ -1,0 +1,45 @@
+// The kernel side of an instance: the socket hooks on a cgroup and/or the
+// gateway's TC program, loaded from the options; the same rules go to both.
+#pragma once
+
+#include "config/options.h"
+#include "daemon/cgroup.h"
+#include "daemon/listeners.h"
+#include "kernel/bpf_maps.h"
+#include "kernel/gateway.h"
+#include "kernel/sock_hooks.h"
+
+#include <memory>
+#include <string>
+
+namespace ktp {
+
+struct Routing;
+
+class KernelSide {
+public:
+    // Loads (does not attach) the socket hooks when `name` has a cgroup
+    // (pinned under its name with --fail-closed), and the gateway program.
+    KernelSide(const Options& o, const ListenerPlan& listeners, const std::string& name);
+
+    // Publishes the rules to both programs at once (publish_routes).
+    void set_routes(const Routing& r);
+    // Attaches what was loaded: the gateway after its rules are in place,
+    // the socket hooks to the app cgroup (and ktproxy's own).
+    void attach_gateway();
+    void attach_sockets(const Cgroup& app, const Cgroup& own);
+
+    Counters counters() const;
+    MapOccupancy occupancy() const;
+    std::string counters_line() const { return format_counters(counters(), occupancy()); }
+
+    SockHooks* sock() { return sock_.get(); }
+    const SockHooks* sock() const { return sock_.get(); }
+    bool took_over() const { return sock_ && sock_->took_over(); }
+
+private:
+    std::unique_ptr<SockHooks> sock_;
+    std::unique_ptr<GatewayHooks> gateway_;
+};
+
+}  // namespace ktp

@@ -1,0 +1,100 @@
+// Opening the instance's listeners.
+#include "daemon/listeners.h"
+
+#include "base/error.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace ktp {
+namespace {
+
+// All workers on the same port: the hooks rewrite to a single port,
+// SO_REUSEPORT spreads the connections over the workers. transparent: the
+// gateway's listeners.
+std::vector<std::vector<Listener>> open_sets(const Options& o, unsigned workers, bool transparent)
+{
+    const bool want6 = !o.listen6.empty();
+    const bool reuse = workers > 1;
+    const char* w4 = transparent ? "gateway listener" : "--listen4";
+    const char* w6 = transparent ? "gateway listener" : "--listen6";
+    const uint16_t first_port = transparent ? 0 : o.port;
+    // The connect hooks check the cgroup listeners' mark; the gateway's are
+    // reached by bpf_sk_assign and keep none.
+    const uint32_t mark = transparent ? 0 : o.mark;
+    for (int attempt = 0;; ++attempt) {
+        std::vector<std::vector<Listener>> sets(workers);
+        try {
+            uint16_t port = first_port;
+            for (unsigned w = 0; w < workers; ++w) {
+                sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), w4, reuse, transparent, mark));
+                port = sets[w][0].addr.port();
+                if (want6)
+                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen6, port), w6, reuse, transparent, mark));
+            }
+            return sets;
+        } catch (const Error& e) {
+            // With port 0 the first IPv4 bind picks the port; if the IPv6
+            // side finds it taken, try another.
+            if (first_port == 0 && attempt < 20 &&
+                std::string_view(e.what()).find("in use") != std::string_view::npos)
+                continue;
+            throw;
+        }
+    }
+}
+
+}  // namespace
+
+ListenerPlan open_listeners(const Options& o, unsigned workers, bool cgroup_mode, bool gateway_mode)
+{
+    ListenerPlan p;
+    p.sets.resize(workers);
+    if (cgroup_mode) {
+        p.sets = open_sets(o, workers, false);
+        std::vector<const Listener*> ours;
+        for (const auto& set : p.sets)
+            for (const auto& l : set)
+                ours.push_back(&l);
+        refuse_shared_listeners(ours);
+        p.listen4 = p.sets[0][0].addr;
+        if (p.sets[0].size() > 1)
+            p.listen6 = p.sets[0][1].addr;
+        p.netns_cookie = netns_cookie_of(p.sets[0][0].fd.get());
+    }
+    if (gateway_mode) {
+        auto gw = open_sets(o, workers, true);
+        p.gw4 = gw[0][0].addr;
+        if (gw[0].size() > 1)
+            p.gw6 = gw[0][1].addr;
+        for (unsigned w = 0; w < workers; ++w)
+            for (auto& l : gw[w])
+                p.sets[w].push_back(std::move(l));
+    }
+    return p;
+}
+
+std::string ListenerPlan::where(const Options& o, const std::string& cgroup_path) const
+{
+    std::string out;
+    if (listen4)
+        out = fmt::format("listening on {}{}, cgroup {}", listen4->to_string(),
+                          listen6 ? " and " + listen6->to_string() : std::string(), cgroup_path);
+    if (gw4)
+        out += fmt::format("{}gateway on {} via {}{}", out.empty() ? "" : ", ", fmt::join(o.gateway_ifaces, ","),
+                           gw4->to_string(), gw6 ? " and " + gw6->to_string() : std::string());
+    return out;
+}
+
+std::string ListenerPlan::listening(const Options& o) const
+{
+    std::string out;
+    if (listen4)
+        out = fmt::format("{}{}", listen4->to_string(), listen6 ? " " + listen6->to_string() : std::string());
+    if (gw4)
+        out += fmt::format("{}gateway {} via {}{}", out.empty() ? "" : " ", fmt::join(o.gateway_ifaces, ","),
+                           gw4->to_string(), gw6 ? " " + gw6->to_string() : std::string());
+    return out;
+}
+
+}  // namespace ktp

@@ -1,0 +1,45 @@
+// Building the rules from the options, and reloading them on SIGHUP.
+#include "daemon/routing.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "daemon/kernel_side.h"
+
+namespace ktp {
+
+Routing build_routing(const Options& o)
+{
+    auto router = std::make_shared<const Router>(o.rules, o.upstreams, o.default_action);
+    auto kernel = compile_routes(router->rules());
+    return Routing{router, std::move(kernel), to_kernel_action(router->default_action())};
+}
+
+void ReloadCount::refuse(std::string why)
+{
+    log::error("reload refused, keeping the rules in force: {}", why);
+    ++refused;
+    last_error = std::move(why);
+}
+
+void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot, ReloadCount& count)
+{
+    // Everything that can fail (parsing, rules, upstream names, compiling
+    // for the kernel) happens before anything is swapped in.
+    Options fresh;
+    ParseResult pr = parse_command_line(argc, argv, fresh);
+    if (!pr.run) {
+        count.refuse(pr.exit_code == 0 ? std::string("--help or --version on the command line") : pr.message);
+        return;
+    }
+    try {
+        Routing next = build_routing(fresh);
+        kernel.set_routes(next);
+        slot.store(next.router, std::memory_order_release);
+        ++count.applied;
+        log::info("reloaded: {}", next.router->describe());
+    } catch (const Error& e) {
+        count.refuse(e.what());
+    }
+}
+
+}  // namespace ktp

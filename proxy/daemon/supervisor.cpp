@@ -1,0 +1,114 @@
+// The instance's main thread loop.
+#include "daemon/supervisor.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "daemon/instance.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace ktp {
+namespace {
+
+std::string control_path(const Options& o, const std::string& name)
+{
+    if (!o.control_socket.empty())
+        return o.control_socket;
+    return fmt::format("{}/{}.sock", kRunDir, o.command == Command::run ? fmt::format("run-{}", getpid()) : name);
+}
+
+}  // namespace
+
+Supervisor::Supervisor(Parts parts)
+    : p_(std::move(parts)),
+      started_(std::chrono::steady_clock::now()),
+      control_(control_path(p_.options, p_.cgroups.name)),
+      metrics_(p_.options.metrics.empty() ? UniqueFd() : listen_metrics(p_.options.metrics))
+{
+    // The app cgroup removed and created again (systemctl restart) takes its
+    // hooks with it: follow it (not for `run`, whose cgroup is ktproxy's own).
+    if (p_.cgroups.app && p_.options.command != Command::run)
+        follower_.emplace(*p_.cgroups.app, p_.options.fail_closed);
+}
+
+InstanceInfo Supervisor::info() const
+{
+    InstanceInfo i;
+    i.cgroup = p_.cgroups.app ? p_.cgroups.app->path : "-";
+    i.listen = p_.listening;
+    if (follower_) {
+        i.reattached = follower_->reattached();
+        i.reattached_ago_s = follower_->since_last_reattach_s();
+    }
+    i.pid = getpid();
+    i.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    i.kernel = p_.kernel.counters();
+    i.live_tuples = p_.kernel.occupancy().tuples;
+    i.reloads_applied = reloads_.applied;
+    i.reloads_refused = reloads_.refused;
+    i.last_reload_error = reloads_.last_error;
+    return i;
+}
+
+void Supervisor::on_signal(const signalfd_siginfo& si)
+{
+    int sig = static_cast<int>(si.ssi_signo);
+    if (sig == SIGUSR1) {
+        log::info("{}", p_.kernel.counters_line());
+    } else if (sig == SIGHUP) {
+        reload(p_.argc, p_.argv, p_.kernel, p_.router, reloads_);
+    } else if (child_) {
+        // Ctrl-C from the terminal already reached the command (same process
+        // group); a signal sent to ktproxy itself is passed on. ktproxy keeps
+        // running until the command exits.
+        if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE)
+            kill(child_->pid(), sig);
+    } else {
+        stop_sig_ = sig;
+    }
+}
+
+int Supervisor::run()
+{
+    if (p_.options.command == Command::run) {
+        child_ = std::make_unique<Child>(p_.options.run_argv, p_.cgroups.app->path, *p_.cgroups.creds);
+        try {
+            child_->release();
+        } catch (const Error& e) {
+            log::write(log::Level::error, e.what());
+            return 127;
+        }
+    }
+    while (stop_sig_ == 0) {
+        pollfd pfds[5] = {{p_.signals.fd(), POLLIN, 0},
+                          {control_.fd(), POLLIN, 0},
+                          {metrics_.get(), POLLIN, 0},
+                          {child_ ? child_->pidfd() : -1, POLLIN, 0},
+                          {follower_ ? follower_->fd() : -1, POLLIN, 0}};
+        // inotify wakes the loop at once; the timeout is the fallback that
+        // catches what it cannot see.
+        if (poll(pfds, 5, follower_ ? follower_->poll_timeout_ms() : -1) < 0 && errno != EINTR)
+            fail_errno("poll");
+        if (follower_ && !follower_->follow(p_.cgroups.app, *p_.kernel.sock()))
+            return 1;
+        if (pfds[0].revents & POLLIN)
+            while (auto si = p_.signals.next())
+                on_signal(*si);
+        if (pfds[1].revents & POLLIN)
+            serve_control(control_.fd(), [&](std::string_view req) {
+                auto snap = p_.workers.gather(true);
+                return req == "status json" ? render_status_json(info(), snap) : render_status_text(info(), snap);
+            });
+        if (metrics_ && (pfds[2].revents & POLLIN))
+            serve_metrics(metrics_.get(), [&] { return render_metrics(info(), p_.workers.gather(false)); });
+        if (child_ && (pfds[3].revents & POLLIN))
+            return child_->reap();
+    }
+    return 0;
+}
+
+}  // namespace ktp

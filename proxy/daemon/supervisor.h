@@ -1,0 +1,62 @@
+// The main thread of a running instance: signals (SIGHUP reload, SIGUSR1
+// counters, the rest stop it), the control socket and metrics endpoint, the
+// command of `ktproxy run`, and the app cgroup's re-creation.
+#pragma once
+
+#include "base/unique_fd.h"
+#include "config/options.h"
+#include "daemon/cgroup_follower.h"
+#include "daemon/instance_cgroups.h"
+#include "daemon/kernel_side.h"
+#include "daemon/routing.h"
+#include "daemon/run_command.h"
+#include "daemon/signals.h"
+#include "daemon/workers.h"
+#include "ops/local_server.h"
+#include "ops/report.h"
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace ktp {
+
+class Supervisor {
+public:
+    struct Parts {
+        const Options& options;
+        int argc;
+        const char* const* argv;  // parsed again on SIGHUP
+        SignalFd& signals;
+        KernelSide& kernel;
+        RouterSlot& router;
+        Workers& workers;
+        InstanceCgroups& cgroups;
+        std::string listening;  // for status
+    };
+    // Opens the control socket and the metrics endpoint (their errors come
+    // before the hooks are attached).
+    explicit Supervisor(Parts parts);
+
+    // Starts `run`'s command, then serves until a stop signal, the command's
+    // exit or the loss of the app cgroup. Returns the process's exit code.
+    int run();
+    // The signal that stopped the instance, or 0.
+    int stop_signal() const { return stop_sig_; }
+
+private:
+    void on_signal(const signalfd_siginfo& si);
+    InstanceInfo info() const;
+
+    Parts p_;
+    const std::chrono::steady_clock::time_point started_;
+    ControlSocket control_;
+    UniqueFd metrics_;
+    std::optional<CgroupFollower> follower_;
+    std::unique_ptr<Child> child_;
+    ReloadCount reloads_;
+    int stop_sig_ = 0;
+};
+
+}  // namespace ktp
