@@ -210,18 +210,24 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/* The destination a redirected app socket asked for, or 0. */
+static __always_inline struct ktp_orig_dst *ktp_app_dst_of(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk;
+
+	KTP_LOAD(sk, ctx->sk);
+	if (!sk)
+		return 0;
+	return bpf_sk_storage_get(&ktp_app_dst, sk, 0, 0);
+}
+
 /* getpeername() on a redirected socket reports the destination the app asked
  * for, not ktproxy's listener: some apps check whom they are talking to. */
 SEC("cgroup/getpeername4")
 int ktp_getpeername4(struct bpf_sock_addr *ctx)
 {
-	struct ktp_orig_dst *od;
-	struct bpf_sock *sk;
+	struct ktp_orig_dst *od = ktp_app_dst_of(ctx);
 
-	KTP_LOAD(sk, ctx->sk);
-	if (!sk)
-		return 1;
-	od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, 0);
 	if (!od || od->family != KTP_AF_INET)
 		return 1;
 	ctx->user_ip4 = od->addr[3];
@@ -232,13 +238,8 @@ int ktp_getpeername4(struct bpf_sock_addr *ctx)
 SEC("cgroup/getpeername6")
 int ktp_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct ktp_orig_dst *od;
-	struct bpf_sock *sk;
+	struct ktp_orig_dst *od = ktp_app_dst_of(ctx);
 
-	KTP_LOAD(sk, ctx->sk);
-	if (!sk)
-		return 1;
-	od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, 0);
 	if (!od)
 		return 1;
 	/* An AF_INET6 socket talking IPv4 gets the v4-mapped form back, which is

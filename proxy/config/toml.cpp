@@ -344,17 +344,25 @@ private:
                 ++i_;
                 return true;
             }
-            if (quote == '"' && c == '\\') {
-                ++i_;
-                if (!escape(v.text))
-                    return false;
-                continue;
-            }
-            if (is_forbidden_control(static_cast<unsigned char>(c)))
-                return error("a control character in a string (write it as an escape)");
-            v.text += c;
-            ++i_;
+            if (!string_char(v, quote))
+                return false;
         }
+    }
+
+    // One character of a string's body at i_: an escape (basic strings
+    // only), a control character (refused), or the character itself.
+    bool string_char(TomlValue& v, char quote)
+    {
+        char c = s_[i_];
+        if (quote == '"' && c == '\\') {
+            ++i_;
+            return escape(v.text);
+        }
+        if (is_forbidden_control(static_cast<unsigned char>(c)))
+            return error("a control character in a string (write it as an escape)");
+        v.text += c;
+        ++i_;
+        return true;
     }
 
     bool multi_line_string(TomlValue& v, char quote)
@@ -401,15 +409,9 @@ private:
                     }
                     continue;
                 }
-                ++i_;
-                if (!escape(v.text))
-                    return false;
-                continue;
             }
-            if (is_forbidden_control(static_cast<unsigned char>(c)))
-                return error("a control character in a string (write it as an escape)");
-            v.text += c;
-            ++i_;
+            if (!string_char(v, quote))
+                return false;
         }
     }
 
