@@ -8,7 +8,6 @@
 #pragma once
 
 #include "relay/relay.h"
-#include "loop/ring.h"
 
 #include <cstdint>
 #include <deque>
