@@ -46,7 +46,7 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "seconds without a byte moving either way before a connection is cut (0: never)")
         ->check(CLI::Range(0.0, 1e7))
         ->capture_default_str();
-    // Liveness of ktproxy's outgoing sockets (event_loop.cpp, set_upstream_options).
+    // Liveness of ktproxy's outgoing sockets (tcp/setup.cpp, TcpSetup::set_upstream_options).
     app.add_option_function<std::string>(
            "--keepalive", [&o](const std::string& v) { parse_keepalive(v, o); },
            "TCP keepalive on ktproxy's outgoing sockets: IDLE[,INTVL,CNT] seconds idle before the first probe, "

@@ -3,6 +3,7 @@
 
 #include "base/sock_addr.h"
 #include "base/unique_fd.h"
+#include "loop/ring.h"
 
 #include <cstdint>
 #include <string_view>
@@ -10,7 +11,7 @@
 
 namespace ktp {
 
-struct alignas(32) Listener {
+struct alignas(kUserDataAlign) Listener {  // the object of its accepts' user_data
     UniqueFd fd;
     SockAddr addr;  // with the port actually bound
     // getsockopt level for SO_ORIGINAL_DST on sockets accepted here.

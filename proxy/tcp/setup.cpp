@@ -1,0 +1,330 @@
+// The TCP setup pipeline, phase by phase; each phase is driven by
+// completions and ends in the next one, in a failure (the client is reset,
+// as the destination itself would have done) or in the relay.
+#include "tcp/setup.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "relay/driver.h"
+#include "route/sniff.h"
+#include "upstream/handshake.h"
+#include "upstream/http_connect.h"
+#include "upstream/socks5.h"
+
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace ktp {
+
+namespace {
+
+void set_nodelay(int fd)
+{
+    // The relay forwards whole chunks as they arrive; Nagle would only add latency.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+}  // namespace
+
+TcpSetup::TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPool& pool, SetupChunks& chunks,
+                   RelayDriver& relay, ConnObserver& observer, const RouterSlot& router,
+                   const std::chrono::steady_clock::time_point& now, const std::atomic<bool>& stopping)
+    : cfg_(cfg), ring_(ring), fixed_(fixed), pool_(pool), chunks_(chunks), relay_(relay), observer_(observer),
+      router_(router), now_(now), stopping_(stopping), connect_timeout_(to_timespec(cfg.connect_timeout)),
+      sniff_timeout_(to_timespec(cfg.sniff_timeout))
+{
+}
+
+void TcpSetup::listen(Listener& l)
+{
+    io_uring_sqe* s = ring_.sqe();
+    // Non-blocking from the start: splice(2) waits on a blocking socket
+    // whatever its flags say, and the loop must never wait there. io_uring's
+    // own operations behave the same on either kind.
+    io_uring_prep_multishot_accept(s, l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    io_uring_sqe_set_data64(s, pack(&l, kAccept));
+}
+
+void TcpSetup::on_completion(const Completion& cq)
+{
+    if (cq.tag == kAccept)
+        return on_accept(*static_cast<Listener*>(cq.obj), cq.res, cq.flags);
+    Conn& c = *static_cast<Conn*>(cq.obj);
+    --c.inflight;
+    c.last_active = now_;
+    switch (cq.tag) {
+    case kConnect:
+        on_connect(c, cq.res);
+        break;
+    case kSniffRecv:
+        on_sniff(c, cq.res);
+        break;
+    case kHsSend:
+        on_hs_send(c, cq.res);
+        break;
+    case kHsRecv:
+        on_hs_recv(c, cq.res);
+        break;
+    default:
+        break;
+    }
+}
+
+void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
+{
+    if (!(flags & IORING_CQE_F_MORE) && !stopping_.load())
+        listen(l);
+    if (res < 0) {
+        log::warn("accept on {}: {}", l.addr.to_string(), errno_text(-res));
+        return;
+    }
+    Conn& c = pool_.alloc(router_.load(std::memory_order_acquire), now_);
+    c.fd[0] = UniqueFd(res);
+    FixedFiles::opened();
+    c.client = SockAddr::peer_of(res);
+
+    if (l.transparent) {
+        // Gateway: the TC program handed the SYN to this listener; the
+        // connection's local address is where the client was going.
+        c.orig = SockAddr::local_of(res).unmapped();
+    } else {
+        sockaddr_storage ss{};
+        socklen_t len = l.orig_dst_level == SOL_IPV6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+        if (getsockopt(res, l.orig_dst_level, 80 /* SO_ORIGINAL_DST */, &ss, &len) != 0)
+            return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
+        c.orig = SockAddr(reinterpret_cast<sockaddr*>(&ss), len).unmapped();
+    }
+    if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
+        return relay_.fail(c, End::error, "original destination is ktproxy itself");
+    // Past half of the fd limit the client's socket goes into the fixed
+    // table now, not when relaying starts: in a burst, connections still in
+    // setup hold two ordinary fds each (the client's and the upstream's) and
+    // could use up the other half, failing socket() for the next upstream.
+    // Not where a fixed socket cannot be reset (SO_LINGER through io_uring
+    // needs Linux 6.7: see FixedFiles::can_reset): a failed setup must still
+    // reset the client, as the destination's refusal would have.
+    if (fixed_.can_reset() && fixed_.over_budget())
+        fixed_.move_in(c.fd[0], c.slot[0]);
+
+    if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
+        c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
+        if (!c.setup[idx(Dir::ClientToUpstream)])
+            return relay_.fail(c, End::error, fmt::format("sniff buffer: {}", errno_text(errno)));
+        return sniff_more(c);
+    }
+    route(c, nullptr);
+}
+
+void TcpSetup::recv_with_timeout(Conn& c, int i, char* buf, uint32_t len, Tag tag, const __kernel_timespec& ts)
+{
+    ring_.reserve(2);
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_recv(s, c.sock(i).fd, buf, len, 0);
+    on(s, c.sock(i));
+    io_uring_sqe_set_data64(s, pack(&c, tag));
+    s->flags |= IOSQE_IO_LINK;
+    ++c.inflight;
+    c.timeout = ts;
+    ring_.link_timeout(&c, c.timeout);
+    ++c.inflight;
+}
+
+void TcpSetup::sniff_more(Conn& c)
+{
+    // Server-speaks-first protocols never send: the timeout routes them
+    // without a name instead of hanging.
+    char* base = c.setup[idx(Dir::ClientToUpstream)];
+    recv_with_timeout(c, 0, base + c.sniff_len, SetupChunks::kSniff - c.sniff_len, kSniffRecv, sniff_timeout_);
+}
+
+void TcpSetup::on_sniff(Conn& c, int res)
+{
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    if (res < 0 && res != -ECANCELED)
+        return relay_.fail(c, End::reset, fmt::format("client: {}", errno_text(-res)));
+    if (res > 0) {
+        c.sniff_len += static_cast<uint32_t>(res);
+        SniffResult r = sniff_domain(std::string_view(c.setup[idx(Dir::ClientToUpstream)], c.sniff_len));
+        if (r.status == SniffResult::need_more && c.sniff_len < SetupChunks::kSniff)
+            return sniff_more(c);
+        if (r.status == SniffResult::found)
+            c.domain = r.domain;
+    }
+    // Timeout (-ECANCELED), EOF (0: the relay's recv sees it again), or
+    // enough bytes: decide with what we know.
+    c.sniffed = true;
+    route(c, &c.domain);
+}
+
+void TcpSetup::route(Conn& c, const std::string* domain)
+{
+    Decision d = c.router->decide(c.orig, domain ? domain : &c.domain);
+    if (d.action.kind == ActionKind::block) {
+        c.route_name = "block";
+        observer_.routed(c);
+        return relay_.fail(c, End::blocked, d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default");
+    }
+    c.upstream = d.action.kind == ActionKind::proxy ? d.upstream : c.router->upstream("direct");
+    c.route_name = c.upstream ? c.upstream->name : "direct";
+    observer_.routed(c);
+
+    const SockAddr* target = &c.orig;
+    if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
+        target = &c.upstream->addr;
+        Target t{c.domain, c.orig};
+        if (c.upstream->url.kind == UpstreamUrl::Kind::socks5)
+            c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t);
+        else
+            c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
+        c.setup[idx(Dir::UpstreamToClient)] = chunks_.take(Dir::UpstreamToClient);
+        if (!c.setup[idx(Dir::UpstreamToClient)])
+            return relay_.fail(c, End::error, fmt::format("handshake buffer: {}", errno_text(errno)));
+    }
+
+    c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (c.fd[1])
+        FixedFiles::opened();
+    if (!c.fd[1])
+        return relay_.fail(c, End::error, fmt::format("upstream socket(): {}", errno_text(errno)));
+    if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0)
+        return relay_.fail(c, End::error, fmt::format("SO_MARK on upstream socket: {}", errno_text(errno)));
+    set_nodelay(c.fd[1].get());
+    if (!set_upstream_options(c))
+        return;
+
+    ring_.reserve(2);
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_connect(s, c.fd[1].get(), target->get(), target->size());
+    io_uring_sqe_set_data64(s, pack(&c, kConnect));
+    s->flags |= IOSQE_IO_LINK;
+    ++c.inflight;
+    c.timeout = connect_timeout_;
+    ring_.link_timeout(&c, c.timeout);
+    ++c.inflight;
+}
+
+bool TcpSetup::set_upstream_options(Conn& c)
+{
+    // The app's own keepalive stops at ktproxy, which answers it: without
+    // probes of ktproxy's own, a destination (or upstream proxy) that dies
+    // silently would leave app and relay waiting forever. Keepalive catches
+    // it while the connection is quiet, TCP_USER_TIMEOUT while sent data
+    // goes unacknowledged; either makes the socket fail with ETIMEDOUT,
+    // which the relay passes on to the app as a reset (End::dead).
+    const int fd = c.fd[1].get();
+    auto opt = [&](int level, int name, uint32_t value, const char* what) {
+        int v = static_cast<int>(value);
+        if (setsockopt(fd, level, name, &v, sizeof(v)) == 0)
+            return true;
+        relay_.fail(c, End::error, fmt::format("{} on upstream socket: {}", what, errno_text(errno)));
+        return false;
+    };
+    if (cfg_.keepalive_idle > 0 &&
+        !(opt(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE") &&
+          opt(IPPROTO_TCP, TCP_KEEPIDLE, cfg_.keepalive_idle, "TCP_KEEPIDLE") &&
+          opt(IPPROTO_TCP, TCP_KEEPINTVL, cfg_.keepalive_intvl, "TCP_KEEPINTVL") &&
+          opt(IPPROTO_TCP, TCP_KEEPCNT, cfg_.keepalive_cnt, "TCP_KEEPCNT")))
+        return false;
+    if (cfg_.user_timeout_ms > 0 && !opt(IPPROTO_TCP, TCP_USER_TIMEOUT, cfg_.user_timeout_ms, "TCP_USER_TIMEOUT"))
+        return false;
+    return true;
+}
+
+void TcpSetup::on_connect(Conn& c, int res)
+{
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    if (res < 0) {
+        End why = res == -ECANCELED || res == -ETIMEDOUT ? End::timeout
+                  : res == -ECONNREFUSED                 ? End::refused
+                                                         : End::error;
+        const char* what = c.hs ? "upstream proxy" : "destination";
+        if (!c.hs && (why == End::refused || why == End::timeout || res == -EHOSTUNREACH || res == -ENETUNREACH))
+            observer_.unreachable(c, res == -ECANCELED ? ETIMEDOUT : -res);
+        // The app asked for a connection that cannot be made: tell it with a
+        // reset, as the destination itself would have.
+        return relay_.fail(c, why,
+                           fmt::format("{}: {}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res)));
+    }
+    if (c.hs)
+        return hs_step(c, c.hs->start());
+    relay_.start(c, c.sniff_len, 0);
+}
+
+void TcpSetup::hs_step(Conn& c, HandshakeStep step)
+{
+    // Drop what the handshake consumed; the rest stays for the next step or,
+    // once done, for the tunnel.
+    uint32_t used = static_cast<uint32_t>(std::min<size_t>(step.consumed, c.hs_in));
+    char* in = c.setup[idx(Dir::UpstreamToClient)];
+    std::memmove(in, in + used, c.hs_in - used);
+    c.hs_in -= used;
+
+    switch (step.kind) {
+    case HandshakeStep::send: {
+        c.hs_out = std::move(step.out);
+        c.hs_out_sent = 0;
+        io_uring_sqe* s = ring_.sqe();
+        io_uring_prep_send(s, c.fd[1].get(), c.hs_out.data(), c.hs_out.size(), MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(s, pack(&c, kHsSend));
+        ++c.inflight;
+        return;
+    }
+    case HandshakeStep::need_more: {
+        if (c.hs_in >= SetupChunks::kHandshake)
+            return relay_.fail(c, End::upstream, "upstream handshake reply too large");
+        recv_with_timeout(c, 1, in + c.hs_in, SetupChunks::kHandshake - c.hs_in, kHsRecv, connect_timeout_);
+        return;
+    }
+    case HandshakeStep::done:
+        c.hs.reset();
+        std::string().swap(c.hs_out);  // a held connection keeps no handshake memory
+        return relay_.start(c, c.sniff_len, c.hs_in);
+    case HandshakeStep::failed:
+        return relay_.fail(c, End::upstream, step.error);
+    }
+}
+
+void TcpSetup::on_hs_send(Conn& c, int res)
+{
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    if (res <= 0)
+        return relay_.fail(c, End::upstream,
+                           fmt::format("upstream proxy: send: {}", res == 0 ? "closed" : errno_text(-res)));
+    c.hs_out_sent += static_cast<uint32_t>(res);
+    if (c.hs_out_sent < c.hs_out.size()) {
+        io_uring_sqe* s = ring_.sqe();
+        io_uring_prep_send(s, c.fd[1].get(), c.hs_out.data() + c.hs_out_sent, c.hs_out.size() - c.hs_out_sent,
+                           MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(s, pack(&c, kHsSend));
+        ++c.inflight;
+        return;
+    }
+    if (c.hs_in > 0)
+        return hs_step(c, c.hs->feed(std::string_view(c.setup[idx(Dir::UpstreamToClient)], c.hs_in)));
+    hs_step(c, HandshakeStep{});  // wait for the reply
+}
+
+void TcpSetup::on_hs_recv(Conn& c, int res)
+{
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    if (res == -ECANCELED)
+        return relay_.fail(c, End::timeout, "upstream proxy: handshake timed out");
+    if (res < 0)
+        return relay_.fail(c, End::upstream, fmt::format("upstream proxy: {}", errno_text(-res)));
+    if (res == 0)
+        return relay_.fail(c, End::upstream, "upstream proxy closed the connection during the handshake");
+    c.hs_in += static_cast<uint32_t>(res);
+    hs_step(c, c.hs->feed(std::string_view(c.setup[idx(Dir::UpstreamToClient)], c.hs_in)));
+}
+
+}  // namespace ktp

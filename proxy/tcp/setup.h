@@ -1,0 +1,64 @@
+// The TCP connection-setup pipeline: accept -> original destination -> sniff
+// (only when a domain rule needs the client's first bytes) -> route ->
+// connect (SO_MARK, TCP_NODELAY, keepalive, TCP_USER_TIMEOUT) -> upstream
+// handshake (SOCKS5, HTTP CONNECT) -> a ready pair of sockets handed to the
+// relay (RelayDriver::start). The UDP datagram path and the DNS forwarder
+// are to be its siblings (their own owners of their own tags, loop/ring.h),
+// not branches inside it.
+#pragma once
+
+#include "loop/fixed_files.h"
+#include "loop/listener.h"
+#include "loop/loop_config.h"
+#include "loop/ring.h"
+#include "tcp/chunk_pool.h"
+#include "tcp/conn.h"
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+namespace ktp {
+
+class RelayDriver;
+struct HandshakeStep;
+
+class TcpSetup : public CompletionOwner {
+public:
+    TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPool& pool, SetupChunks& chunks,
+             RelayDriver& relay, ConnObserver& observer, const RouterSlot& router,
+             const std::chrono::steady_clock::time_point& now, const std::atomic<bool>& stopping);
+
+    // Accepts on l (multishot, re-armed until stopping).
+    void listen(Listener& l);
+    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv.
+    void on_completion(const Completion& cq) override;
+
+private:
+    void on_accept(Listener& l, int res, uint32_t flags);
+    // recv into buf, bounded by a linked timeout (completes with -ECANCELED).
+    // i: the connection's socket (0 client, 1 upstream), ordinary or fixed.
+    void recv_with_timeout(Conn& c, int i, char* buf, uint32_t len, Tag tag, const __kernel_timespec& ts);
+    void sniff_more(Conn& c);
+    void on_sniff(Conn& c, int res);
+    void route(Conn& c, const std::string* domain);
+    bool set_upstream_options(Conn& c);
+    void on_connect(Conn& c, int res);
+    void hs_step(Conn& c, HandshakeStep step);
+    void on_hs_send(Conn& c, int res);
+    void on_hs_recv(Conn& c, int res);
+
+    const LoopConfig& cfg_;
+    Ring& ring_;
+    FixedFiles& fixed_;
+    ConnPool& pool_;
+    SetupChunks& chunks_;
+    RelayDriver& relay_;
+    ConnObserver& observer_;
+    const RouterSlot& router_;
+    const std::chrono::steady_clock::time_point& now_;
+    const std::atomic<bool>& stopping_;
+    __kernel_timespec connect_timeout_{}, sniff_timeout_{};
+};
+
+}  // namespace ktp
