@@ -455,8 +455,8 @@ void check_cgroup_hooks(Checks& out, const std::string& mount, const std::string
                     }
                     if (s == CheckStatus::fail || worst == CheckStatus::ok)
                         worst = s;
-                    found += fmt::format("{}{} id {} '{}' on {} of {} ({}: {})", found.empty() ? "" : "; ",
-                                         self ? "" : "inherited", p.id, p.name, h.name, dir,
+                    found += fmt::format("{}{}id {} '{}' on {} of {} ({}: {})", found.empty() ? "" : "; ",
+                                         self ? "" : "inherited ", p.id, p.name, h.name, dir,
                                          attach_flag_text(p.attach_flags), effect);
                 }
             }
