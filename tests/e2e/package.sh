@@ -40,6 +40,13 @@ E2E_PASS=$((E2E_PASS + 1))
 
 # The instance name (pins, control socket) of the test's app cgroup.
 NAME=$(printf '%s' "${KTP_CG#"$(ktp_cgroup2_mount)"/}" | tr / _)
+# A failed removal test leaves its --fail-closed pins: only this test's go.
+remove_my_pins() {
+    rm -rf "/sys/fs/bpf/ktproxy/$NAME"
+    rm -f "/run/ktproxy/$NAME.pin-owner" "/run/ktproxy/$NAME.sock"
+    rmdir /sys/fs/bpf/ktproxy 2>/dev/null || true
+}
+KTP_EXTRA_CLEANUP+=(remove_my_pins)
 
 test_package_installs_with_apt() {
     local name
