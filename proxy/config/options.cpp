@@ -111,7 +111,7 @@ constexpr const char* kAbout =
     "  ktproxy run [options] -- CMD [ARGS]    run one command with its connections intercepted\n"
     "  ktproxy status [--json]                show live connections of running instances\n"
     "  ktproxy cleanup                        remove state left by a killed ktproxy\n"
-    "  ktproxy doctor [--cgroup PATH] [--json] check this host for what ktproxy needs\n\n"
+    "  ktproxy doctor [--cgroup PATH]         check this host for what ktproxy needs and what conflicts\n\n"
     "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app --upstream tor=socks5://127.0.0.1:9050 \\\n"
     "                       --rule 'domain=*.onion proxy=tor'\n"
     "Every connect() from a process in that cgroup then goes via ktproxy. Stop with Ctrl-C:\n"
