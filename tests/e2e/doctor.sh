@@ -140,6 +140,24 @@ test_doctor_conflicting_fwmark_rules() {
     expect_eq "$(check_status ip-rules)" ok "ip-rules check once the rules are gone"
 }
 
+test_doctor_foreign_tc_filter_on_a_gateway_interface() {
+    # A TC filter of someone else's, before ktproxy's priority, in the test's netns.
+    cat > "$KTP_TMP/foreign_tc.bpf.c" <<'C'
+__attribute__((section("tc"), used)) int foreign_tc(void *skb) { return -1; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+C
+    clang -O2 -target bpf -c "$KTP_TMP/foreign_tc.bpf.c" -o "$KTP_TMP/foreign_tc.bpf.o" || fail "clang -target bpf failed"
+    in_cli tc qdisc add dev "$IF_CLI" clsact
+    in_cli tc filter add dev "$IF_CLI" ingress prio 1 handle 1 bpf da obj "$KTP_TMP/foreign_tc.bpf.o" sec tc ||
+        fail "tc filter add failed"
+    doctor --gateway-iface "$IF_CLI"
+    in_cli tc qdisc del dev "$IF_CLI" clsact
+    expect_eq "$(check_status "tc:$IF_CLI")" warn "tc:$IF_CLI check"
+    expect_match "$(check_field "tc:$IF_CLI" verdict)" 'bpf filter pref 1 handle 0x1 .*runs before ktproxy' "verdict"
+    doctor --gateway-iface "$IF_CLI"
+    expect_eq "$(check_status "tc:$IF_CLI")" ok "tc:$IF_CLI check once the filter is gone"
+}
+
 test_doctor_bpffs_missing() {
     # A private mount namespace, so only this doctor sees /sys/fs/bpf gone.
     unshare -m sh -c 'umount -l /sys/fs/bpf 2>/dev/null; exec "$@"' sh \
