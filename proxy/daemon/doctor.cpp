@@ -351,7 +351,14 @@ void check_bpffs(Checks& out, const Options& o)
     // Pin directories whose owner is gone: hooks that refuse the cgroup's
     // connects until someone runs cleanup.
     std::string stale;
-    if (DIR* d = opendir(kPinRoot)) {
+    DIR* d = opendir(kPinRoot);
+    if (!d && errno == EACCES) {
+        add(out, "bpffs", CheckStatus::ok,
+            fmt::format("mounted at {} (leftover pins not checked: {} is not readable without root)", kBpffs,
+                        kPinRoot));
+        return;
+    }
+    if (d) {
         while (dirent* e = readdir(d)) {
             std::string n = e->d_name;
             if (n == "." || n == ".." || e->d_type != DT_DIR)
