@@ -1,6 +1,7 @@
 // ktproxy entry point: parse the command line and dispatch; every failure
 // ends as one line on stderr and a non-zero exit.
 #include "base/error.h"
+#include "daemon/doctor.h"
 #include "daemon/instance.h"
 #include "base/log.h"
 #include "config/options.h"
@@ -22,6 +23,7 @@ int main(int argc, char** argv)
         switch (opts.command) {
         case ktp::Command::status: return ktp::run_status(opts);
         case ktp::Command::cleanup: return ktp::run_cleanup(opts);
+        case ktp::Command::doctor: return ktp::run_doctor(opts);
         case ktp::Command::daemon:
         case ktp::Command::run: return ktp::run_instance(opts, argc, argv);
         }

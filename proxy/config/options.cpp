@@ -8,6 +8,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <memory>
+
 namespace ktp {
 
 void add_proxy_options(CLI::App& app, Options& o)
@@ -190,7 +192,8 @@ constexpr const char* kAbout =
     "  ktproxy --cgroup PATH [options]        intercept a cgroup until stopped (Ctrl-C)\n"
     "  ktproxy run [options] -- CMD [ARGS]    run one command with its connections intercepted\n"
     "  ktproxy status [--json]                show live connections of running instances\n"
-    "  ktproxy cleanup                        remove state left by a killed ktproxy\n\n"
+    "  ktproxy cleanup                        remove state left by a killed ktproxy\n"
+    "  ktproxy doctor [--cgroup PATH]         check this host for what ktproxy needs and what conflicts\n\n"
     "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app --upstream tor=socks5://127.0.0.1:9050 \\\n"
     "                       --rule 'domain=*.onion proxy=tor'\n"
     "Every connect() from a process in that cgroup then goes via ktproxy. Stop with Ctrl-C:\n"
@@ -243,7 +246,7 @@ ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options&
         r.message = app.help();
         return r;
     } catch (const CLI::CallForVersion&) {
-        r.message = "ktproxy 0.1.0\n";
+        r.message = "ktproxy " KTP_VERSION "\n";
         return r;
     } catch (const CLI::ParseError& e) {
         r.exit_code = 2;
@@ -266,11 +269,109 @@ ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options&
 
 }  // namespace
 
+namespace {
+
+constexpr const char* kCommands[] = {"run", "status", "cleanup", "doctor"};
+
+// The parser of one command ("" is the daemon). One builder per command, used
+// both to parse and to list the flags, so the two cannot differ.
+std::unique_ptr<CLI::App> make_app(std::string_view sub, Options& opts)
+{
+    std::unique_ptr<CLI::App> app;
+    if (sub == "run") {
+        opts.command = Command::run;
+        app = std::make_unique<CLI::App>(
+            "ktproxy run: run CMD in a transient cgroup whose TCP connections go through ktproxy;\n"
+            "exits with CMD's exit status. As root via sudo, CMD runs as the calling user.\n"
+            "Example: sudo ktproxy run --upstream s=socks5://10.0.0.5:1080 --default proxy=s -- curl URL",
+            "run");
+        app->set_config("--config", "", "TOML file with any long option as a key")->check(CLI::ExistingFile);
+        use_strict_config(*app);
+        app->add_option("--user", opts.run_user, "run CMD as this user (default: $SUDO_USER, else the current user)");
+        // A wrapper stays quiet unless something goes wrong; --log-level info
+        // shows one line per connection as the daemon does.
+        opts.log_level = log::Level::warn;
+        add_proxy_options(*app, opts);
+        app->get_option("--log-level")->default_str("warn");
+        add_instance_options(*app, opts);
+    } else if (sub == "status") {
+        opts.command = Command::status;
+        app = std::make_unique<CLI::App>("ktproxy status: live connections and counters of running ktproxy instances",
+                                         "status");
+        app->add_option("--control", opts.control_socket, "ask only this control socket");
+        app->add_flag("--json", opts.status_json, "print JSON");
+    } else if (sub == "cleanup") {
+        opts.command = Command::cleanup;
+        app = std::make_unique<CLI::App>("ktproxy cleanup: remove pinned hooks (--fail-closed), transient cgroups and "
+                                         "gateway routing state left by a ktproxy that was killed",
+                                         "cleanup");
+    } else if (sub == "doctor") {
+        opts.command = Command::doctor;
+        app = std::make_unique<CLI::App>(
+            "ktproxy doctor: check this host for every kernel feature ktproxy uses and for what would conflict\n"
+            "with it (other BPF programs, ip rules, a running instance); one verdict and one fix per check.\n"
+            "Exit status: 0 all good (warnings allowed), 1 something ktproxy would do fails, 2 bad usage.",
+            "doctor");
+        app->add_option("--cgroup", opts.cgroup,
+                        "the cgroup2 directory ktproxy will intercept: also check it and the programs attached to it");
+        app->add_option("--gateway-iface", opts.gateway_ifaces,
+                        "an interface ktproxy will proxy forwarded TCP on (repeatable): check it, its TC filters "
+                        "and the gateway's ip rules")
+            ->allow_extra_args(false)
+            ->take_all();
+        app->add_option("--max-conns", opts.max_conns, "the --max-conns ktproxy will run with (RLIMIT_NOFILE check)")
+            ->check(CLI::Range(1024u, 4u * 1024 * 1024))
+            ->capture_default_str();
+        app->add_option("--mark", opts.mark, "the --mark ktproxy will run with (ip rule check)")->capture_default_str();
+        app->add_option("--gateway-mark", opts.gateway_mark, "the --gateway-mark ktproxy will run with")
+            ->capture_default_str();
+        app->add_option("--gateway-table", opts.gateway_table, "the --gateway-table ktproxy will run with")
+            ->check(CLI::Range(1u, 0xfffffffeu))
+            ->capture_default_str();
+        app->add_flag("--fail-closed", opts.fail_closed, "ktproxy will run with --fail-closed: bpffs is then required");
+        app->add_flag("--json", opts.doctor_json, "print the checks as JSON");
+    } else {
+        opts.command = Command::daemon;
+        app = std::make_unique<CLI::App>(kAbout, "ktproxy");
+        app->set_version_flag("--version", "ktproxy " KTP_VERSION);
+        app->set_config("--config", "",
+                        "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
+            ->check(CLI::ExistingFile);
+        use_strict_config(*app);
+        app->add_option("--cgroup", opts.cgroup,
+                        "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount");
+        add_proxy_options(*app, opts);
+        add_instance_options(*app, opts);
+    }
+    return app;
+}
+
+}  // namespace
+
+std::string list_flags()
+{
+    std::string out;
+    for (std::string_view sub : {std::string_view(""), std::string_view(kCommands[0]), std::string_view(kCommands[1]),
+                                 std::string_view(kCommands[2]), std::string_view(kCommands[3])}) {
+        Options scratch;
+        auto app = make_app(sub, scratch);
+        const std::string cmd = sub.empty() ? "ktproxy" : std::string(sub);
+        for (const CLI::Option* opt : app->get_options())
+            for (const std::string& l : opt->get_lnames())
+                out += fmt::format("{} --{}{}\n", cmd, l, opt->get_expected_max() == 0 ? "" : "=");
+    }
+    return out;
+}
+
 ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
 {
     std::string_view sub = argc > 1 ? argv[1] : "";
+    if (sub == "--list-flags") {
+        ParseResult r;
+        r.message = list_flags();
+        return r;
+    }
     if (sub == "run") {
-        opts.command = Command::run;
         // Everything after "--" is the command, passed on untouched.
         int split = argc;
         for (int i = 2; i < argc; ++i)
@@ -278,23 +379,11 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
                 split = i;
                 break;
             }
-        CLI::App app{"ktproxy run: run CMD in a transient cgroup whose TCP connections go through ktproxy;\n"
-                     "exits with CMD's exit status. As root via sudo, CMD runs as the calling user.\n"
-                     "Example: sudo ktproxy run --upstream s=socks5://10.0.0.5:1080 --default proxy=s -- curl URL",
-                     "run"};
-        app.set_config("--config", "", "TOML file with any long option as a key")->check(CLI::ExistingFile);
-        use_strict_config(app);
-        app.add_option("--user", opts.run_user, "run CMD as this user (default: $SUDO_USER, else the current user)");
-        // A wrapper stays quiet unless something goes wrong; --log-level info
-        // shows one line per connection as the daemon does.
-        opts.log_level = log::Level::warn;
-        add_proxy_options(app, opts);
-        app.get_option("--log-level")->default_str("warn");
-        add_instance_options(app, opts);
+        auto app = make_app(sub, opts);
         std::vector<const char*> args{"ktproxy run"};
         for (int i = 2; i < split; ++i)
             args.push_back(argv[i]);
-        ParseResult r = parse_app(app, static_cast<int>(args.size()), args.data(), opts);
+        ParseResult r = parse_app(*app, static_cast<int>(args.size()), args.data(), opts);
         if (!r.run)
             return r;
         for (int i = split + 1; i < argc; ++i)
@@ -306,29 +395,13 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         }
         return r;
     }
-    if (sub == "status" || sub == "cleanup") {
-        opts.command = sub == "status" ? Command::status : Command::cleanup;
-        CLI::App app{sub == "status" ? "ktproxy status: live connections and counters of running ktproxy instances"
-                                     : "ktproxy cleanup: remove pinned hooks (--fail-closed), transient cgroups and "
-                                       "gateway routing state left by a ktproxy that was killed",
-                     std::string(sub)};
-        if (sub == "status") {
-            app.add_option("--control", opts.control_socket, "ask only this control socket");
-            app.add_flag("--json", opts.status_json, "print JSON");
-        }
-        return parse_app(app, argc - 1, argv + 1, opts);
+    if (sub == "status" || sub == "cleanup" || sub == "doctor") {
+        auto app = make_app(sub, opts);
+        return parse_app(*app, argc - 1, argv + 1, opts);
     }
 
-    CLI::App app{kAbout, "ktproxy"};
-    app.set_version_flag("--version", "ktproxy 0.1.0");
-    app.set_config("--config", "", "TOML file with any long option as a key (rule = [\"...\"]); re-read on SIGHUP")
-        ->check(CLI::ExistingFile);
-    use_strict_config(app);
-    app.add_option("--cgroup", opts.cgroup,
-                   "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount");
-    add_proxy_options(app, opts);
-    add_instance_options(app, opts);
-    ParseResult r = parse_app(app, argc, argv, opts);
+    auto app = make_app("", opts);
+    ParseResult r = parse_app(*app, argc, argv, opts);
     if (r.run && opts.cgroup.empty() && opts.gateway_ifaces.empty()) {
         r.run = false;
         r.exit_code = 2;

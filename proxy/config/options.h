@@ -19,6 +19,7 @@ enum class Command {
     run,      // ktproxy run -- CMD: intercept one command in a transient cgroup
     status,   // ktproxy status: ask running instances over their control sockets
     cleanup,  // ktproxy cleanup: remove what a killed instance left behind
+    doctor,   // ktproxy doctor: check the host for what ktproxy needs and what conflicts with it
 };
 
 enum class LogFormat { text, json };
@@ -94,6 +95,8 @@ struct Options {
 
     // status: print JSON instead of a table.
     bool status_json = false;
+    // doctor: print the checks as JSON.
+    bool doctor_json = false;
 };
 
 struct ParseResult {
@@ -108,5 +111,11 @@ void add_proxy_options(CLI::App& app, Options& opts);
 // the flag's name, which CLI11 adds), or "" if valid.
 std::string parse_keepalive(const std::string& text, Options& opts);
 ParseResult parse_command_line(int argc, const char* const* argv, Options& opts);
+
+// Every command and its flags, one "COMMAND --flag" line each ("--flag=" when
+// it takes a value); COMMAND is "ktproxy" for the daemon. What
+// `ktproxy --list-flags` prints: the bash completion asks it, and a test
+// holds the man page to it.
+std::string list_flags();
 
 }  // namespace ktp
