@@ -10,6 +10,11 @@
 
 /* SO_ORIGINAL_DST (SOL_IP) and IP6T_SO_ORIGINAL_DST (SOL_IPV6) share one value. */
 #define KTP_SO_ORIGINAL_DST 80
+/* ktproxy's own getsockopt(SOL_IP) option, answered by the cgroup/getsockopt
+ * program on ktproxy's accepted socket: the whole struct ktp_orig_dst
+ * (destination and the process that connected) in one call. No kernel
+ * option has this number, and SO_ORIGINAL_DST keeps its size for others. */
+#define KTP_SO_CONN_INFO 0x4b5450
 
 #define KTP_AF_INET 2
 #define KTP_AF_INET6 10
@@ -32,7 +37,9 @@ enum ktp_counter {
 	KTP_CTR_MAX,
 };
 
-/* Original destination of a redirected connection. Value of three maps:
+/* Original destination of a redirected connection, and the process that
+ * made it (as connect4/6 saw it: pid = thread group id, tid = the thread,
+ * both in the initial pid namespace; pid 0: unknown). Value of three maps:
  * ktp_app_dst (socket storage of the app's socket: connect4/6 write it,
  * getpeername reads it, it dies with the socket), ktp_handoff (below) and
  * ktp_conn_dst (socket storage of ktproxy's accepted socket, read by
@@ -41,7 +48,10 @@ struct ktp_orig_dst {
 	__u32 addr[4];  /* IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d); network order */
 	__u16 port;     /* network byte order */
 	__u16 family;   /* KTP_AF_INET or KTP_AF_INET6: the family on the wire */
-	__u32 _pad;
+	__u32 pid;      /* tgid of the connecting process */
+	__u32 tid;      /* its thread */
+	__u32 uid;      /* its uid, in the initial user namespace */
+	char comm[16];  /* its thread's comm (TASK_COMM_LEN), NUL-terminated */
 };
 
 /* 4-tuple of a redirected connection as seen from the app's side: src is the

@@ -101,6 +101,7 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 					const __u32 dst[4], __u32 port, int v6_listener)
 {
 	struct ktp_orig_dst *od;
+	__u64 id;
 	__u32 dev;
 
 	/* A device-bound socket (SO_BINDTODEVICE, a VRF) cannot reach the
@@ -129,7 +130,14 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	od->addr[3] = dst[3];
 	od->port = (__u16)port;
 	od->family = ktp_wire_family(dst);
-	od->_pad = 0;
+	/* Who connected, for ktproxy's log and status: the hook runs in the
+	 * connecting thread, so "current" is that process. */
+	id = bpf_get_current_pid_tgid();
+	od->pid = (__u32)(id >> 32);
+	od->tid = (__u32)id;
+	od->uid = (__u32)bpf_get_current_uid_gid();
+	if (bpf_get_current_comm(od->comm, sizeof(od->comm)))
+		__builtin_memset(od->comm, 0, sizeof(od->comm));
 	return -1;
 }
 
@@ -456,8 +464,12 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 	void *optval = ctx->optval;
 	void *optval_end = ctx->optval_end;
 
-	if (ctx->optname != KTP_SO_ORIGINAL_DST || (ctx->level != SOL_IP && ctx->level != SOL_IPV6))
+	if (ctx->optname == KTP_SO_CONN_INFO) {
+		if (ctx->level != SOL_IP)
+			return 1;
+	} else if (ctx->optname != KTP_SO_ORIGINAL_DST || (ctx->level != SOL_IP && ctx->level != SOL_IPV6)) {
 		return 1;
+	}
 	if (!sk)
 		return 1;
 	ktp_read_sk(sk, &v);
@@ -476,7 +488,14 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 		ktp_count(KTP_CTR_ORIG_DST_MISSED);
 		return 1;
 	}
-	if (ctx->level == SOL_IP) {
+	if (ctx->optname == KTP_SO_CONN_INFO) {
+		struct ktp_orig_dst *out = optval;
+
+		if ((void *)(out + 1) > optval_end)
+			return 1;
+		*out = *od;
+		ctx->optlen = sizeof(*out);
+	} else if (ctx->level == SOL_IP) {
 		struct sockaddr_in *sin = optval;
 
 		if (od->family != KTP_AF_INET || (void *)(sin + 1) > optval_end)

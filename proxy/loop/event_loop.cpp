@@ -83,7 +83,8 @@ void EventLoop::answer_snapshots()
                 snap.conns.push_back(ConnInfo{c->client.to_string(), c->orig.to_string(), c->route_name, c->domain,
                                               c->relay.bytes(Dir::ClientToUpstream),
                                               c->relay.bytes(Dir::UpstreamToClient),
-                                              std::chrono::duration<double>(now_ - c->started).count()});
+                                              std::chrono::duration<double>(now_ - c->started).count(),
+                                              c->proc.pid, c->proc.uid, std::string(comm_text(c->proc).view())});
         req.reply.set_value(std::move(snap));
     }
 }
@@ -185,6 +186,11 @@ void EventLoop::log_conn(const Conn& c) const
         fmt::format_to(out, "\"client\":\"{}\",\"orig\":\"{}\",\"via\":\"{}\",\"route\":\"", c.client, c.orig, c.via);
         json_escape_to(f, c.route_name);
         fmt::format_to(out, "\",\"c2s\":{},\"s2c\":{},\"ms\":{:.3f},\"end\":\"{}\"", c2s, s2c, ms, end_name(end));
+        if (c.proc.known())
+            fmt::format_to(out, ",\"pid\":{},\"comm\":\"{}\",\"uid\":{}", c.proc.pid, comm_text(c.proc).view(),
+                           c.proc.uid);
+        else
+            fmt::format_to(out, ",\"pid\":null,\"comm\":null,\"uid\":null");
         if (c.sniffed) {
             fmt::format_to(out, ",\"domain\":\"");
             json_escape_to(f, c.domain);
@@ -199,6 +205,11 @@ void EventLoop::log_conn(const Conn& c) const
         return;
     }
     fmt::memory_buffer extra;
+    if (c.proc.known())
+        fmt::format_to(std::back_inserter(extra), " pid={} comm={} uid={}", c.proc.pid, comm_text(c.proc).view(),
+                       c.proc.uid);
+    else
+        fmt::format_to(std::back_inserter(extra), " pid=- comm=- uid=-");
     if (c.sniffed)
         fmt::format_to(std::back_inserter(extra), " domain={}",
                        c.domain.empty() ? std::string_view("-") : std::string_view(c.domain));

@@ -97,11 +97,12 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     out += fmt::format("{} live connections, {} sockets in fixed-file tables, relay pipes {} in use {} pooled\n",
                        conns.size(), snap.fixed_files_in_use, snap.pipes_in_use, snap.pipes_pooled);
     if (!conns.empty())
-        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>9}  {}\n", "CLIENT", "DESTINATION", "ROUTE",
-                           "C2S", "S2C", "AGE", "DOMAIN");
+        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>9} {:>8} {:<16} {:>6}  {}\n", "CLIENT",
+                           "DESTINATION", "ROUTE", "C2S", "S2C", "AGE", "PID", "COMM", "UID", "DOMAIN");
     for (const auto& c : conns)
-        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>8.1f}s  {}\n", c.client, c.orig, c.route, c.c2s,
-                           c.s2c, c.age_s, c.domain.empty() ? "-" : c.domain);
+        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>8.1f}s {:>8} {:<16} {:>6}  {}\n", c.client, c.orig,
+                           c.route, c.c2s, c.s2c, c.age_s, c.pid ? fmt::to_string(c.pid) : "-", c.comm,
+                           c.pid ? fmt::to_string(c.uid) : "-", c.domain.empty() ? "-" : c.domain);
     return out;
 }
 
@@ -129,9 +130,10 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
     for (const auto& c : snap.conns) {
         out += fmt::format(
             "{}{{\"client\":\"{}\",\"orig\":\"{}\",\"route\":\"{}\",\"domain\":\"{}\",\"c2s\":{},\"s2c\":{},"
-            "\"age_s\":{:.3f}}}",
+            "\"age_s\":{:.3f},\"pid\":{},\"comm\":{},\"uid\":{}}}",
             first ? "" : ",", json_escape(c.client), json_escape(c.orig), json_escape(c.route),
-            json_escape(c.domain), c.c2s, c.s2c, c.age_s);
+            json_escape(c.domain), c.c2s, c.s2c, c.age_s, c.pid ? fmt::to_string(c.pid) : "null",
+            c.pid ? "\"" + json_escape(c.comm) + "\"" : "null", c.pid ? fmt::to_string(c.uid) : "null");
         first = false;
     }
     out += "]}\n";

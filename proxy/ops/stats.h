@@ -21,6 +21,10 @@ struct ConnInfo {
     std::string client, orig, route, domain;
     uint64_t c2s = 0, s2c = 0;
     double age_s = 0;
+    // Who connected (pid 0: no process, a gateway connection); comm as
+    // comm_text() prints it.
+    uint32_t pid = 0, uid = 0;
+    std::string comm = "-";
 };
 
 struct WorkerSnapshot {

@@ -9,6 +9,7 @@
 #include "loop/ring.h"
 #include "relay/relay.h"
 #include "route/router.h"
+#include "tcp/conn_proc.h"
 #include "upstream/handshake.h"
 
 #include <liburing.h>
@@ -30,6 +31,7 @@ class RelayEngine;
 struct alignas(kUserDataAlign) Conn {
     UniqueFd fd[2];  // [0] client (accepted), [1] upstream
     SockAddr client, orig, via;
+    ConnProc proc;  // who connected (the connect hooks' record); unknown for the gateway
     Relay relay;
     uint32_t inflight = 0;      // submitted operations not yet completed
     uint32_t gen = 0;           // bumped on release: stale waiters recognise themselves

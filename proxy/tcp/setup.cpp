@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "kernel/bpf_abi.h"
 #include "relay/driver.h"
 #include "route/sniff.h"
 #include "upstream/handshake.h"
@@ -28,6 +29,22 @@ void set_nodelay(int fd)
     // The relay forwards whole chunks as they arrive; Nagle would only add latency.
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+SockAddr orig_of(const ktp_orig_dst& od)
+{
+    if (od.family == KTP_AF_INET) {
+        sockaddr_in sin{};
+        sin.sin_family = AF_INET;
+        sin.sin_port = od.port;
+        sin.sin_addr.s_addr = od.addr[3];
+        return SockAddr(reinterpret_cast<const sockaddr*>(&sin), sizeof(sin));
+    }
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_port = od.port;
+    std::memcpy(&sin6.sin6_addr, od.addr, sizeof(sin6.sin6_addr));
+    return SockAddr(reinterpret_cast<const sockaddr*>(&sin6), sizeof(sin6)).unmapped();
 }
 
 }  // namespace
@@ -94,11 +111,18 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
         // connection's local address is where the client was going.
         c.orig = SockAddr::local_of(res).unmapped();
     } else {
-        sockaddr_storage ss{};
-        socklen_t len = l.orig_dst_level == SOL_IPV6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-        if (getsockopt(res, l.orig_dst_level, 80 /* SO_ORIGINAL_DST */, &ss, &len) != 0)
+        // One call gives the destination and who connected: ktproxy's own
+        // option, answered by the same getsockopt program as SO_ORIGINAL_DST
+        // from the same socket storage (bpf/ktproxy_shared.h).
+        ktp_orig_dst od{};
+        socklen_t len = sizeof(od);
+        if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &od, &len) != 0 || len != sizeof(od))
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
-        c.orig = SockAddr(reinterpret_cast<sockaddr*>(&ss), len).unmapped();
+        c.orig = orig_of(od);
+        c.proc.pid = od.pid;
+        c.proc.tid = od.tid;
+        c.proc.uid = od.uid;
+        std::memcpy(c.proc.comm, od.comm, sizeof(c.proc.comm));
     }
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return relay_.fail(c, End::error, "original destination is ktproxy itself");
