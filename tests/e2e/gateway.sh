@@ -118,8 +118,8 @@ test_gateway_curl_ipv4_and_ipv6_through_ktproxy() {
     out=$(in_cli curl -sS --max-time 5 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_SRV4/")
     expect_eq "${out%% *}" 200 "curl over IPv4"
     lport="${out##* }"
-    wait_log "$KTP_LOG" "conn client=$KTP_CLI4:$lport orig=$KTP_SRV4:80 .*end=eof" ||
-        fail "no conn line naming the real client $KTP_CLI4:$lport"
+    wait_log "$KTP_LOG" "conn client=$KTP_CLI4:$lport orig=$KTP_SRV4:80 .*end=eof pid=- comm=- uid=-" ||
+        fail "no conn line naming the real client $KTP_CLI4:$lport (and no process: pid=- comm=- uid=-)"
     expect_eq "$(tail -1 "$NGINX_LOG" | cut -d' ' -f1)" "$RTR_OUT4" "nginx saw the router (ktproxy) as the client"
     out=$(in_cli curl -sS --max-time 5 -o /dev/null -w '%{http_code} %{local_port}' "http://[$KTP_SRV6]/")
     expect_eq "${out%% *}" 200 "curl over IPv6"
