@@ -300,6 +300,8 @@ std::unique_ptr<CLI::App> make_app(std::string_view sub, Options& opts)
                                          "status");
         app->add_option("--control", opts.control_socket, "ask only this control socket");
         app->add_flag("--json", opts.status_json, "print JSON");
+        app->add_flag("--watch", opts.status_watch,
+                      "live view of the connections' rates, refreshed each second (plain lines when not a terminal)");
     } else if (sub == "cleanup") {
         opts.command = Command::cleanup;
         app = std::make_unique<CLI::App>("ktproxy cleanup: remove pinned hooks (--fail-closed), transient cgroups and "

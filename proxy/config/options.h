@@ -95,6 +95,7 @@ struct Options {
 
     // status: print JSON instead of a table.
     bool status_json = false;
+    bool status_watch = false;
     // doctor: print the checks as JSON.
     bool doctor_json = false;
 };

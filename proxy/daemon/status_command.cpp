@@ -4,14 +4,48 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "ops/local_server.h"
+#include "ops/watch.h"
 
 #include <dirent.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ktp {
+
+namespace {
+
+// Until interrupted (SIGINT ends the process, as for watch(1)), or until
+// the instance goes away: that fails with its one error line.
+int watch(const std::string& path)
+{
+    const bool tty = isatty(STDOUT_FILENO) == 1;
+    std::vector<WatchConn> prev = parse_watch_sample(query_control(path, "status watch"));
+    auto then = std::chrono::steady_clock::now();
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        std::vector<WatchConn> cur = parse_watch_sample(query_control(path, "status watch"));
+        auto now = std::chrono::steady_clock::now();
+        char ts[16];
+        std::time_t t = std::time(nullptr);
+        std::tm tm{};
+        localtime_r(&t, &tm);
+        std::strftime(ts, sizeof(ts), "%H:%M:%S", &tm);
+        std::string view =
+            render_watch_view(prev, cur, std::chrono::duration<double>(now - then).count(), tty, ts);
+        std::fputs(view.c_str(), stdout);
+        std::fflush(stdout);
+        prev = std::move(cur);
+        then = now;
+    }
+}
+
+}  // namespace
 
 int run_status(const Options& o)
 {
@@ -28,6 +62,14 @@ int run_status(const Options& o)
     }
     if (paths.empty())
         fail("no running ktproxy found (no control socket in {}; pass --control PATH)", kRunDir);
+    if (o.status_watch) {
+        if (o.status_json)
+            fail("--watch and --json do not go together: --json is one snapshot, --watch a live view");
+        if (paths.size() != 1)
+            fail("--watch follows one instance: {} control sockets in {}, pass --control PATH", paths.size(),
+                 kRunDir);
+        return watch(paths[0]);
+    }
     int reached = 0;
     for (const auto& p : paths) {
         try {

@@ -4,6 +4,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "daemon/instance.h"
+#include "ops/watch.h"
 
 #include <poll.h>
 #include <signal.h>
@@ -101,6 +102,8 @@ int Supervisor::run()
         if (pfds[1].revents & POLLIN)
             serve_control(control_.fd(), [&](std::string_view req) {
                 auto snap = p_.workers.gather(true);
+                if (req == "status watch")
+                    return render_watch_sample(snap);
                 return req == "status json" ? render_status_json(info(), snap) : render_status_text(info(), snap);
             });
         if (metrics_ && (pfds[2].revents & POLLIN))

@@ -79,5 +79,35 @@ PY
     stop_ktproxy
 }
 
+test_status_watch_shows_rates_and_process_of_a_busy_connection() {
+    trap stop_ktproxy EXIT
+    local ctl="$KTP_TMP/ctl.sock"
+    start_ktproxy --log-level info --control "$ctl" || fail "ktproxy did not start"
+    # A byte every 0.1s for 4s: a connection with a steady rate both ways.
+    (for _ in $(seq 40); do printf x; sleep 0.1; done) |
+        as_nobody "$KTP_TMP/busy.pid" socat -t 5 - "TCP:$KTP_SRV4:9000" >/dev/null &
+    local held=$! pid
+    wait_log "$KTP_TMP/busy.pid" '[0-9]' || fail "socat did not start"
+    pid=$(cat "$KTP_TMP/busy.pid")
+    # Not a terminal: plain lines, one per connection and second (bounded by timeout).
+    timeout 3 "$KTPROXY" status --watch --control "$ctl" > "$KTP_TMP/watch.txt" 2>&1
+    expect_file_match "$KTP_TMP/watch.txt" \
+        "^[0-9:]{8} client=127\.0\.0\.1:[0-9]+ orig=$KTP_SRV4:9000 route=direct c2s_bps=[1-9][0-9]* s2c_bps=[1-9][0-9]* pid=$pid comm=socat uid=65534\$" \
+        "status --watch (plain)"
+    # A terminal: a screen with a header, refreshed (script(1) gives it a pty).
+    timeout 3 script -qec "$KTPROXY status --watch --control $ctl" /dev/null > "$KTP_TMP/watch.tty" 2>&1
+    expect_file_match "$KTP_TMP/watch.tty" "CLIENT +DESTINATION +ROUTE +C2S B/S +S2C B/S +PID COMM UID" \
+        "status --watch (terminal)"
+    expect_file_match "$KTP_TMP/watch.tty" "$KTP_SRV4:9000 +direct +[0-9]+ +[0-9]+ +$pid socat 65534" \
+        "status --watch (terminal) connection row"
+    # Bad combination: one line, non-zero.
+    local err rc=0
+    err=$("$KTPROXY" status --watch --json --control "$ctl" 2>&1) || rc=$?
+    expect_ne "$rc" 0 "exit status of --watch --json"
+    expect_eq "$(printf '%s\n' "$err" | wc -l)" 1 "error lines of --watch --json"
+    wait "$held" || true
+    stop_ktproxy
+}
+
 run_all_tests "$0"
 finish
