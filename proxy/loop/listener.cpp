@@ -63,7 +63,6 @@ Listener listen_tcp(const SockAddr& addr, const char* what, bool reuseport, bool
         fail_errno("{} {}: listen", what, addr.to_string());
     l.addr = SockAddr::local_of(l.fd.get());
     l.transparent = transparent;
-    l.orig_dst_level = addr.family() == AF_INET6 ? SOL_IPV6 : SOL_IP;
     return l;
 }
 

@@ -14,8 +14,6 @@ namespace ktp {
 struct alignas(kUserDataAlign) Listener {  // the object of its accepts' user_data
     UniqueFd fd;
     SockAddr addr;  // with the port actually bound
-    // getsockopt level for SO_ORIGINAL_DST on sockets accepted here.
-    int orig_dst_level = 0;
     // Gateway listener (IP_TRANSPARENT): packets are handed to it by the TC
     // program, and an accepted socket's local address is the destination.
     bool transparent = false;

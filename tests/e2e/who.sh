@@ -83,8 +83,9 @@ test_status_watch_shows_rates_and_process_of_a_busy_connection() {
     trap stop_ktproxy EXIT
     local ctl="$KTP_TMP/ctl.sock"
     start_ktproxy --log-level info --control "$ctl" || fail "ktproxy did not start"
-    # A byte every 0.1s for 4s: a connection with a steady rate both ways.
-    (for _ in $(seq 40); do printf x; sleep 0.1; done) |
+    # A byte every 0.1s for 8s: a connection with a steady rate both ways,
+    # open for both views below.
+    (for _ in $(seq 80); do printf x; sleep 0.1; done) |
         as_nobody "$KTP_TMP/busy.pid" socat -t 5 - "TCP:$KTP_SRV4:9000" >/dev/null &
     local held=$! pid
     wait_log "$KTP_TMP/busy.pid" '[0-9]' || fail "socat did not start"
