@@ -94,7 +94,7 @@ def cmd_probe(a):
     deadline = time.monotonic() + a.duration
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
-    while time.monotonic() < deadline and not stop[0]:
+    while time.monotonic() < deadline and not stop[0] and len(ports) < a.max:
         s = socket.socket(fam, socket.SOCK_STREAM)
         # Bound before connect, so the port is known even for a connect
         # that fails: a SYN from it on the server is a direct one.
@@ -405,7 +405,7 @@ def main():
     s = sub.add_parser("servers"); s.add_argument("spec", nargs="+"); s.add_argument("--timeout", type=float, default=600)
     s = sub.add_parser("probe"); s.add_argument("host"); s.add_argument("port", type=int)
     s.add_argument("--duration", type=float, required=True); s.add_argument("--interval", type=float, default=0.001)
-    s.add_argument("--ports", required=True)
+    s.add_argument("--ports", required=True); s.add_argument("--max", type=int, default=10**9)
     s = sub.add_parser("flows"); s.add_argument("host"); s.add_argument("port", type=int)
     s.add_argument("--conns", type=int, default=100); s.add_argument("--interval", type=float, default=0.01)
     s.add_argument("--duration", type=float, required=True); s.add_argument("--ready", required=True)
