@@ -189,7 +189,7 @@ def cmd_churn(a):
     direct connect would (refused, timed out: the dead-destination cache)."""
     import asyncio
 
-    kinds = ["clean", "client_rst", "server_rst", "refused", "stuck"]
+    kinds = a.kinds.split(",")
     counts = {k: 0 for k in kinds}
     errors = {}
 
@@ -214,6 +214,9 @@ def cmd_churn(a):
                 await asyncio.wait_for(r.read(1), 3)
             elif kind == "stuck":
                 await asyncio.sleep(0.01)
+                if a.stuck_close == "rst":
+                    w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                         struct.pack("ii", 1, 0))
             counts[kind] += 1
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
             # Resets and refusals are this mix's point; count them by kind.
@@ -413,7 +416,8 @@ def main():
     for n in ("echo", "rst", "refused", "stuck"):
         s.add_argument(f"--{n}", type=int, required=True)
     s.add_argument("--conns", type=int, required=True); s.add_argument("--concurrency", type=int, default=100)
-    s.add_argument("--timeout", type=float, default=120)
+    s.add_argument("--timeout", type=float, default=120); s.add_argument("--stuck-close", choices=["fin", "rst"], default="fin")
+    s.add_argument("--kinds", default="clean,client_rst,server_rst,refused,stuck")
     s = sub.add_parser("streamers"); s.add_argument("host"); s.add_argument("port", type=int)
     s.add_argument("--conns", type=int, default=20); s.add_argument("--timeout", type=float, default=30)
     s = sub.add_parser("identity"); s.add_argument("host"); s.add_argument("ports")
