@@ -41,8 +41,14 @@ struct ktp_orig_dst {
 	__u32 addr[4];  /* IPv6, or IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d); network order */
 	__u16 port;     /* network byte order */
 	__u16 family;   /* KTP_AF_INET or KTP_AF_INET6: the family on the wire */
-	__u32 _pad;
+	__u32 flags;    /* KTP_OD_*; only the app's copy (ktp_app_dst) uses them */
 };
+
+/* The app socket's overflow of ktp_handoff is already counted in map_full:
+ * sockops runs once per cgroup it is attached to, so twice for an app whose
+ * cgroup is below ktproxy's own (ktproxy in the root cgroup, `ktproxy run`),
+ * and both runs find the map full. */
+#define KTP_OD_FULL_COUNTED 1u
 
 /* 4-tuple of a redirected connection as seen from the app's side: src is the
  * app's socket, dst is the proxy listener. Map ktp_handoff: key = this struct,

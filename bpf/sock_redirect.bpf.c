@@ -129,7 +129,7 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	od->addr[3] = dst[3];
 	od->port = (__u16)port;
 	od->family = ktp_wire_family(dst);
-	od->_pad = 0;
+	od->flags = 0;
 	return -1;
 }
 
@@ -348,7 +348,11 @@ int ktp_sockops(struct bpf_sock_ops *skops)
 		/* BPF_ANY: this program may run twice for one socket, once per
 		 * cgroup it is attached to (ktproxy's own cgroup above the app's). */
 		if (bpf_map_update_elem(&ktp_handoff, &t, od, BPF_ANY)) {
-			ktp_count(KTP_CTR_MAP_FULL);
+			/* One count per connection, however many times this runs. */
+			if (!(od->flags & KTP_OD_FULL_COUNTED)) {
+				od->flags |= KTP_OD_FULL_COUNTED;
+				ktp_count(KTP_CTR_MAP_FULL);
+			}
 			break;
 		}
 		/* Its close deletes an entry nobody took (ktproxy gone). */

@@ -10,6 +10,7 @@ static_assert(sizeof(ktp_orig_dst) == 24);
 static_assert(offsetof(ktp_orig_dst, addr) == 0);
 static_assert(offsetof(ktp_orig_dst, port) == 16);
 static_assert(offsetof(ktp_orig_dst, family) == 18);
+static_assert(offsetof(ktp_orig_dst, flags) == 20);
 
 static_assert(sizeof(ktp_tuple) == 40);
 static_assert(offsetof(ktp_tuple, src_addr) == 0);

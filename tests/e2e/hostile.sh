@@ -284,36 +284,51 @@ s = socket.create_connection(('$KTP_SRV4', 9004), timeout=3); time.sleep(0.2); s
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 
-# identity_case LABEL [STOP]: 2,000 connects at once to 50 identity servers,
-# with map_full counted around it; STOP=1 holds ktproxy stopped for the
-# connects' first 2 s.
+# identity_case LABEL [MODE]: 2,000 connects at once to 50 identity servers,
+# with map_full counted around it. MODE stop: ktproxy stopped for the
+# connects' first 2 s. MODE acks: the handshakes' last ACK to ktproxy's
+# listener dropped for 2 s, so that every connection waits in ktp_handoff
+# (established on the app's side, not yet on the listener's) and the map
+# overflows; the clients send a byte, which completes the handshake once
+# the ACKs pass again.
 identity_case() {
-    local before after out reset cont=""
+    local before after out reset bg="" send="" port
     before=$(ktp_counter map_full)
-    if [ "${2:-0}" = 1 ]; then
-        kill -STOP "$KTP_PID"
-        ( sleep 2; kill -CONT "$KTP_PID" ) &
-        cont=$!
-    fi
-    out=$(in_app python3 "$TOOLS" identity "$KTP_SRV4" 10000-10049 --conns 2000 --seed "$RANDOM" --timeout 40)
-    [ -z "$cont" ] || wait "$cont"
+    port=$(listen_port)
+    case "${2:-}" in
+        stop)
+            kill -STOP "$KTP_PID"
+            ( sleep 2; kill -CONT "$KTP_PID" ) &
+            bg=$! ;;
+        acks)
+            send=--send
+            in_cli iptables -I INPUT -i lo -p tcp --dport "$port" --tcp-flags SYN,ACK,RST,FIN ACK -j DROP
+            ( sleep 2; in_cli iptables -D INPUT -i lo -p tcp --dport "$port" --tcp-flags SYN,ACK,RST,FIN ACK -j DROP ) &
+            bg=$! ;;
+    esac
+    out=$(in_app python3 "$TOOLS" identity "$KTP_SRV4" 10000-10049 --conns 2000 --seed "$RANDOM" --timeout 40 $send)
+    [ -z "$bg" ] || wait "$bg"
     after=$(ktp_counter map_full)
     echo "    $1: $out map_full=$((after - before))" >&2
     expect_match "$out" ' wrong=0 ' "$1: connections that reached another server"
     expect_match "$out" ' unanswered=0$' "$1"
     reset=$(printf '%s' "$out" | sed -nE 's/.* reset=([0-9]+) .*/\1/p')
     expect_eq "$reset" "$((after - before))" "$1: connections without an identity against map_full"
+    MAP_FULL_SEEN=$((after - before))
 }
 
 test_map_full_never_reaches_the_wrong_server_and_counts_overflow() {
     # Issue's figures: --max-conns 1024 (the smallest), 2,000 concurrent
     # connects to 50 servers. The overflow (hand-off map full) is reset, one
-    # map_full each. Once with ktproxy accepting, once with it stopped while
-    # the connects pile up (its listener's queue and the map fill).
+    # map_full each (fail-open or not: the connect was already redirected).
+    # Three ways: ktproxy accepting, ktproxy stopped while the connects pile
+    # up, and the listener's handshake ACKs held back (the map overflows).
     trap kill_left_instances EXIT
     start_ktproxy --max-conns 1024 || fail "ktproxy did not start"
     identity_case running
-    identity_case stopped 1
+    identity_case stopped stop
+    identity_case acks-held acks
+    [ "$MAP_FULL_SEEN" -gt 0 ] || fail "the hand-off map never overflowed with the ACKs held back"
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 

@@ -323,15 +323,25 @@ def cmd_identity(a):
         socks.append(s)
     sel = selectors.DefaultSelector()
     bufs = {}
+    # --send: one byte once connected, so that a connection whose handshake
+    # ACK was lost still reaches the listener (a pure ACK is never resent).
+    first = selectors.EVENT_READ | (selectors.EVENT_WRITE if a.send else 0)
     for i, s in enumerate(socks):
-        sel.register(s, selectors.EVENT_READ, i)
+        sel.register(s, first, i)
         bufs[i] = b""
     ok = wrong = reset = 0
     pending = set(range(len(socks)))
     deadline = time.monotonic() + a.timeout
     while pending and time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=0.5):
+        for key, ev in sel.select(timeout=0.5):
             i = key.data
+            if ev & selectors.EVENT_WRITE:
+                try:
+                    key.fileobj.send(b"?")
+                except OSError:
+                    pass
+                sel.modify(key.fileobj, selectors.EVENT_READ, i)
+                continue
             try:
                 d = key.fileobj.recv(64)
             except BlockingIOError:
@@ -469,6 +479,7 @@ def main():
     s.add_argument("--rate", type=float, required=True); s.add_argument("--duration", type=float, required=True)
     s = sub.add_parser("identity"); s.add_argument("host"); s.add_argument("ports")
     s.add_argument("--conns", type=int, required=True); s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--send", action="store_true")
     s.add_argument("--timeout", type=float, default=30)
     s = sub.add_parser("hold"); s.add_argument("host"); s.add_argument("port", type=int)
     s.add_argument("--conns", type=int, required=True); s.add_argument("--timeout", type=float, default=60)
