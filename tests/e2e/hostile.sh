@@ -423,7 +423,7 @@ test_so_original_dst_confined_to_ktproxys_accepted_sockets() {
     # made inside and outside the cgroup, gets the kernel's own answer to
     # SO_ORIGINAL_DST (the same as with no ktproxy at all).
     trap kill_left_instances EXIT
-    local base inside outside cport
+    local base inside outside cport vport p
     base=$(in_cli python3 "$TOOLS" origdst 127.0.0.2 40999)
     start_ktproxy || fail "ktproxy did not start"
     app_bg "$KTP_TMP/live.out" python3 -c "
@@ -433,12 +433,18 @@ print(s.getsockname()[1], flush=True); time.sleep(20)"
     local live=$BG
     wait_log "$KTP_TMP/live.out" '^[0-9]+$' 5 || fail "the live connection did not start"
     cport=$(cat "$KTP_TMP/live.out")
-    inside=$(in_app python3 "$TOOLS" origdst 127.0.0.2 "$cport")
-    outside=$(in_cli python3 "$TOOLS" origdst 127.0.0.2 "$cport")
+    # Both source ports of the live connection: the app's (to the listener)
+    # and ktproxy's own towards the server.
+    vport=$(in_cli ss -Htn "dst $KTP_SRV4:9000" | awk '{ n = split($4, a, ":"); print a[n] }' | head -1)
+    [ -n "$vport" ] || fail "no relayed socket towards the server"
+    for p in "$cport" "$vport"; do
+        inside=$(in_app python3 "$TOOLS" origdst 127.0.0.2 "$p")
+        outside=$(in_cli python3 "$TOOLS" origdst 127.0.0.2 "$p")
+        echo "    remote port $p: without ktproxy: $base; inside: $inside; outside: $outside" >&2
+        expect_eq "$inside" "$base" "SO_ORIGINAL_DST in the cgroup, remote port $p"
+        expect_eq "$outside" "$base" "SO_ORIGINAL_DST outside the cgroup, remote port $p"
+    done
     kill "$live"
-    echo "    without ktproxy: $base; inside: $inside; outside: $outside" >&2
-    expect_eq "$inside" "$base" "SO_ORIGINAL_DST in the cgroup, remote port $cport"
-    expect_eq "$outside" "$base" "SO_ORIGINAL_DST outside the cgroup, remote port $cport"
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 
