@@ -25,6 +25,11 @@ ktp_topo_up
 ktp_bg in_srv python3 "$TOOLS" servers echo:9000 rst:9001 stuck:9002 id:10000-10049 --timeout 1200
 ktp_wait_port "$KTP_SRV" 9000
 ktp_wait_port "$KTP_SRV" 10049
+start_nginx
+# The Go client: Go's own socket code, no libc (tests/e2e/goclient).
+mkdir -p "$KTP_TMP/go"
+(cd "$(dirname "$0")/goclient" && HOME="$KTP_TMP/go" GOCACHE="$KTP_TMP/go/cache" GO111MODULE=off CGO_ENABLED=0 \
+    timeout 300 go build -o "$KTP_TMP/goclient" main.go) || ktp_die "building the Go client failed"
 
 # kill_left_instances: a failed test must not leave its ktproxy, its clients
 # or its pins to the next one.
@@ -96,6 +101,15 @@ direct_syns() {
         echo "    direct SYN from app port $p: $(tcpdump -nn -r "$SYN_PCAP" "src port $p" 2>/dev/null | head -3 | tr '\n' ';')" >&2
     done
     echo "$n"
+}
+
+# go_syns_not_ktproxys: SYNs to nginx (port 80, only the Go client's
+# requests go there) whose source port no ktproxy log names as via=.
+go_syns_not_ktproxys() {
+    local vias="$KTP_TMP/vias80"
+    grep -hoE 'via=[^ ]*:[0-9]+ ' "$KTP_TMP"/ktproxy.*.log 2>/dev/null | sed -E 's/.*:([0-9]+) $/\1/' | sort -u > "$vias"
+    tcpdump -nn -r "$SYN_PCAP" 'dst port 80' 2>/dev/null | sed -nE 's/^.* IP6? ([0-9a-f:.]+)\.([0-9]+) > .*/\2/p' |
+        sort -u | comm -23 - "$vias" | wc -l
 }
 
 fd_count() { ls "/proc/$KTP_PID/fd" | wc -l; }
@@ -186,6 +200,17 @@ leak_case() {
             *) expect_match "$(cat "$KTP_TMP/leak.out")" '^ok=[1-9][0-9]* refused=0 other=0 ' "$1 $dst" ;;
         esac
     done
+    # The Go client, one request per family; it reports the peer the
+    # getpeername hook shows (the original address).
+    local url out
+    for url in "http://$KTP_SRV4/" "http://[$KTP_SRV6]/" "http://[::ffff:$KTP_SRV4]/"; do
+        out=$(in_app "$KTP_TMP/goclient" "$url" 2>&1 || true)
+        echo "    $1 Go client $url: $out" >&2
+        case "$1" in
+            dead) expect_match "$out" 'refused' "$1: Go client $url" ;;
+            *) expect_match "$out" '^200 [0-9]+ ' "$1: Go client $url" ;;
+        esac
+    done
 }
 
 test_leaks_by_family_v4_v6_v4mapped_no_direct_syn() {
@@ -202,6 +227,7 @@ test_leaks_by_family_v4_v6_v4mapped_no_direct_syn() {
     leak_case dead
     syn_capture_stop
     expect_eq "$(direct_syns "$KTP_TMP/leak.ports")" 0 "direct SYNs (v4, v6, v4-mapped; fail-open, fail-closed, killed)"
+    expect_eq "$(go_syns_not_ktproxys)" 0 "direct SYNs of the Go client"
     # The count's control, in a capture of its own (its port may be one the
     # app used before): a connect from outside the cgroup goes direct and
     # must be counted as such, exactly once.
