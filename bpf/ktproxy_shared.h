@@ -52,7 +52,15 @@ struct ktp_orig_dst {
 	__u32 tid;      /* its thread */
 	__u32 uid;      /* its uid, in the initial user namespace */
 	char comm[16];  /* its thread's comm (TASK_COMM_LEN), NUL-terminated */
+	__u32 flags;    /* KTP_OD_*; only the app's copy (ktp_app_dst) uses them */
+	__u32 _pad;
 };
+
+/* The app socket's overflow of ktp_handoff is already counted in map_full:
+ * sockops runs once per cgroup it is attached to, so twice for an app whose
+ * cgroup is below ktproxy's own (ktproxy in the root cgroup, `ktproxy run`),
+ * and both runs find the map full. */
+#define KTP_OD_FULL_COUNTED 1u
 
 /* 4-tuple of a redirected connection as seen from the app's side: src is the
  * app's socket, dst is the proxy listener. Map ktp_handoff: key = this struct,

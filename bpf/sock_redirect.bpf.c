@@ -138,6 +138,7 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	od->uid = (__u32)bpf_get_current_uid_gid();
 	if (bpf_get_current_comm(od->comm, sizeof(od->comm)))
 		__builtin_memset(od->comm, 0, sizeof(od->comm));
+	od->flags = 0;
 	return -1;
 }
 
@@ -357,7 +358,11 @@ int ktp_sockops(struct bpf_sock_ops *skops)
 		/* BPF_ANY: this program may run twice for one socket, once per
 		 * cgroup it is attached to (ktproxy's own cgroup above the app's). */
 		if (bpf_map_update_elem(&ktp_handoff, &t, od, BPF_ANY)) {
-			ktp_count(KTP_CTR_MAP_FULL);
+			/* One count per connection, however many times this runs. */
+			if (!(od->flags & KTP_OD_FULL_COUNTED)) {
+				od->flags |= KTP_OD_FULL_COUNTED;
+				ktp_count(KTP_CTR_MAP_FULL);
+			}
 			break;
 		}
 		/* Its close deletes an entry nobody took (ktproxy gone). */

@@ -26,7 +26,20 @@ std::vector<std::vector<Listener>> open_sets(const Options& o, unsigned workers,
         std::vector<std::vector<Listener>> sets(workers);
         try {
             uint16_t port = first_port;
+            // With port 0, every other attempt lets the IPv6 bind pick the
+            // port: the kernel hands bind() odd ports first, and when each
+            // one free on the IPv4 address is taken on the IPv6 one (the
+            // apps' TIME_WAITs to ktproxy's [::1] after heavy traffic), an
+            // IPv4-first pick fails every time.
+            const bool v6_first = want6 && port == 0 && attempt % 2 == 1;
             for (unsigned w = 0; w < workers; ++w) {
+                if (v6_first && w == 0) {
+                    Listener l6 = listen_tcp(*SockAddr::parse_ip(o.listen6, 0), w6, reuse, transparent, mark);
+                    port = l6.addr.port();
+                    sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), w4, reuse, transparent, mark));
+                    sets[w].push_back(std::move(l6));
+                    continue;
+                }
                 sets[w].push_back(listen_tcp(*SockAddr::parse_ip(o.listen4, port), w4, reuse, transparent, mark));
                 port = sets[w][0].addr.port();
                 if (want6)
@@ -34,8 +47,8 @@ std::vector<std::vector<Listener>> open_sets(const Options& o, unsigned workers,
             }
             return sets;
         } catch (const Error& e) {
-            // With port 0 the first IPv4 bind picks the port; if the IPv6
-            // side finds it taken, try another.
+            // With port 0 the first bind picks the port; if the other
+            // family finds it taken, try another.
             if (first_port == 0 && attempt < 20 &&
                 std::string_view(e.what()).find("in use") != std::string_view::npos)
                 continue;

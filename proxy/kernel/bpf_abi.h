@@ -6,7 +6,7 @@
 
 #include "ktproxy_shared.h"
 
-static_assert(sizeof(ktp_orig_dst) == 48);
+static_assert(sizeof(ktp_orig_dst) == 56);
 static_assert(offsetof(ktp_orig_dst, addr) == 0);
 static_assert(offsetof(ktp_orig_dst, port) == 16);
 static_assert(offsetof(ktp_orig_dst, family) == 18);
@@ -14,6 +14,7 @@ static_assert(offsetof(ktp_orig_dst, pid) == 20);
 static_assert(offsetof(ktp_orig_dst, tid) == 24);
 static_assert(offsetof(ktp_orig_dst, uid) == 28);
 static_assert(offsetof(ktp_orig_dst, comm) == 32 && sizeof(ktp_orig_dst::comm) == 16);
+static_assert(offsetof(ktp_orig_dst, flags) == 48);
 
 static_assert(sizeof(ktp_tuple) == 40);
 static_assert(offsetof(ktp_tuple, src_addr) == 0);
