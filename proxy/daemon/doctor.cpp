@@ -8,6 +8,7 @@
 #include "daemon/doctor_probe.h"
 #include "daemon/instance.h"
 #include "daemon/ownership.h"
+#include "daemon/preflight.h"
 #include "kernel/sock_hooks.h"
 #include "ops/local_server.h"
 
@@ -36,12 +37,6 @@
 
 #include "tc_gateway.skel.h"
 
-#ifndef CAP_BPF
-#define CAP_BPF 39
-#endif
-#ifndef CAP_PERFMON
-#define CAP_PERFMON 38
-#endif
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
 #endif
@@ -70,27 +65,6 @@ std::string trim(std::string s)
     while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
         s.pop_back();
     return s;
-}
-
-struct Caps {
-    bool sys_admin = false, net_admin = false, bpf = false, perfmon = false, sys_resource = false;
-    bool can_load() const { return sys_admin || (bpf && net_admin && perfmon); }
-};
-
-Caps read_caps()
-{
-    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct d[2]{};
-    Caps c;
-    if (syscall(SYS_capget, &hdr, d) != 0)
-        return c;
-    auto has = [&](int cap) { return ((d[cap / 32].effective >> (cap % 32)) & 1u) != 0; };
-    c.sys_admin = has(CAP_SYS_ADMIN);
-    c.net_admin = has(CAP_NET_ADMIN);
-    c.bpf = has(CAP_BPF);
-    c.perfmon = has(CAP_PERFMON);
-    c.sys_resource = has(CAP_SYS_RESOURCE);
-    return c;
 }
 
 // Live pid of a ktproxy recorded in file (pin owner, gateway state), or 0.

@@ -21,22 +21,25 @@
 
 namespace ktp {
 
-namespace {
-bool has_cap(const __user_cap_data_struct (&d)[2], int cap)
+Caps read_caps()
 {
-    return (d[cap / 32].effective >> (cap % 32)) & 1u;
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[2]{};
+    Caps c;
+    if (syscall(SYS_capget, &hdr, d) != 0)
+        return c;
+    auto has = [&](int cap) { return ((d[cap / 32].effective >> (cap % 32)) & 1u) != 0; };
+    c.sys_admin = has(CAP_SYS_ADMIN);
+    c.net_admin = has(CAP_NET_ADMIN);
+    c.bpf = has(CAP_BPF);
+    c.perfmon = has(CAP_PERFMON);
+    c.sys_resource = has(CAP_SYS_RESOURCE);
+    return c;
 }
-}  // namespace
 
 void require_privileges()
 {
-    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct data[2]{};
-    if (syscall(SYS_capget, &hdr, data) != 0)
-        fail_errno("read process capabilities");
-    bool ok = has_cap(data, CAP_SYS_ADMIN) ||
-              (has_cap(data, CAP_BPF) && has_cap(data, CAP_NET_ADMIN) && has_cap(data, CAP_PERFMON));
-    if (!ok)
+    if (!read_caps().can_load())
         fail("needs root (CAP_SYS_ADMIN, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON) to load BPF hooks; run with sudo");
 }
 
