@@ -202,10 +202,10 @@ print("quiet:", res[0], "sending:", res[1], flush=True)
     expect_match "$out" '^quiet: reset [0-9.]+ sending: reset [0-9.]+$' \
         "what the app saw once its destination stopped answering"
     for _ in $(seq 50); do
-        [ "$(grep -c "orig=$KTP_SRV4:9100 .*end=dead reason=\"destination stopped answering" "$KTP_LOG")" -ge 2 ] && break
+        [ "$(grep -c "orig=$KTP_SRV4:9100 .*end=dead .*reason=\"destination stopped answering" "$KTP_LOG")" -ge 2 ] && break
         sleep 0.1
     done
-    [ "$(grep -c "orig=$KTP_SRV4:9100 .*end=dead reason=\"destination stopped answering" "$KTP_LOG")" -eq 2 ] \
+    [ "$(grep -c "orig=$KTP_SRV4:9100 .*end=dead .*reason=\"destination stopped answering" "$KTP_LOG")" -eq 2 ] \
         || fail "not two conn lines with end=dead: $(conn_ends)"
     stop_ktproxy >&2 || fail "ktproxy exit status $?"
 }
