@@ -7,6 +7,7 @@
 #include "daemon/cgroup.h"
 #include "daemon/doctor_probe.h"
 #include "daemon/instance.h"
+#include "base/text_file.h"
 #include "daemon/ownership.h"
 #include "daemon/preflight.h"
 #include "kernel/sock_hooks.h"
@@ -33,7 +34,6 @@
 
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 
 #include "tc_gateway.skel.h"
 
@@ -52,28 +52,11 @@ void add(Checks& out, std::string name, CheckStatus s, std::string verdict, std:
     out.push_back({std::move(name), s, std::move(verdict), std::move(fix)});
 }
 
-std::string read_text(const std::string& path)
-{
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
 std::string trim(std::string s)
 {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
         s.pop_back();
     return s;
-}
-
-// Live pid of a ktproxy recorded in file (pin owner, gateway state), or 0.
-int live_ktproxy_in(const std::string& file)
-{
-    int pid = std::atoi(read_text(file).c_str());
-    if (pid <= 0 || kill(pid, 0) != 0)
-        return 0;
-    return read_text(fmt::format("/proc/{}/comm", pid)).rfind("ktproxy", 0) == 0 ? pid : 0;
 }
 
 void check_kernel(Checks& out)
@@ -122,7 +105,7 @@ void check_privileges(Checks& out, const Caps& c)
 
 void check_cgroups(Checks& out, const Options& o, std::string& mount_out, std::string& app_out)
 {
-    auto mount = find_cgroup2_mount(read_text("/proc/self/mounts"));
+    auto mount = find_cgroup2_mount(read_text_file("/proc/self/mounts"));
     if (!mount) {
         add(out, "cgroup2", CheckStatus::fail, "no cgroup2 filesystem is mounted",
             "mount -t cgroup2 none /sys/fs/cgroup (or /sys/fs/cgroup/unified on a hybrid host)");
@@ -226,7 +209,7 @@ void check_bpf_features(Checks& out, const Caps& caps)
 
 void check_io_uring(Checks& out)
 {
-    std::string sysctl = trim(read_text("/proc/sys/kernel/io_uring_disabled"));
+    std::string sysctl = trim(read_text_file("/proc/sys/kernel/io_uring_disabled"));
     const std::string setting = sysctl.empty() ? "" : fmt::format(" (kernel.io_uring_disabled = {})", sysctl);
     io_uring ring{};
     io_uring_params p{};
@@ -586,7 +569,7 @@ void check_gateway(Checks& out, const Options& o, const Caps& caps)
     add(out, "gateway", CheckStatus::ok, "bpf_sk_assign, clsact and the gateway's TC program work");
     if (!asked)
         return;
-    if (trim(read_text("/proc/sys/net/ipv4/ip_forward")) != "1")
+    if (trim(read_text_file("/proc/sys/net/ipv4/ip_forward")) != "1")
         add(out, "ip-forwarding", CheckStatus::warn,
             "net.ipv4.ip_forward is 0: traffic the gateway does not proxy is not forwarded",
             "sysctl -w net.ipv4.ip_forward=1");

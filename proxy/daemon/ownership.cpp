@@ -142,13 +142,15 @@ void write_legacy_pin_owner(const std::string& name)
     f << getpid() << "\n";
 }
 
-int legacy_live_pin_owner(const std::string& name)
+int live_ktproxy_in(const std::string& file)
 {
-    int pid = std::atoi(read_text_file(legacy_pin_owner_file(name)).c_str());
+    int pid = std::atoi(read_text_file(file).c_str());
     if (pid <= 0 || kill(pid, 0) != 0)
         return 0;
     std::string comm = read_text_file(fmt::format("/proc/{}/comm", pid));
     return comm.rfind("ktproxy", 0) == 0 ? pid : 0;
 }
+
+int legacy_live_pin_owner(const std::string& name) { return live_ktproxy_in(legacy_pin_owner_file(name)); }
 
 }  // namespace ktp

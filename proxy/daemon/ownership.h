@@ -59,4 +59,8 @@ void write_legacy_pin_owner(const std::string& name);
 // The pid of the live ktproxy that owns pin dir `name` by that file, or 0.
 int legacy_live_pin_owner(const std::string& name);
 
+// The pid written in `file` (a pid file: pin owner, gateway state) if it is
+// a live process named ktproxy, else 0.
+int live_ktproxy_in(const std::string& file);
+
 }  // namespace ktp
