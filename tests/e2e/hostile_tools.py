@@ -448,9 +448,11 @@ def cmd_origdst(a):
 def cmd_stranger(a):
     """Connects straight to ktproxy's listener, sends a request, and reports
     how the connection ended and how long that took (ms)."""
-    s = socket.create_connection((a.host, a.port), timeout=5)
+    # Timed from the connect: ktproxy can reset the connection so soon that
+    # the reset already reaches connect() on loopback.
     t0 = time.monotonic()
     try:
+        s = socket.create_connection((a.host, a.port), timeout=5)
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         d = s.recv(100)
         how = "eof" if not d else "data"
