@@ -19,7 +19,7 @@ namespace ktp {
 
 EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, const RouterSlot& router)
     : cfg_(cfg), listeners_(std::move(listeners)), router_(router),
-      sweep_every_(to_timespec(std::clamp(cfg_.idle_timeout / 4, 0.25, 5.0))), fixed_(ring_),
+      sweep_every_(to_timespec(cfg_.idle_timeout > 0 ? std::clamp(cfg_.idle_timeout / 4, 0.25, 5.0) : 1.0)), fixed_(ring_),
       relay_(cfg_, ring_, fixed_, pool_, chunks_, *this, now_),
       tcp_(cfg_, ring_, fixed_, pool_, chunks_, relay_, *this, router_, now_, stop_)
 {
@@ -135,6 +135,33 @@ void EventLoop::stop()
     ring_.wake();
 }
 
+void EventLoop::sweep()
+{
+    if (cfg_.idle_timeout > 0)
+        sweep_idle();
+    sweep_half_closed();
+}
+
+void EventLoop::sweep_half_closed()
+{
+    // The app sent its FIN, ktproxy passed it on, and the destination has
+    // been quiet since: a request waiting for its answer, or an app that
+    // closed its socket for good and a destination that will never read
+    // or answer. Only the kernel's socket table tells them apart (a socket
+    // no process holds can read nothing more); such a relay is cut, as the
+    // kernel would reset the data the destination might still send.
+    constexpr auto quiet = std::chrono::seconds(1);
+    for (Conn* c = pool_.live_head(); c;) {
+        Conn* next = c->live_next;  // fail may release c
+        if (c->relaying && !c->aborting && c->local && now_ - c->last_active >= quiet &&
+            c->relay.state(Dir::ClientToUpstream) == Relay::State::done &&
+            c->relay.state(Dir::UpstreamToClient) != Relay::State::done &&
+            app_probe_.holder(c->client, *c->local) == AppSocketProbe::Holder::none)
+            relay_.fail(*c, End::dead, "the app closed its socket; the destination never answered its FIN");
+        c = next;
+    }
+}
+
 void EventLoop::sweep_idle()
 {
     // Idle means no bytes moved either way. A completion of ours says bytes
@@ -227,7 +254,7 @@ void EventLoop::on_completion(const Completion& cq)
             ring_.arm_wake();
         return;
     }
-    sweep_idle();  // kSweep
+    sweep();  // kSweep
     ring_.arm_timer(sweep_every_);
 }
 
@@ -238,8 +265,7 @@ void EventLoop::run()
     for (auto& l : listeners_)
         tcp_.listen(l);
     ring_.arm_wake();
-    if (cfg_.idle_timeout > 0)
-        ring_.arm_timer(sweep_every_);
+    ring_.arm_timer(sweep_every_);
 
     while (!stop_.load(std::memory_order_relaxed)) {
         ring_.submit_and_wait();

@@ -13,6 +13,7 @@
 #include "ops/stats.h"
 #include "relay/driver.h"
 #include "tcp/chunk_pool.h"
+#include "tcp/app_socket_probe.h"
 #include "tcp/conn.h"
 #include "tcp/setup.h"
 
@@ -52,7 +53,9 @@ private:
     void ended(const Conn& c) override;
 
     void answer_snapshots();
+    void sweep();
     void sweep_idle();
+    void sweep_half_closed();
     void log_conn(const Conn& c) const;
 
     LoopConfig cfg_;
@@ -61,6 +64,7 @@ private:
     std::atomic<bool> stop_{false};
     std::chrono::steady_clock::time_point now_;  // when the current completion batch arrived
     __kernel_timespec sweep_every_{};
+    AppSocketProbe app_probe_;
 
     // Declared in the order they are built; torn down in ~EventLoop.
     Ring ring_;

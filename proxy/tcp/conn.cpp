@@ -14,6 +14,7 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         c->early_end = End::none;
         c->detail.clear();
         c->client = c->orig = c->via = SockAddr();
+        c->local = nullptr;
         c->proc = ConnProc();
         c->held[0] = c->held[1] = -1;
         c->piped[0] = c->piped[1] = 0;

@@ -31,6 +31,9 @@ class RelayEngine;
 struct alignas(kUserDataAlign) Conn {
     UniqueFd fd[2];  // [0] client (accepted), [1] upstream
     SockAddr client, orig, via;
+    // The listener the app connected to (the cgroup path; null for the
+    // gateway, whose clients are not on this host): the app socket's peer.
+    const SockAddr* local = nullptr;
     ConnProc proc;  // who connected (the connect hooks' record); unknown for the gateway
     Relay relay;
     uint32_t inflight = 0;      // submitted operations not yet completed

@@ -119,6 +119,7 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
         if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &od, &len) != 0 || len != sizeof(od))
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
         c.orig = orig_of(od);
+        c.local = &l.addr;
         c.proc.pid = od.pid;
         c.proc.tid = od.tid;
         c.proc.uid = od.uid;

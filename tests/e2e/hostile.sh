@@ -250,9 +250,8 @@ test_churn_leaves_no_map_entries_and_fds_at_baseline() {
     # Issue: 100,000 connections; scaled: 10,000, a fifth of each kind (clean
     # close, client reset, server reset, refused, never accepted), plus 5 x 20
     # clients kill -9ed mid-stream. Then 5 s idle. The never-accepted ones
-    # are reset by the app here: closed with a FIN, the one that the
-    # server's queue took stays relayed for good (a known defect, see
-    # test_known_half_closed_relay_to_a_server_that_never_reads_is_released).
+    # are closed by the app with a FIN: the ones the server's queue took
+    # are released by the half-closed check (see half_closed_case).
     trap kill_left_instances EXIT
     local n out i base_fds base_fixed
     n=$(full 100000 10000)
@@ -261,7 +260,7 @@ test_churn_leaves_no_map_entries_and_fds_at_baseline() {
     base_fds=$(conn_fds) base_fixed=$(fixed_count)
     fd_kinds > "$KTP_TMP/fds.before"
     out=$(in_app python3 "$TOOLS" churn "$KTP_SRV4" --echo 9000 --rst 9001 --stuck 9002 --refused 9003 \
-        --conns "$n" --concurrency 100 --timeout 150 --stuck-close rst) || fail "churn client: $out"
+        --conns "$n" --concurrency 100 --timeout 150 --stuck-close fin) || fail "churn client: $out"
     echo "    churn: $out" >&2
     expect_match "$out" "clean=$((n / 5)) " "clean connections that echoed"
     for i in 1 2 3 4 5; do
@@ -280,15 +279,19 @@ test_churn_leaves_no_map_entries_and_fds_at_baseline() {
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 
-# half_closed_case PORT ARGS...: an app connects to a server on PORT whose
-# listener never accepts (its queue takes the connection), then closes its
-# socket normally; ktproxy (started with ARGS) must be back at its baseline
-# fds 5 s later.
+# half_closed_case PORT ADDR ARGS...: an app connects to a server on
+# ADDR:PORT whose listener never accepts (its queue takes the connection),
+# then closes its socket normally; ktproxy (started with ARGS) must be back
+# at its baseline fds 5 s later. It passes the app's FIN on and would wait
+# for the server's, which never comes, while the app's own socket is gone:
+# the relay is cut once the kernel's socket table says no process holds the
+# app's end (end=dead), as HAProxy's client-fin timeout would, without a
+# timeout that could cut an app that is still waiting.
 half_closed_case() {
-    local port="$1"; shift
+    local port="$1" addr="$2"; shift 2
     ktp_bg in_srv python3 -c "
 import socket, time
-s = socket.socket(socket.AF_INET); s.bind(('$KTP_SRV4', $port)); s.listen(0); time.sleep(120)"
+s = socket.socket(socket.AF_INET6 if ':' in '$addr' else socket.AF_INET); s.bind(('$addr', $port)); s.listen(0); time.sleep(120)"
     ktp_wait_port "$KTP_SRV" "$port"
     start_ktproxy "$@" || fail "ktproxy did not start"
     sleep 0.5
@@ -296,31 +299,57 @@ s = socket.socket(socket.AF_INET); s.bind(('$KTP_SRV4', $port)); s.listen(0); ti
     base_fds=$(conn_fds)
     in_app python3 -c "
 import socket, time
-s = socket.create_connection(('$KTP_SRV4', $port), timeout=3); time.sleep(0.2); s.close()" || fail "client"
+s = socket.create_connection(('$addr', $port), timeout=3); time.sleep(0.2); s.close()" || fail "client"
     sleep 5
     [ "$(conn_fds)" = "$base_fds" ] || status_json | jq -c '.connections' >&2
     expect_eq "$(conn_fds)" "$base_fds" "ktproxy's fds 5 s after the app closed"
+    expect_file_match "$KTP_LOG" "orig=[^ ]*:$port .* end=dead .*app closed its socket" "the relay's log line"
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 
-test_known_half_closed_relay_to_a_server_that_never_reads_is_released() {
-    # KNOWN DEFECT (KTP_HOSTILE_KNOWN=1 runs it; it fails on the current
-    # code). ktproxy passes the app's FIN on and waits for the server's,
-    # which never comes: it holds both sockets (and a pipe) for good, while
-    # the app's own socket is gone within tcp_fin_timeout. Issue 16's churn
-    # expects fds back at baseline 5 s after the clients are done. The fix
-    # belongs in the event loop (a bound on a half-closed relay whose client
-    # is gone, as HAProxy's timeout client-fin/server-fin), which is being
-    # restructured.
-    [ "${KTP_HOSTILE_KNOWN:-0}" = 1 ] || { echo "    skipped: known defect (KTP_HOSTILE_KNOWN=1 runs it)" >&2; return 0; }
+test_half_closed_relay_to_a_server_that_never_reads_is_released() {
     trap kill_left_instances EXIT
-    half_closed_case 9004
+    half_closed_case 9004 "$KTP_SRV4"
 }
 
-test_half_closed_relay_to_a_server_that_never_reads_ends_with_idle_timeout() {
-    # The workaround the README gives for the defect above: --idle-timeout.
+test_half_closed_relay_to_a_server_that_never_reads_is_released_v6() {
     trap kill_left_instances EXIT
-    half_closed_case 9005 --idle-timeout 2
+    half_closed_case 9005 "$KTP_SRV6"
+}
+
+test_half_closed_app_still_waiting_gets_a_late_answer() {
+    # The other side of the rule above: an app that only shut down its
+    # sending side (a request, then EOF, then the answer) keeps its relay
+    # through a quiet spell longer than the check's (1 s) and gets every
+    # byte of the answer.
+    trap kill_left_instances EXIT
+    ktp_bg in_srv python3 -c "
+import socket, time
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('$KTP_SRV4', 9006)); l.listen(4)
+c, _ = l.accept()
+got = b''
+while True:
+    b = c.recv(65536)
+    if not b: break
+    got += b
+time.sleep(3.5)
+c.sendall(got[::-1] * 1000); c.close(); time.sleep(5)"
+    ktp_wait_port "$KTP_SRV" 9006
+    start_ktproxy || fail "ktproxy did not start"
+    local out
+    out=$(in_app python3 -c "
+import socket
+s = socket.create_connection(('$KTP_SRV4', 9006), timeout=10)
+s.sendall(b'question'); s.shutdown(socket.SHUT_WR)
+got = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    got += b
+print(len(got), got[:8].decode())") || fail "client: $out"
+    expect_eq "$out" "8000 noitseuq" "answer after 3.5 s of quiet on a half-closed relay"
+    expect_file_match "$KTP_LOG" "orig=[^ ]*:9006 .* end=eof" "the relay's log line"
+    stop_ktproxy || fail "ktproxy exit status $?"
 }
 
 # identity_case LABEL [MODE]: 2,000 connects at once to 50 identity servers,
