@@ -34,6 +34,13 @@ enum ktp_counter {
 	KTP_CTR_GW_NO_LISTENER,     /* gateway: a SYN to proxy, but no transparent listener */
 	KTP_CTR_NO_LISTENER,        /* connect to proxy refused: the listener is not ktproxy's (or none) */
 	KTP_CTR_SKIPPED_BOUND,      /* socket bound to a device (SO_BINDTODEVICE, VRF): left alone */
+	/* Dry run (ktp_switches.dry_run): what connects would have become,
+	 * one count each; nothing was rewritten. See struct ktp_dry_event. */
+	KTP_CTR_DRY_REDIRECT,       /* would have been redirected to ktproxy */
+	KTP_CTR_DRY_BLOCK,          /* would have failed with EPERM (a `block` rule) */
+	KTP_CTR_DRY_PASS,           /* would have gone out untouched (`direct`, a bound socket, no IPv6 listener) */
+	KTP_CTR_DRY_REFUSE,         /* would have failed at once: destination in the dead cache */
+	KTP_CTR_DRY_EVENTS_LOST,    /* the event ring buffer was full: counted, not reported */
 	KTP_CTR_MAX,
 };
 
@@ -137,6 +144,45 @@ struct ktp_dead_val {
 	__u64 until_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_ns) after which the entry is void */
 	__s32 err;       /* errno the app's connect fails with: ECONNREFUSED, ETIMEDOUT, ... */
 	__u32 _pad;
+};
+
+/* Run-time switches of the connect hooks. Map ktp_switches (bpf/sock_events.h):
+ * an array of one entry, key KTP_SWITCHES_KEY, value this struct. Owner: the
+ * ktproxy process that loaded the hooks (never pinned: a restarted instance
+ * starts from its flags); written by it at start, by `ktproxy ctl` and on
+ * SIGHUP; read by connect4/6. Deleting event: none (an array entry lives as
+ * long as the map). */
+#define KTP_SWITCHES_KEY 0
+struct ktp_switches {
+	__u32 dry_run;  /* nonzero: decide and report every connect, rewrite and fail none */
+	__u32 _pad;
+};
+
+/* What a connect would have become, had dry run been off. */
+enum ktp_would {
+	KTP_WOULD_PASS = 0,      /* out untouched */
+	KTP_WOULD_BLOCK = 1,     /* EPERM */
+	KTP_WOULD_REDIRECT = 2,  /* to ktproxy's listener */
+	KTP_WOULD_REFUSE = 3,    /* the dead cache's errno */
+};
+
+/* ktp_dry_event.rule when no rule matched (the default action decided). */
+#define KTP_RULE_DEFAULT 0xffff
+
+/* One dry-run decision, sent by connect4/6 through the ring buffer
+ * ktp_events to ktproxy, which logs it (rate-limited). */
+struct ktp_dry_event {
+	__u64 cgroup_id;  /* cgroup of the connecting process (its cgroup2 inode) */
+	__u32 pid;        /* tgid, initial pid namespace */
+	__u32 tid;        /* the thread */
+	__u32 uid;        /* initial user namespace */
+	__u32 addr[4];    /* destination, v4-mapped for IPv4; network order */
+	__u16 port;       /* network order */
+	__u16 family;     /* KTP_AF_INET or KTP_AF_INET6 (wire family) */
+	__u16 rule;       /* index of the rule that matched, KTP_RULE_DEFAULT if none */
+	__u8 action;      /* enum ktp_action the rule (or the default) says */
+	__u8 would;       /* enum ktp_would */
+	char comm[16];    /* the thread's comm, NUL-terminated */
 };
 
 #endif

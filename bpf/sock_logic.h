@@ -61,10 +61,12 @@ static __always_inline __u16 ktp_wire_family(const __u32 a[4])
 
 /* First entry of a route set that matches the port decides; a domain entry
  * that matches sends the connection to the proxy to finish the decision.
- * Returns an enum ktp_action. */
-static __always_inline __u32 ktp_route_decide(const struct ktp_route_set *set, __u16 port,
-					      __u32 default_action)
+ * Returns an enum ktp_action; *rule is the deciding rule's index, or
+ * KTP_RULE_DEFAULT when none matched. */
+static __always_inline __u32 ktp_route_match(const struct ktp_route_set *set, __u16 port,
+					     __u32 default_action, __u16 *rule)
 {
+	*rule = KTP_RULE_DEFAULT;
 	if (!set)
 		return default_action;
 	for (__u32 i = 0; i < KTP_ROUTE_MAX; i++) {
@@ -75,11 +77,20 @@ static __always_inline __u32 ktp_route_decide(const struct ktp_route_set *set, _
 		e = &set->entries[i];
 		if (port < e->port_lo || port > e->port_hi)
 			continue;
+		*rule = e->rule;
 		if (e->flags & KTP_ROUTE_F_DOMAIN)
 			return KTP_ACT_PROXY;
 		return e->action;
 	}
 	return default_action;
+}
+
+static __always_inline __u32 ktp_route_decide(const struct ktp_route_set *set, __u16 port,
+					      __u32 default_action)
+{
+	__u16 rule;
+
+	return ktp_route_match(set, port, default_action, &rule);
 }
 
 #endif

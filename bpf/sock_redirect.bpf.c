@@ -13,6 +13,7 @@
 #include "sock_maps.h"
 #include "sock_route.h"
 #include "sock_deadcache.h"
+#include "sock_events.h"
 
 #define SOL_IP 0
 #define SOL_IPV6 41
@@ -158,6 +159,8 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 	ktp_map_v4(dst, ctx->user_ip4);
+	if (ktp_dry_run_on())
+		return ktp_dry_run(ctx, sk, dst, 1);
 	verdict = ktp_route(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
@@ -192,6 +195,8 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		return 1;
 	}
 	mapped = ktp_is_v4mapped(dst);
+	if (ktp_dry_run_on())
+		return ktp_dry_run(ctx, sk, dst, mapped || ktp_have_ip6);
 	verdict = ktp_route(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;

@@ -15,14 +15,13 @@
 __u32 ktp_route_gen SEC(".data") = 0;
 __u32 ktp_default_actions[2] = {KTP_ACT_PROXY, KTP_ACT_PROXY};
 
-/* Route a destination (v4-mapped, port in network order) through the rules.
- * Returns 1 to let the connect proceed untouched, 0 to fail it with EPERM,
- * -1 to redirect it to the proxy. */
-static __always_inline int ktp_route(const __u32 dst[4], __u32 port_net)
+/* The action the rules in force give a destination (v4-mapped, port in
+ * network order), and the deciding rule's index in *rule. Counts nothing. */
+static __always_inline __u32 ktp_route_action(const __u32 dst[4], __u32 port_net, __u16 *rule)
 {
 	struct ktp_lpm_key key = {.prefixlen = 128};
 	struct ktp_route_set *set;
-	__u32 action, gen;
+	__u32 gen;
 
 	key.addr[0] = dst[0];
 	key.addr[1] = dst[1];
@@ -34,7 +33,17 @@ static __always_inline int ktp_route(const __u32 dst[4], __u32 port_net)
 		set = bpf_map_lookup_elem(&ktp_routes_1, &key);
 	else
 		set = bpf_map_lookup_elem(&ktp_routes_0, &key);
-	action = ktp_route_decide(set, bpf_ntohs((__u16)port_net), ktp_default_actions[gen]);
+	return ktp_route_match(set, bpf_ntohs((__u16)port_net), ktp_default_actions[gen], rule);
+}
+
+/* Route a destination (v4-mapped, port in network order) through the rules.
+ * Returns 1 to let the connect proceed untouched, 0 to fail it with EPERM,
+ * -1 to redirect it to the proxy. */
+static __always_inline int ktp_route(const __u32 dst[4], __u32 port_net)
+{
+	__u16 rule;
+	__u32 action = ktp_route_action(dst, port_net, &rule);
+
 	if (action == KTP_ACT_DIRECT) {
 		ktp_count(KTP_CTR_BYPASSED);
 		return 1;

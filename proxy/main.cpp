@@ -24,6 +24,7 @@ int main(int argc, char** argv)
         case ktp::Command::status: return ktp::run_status(opts);
         case ktp::Command::cleanup: return ktp::run_cleanup(opts);
         case ktp::Command::doctor: return ktp::run_doctor(opts);
+        case ktp::Command::ctl: return ktp::run_ctl(opts);
         case ktp::Command::daemon:
         case ktp::Command::run: return ktp::run_instance(opts, argc, argv);
         }

@@ -166,6 +166,11 @@ std::string validate(const Options& o)
         return "--mark: must not be 0 (0 is every unmarked socket)";
     if (o.gateway_mark == 0 || o.gateway_mark == o.mark)
         return "--gateway-mark: must be non-zero and differ from --mark";
+    // A dry run lets every connect out directly, and a ktproxy that dies in
+    // it would leave pinned hooks doing the same: the opposite of fail-closed.
+    if (o.dry_run && o.fail_closed)
+        return "--dry-run: not with --fail-closed (a dry run lets connections out directly, which --fail-closed "
+               "exists to prevent); try the rules without --fail-closed first";
     if ((o.buffers & (o.buffers - 1)) != 0)
         return fmt::format("--buffers: {} is not a power of two", o.buffers);
     if (!o.metrics.empty()) {
@@ -193,7 +198,8 @@ constexpr const char* kAbout =
     "  ktproxy run [options] -- CMD [ARGS]    run one command with its connections intercepted\n"
     "  ktproxy status [--json]                show live connections of running instances\n"
     "  ktproxy cleanup                        remove state left by a killed ktproxy\n"
-    "  ktproxy doctor [--cgroup PATH]         check this host for what ktproxy needs and what conflicts\n\n"
+    "  ktproxy doctor [--cgroup PATH]         check this host for what ktproxy needs and what conflicts\n"
+    "  ktproxy ctl dry-run on|off             switch a running instance's dry run\n\n"
     "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app --upstream tor=socks5://127.0.0.1:9050 \\\n"
     "                       --rule 'domain=*.onion proxy=tor'\n"
     "Every connect() from a process in that cgroup then goes via ktproxy. Stop with Ctrl-C:\n"
@@ -222,6 +228,9 @@ void add_instance_options(CLI::App& app, Options& o)
     app.add_flag("--fail-closed", o.fail_closed,
                  "pin the hooks in bpffs so that, if ktproxy dies, the cgroup's connections fail instead of going "
                  "out directly; a restarted ktproxy takes over, `ktproxy cleanup` removes them");
+    app.add_flag("--dry-run", o.dry_run,
+                 "the hooks decide but change nothing: every connect that would be redirected, blocked or passed is "
+                 "logged and counted, and goes out directly; switch with `ktproxy ctl dry-run on|off` or SIGHUP");
 }
 
 // A message about "--name..." whose value came from the config file says
@@ -271,7 +280,7 @@ ParseResult parse_app(CLI::App& app, int argc, const char* const* argv, Options&
 
 namespace {
 
-constexpr const char* kCommands[] = {"run", "status", "cleanup", "doctor"};
+constexpr const char* kCommands[] = {"run", "status", "cleanup", "doctor", "ctl"};
 
 // The parser of one command ("" is the daemon). One builder per command, used
 // both to parse and to list the flags, so the two cannot differ.
@@ -332,6 +341,16 @@ std::unique_ptr<CLI::App> make_app(std::string_view sub, Options& opts)
             ->capture_default_str();
         app->add_flag("--fail-closed", opts.fail_closed, "ktproxy will run with --fail-closed: bpffs is then required");
         app->add_flag("--json", opts.doctor_json, "print the checks as JSON");
+    } else if (sub == "ctl") {
+        opts.command = Command::ctl;
+        app = std::make_unique<CLI::App>(
+            "ktproxy ctl: change a running instance through its control socket, without restarting it or its apps.\n"
+            "  ktproxy ctl dry-run on|off   the connect hooks decide and report, or act (see --dry-run)",
+            "ctl");
+        app->add_option("--control", opts.control_socket,
+                        "the instance's control socket (default: the only one in /run/ktproxy)");
+        app->add_option("what", opts.ctl_what, "what to change: dry-run")->required()->check(CLI::IsMember({"dry-run"}));
+        app->add_option("value", opts.ctl_value, "on or off")->required()->check(CLI::IsMember({"on", "off"}));
     } else {
         opts.command = Command::daemon;
         app = std::make_unique<CLI::App>(kAbout, "ktproxy");
@@ -354,7 +373,8 @@ std::string list_flags()
 {
     std::string out;
     for (std::string_view sub : {std::string_view(""), std::string_view(kCommands[0]), std::string_view(kCommands[1]),
-                                 std::string_view(kCommands[2]), std::string_view(kCommands[3])}) {
+                                 std::string_view(kCommands[2]), std::string_view(kCommands[3]),
+                                 std::string_view(kCommands[4])}) {
         Options scratch;
         auto app = make_app(sub, scratch);
         const std::string cmd = sub.empty() ? "ktproxy" : std::string(sub);
@@ -397,7 +417,7 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         }
         return r;
     }
-    if (sub == "status" || sub == "cleanup" || sub == "doctor") {
+    if (sub == "status" || sub == "cleanup" || sub == "doctor" || sub == "ctl") {
         auto app = make_app(sub, opts);
         return parse_app(*app, argc - 1, argv + 1, opts);
     }
@@ -408,6 +428,12 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         r.run = false;
         r.exit_code = 2;
         r.message = "--cgroup is required (or --gateway-iface, or `ktproxy run -- CMD`; see ktproxy --help)";
+    } else if (r.run && opts.dry_run && opts.cgroup.empty()) {
+        // The gateway's TC program has no dry run: it would proxy for real.
+        r.run = false;
+        r.exit_code = 2;
+        r.message = "--dry-run: needs --cgroup (it covers the cgroup's connect hooks; forwarded traffic of "
+                    "--gateway-iface has no dry run)";
     }
     return r;
 }

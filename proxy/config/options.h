@@ -20,6 +20,7 @@ enum class Command {
     status,   // ktproxy status: ask running instances over their control sockets
     cleanup,  // ktproxy cleanup: remove what a killed instance left behind
     doctor,   // ktproxy doctor: check the host for what ktproxy needs and what conflicts with it
+    ctl,      // ktproxy ctl: change a running instance (dry-run on|off)
 };
 
 enum class LogFormat { text, json };
@@ -83,6 +84,10 @@ struct Options {
     // Keep the hooks (pinned in bpffs) when ktproxy dies, so that the cgroup's
     // connections fail instead of leaking out directly.
     bool fail_closed = false;
+    // The connect hooks decide and report every connect (log, status,
+    // metrics) but rewrite and fail none: rules can be tried on live traffic.
+    // Switched at run time by `ktproxy ctl dry-run on|off` and SIGHUP.
+    bool dry_run = false;
 
     // Gateway mode: proxy TCP forwarded through these interfaces (TC ingress).
     std::vector<std::string> gateway_ifaces;
@@ -98,6 +103,8 @@ struct Options {
     bool status_watch = false;
     // doctor: print the checks as JSON.
     bool doctor_json = false;
+    // ctl: what to change ("dry-run") and to what ("on" or "off").
+    std::string ctl_what, ctl_value;
 };
 
 struct ParseResult {

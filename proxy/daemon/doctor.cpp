@@ -5,6 +5,7 @@
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "daemon/cgroup.h"
+#include "daemon/doctor_netfilter.h"
 #include "daemon/doctor_probe.h"
 #include "daemon/instance.h"
 #include "base/text_file.h"
@@ -31,9 +32,11 @@
 
 #include <dirent.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 
 #include "tc_gateway.skel.h"
 
@@ -541,6 +544,67 @@ void check_ip_rules(Checks& out, const Options& o)
         add(out, "ip-rules", worst, found, fix);
 }
 
+// nftables and iptables rules that match or set ktproxy's marks. Both tools
+// read the network namespace doctor runs in. iptables-nft's tables are read
+// through iptables-save only: nft shows their targets as opaque "xt".
+void check_netfilter(Checks& out, const Options& o)
+{
+    const std::vector<MarkUse> marks = {{o.mark, "--mark"}, {o.gateway_mark, "--gateway-mark"}};
+    std::vector<NetfilterHit> hits;
+    std::vector<std::string> read, unreadable;
+    std::set<std::string> iptables_nft_tables;
+    for (const auto& [tool, family] : {std::pair<const char*, const char*>{"iptables-save", "ip"},
+                                       std::pair<const char*, const char*>{"ip6tables-save", "ip6"}}) {
+        probe::ToolRun r = probe::run_tool({tool});
+        if (!r.found)
+            continue;
+        if (r.status != 0) {
+            unreadable.push_back(fmt::format("{}: {}", tool, r.err.empty() ? "failed" : r.err));
+            continue;
+        }
+        IptablesScan scan = scan_iptables_save(r.out, family, marks);
+        if (scan.nf_tables)
+            iptables_nft_tables.insert(scan.tables.begin(), scan.tables.end());
+        hits.insert(hits.end(), scan.hits.begin(), scan.hits.end());
+        read.push_back(tool);
+    }
+    if (probe::ToolRun r = probe::run_tool({"nft", "-j", "list", "ruleset"}); r.found) {
+        NftScan scan = r.status == 0 ? scan_nft_json(r.out, marks, iptables_nft_tables) : NftScan{};
+        if (r.status != 0)
+            unreadable.push_back(fmt::format("nft: {}", r.err.empty() ? "failed" : r.err));
+        else if (!scan.error.empty())
+            unreadable.push_back(fmt::format("nft -j list ruleset: not nft's JSON ({})", scan.error));
+        else
+            read.push_back("nft");
+        hits.insert(hits.end(), scan.hits.begin(), scan.hits.end());
+    }
+    if (read.empty() && unreadable.empty()) {
+        add(out, "netfilter", CheckStatus::skip, "no nft, iptables-save or ip6tables-save on this host: rules not read",
+            "install nftables (nft) to have them checked");
+        return;
+    }
+    if (!hits.empty()) {
+        std::string found;
+        for (const auto& h : hits)
+            found += fmt::format("{}{} {}", found.empty() ? "" : "; ", h.rule, h.what);
+        add(out, "netfilter", CheckStatus::warn,
+            fmt::format("{} rule{} use{} ktproxy's marks: {}", hits.size(), hits.size() == 1 ? "" : "s",
+                        hits.size() == 1 ? "s" : "", found),
+            "a rule matching --mark acts on ktproxy's own connections, one setting --gateway-mark sends packets to "
+            "ktproxy's table: pick another --mark/--gateway-mark, or change the rule (nft -a list ruleset, "
+            "iptables-save)");
+        return;
+    }
+    if (!unreadable.empty()) {
+        add(out, "netfilter", CheckStatus::warn, fmt::format("cannot read the rules: {}", fmt::join(unreadable, "; ")),
+            "run ktproxy doctor as root");
+        return;
+    }
+    add(out, "netfilter", CheckStatus::ok,
+        fmt::format("no nftables or iptables rule uses --mark {:#x} or --gateway-mark {:#x} (read: {})", o.mark,
+                    o.gateway_mark, fmt::join(read, ", ")));
+}
+
 void check_gateway(Checks& out, const Options& o, const Caps& caps)
 {
     const bool asked = !o.gateway_ifaces.empty();
@@ -635,6 +699,7 @@ int run_doctor(const Options& o)
     check_cgroup_hooks(checks, mount, app, caps, ktproxy_progs);
     check_instance(checks, o, mount, app, ktproxy_progs);
     check_ip_rules(checks, o);
+    check_netfilter(checks, o);
     check_gateway(checks, o, caps);
     std::string report = o.doctor_json ? render_doctor_json(checks) : render_doctor_text(checks);
     std::fputs(report.c_str(), stdout);

@@ -13,12 +13,16 @@
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <poll.h>
+#include <signal.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 
@@ -311,6 +315,107 @@ std::string clsact_in_scratch_netns()
     if (n != sizeof(err))
         return "the probe process died";
     return err == 0 ? std::string() : "create a clsact qdisc (in a scratch netns): " + errno_text(err);
+}
+
+namespace {
+
+std::string find_program(const std::string& name)
+{
+    std::string path = getenv("PATH") ? getenv("PATH") : "";
+    // Doctor may run from a service or sudo with a short PATH; the tools live in sbin.
+    path += ":/usr/sbin:/sbin:/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t colon = path.find(':', start);
+        std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+        if (!dir.empty()) {
+            std::string p = dir + "/" + name;
+            if (access(p.c_str(), X_OK) == 0)
+                return p;
+        }
+        if (colon == std::string::npos)
+            break;
+        start = colon + 1;
+    }
+    return {};
+}
+
+}  // namespace
+
+ToolRun run_tool(const std::vector<std::string>& argv)
+{
+    ToolRun r;
+    const std::string prog = find_program(argv.at(0));
+    if (prog.empty())
+        return r;
+    r.found = true;
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0)
+        return r;
+    if (pipe2(err, O_CLOEXEC) != 0) {
+        ::close(out[0]);
+        ::close(out[1]);
+        return r;
+    }
+    std::vector<char*> args;
+    std::vector<std::string> store = argv;
+    for (auto& a : store)
+        args.push_back(a.data());
+    args.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = ::open("/dev/null", O_RDONLY);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0)
+            _exit(127);
+        execv(prog.c_str(), args.data());
+        _exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    if (pid < 0) {
+        ::close(out[0]);
+        ::close(err[0]);
+        return r;
+    }
+    constexpr size_t kMax = 16u << 20;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    pollfd p[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+    bool timed_out = false;
+    while (p[0].fd >= 0 || p[1].fd >= 0) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            timed_out = true;
+            break;
+        }
+        if (poll(p, 2, static_cast<int>(left.count())) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2; ++i) {
+            if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            char buf[65536];
+            ssize_t n = ::read(p[i].fd, buf, sizeof(buf));
+            std::string& dst = i == 0 ? r.out : r.err;
+            if (n > 0 && dst.size() < kMax) {
+                dst.append(buf, static_cast<size_t>(n));
+            } else if (n <= 0) {
+                ::close(p[i].fd);
+                p[i].fd = -1;
+            }
+        }
+    }
+    for (auto& f : p)
+        if (f.fd >= 0)
+            ::close(f.fd);
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int status = 0;
+    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !timed_out)
+        r.status = WEXITSTATUS(status);
+    if (auto nl = r.err.find('\n'); nl != std::string::npos)
+        r.err.resize(nl);
+    if (timed_out)
+        r.err = "no answer within 5 s";
+    return r;
 }
 
 }  // namespace ktp::probe

@@ -55,4 +55,14 @@ std::vector<TcFilter> tc_ingress_filters(int ifindex);
 // namespace (a forked child), so no real interface is touched.
 std::string clsact_in_scratch_netns();
 
+// The output of a tool such as `nft -j list ruleset`, run without a shell,
+// with /dev/null as stdin, for at most 5 s and 16 MiB of output.
+struct ToolRun {
+    bool found = false;  // the program exists (PATH, /usr/sbin, /sbin)
+    int status = -1;     // exit status; -1 when it did not exit normally in time
+    std::string out;     // stdout
+    std::string err;     // the first line of stderr
+};
+ToolRun run_tool(const std::vector<std::string>& argv);
+
 }  // namespace ktp::probe

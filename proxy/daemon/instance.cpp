@@ -29,11 +29,12 @@ namespace {
 void log_ready(const Options& o, const ListenerPlan& listeners, const InstanceCgroups& cgroups, size_t workers,
                const Routing& routing, const KernelSide& kernel)
 {
-    log::info("ready: {}, {} workers, relay {}, {}{}{}",
+    log::info("ready: {}, {} workers, relay {}, {}{}{}{}",
               listeners.where(o, cgroups.app ? cgroups.app->path : std::string()), workers, o.relay,
               routing.router->describe(),
               o.fail_closed ? (kernel.took_over() ? ", fail-closed (took over pinned hooks)" : ", fail-closed") : "",
-              o.metrics.empty() ? "" : ", metrics on " + o.metrics);
+              o.metrics.empty() ? "" : ", metrics on " + o.metrics,
+              kernel.dry_run() ? ", dry run (connects are reported, not redirected)" : "");
 }
 
 // Order matters: leftovers of `run`'s command die while the hooks still hold

@@ -27,6 +27,8 @@ KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::strin
             hc.pin_dir = std::string(kPinRoot) + "/" + bpffs_name(name);
         }
         sock_ = std::make_unique<SockHooks>(hc);
+        // Before the hooks are attached: the first connect already obeys it.
+        sock_->set_dry_run(o.dry_run);
     }
     if (l.gw4) {
         GatewayConfig gc;
@@ -45,6 +47,12 @@ void KernelSide::set_routes(const Routing& r)
         sock_->set_routes(r.kernel, r.default_action);
     if (gateway_)
         gateway_->set_routes(r.kernel, r.default_action);
+}
+
+void KernelSide::set_dry_run(bool on)
+{
+    if (sock_)
+        sock_->set_dry_run(on);
 }
 
 void KernelSide::attach_gateway()

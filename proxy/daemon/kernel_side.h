@@ -29,6 +29,10 @@ public:
     void attach_gateway();
     void attach_sockets(const Cgroup& app, const Cgroup& own);
 
+    // The socket hooks' dry run (no-op without them: a gateway alone has none).
+    void set_dry_run(bool on);
+    bool dry_run() const { return sock_ && sock_->dry_run(); }
+
     Counters counters() const;
     MapOccupancy occupancy() const;
     std::string counters_line() const { return format_counters(counters(), occupancy()); }

@@ -35,8 +35,13 @@ void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& s
         Routing next = build_routing(fresh);
         kernel.set_routes(next);
         slot.store(next.router, std::memory_order_release);
+        // The file (or command line) decides the dry run again, whatever
+        // `ktproxy ctl` switched it to since.
+        const bool was = kernel.dry_run();
+        kernel.set_dry_run(fresh.dry_run);
         ++count.applied;
-        log::info("reloaded: {}", next.router->describe());
+        log::info("reloaded: {}{}", next.router->describe(),
+                  was == fresh.dry_run ? "" : fresh.dry_run ? "; dry run on" : "; dry run off");
     } catch (const Error& e) {
         count.refuse(e.what());
     }

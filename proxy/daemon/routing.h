@@ -1,5 +1,6 @@
 // What SIGHUP may change: the rules, upstreams and default action, built
-// whole from the options, and the reload that swaps them in or refuses them.
+// whole from the options, and the dry run; the reload that swaps them in or
+// refuses them.
 #pragma once
 
 #include "config/options.h"

@@ -47,7 +47,7 @@ int watch(const std::string& path)
 
 }  // namespace
 
-int run_status(const Options& o)
+std::vector<std::string> control_sockets(const Options& o)
 {
     std::vector<std::string> paths;
     if (!o.control_socket.empty()) {
@@ -60,6 +60,12 @@ int run_status(const Options& o)
         }
         closedir(d);
     }
+    return paths;
+}
+
+int run_status(const Options& o)
+{
+    std::vector<std::string> paths = control_sockets(o);
     if (paths.empty())
         fail("no running ktproxy found (no control socket in {}; pass --control PATH)", kRunDir);
     if (o.status_watch) {

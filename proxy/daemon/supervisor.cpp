@@ -7,6 +7,8 @@
 #include "ops/watch.h"
 
 #include <poll.h>
+
+#include <algorithm>
 #include <signal.h>
 #include <unistd.h>
 
@@ -34,6 +36,41 @@ Supervisor::Supervisor(Parts parts)
     // hooks with it: follow it (not for `run`, whose cgroup is ktproxy's own).
     if (p_.cgroups.app && p_.options.command != Command::run)
         follower_.emplace(*p_.cgroups.app, p_.options.fail_closed);
+    if (p_.kernel.sock())
+        dry_events_.emplace(p_.kernel.sock()->events_fd(), [this](const ktp_dry_event& ev) {
+            auto router = p_.router.load(std::memory_order_acquire);
+            dry_log_.on_event(ev, router ? &router->rules() : nullptr, std::chrono::steady_clock::now());
+        });
+}
+
+std::string Supervisor::switch_dry_run(bool on)
+{
+    if (!p_.kernel.sock())
+        return "error: this instance has no connect hooks (gateway only): no dry run\n";
+    if (on && p_.options.fail_closed)
+        return "error: dry run refused: this instance runs with --fail-closed, and a dry run lets connections out "
+               "directly\n";
+    try {
+        const bool was = p_.kernel.dry_run();
+        p_.kernel.set_dry_run(on);
+        if (was != on)
+            log::info("dry run {} (ktproxy ctl)", on ? "on" : "off");
+    } catch (const Error& e) {
+        return fmt::format("error: {}\n", e.what());
+    }
+    return fmt::format("ok: dry run {}\n", on ? "on" : "off");
+}
+
+void Supervisor::read_dry_run_events(bool tick)
+{
+    if (!dry_events_)
+        return;
+    dry_events_->drain();
+    const auto now = std::chrono::steady_clock::now();
+    if (tick || now - dry_tick_ >= std::chrono::seconds(1)) {
+        dry_log_.tick(now, p_.kernel.counters()[KTP_CTR_DRY_EVENTS_LOST]);
+        dry_tick_ = now;
+    }
 }
 
 InstanceInfo Supervisor::info() const
@@ -52,6 +89,9 @@ InstanceInfo Supervisor::info() const
     i.reloads_applied = reloads_.applied;
     i.reloads_refused = reloads_.refused;
     i.last_reload_error = reloads_.last_error;
+    i.dry_run = p_.kernel.dry_run();
+    i.dry_run_events = dry_log_.events();
+    i.dry_run_unlogged = dry_log_.unlogged();
     return i;
 }
 
@@ -85,15 +125,23 @@ int Supervisor::run()
         }
     }
     while (stop_sig_ == 0) {
-        pollfd pfds[5] = {{p_.signals.fd(), POLLIN, 0},
+        pollfd pfds[6] = {{p_.signals.fd(), POLLIN, 0},
                           {control_.fd(), POLLIN, 0},
                           {metrics_.get(), POLLIN, 0},
                           {child_ ? child_->pidfd() : -1, POLLIN, 0},
-                          {follower_ ? follower_->fd() : -1, POLLIN, 0}};
+                          {follower_ ? follower_->fd() : -1, POLLIN, 0},
+                          {dry_events_ ? dry_events_->fd() : -1, POLLIN, 0}};
         // inotify wakes the loop at once; the timeout is the fallback that
-        // catches what it cannot see.
-        if (poll(pfds, 5, follower_ ? follower_->poll_timeout_ms() : -1) < 0 && errno != EINTR)
+        // catches what it cannot see. A dry-run log with lines held back by
+        // its rate limit needs a wake-up to say so.
+        int timeout = follower_ ? follower_->poll_timeout_ms() : -1;
+        if (dry_log_.pending())
+            timeout = timeout < 0 ? 1000 : std::min(timeout, 1000);
+        int ready = poll(pfds, 6, timeout);
+        if (ready < 0 && errno != EINTR)
             fail_errno("poll");
+        if ((pfds[5].revents & POLLIN) || (ready == 0 && dry_log_.pending()))
+            read_dry_run_events(ready == 0);
         if (follower_ && !follower_->follow(p_.cgroups.app, *p_.kernel.sock()))
             return 1;
         if (pfds[0].revents & POLLIN)
@@ -101,6 +149,8 @@ int Supervisor::run()
                 on_signal(*si);
         if (pfds[1].revents & POLLIN)
             serve_control(control_.fd(), [&](std::string_view req) {
+                if (req == "dry-run on" || req == "dry-run off")
+                    return switch_dry_run(req == "dry-run on");
                 auto snap = p_.workers.gather(true);
                 if (req == "status watch")
                     return render_watch_sample(snap);

@@ -12,6 +12,8 @@
 #include "daemon/run_command.h"
 #include "daemon/signals.h"
 #include "daemon/workers.h"
+#include "kernel/dry_run_events.h"
+#include "ops/dry_run_log.h"
 #include "ops/local_server.h"
 #include "ops/report.h"
 
@@ -48,6 +50,11 @@ public:
 private:
     void on_signal(const signalfd_siginfo& si);
     InstanceInfo info() const;
+    // `ktproxy ctl dry-run on|off`: the reply line ("ok: ..." or "error: ...").
+    std::string switch_dry_run(bool on);
+    // Reads the dry run's events and logs them; tick: the once-a-second
+    // bookkeeping of the log (rate-limit summary, lost events) is due.
+    void read_dry_run_events(bool tick);
 
     Parts p_;
     const std::chrono::steady_clock::time_point started_;
@@ -56,6 +63,9 @@ private:
     std::optional<CgroupFollower> follower_;
     std::unique_ptr<Child> child_;
     ReloadCount reloads_;
+    DryRunLog dry_log_;
+    std::optional<DryRunEvents> dry_events_;
+    std::chrono::steady_clock::time_point dry_tick_{};
     int stop_sig_ = 0;
 };
 

@@ -29,3 +29,20 @@ static_assert(sizeof(ktp_dead_val) == 16);
 static_assert(offsetof(ktp_dead_val, err) == 8);
 
 static_assert(KTP_AF_INET == 2 && KTP_AF_INET6 == 10);
+
+static_assert(sizeof(ktp_switches) == 8);
+static_assert(offsetof(ktp_switches, dry_run) == 0);
+
+static_assert(sizeof(ktp_dry_event) == 64);
+static_assert(offsetof(ktp_dry_event, cgroup_id) == 0);
+static_assert(offsetof(ktp_dry_event, pid) == 8);
+static_assert(offsetof(ktp_dry_event, tid) == 12);
+static_assert(offsetof(ktp_dry_event, uid) == 16);
+static_assert(offsetof(ktp_dry_event, addr) == 20);
+static_assert(offsetof(ktp_dry_event, port) == 36);
+static_assert(offsetof(ktp_dry_event, family) == 38);
+static_assert(offsetof(ktp_dry_event, rule) == 40);
+static_assert(offsetof(ktp_dry_event, action) == 42);
+static_assert(offsetof(ktp_dry_event, would) == 43);
+static_assert(offsetof(ktp_dry_event, comm) == 44 && sizeof(ktp_dry_event::comm) == 16);
+static_assert(KTP_RULE_DEFAULT == 0xffff && KTP_ROUTE_MAX < KTP_RULE_DEFAULT);

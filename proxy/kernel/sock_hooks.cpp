@@ -325,6 +325,24 @@ void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t de
     publish_routes(skel_, routes, default_action, "the socket hooks");
 }
 
+void SockHooks::set_dry_run(bool on)
+{
+    const uint32_t key = KTP_SWITCHES_KEY;
+    ktp_switches sw{};
+    sw.dry_run = on ? 1 : 0;
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.ktp_switches), &key, &sw, BPF_ANY) != 0)
+        fail_errno("dry run {}: update BPF map ktp_switches", on ? "on" : "off");
+}
+
+bool SockHooks::dry_run() const
+{
+    const uint32_t key = KTP_SWITCHES_KEY;
+    ktp_switches sw{};
+    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.ktp_switches), &key, &sw) == 0 && sw.dry_run != 0;
+}
+
+int SockHooks::events_fd() const { return bpf_map__fd(skel_->maps.ktp_events); }
+
 int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
 
 Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }
@@ -339,11 +357,13 @@ std::string format_counters(const Counters& c, const MapOccupancy& m)
     return fmt::format(
         "counters redirected={} skipped_mark={} skipped_netns={} skipped_local={} "
         "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} gw_assigned={} gw_no_listener={} "
-        "no_listener={} skipped_bound={} live_tuples={}",
+        "no_listener={} skipped_bound={} dry_run_redirect={} dry_run_block={} dry_run_pass={} dry_run_refuse={} "
+        "dry_run_events_lost={} live_tuples={}",
         c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
         c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
         c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], c[KTP_CTR_GW_ASSIGNED],
-        c[KTP_CTR_GW_NO_LISTENER], c[KTP_CTR_NO_LISTENER], c[KTP_CTR_SKIPPED_BOUND], m.tuples);
+        c[KTP_CTR_GW_NO_LISTENER], c[KTP_CTR_NO_LISTENER], c[KTP_CTR_SKIPPED_BOUND], c[KTP_CTR_DRY_REDIRECT],
+        c[KTP_CTR_DRY_BLOCK], c[KTP_CTR_DRY_PASS], c[KTP_CTR_DRY_REFUSE], c[KTP_CTR_DRY_EVENTS_LOST], m.tuples);
 }
 
 }  // namespace ktp

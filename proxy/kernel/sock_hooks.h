@@ -70,6 +70,13 @@ public:
     // swapped atomically; stale prefixes are deleted afterwards.
     void set_routes(const std::vector<CompiledRoute>& routes, uint32_t default_action);
 
+    // Dry run (bpf/sock_events.h): the connect hooks decide and report
+    // through the ring buffer events_fd(), and rewrite nothing. One store
+    // into ktp_switches: the next connect sees it.
+    void set_dry_run(bool on);
+    bool dry_run() const;
+    int events_fd() const;
+
     Counters counters() const;
     MapOccupancy occupancy() const;
     // The connect hooks' negative cache of dead destinations

@@ -14,7 +14,8 @@ const char* kernel_counter_name(int idx)
     static constexpr const char* names[KTP_CTR_MAX] = {
         "redirected", "skipped_mark", "skipped_netns", "skipped_local", "orig_dst_answered",
         "orig_dst_missed", "map_full", "bypassed", "blocked", "gw_assigned", "gw_no_listener",
-        "no_listener", "skipped_bound",
+        "no_listener", "skipped_bound", "dry_run_redirect", "dry_run_block", "dry_run_pass", "dry_run_refuse",
+        "dry_run_events_lost",
     };
     return idx >= 0 && idx < KTP_CTR_MAX ? names[idx] : "?";
 }
@@ -71,6 +72,13 @@ std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap)
          "SIGHUP reloads: applied, or refused (bad configuration; the rules in force stayed).");
     out += fmt::format("ktproxy_config_reloads_total{{result=\"applied\"}} {}\n", info.reloads_applied);
     out += fmt::format("ktproxy_config_reloads_total{{result=\"refused\"}} {}\n", info.reloads_refused);
+    head("ktproxy_dry_run", "gauge", "1 while the connect hooks only decide and report (dry run), else 0.");
+    out += fmt::format("ktproxy_dry_run {}\n", info.dry_run ? 1 : 0);
+    head("ktproxy_dry_run_events_total", "counter",
+         "Dry-run events read from the hooks, by whether the log's rate limit let them through (counts per action: "
+         "ktproxy_kernel_events_total{event=~\"dry_run_.*\"}).");
+    out += fmt::format("ktproxy_dry_run_events_total{{logged=\"yes\"}} {}\n", info.dry_run_events - info.dry_run_unlogged);
+    out += fmt::format("ktproxy_dry_run_events_total{{logged=\"no\"}} {}\n", info.dry_run_unlogged);
     head("ktproxy_uptime_seconds", "gauge", "Seconds since this ktproxy started.");
     out += fmt::format("ktproxy_uptime_seconds {:.0f}\n", info.uptime_s);
     return out;
@@ -89,6 +97,8 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     out += fmt::format(" live_tuples={}\n", info.live_tuples);
     out += fmt::format("reloads: applied={} refused={}{}\n", info.reloads_applied, info.reloads_refused,
                        info.last_reload_error.empty() ? "" : " last refusal: " + info.last_reload_error);
+    out += fmt::format("dry-run: {} events={} unlogged={}\n", info.dry_run ? "on" : "off", info.dry_run_events,
+                       info.dry_run_unlogged);
     for (const auto& [route, r] : snap.routes)
         out += fmt::format("route {}: total={} active={} c2s={} s2c={}\n", route, r.total, r.active, r.bytes_c2s,
                            r.bytes_s2c);
@@ -115,10 +125,11 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
         out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
     out += fmt::format(",\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"
                        "\"last_reload_error\":\"{}\",\"fixed_files_in_use\":{},\"pipes_in_use\":{},"
-                       "\"pipes_pooled\":{},\"routes\":{{",
+                       "\"pipes_pooled\":{},\"dry_run\":{},\"dry_run_events\":{},\"dry_run_unlogged\":{},"
+                       "\"routes\":{{",
                        info.live_tuples, info.reloads_applied, info.reloads_refused,
                        json_escape(info.last_reload_error), snap.fixed_files_in_use, snap.pipes_in_use,
-                       snap.pipes_pooled);
+                       snap.pipes_pooled, info.dry_run, info.dry_run_events, info.dry_run_unlogged);
     bool first = true;
     for (const auto& [route, r] : snap.routes) {
         out += fmt::format("{}\"{}\":{{\"total\":{},\"active\":{},\"c2s\":{},\"s2c\":{}}}", first ? "" : ",",

@@ -26,6 +26,10 @@ struct InstanceInfo {
     // SIGHUP reloads since start: applied, and refused (the old rules stayed).
     uint64_t reloads_applied = 0, reloads_refused = 0;
     std::string last_reload_error;  // the newest refusal's line, "" if none
+    // Dry run: on now; events the hooks reported, and those the log's rate
+    // limit left out (the per-action counts are in `kernel`).
+    bool dry_run = false;
+    uint64_t dry_run_events = 0, dry_run_unlogged = 0;
 };
 
 std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap);

@@ -22,8 +22,15 @@ _ktproxy() {
         fi
     done
     case "${words[1]:-}" in
-        run | status | cleanup | doctor) cmd="${words[1]}" ;;
+        run | status | cleanup | doctor | ctl) cmd="${words[1]}" ;;
     esac
+    # ctl's words: what to switch, then on or off.
+    if [ "$cmd" = ctl ] && [[ "$cur" != -* ]] && [ "$prev" != --control ]; then
+        case "$prev" in
+            ctl) COMPREPLY=($(compgen -W "dry-run" -- "$cur")); return ;;
+            dry-run) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
+        esac
+    fi
 
     local list
     list="$("${words[0]}" --list-flags 2>/dev/null)" || return
@@ -46,7 +53,7 @@ _ktproxy() {
     local flags
     flags="$(sed -n "s/^$cmd \(--[a-z0-9-]*\)=\{0,1\}\$/\1/p" <<<"$list")"
     if [ "$cmd" = ktproxy ] && [ "$cword" -eq 1 ] && [[ "$cur" != -* ]]; then
-        COMPREPLY=($(compgen -W "run status cleanup doctor" -- "$cur"))
+        COMPREPLY=($(compgen -W "run status cleanup doctor ctl" -- "$cur"))
         return
     fi
     COMPREPLY=($(compgen -W "$flags" -- "$cur"))

@@ -24,6 +24,9 @@ TEST_CASE("map keys and values match bpf/ktproxy_shared.h")
     // A plain hash: an update fails when full (counted), it never evicts.
     CHECK(bpf_map__type(skel->maps.ktp_handoff) == BPF_MAP_TYPE_HASH);
     CHECK(bpf_map__max_entries(skel->maps.ktp_counters) == KTP_CTR_MAX);
+    CHECK(bpf_map__value_size(skel->maps.ktp_switches) == sizeof(ktp_switches));
+    CHECK(bpf_map__max_entries(skel->maps.ktp_switches) == 1);
+    CHECK(bpf_map__type(skel->maps.ktp_events) == BPF_MAP_TYPE_RINGBUF);
     sock_redirect__destroy(skel);
 }
 
@@ -40,6 +43,12 @@ TEST_CASE("the verifier accepts every socket hook, and a fresh load has empty ma
         CHECK(v == 0);
     auto occ = hooks.occupancy();
     CHECK(occ.tuples == 0);
+    // The dry run's switch: off after a load, and it reads back what was written.
+    CHECK_FALSE(hooks.dry_run());
+    hooks.set_dry_run(true);
+    CHECK(hooks.dry_run());
+    hooks.set_dry_run(false);
+    CHECK_FALSE(hooks.dry_run());
 }
 
 TEST_CASE("counters print with stable names")
@@ -48,7 +57,11 @@ TEST_CASE("counters print with stable names")
     c[KTP_CTR_REDIRECTED] = 3;
     c[KTP_CTR_NO_LISTENER] = 4;
     c[KTP_CTR_SKIPPED_BOUND] = 5;
+    c[KTP_CTR_DRY_BLOCK] = 6;
+    c[KTP_CTR_DRY_EVENTS_LOST] = 7;
     auto s = format_counters(c, MapOccupancy{2});
     CHECK(s.find("redirected=3 ") != std::string::npos);
-    CHECK(s.find("no_listener=4 skipped_bound=5 live_tuples=2") != std::string::npos);
+    CHECK(s.find("no_listener=4 skipped_bound=5 ") != std::string::npos);
+    CHECK(s.find(" dry_run_block=6 ") != std::string::npos);
+    CHECK(s.find(" dry_run_events_lost=7 live_tuples=2") != std::string::npos);
 }

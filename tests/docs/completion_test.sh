@@ -33,6 +33,11 @@ expect() {
 expect "--fail-closed" --fa
 expect "--gateway-iface --gateway-mark --gateway-table" --cgroup app --gate
 expect "doctor" do
+expect "ctl" ct
+expect "dry-run" ctl ""
+expect "off on" ctl dry-run ""
+expect "--control" ctl --con
+expect "--dry-run" --dr
 expect "--json" doctor --js
 expect "--json" status --j
 expect "--user --user-timeout" run --us

@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 : > "$tmp/help"
 : > "$tmp/list"
-for cmd in "" run status cleanup doctor; do
+for cmd in "" run status cleanup doctor ctl; do
     # shellcheck disable=SC2086
     "$ktproxy" $cmd --help | grep -oE '^ +(-[a-z],)?--[a-z0-9-]+' | grep -oE -- '--[a-z0-9-]+' |
         sed "s/^/${cmd:-ktproxy} /" >> "$tmp/help"
@@ -41,7 +41,7 @@ if [ -z "$extra" ]; then
 else
     echo "FAIL man: defined in $scd but in no --help: $extra"; failed=1
 fi
-for cmd in run status cleanup doctor; do
+for cmd in run status cleanup doctor ctl; do
     if grep -qE "^\*$cmd\*" "$scd" && grep -qE "^## $cmd\$" "$scd"; then
         echo "PASS man: command $cmd is described and has its options section"
     else
@@ -49,7 +49,7 @@ for cmd in run status cleanup doctor; do
     fi
 done
 # Each command's own flags (beyond the daemon's) are named in its section.
-for cmd in run status doctor; do
+for cmd in run status doctor ctl; do
     section="$(awk -v h="## $cmd" '$0 == h { on = 1; next } /^#/ { on = 0 } on' "$scd")"
     for f in $(grep "^$cmd " "$tmp/help" | cut -d' ' -f2); do
         grep -q -- "^ktproxy $f\$" "$tmp/help" && continue

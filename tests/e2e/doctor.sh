@@ -33,7 +33,7 @@ test_doctor_passes_on_this_machine() {
     expect_eq "$(jq -r .ok "$KTP_TMP/doctor.json")" true "ok"
     local c
     for c in kernel btf privileges cgroup2 cgroup bpf-hooks bpf-helpers bpf-link bpf-load io-uring buffer-rings \
-        netns-cookie bpffs cgroup-hooks instance ip-rules gateway; do
+        netns-cookie bpffs cgroup-hooks instance ip-rules netfilter gateway; do
         expect_eq "$(check_status "$c")" ok "check $c"
     done
     # The text report: one verdict line per check, "fix:" lines only for warnings here.
@@ -138,6 +138,52 @@ test_doctor_conflicting_fwmark_rules() {
     ip -n "$KTP_CLI" rule del pref 101
     doctor
     expect_eq "$(check_status ip-rules)" ok "ip-rules check once the rules are gone"
+}
+
+# nft and iptables rules live in the client netns (rulesets are per network
+# namespace, and doctor runs there), in a throwaway nft table of their own.
+remove_netfilter() {
+    in_cli nft delete table inet ktpdoc 2>/dev/null || true
+    in_cli iptables -t mangle -F PREROUTING 2>/dev/null || true
+    ip -n "$KTP_CLI" rule del pref 102 2>/dev/null || true
+}
+KTP_EXTRA_CLEANUP+=(remove_netfilter)
+
+test_doctor_netfilter_rules_on_ktproxy_marks() {
+    command -v nft >/dev/null || { echo "    (no nft: install nftables)"; return 1; }
+    trap remove_netfilter EXIT
+    in_cli nft add table inet ktpdoc
+    in_cli nft add chain inet ktpdoc out '{ type filter hook output priority 0; }'
+    in_cli nft add rule inet ktpdoc out meta mark 0x6b74 drop
+    # iptables(-nft): its MARK target is an opaque "xt" in nft's JSON, so
+    # doctor reads it from iptables-save (and reports it once).
+    in_cli iptables -t mangle -A PREROUTING -j MARK --set-mark 0x6b75
+    # A rule that exempts the mark is how tools leave ktproxy alone: not flagged.
+    in_cli nft add rule inet ktpdoc out meta mark != 0x6b74 accept
+    # And an ip rule on the same mark: its own check flags it.
+    ip -n "$KTP_CLI" rule add fwmark 0x6b74 lookup 102 pref 102
+    doctor
+    expect_eq "$(check_status netfilter)" warn "netfilter check"
+    local v
+    v=$(check_field netfilter verdict)
+    expect_match "$v" '^2 rules use ktproxy.s marks: ' "verdict"
+    expect_match "$v" 'nft inet ktpdoc chain out handle [0-9]+ matches meta mark 0x6b74 \(--mark 0x6b74\)' "verdict, nft rule"
+    expect_match "$v" 'iptables -t mangle -A PREROUTING -j MARK --set-xmark 0x6b75/0xffffffff sets mark 0x6b75/0xffffffff \(--gateway-mark 0x6b75\)' "verdict, iptables rule"
+    expect_match "$(check_field netfilter fix)" 'pick another --mark/--gateway-mark' "fix"
+    expect_eq "$(check_status ip-rules)" warn "ip-rules check"
+    expect_match "$(check_field ip-rules verdict)" 'pref 102 fwmark 0x6b74/0xffffffff table 102 catches ktproxy.s outgoing sockets' "ip-rules verdict"
+    # Warnings only: ktproxy runs, exit 0; the JSON totals count both.
+    expect_eq "$(doctor_rc)" 0 "exit status"
+    expect_eq "$(jq -r '[.checks[] | select(.status == "warn") | .name] | map(select(. == "netfilter" or . == "ip-rules")) | length' "$KTP_TMP/doctor.json")" 2 "warn checks"
+    [ "$(jq -r .warnings "$KTP_TMP/doctor.json")" -ge 2 ] || fail "warnings count under 2"
+    # Another --mark: the nft rule is no longer about ktproxy, the iptables one still is.
+    doctor --mark 0x100
+    expect_match "$(check_field netfilter verdict)" '^1 rule uses ktproxy.s marks: iptables ' "verdict with --mark 0x100"
+    remove_netfilter
+    doctor
+    expect_eq "$(check_status netfilter)" ok "netfilter check once the rules are gone"
+    expect_match "$(check_field netfilter verdict)" 'read: iptables-save, ip6tables-save, nft' "verdict, tools read"
+    expect_eq "$(check_status ip-rules)" ok "ip-rules check once the rule is gone"
 }
 
 test_doctor_foreign_tc_filter_on_a_gateway_interface() {
