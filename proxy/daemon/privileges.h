@@ -1,0 +1,44 @@
+// Dropping root once setup is done: the process that parses and relays
+// untrusted bytes runs as an unprivileged user with NoNewPrivs and keeps
+// only the capability SO_MARK needs on its upstream sockets.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace ktp {
+
+struct Options;
+
+struct DropTarget {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string name;
+};
+
+// The user --proxy-user names (a name or a number). The default "ktproxy"
+// falls back to nobody (with a log line) when the system has no such user;
+// an explicit name that does not exist is an error. uid 0 means: keep root.
+DropTarget resolve_proxy_user(const std::string& flag, bool given);
+
+// The capability kept after the drop: SO_MARK needs CAP_NET_RAW since
+// Linux 5.17 (CAP_NET_ADMIN before); the narrower one where it suffices.
+int mark_capability();
+
+// Sets the groups, gid and uid to the target's, keeps mark_capability() in
+// the effective and permitted sets (nothing else, bounding set included) and
+// sets NoNewPrivs. Must run before any thread starts: capabilities are per
+// thread. Throws Error naming what failed.
+void drop_privileges(const DropTarget& to);
+
+// One warning line when the --config file holds upstream passwords and its
+// group or others may read it (as ssh refuses a readable key).
+void warn_if_config_exposed(const Options& o);
+
+// KTPROXY_PRIV_SELFTEST=1 (tests/e2e/privilege.sh): from a worker thread,
+// tries what the drop and seccomp must refuse and logs one line with each
+// call's errno. Returns the line ("" when the variable is not set).
+std::string privilege_self_test();
+
+}  // namespace ktp
