@@ -133,7 +133,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         install_seccomp(SeccompProfile::relay);
         supervisor.use_helper(priv.get());
         log::debug("privileges: relay runs as {} (uid {}) with only {}, NoNewPrivs, seccomp; helper pid {} keeps root",
-                   drop_to.name, drop_to.uid, mark_capability() == CAP_NET_RAW ? "CAP_NET_RAW" : "CAP_NET_ADMIN",
+                   drop_to.name, drop_to.uid, std::string(mark_capability() == CAP_NET_RAW ? "CAP_NET_RAW" : "CAP_NET_ADMIN") +
+                       (bpf_capability_needed() ? " and CAP_BPF" : ""),
                    priv->pid());
     }
     workers.start();

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <cstdio>
+#include <fstream>
 #include <cstdlib>
 
 namespace ktp {
@@ -57,14 +58,32 @@ DropTarget resolve_proxy_user(const std::string& flag, bool given)
 
 int mark_capability() { return kernel_version() >= 5017 ? CAP_NET_RAW : CAP_NET_ADMIN; }
 
+bool bpf_capability_needed()
+{
+    if (kernel_version() >= 6005)
+        return false;
+    std::ifstream f("/proc/sys/kernel/unprivileged_bpf_disabled");
+    int disabled = 1;
+    return !(f >> disabled) || disabled != 0;
+}
+
 void drop_privileges(const DropTarget& to)
 {
+#ifndef CAP_BPF
+    constexpr int CAP_BPF = 39;
+#endif
     const int keep = mark_capability();
+    const int keep_bpf = bpf_capability_needed() ? CAP_BPF : -1;
     // The bounding set first, while CAP_SETPCAP is still held: nothing this
     // process or a child execs can regain what is dropped here.
+    // Without CAP_SETPCAP (a unit that bounds it away) the set stays as the
+    // unit bounded it; NoNewPrivs already stops an exec from gaining any.
     for (int cap = 0; cap <= 63; ++cap)
-        if (cap != keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-            fail_errno("drop privileges: PR_CAPBSET_DROP {}", cap);
+        if (cap != keep && cap != keep_bpf && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            if (errno != EPERM)
+                fail_errno("drop privileges: PR_CAPBSET_DROP {}", cap);
+            break;
+        }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
         fail_errno("drop privileges: clear ambient capabilities");
     // Without KEEPCAPS, setresuid away from 0 empties the permitted set.
@@ -78,7 +97,11 @@ void drop_privileges(const DropTarget& to)
         fail_errno("drop privileges: setresuid {} ({})", to.uid, to.name);
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct d[2]{};
-    d[keep / 32].effective = d[keep / 32].permitted = 1u << (keep % 32);
+    for (int cap : {keep, keep_bpf})
+        if (cap >= 0) {
+            d[cap / 32].effective |= 1u << (cap % 32);
+            d[cap / 32].permitted |= 1u << (cap % 32);
+        }
     if (syscall(SYS_capset, &hdr, d) != 0)
         fail_errno("drop privileges: capset");
     if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)

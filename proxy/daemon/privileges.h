@@ -25,9 +25,14 @@ DropTarget resolve_proxy_user(const std::string& flag, bool given);
 // The capability kept after the drop: SO_MARK needs CAP_NET_RAW since
 // Linux 5.17 (CAP_NET_ADMIN before); the narrower one where it suffices.
 int mark_capability();
+// Before Linux 6.5 every bpf() command, map lookups on held fds included,
+// needs CAP_BPF when unprivileged BPF is disabled (the distributions'
+// default): the relay then keeps CAP_BPF too, and its seccomp filter still
+// allows only map commands.
+bool bpf_capability_needed();
 
-// Sets the groups, gid and uid to the target's, keeps mark_capability() in
-// the effective and permitted sets (nothing else, bounding set included) and
+// Sets the groups, gid and uid to the target's, keeps mark_capability() (and
+// CAP_BPF where bpf_capability_needed()) in the effective and permitted sets (nothing else, bounding set included) and
 // sets NoNewPrivs. Must run before any thread starts: capabilities are per
 // thread. Throws Error naming what failed.
 void drop_privileges(const DropTarget& to);

@@ -16,16 +16,16 @@ start_nginx
 # status_field PID NAME: a line's value from /proc/PID/status.
 status_field() { awk -v k="$2:" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "/proc/$1/status"; }
 
-# The capability the relay keeps for SO_MARK: CAP_NET_RAW (bit 13) since
-# Linux 5.17, CAP_NET_ADMIN (bit 12) before.
+# The capabilities the relay keeps: for SO_MARK, CAP_NET_RAW (bit 13) since
+# Linux 5.17, CAP_NET_ADMIN (bit 12) before; CAP_BPF (bit 39) before 6.5,
+# where map lookups need it while unprivileged BPF is disabled.
 kept_cap_mask() {
-    local major minor
+    local major minor v mask
     IFS=. read -r major minor _ <<<"$(uname -r)"
-    if [ "$major" -gt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -ge 17 ]; }; then
-        echo 0000000000002000
-    else
-        echo 0000000000001000
-    fi
+    v=$((major * 1000 + minor))
+    if [ "$v" -ge 5017 ]; then mask=$((1 << 13)); else mask=$((1 << 12)); fi
+    [ "$v" -lt 6005 ] && [ "$(cat /proc/sys/kernel/unprivileged_bpf_disabled)" != 0 ] && mask=$((mask | (1 << 39)))
+    printf '%016x\n' "$mask"
 }
 
 helper_pid() { pgrep -P "$KTP_PID" -x ktproxy-priv | head -1; }
