@@ -132,7 +132,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         drop_privileges(drop_to);
         install_seccomp(SeccompProfile::relay);
         supervisor.use_helper(priv.get());
-        log::debug("privileges: relay runs as {} (uid {}) with only {}, NoNewPrivs, seccomp; helper pid {} keeps root",
+        log::debug("privileges: relay runs as {} (uid {}) with only {}, NoNewPrivs, seccomp; helper pid {} stays uid 0 with the capabilities of its requests",
                    drop_to.name, drop_to.uid, std::string(mark_capability() == CAP_NET_RAW ? "CAP_NET_RAW" : "CAP_NET_ADMIN") +
                        (bpf_capability_needed() ? " and CAP_BPF" : ""),
                    priv->pid());

@@ -8,6 +8,7 @@
 #include "base/text_file.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
+#include "daemon/privileges.h"
 #include "daemon/seccomp_filter.h"
 
 #include <dirent.h>
@@ -144,6 +145,7 @@ void tear_down(PrivHelper::Held& h)
     if (h.command > 0)
         command = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, h.command, 0)));
     try {
+        limit_helper_capabilities();
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
             fail_errno("PR_SET_NO_NEW_PRIVS");
         install_seccomp(SeccompProfile::helper);

@@ -67,23 +67,80 @@ bool bpf_capability_needed()
     return !(f >> disabled) || disabled != 0;
 }
 
-void drop_privileges(const DropTarget& to)
-{
+namespace {
+
 #ifndef CAP_BPF
-    constexpr int CAP_BPF = 39;
+constexpr int CAP_BPF = 39;
 #endif
-    const int keep = mark_capability();
-    const int keep_bpf = bpf_capability_needed() ? CAP_BPF : -1;
-    // The bounding set first, while CAP_SETPCAP is still held: nothing this
-    // process or a child execs can regain what is dropped here.
-    // Without CAP_SETPCAP (a unit that bounds it away) the set stays as the
-    // unit bounded it; NoNewPrivs already stops an exec from gaining any.
+#ifndef CAP_PERFMON
+constexpr int CAP_PERFMON = 38;
+#endif
+
+bool in(uint64_t mask, int cap) { return cap >= 0 && ((mask >> cap) & 1u) != 0; }
+
+// The bounding set first, while CAP_SETPCAP is still held: nothing this
+// process or a child execs can regain what is dropped here. Without
+// CAP_SETPCAP (a unit that bounds it away) the set stays as the unit bounded
+// it; NoNewPrivs already stops an exec from gaining any.
+void bound_to(uint64_t keep)
+{
     for (int cap = 0; cap <= 63; ++cap)
-        if (cap != keep && cap != keep_bpf && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+        if (!in(keep, cap) && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
             if (errno != EPERM)
                 fail_errno("drop privileges: PR_CAPBSET_DROP {}", cap);
             break;
         }
+}
+
+uint64_t permitted_now()
+{
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[2]{};
+    if (syscall(SYS_capget, &hdr, d) != 0)
+        return 0;
+    return d[0].permitted | (static_cast<uint64_t>(d[1].permitted) << 32);
+}
+
+void set_caps(uint64_t keep)
+{
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[2]{};
+    for (int cap = 0; cap <= 63; ++cap)
+        if (in(keep, cap)) {
+            d[cap / 32].effective |= 1u << (cap % 32);
+            d[cap / 32].permitted |= 1u << (cap % 32);
+        }
+    if (syscall(SYS_capset, &hdr, d) != 0)
+        fail_errno("drop privileges: capset");
+}
+
+}  // namespace
+
+void limit_helper_capabilities()
+{
+    uint64_t keep = 0;
+    for (int cap : {CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_KILL, CAP_DAC_OVERRIDE})
+        keep |= 1ull << cap;
+    // Under a unit that bounds some of these away (the daemon has no `run`
+    // command to signal or cgroup to remove), the helper keeps the rest.
+    keep &= permitted_now();
+    bound_to(keep);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        fail_errno("drop privileges: clear ambient capabilities");
+    set_caps(keep);
+}
+
+void drop_privileges(const DropTarget& to)
+{
+    uint64_t keep = 1ull << mark_capability();
+    if (bpf_capability_needed())
+        keep |= 1ull << CAP_BPF;
+    for (int cap = 0; cap <= 63; ++cap)
+        if (in(keep, cap) && !in(permitted_now(), cap))
+            fail("drop privileges: capability {} is needed after the drop (SO_MARK) but not permitted; add it to "
+                 "the unit's CapabilityBoundingSet, or give --proxy-user root",
+                 cap);
+    bound_to(keep);
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
         fail_errno("drop privileges: clear ambient capabilities");
     // Without KEEPCAPS, setresuid away from 0 empties the permitted set.
@@ -95,15 +152,7 @@ void drop_privileges(const DropTarget& to)
         fail_errno("drop privileges: setresgid {}", to.gid);
     if (setresuid(to.uid, to.uid, to.uid) != 0)
         fail_errno("drop privileges: setresuid {} ({})", to.uid, to.name);
-    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct d[2]{};
-    for (int cap : {keep, keep_bpf})
-        if (cap >= 0) {
-            d[cap / 32].effective |= 1u << (cap % 32);
-            d[cap / 32].permitted |= 1u << (cap % 32);
-        }
-    if (syscall(SYS_capset, &hdr, d) != 0)
-        fail_errno("drop privileges: capset");
+    set_caps(keep);
     if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
         fail_errno("drop privileges: clear PR_SET_KEEPCAPS");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)

@@ -37,6 +37,14 @@ bool bpf_capability_needed();
 // thread. Throws Error naming what failed.
 void drop_privileges(const DropTarget& to);
 
+// The helper stays uid 0 (it owns root's files: the lock, the cgroup tree,
+// the pins) but keeps only the capabilities its requests need:
+// CAP_NET_ADMIN (attach, gateway filters and routes), CAP_BPF and
+// CAP_PERFMON (links and pins), CAP_KILL (`run`'s command, another user's),
+// CAP_DAC_OVERRIDE (the cgroup2 root is 0555: removing `run`'s transient
+// cgroup needs it; also a --config owned by another user). Throws Error.
+void limit_helper_capabilities();
+
 // One warning line when the --config file holds upstream passwords and its
 // group or others may read it (as ssh refuses a readable key).
 void warn_if_config_exposed(const Options& o);

@@ -38,7 +38,7 @@ Ring::Ring()
     int err = io_uring_queue_init_params(4096, &ring_, &p);
     if (err == -EINVAL) {
         p = {};
-        p.flags = IORING_SETUP_CQSIZE;
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
         p.cq_entries = 16384;
         err = io_uring_queue_init_params(4096, &ring_, &p);
     }
