@@ -147,6 +147,8 @@ Result<std::vector<ConfigSetting>> read_config(std::string_view text, const std:
 
 namespace {
 
+std::string g_actual, g_shown;
+
 // CLI11 calls from_config with the opened file; the reader keeps which line
 // set which option so that errors found later can point at the file.
 class StrictConfigReader : public CLI::Config {
@@ -193,7 +195,7 @@ public:
     {
         const CLI::Option* c = app_.get_config_ptr();
         if (c && !c->results().empty())
-            return c->results().front();
+            return !g_actual.empty() && c->results().front() == g_actual ? g_shown : c->results().front();
         return "file";
     }
 
@@ -208,6 +210,18 @@ void use_strict_config(CLI::App& app)
 {
     app.config_formatter(std::make_shared<StrictConfigReader>(app));
     app.allow_config_extras(CLI::config_extras_mode::error);
+}
+
+ConfigShownAs::ConfigShownAs(std::string actual, std::string shown)
+{
+    g_actual = std::move(actual);
+    g_shown = std::move(shown);
+}
+
+ConfigShownAs::~ConfigShownAs()
+{
+    g_actual.clear();
+    g_shown.clear();
 }
 
 std::string config_origin(const CLI::App& app, std::string_view option)

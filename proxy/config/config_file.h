@@ -53,4 +53,15 @@ void use_strict_config(CLI::App& app);
 // not, or "" (used to point later validation errors at the file).
 std::string config_origin(const CLI::App& app, std::string_view option);
 
+// While one lives, messages about the config file at `actual` (a private
+// copy, e.g. a memfd the dropped relay reads on SIGHUP) name `shown`, the
+// file the user wrote. Main thread only, as parsing is.
+class ConfigShownAs {
+public:
+    ConfigShownAs(std::string actual, std::string shown);
+    ~ConfigShownAs();
+    ConfigShownAs(const ConfigShownAs&) = delete;
+    ConfigShownAs& operator=(const ConfigShownAs&) = delete;
+};
+
 }  // namespace ktp

@@ -133,6 +133,16 @@ std::string parse_keepalive(const std::string& text, Options& o)
 
 namespace {
 
+// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
+bool is_loopback(const SockAddr& a)
+{
+    uint32_t m[4];
+    a.to_mapped(m);
+    if (m[0] == 0 && m[1] == 0 && ntohl(m[2]) == 0xffff)
+        return (ntohl(m[3]) >> 24) == 127;
+    return m[0] == 0 && m[1] == 0 && m[2] == 0 && ntohl(m[3]) == 1;
+}
+
 std::string validate(const Options& o)
 {
     if (!SockAddr::parse_ip(o.listen4, 0) || SockAddr::parse_ip(o.listen4, 0)->family() != AF_INET)
@@ -182,6 +192,10 @@ std::string validate(const Options& o)
                   port <= 65535 && SockAddr::parse_ip(o.metrics.substr(0, colon), 0);
         if (!ok)
             return fmt::format("--metrics: '{}' is not ADDR:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)", o.metrics);
+        if (!o.metrics_public && !is_loopback(*SockAddr::parse_ip(o.metrics.substr(0, colon), 0)))
+            return fmt::format("--metrics: '{}' is not a loopback address; the page shows every connection's "
+                               "route: give --metrics-public to serve it there anyway",
+                               o.metrics);
     }
     return {};
 }
@@ -210,6 +224,12 @@ void add_instance_options(CLI::App& app, Options& o)
     app.add_option("--control", o.control_socket,
                    "unix socket that `ktproxy status` talks to (default /run/ktproxy/NAME.sock, mode 0600)");
     app.add_option("--metrics", o.metrics, "serve Prometheus metrics over HTTP on ADDR:PORT, e.g. 127.0.0.1:9464");
+    app.add_flag("--metrics-public", o.metrics_public,
+                 "allow --metrics on a non-loopback address (the page names every connection's route)");
+    app.add_option("--proxy-user", o.proxy_user,
+                   "user the relay runs as once the hooks are attached (default ktproxy, else nobody); root keeps "
+                   "every privilege")
+        ->capture_default_str();
     app.add_option_function<std::string>(
            "--log-format", [&o](const std::string& v) { o.log_format = v == "json" ? LogFormat::json : LogFormat::text; },
            "text, or json for one JSON object per line")

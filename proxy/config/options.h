@@ -79,8 +79,13 @@ struct Options {
     // Unix socket for `ktproxy status` (owner-only). Empty: the default,
     // /run/ktproxy/<cgroup name>.sock.
     std::string control_socket;
-    // ADDR:PORT for Prometheus metrics over HTTP; empty = off.
+    // ADDR:PORT for Prometheus metrics over HTTP; empty = off. Loopback
+    // only unless metrics_public: the page lists every connection's route.
     std::string metrics;
+    bool metrics_public = false;
+    // Whom the relay runs as once setup is done (daemon/privileges.h);
+    // "root" (or any uid 0) keeps today's all-root process.
+    std::string proxy_user = "ktproxy";
     // Keep the hooks (pinned in bpffs) when ktproxy dies, so that the cgroup's
     // connections fail instead of leaking out directly.
     bool fail_closed = false;

@@ -19,7 +19,7 @@ CgroupFollower::CgroupFollower(const Cgroup& app, bool fail_closed)
 {
 }
 
-bool CgroupFollower::follow(std::optional<Cgroup>& app, SockHooks& hooks)
+bool CgroupFollower::follow(std::optional<Cgroup>& app, const Reattach& reattach)
 {
     auto state = watch_.check();
     auto now = std::chrono::steady_clock::now();
@@ -32,7 +32,7 @@ bool CgroupFollower::follow(std::optional<Cgroup>& app, SockHooks& hooks)
     if (state == CgroupWatch::State::replaced) {
         try {
             Cgroup fresh = open_cgroup2_dir(app->path);
-            hooks.reattach(app->fd.get(), fresh.fd.get(), fresh.path);
+            reattach(*app, fresh);
             watch_.attached_to(cgroup_id_of(fresh.fd.get()));
             app = std::move(fresh);
         } catch (const Error& e) {

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 namespace ktp {
@@ -25,7 +26,10 @@ public:
     // Looks at the cgroup and re-attaches if it was created again. False:
     // it cannot be followed (logged, with fail-closed semantics kept); the
     // instance must exit.
-    bool follow(std::optional<Cgroup>& app, SockHooks& hooks);
+    // reattach moves the hooks from the old cgroup to the fresh one (in
+    // this process, or through the privileged helper); it throws Error.
+    using Reattach = std::function<void(const Cgroup& old, const Cgroup& fresh)>;
+    bool follow(std::optional<Cgroup>& app, const Reattach& reattach);
 
     uint32_t reattached() const { return reattached_; }
     double since_last_reattach_s() const;

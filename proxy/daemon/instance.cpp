@@ -4,20 +4,26 @@
 // destructors undo the steps in reverse on every path.
 #include "daemon/instance.h"
 
+#include "base/error.h"
 #include "base/log.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
 #include "daemon/listeners.h"
 #include "daemon/ownership.h"
 #include "daemon/preflight.h"
+#include "daemon/priv_helper.h"
+#include "daemon/privileges.h"
+#include "daemon/seccomp_filter.h"
 #include "daemon/routing.h"
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
 #include "daemon/workers.h"
 
+#include <linux/capability.h>
 #include <malloc.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -41,11 +47,19 @@ void log_ready(const Options& o, const ListenerPlan& listeners, const InstanceCg
 // them (no direct connection can slip out), then the hooks go, then the
 // cgroup is free for the next instance.
 void shut_down(const Options& o, InstanceCgroups& cgroups, Workers& workers, KernelSide& kernel, int exit_code,
-               int stop_sig)
+               int stop_sig, PrivHelper* priv)
 {
     const bool run_mode = o.command == Command::run;
-    if (cgroups.transient)
-        cgroups.transient->kill_leftovers();
+    if (cgroups.transient) {
+        if (!priv)
+            cgroups.transient->kill_leftovers();
+        else
+            try {
+                priv->kill_leftovers();
+            } catch (const Error& e) {
+                log::warn("kill what is left of the command: {}", e.what());
+            }
+    }
     // The command's sockets are closed now; give their relays a moment to
     // see it, so that every connection is finished and logged.
     if (run_mode)
@@ -61,8 +75,18 @@ void shut_down(const Options& o, InstanceCgroups& cgroups, Workers& workers, Ker
                   stop_sig ? sigabbrev_np(stop_sig) : "the loss of its cgroup", open,
                   o.fail_closed ? "; hooks stay pinned (fail-closed) until restart or `ktproxy cleanup`" : "");
     // The hooks are off (or pinned): the next instance may have the cgroup.
-    if (cgroups.lock)
-        cgroups.lock->remove();
+    // Dropped, the helper undoes setup (it holds the same links: both
+    // copies must close for fail-open hooks to go).
+    if (!priv) {
+        if (cgroups.lock)
+            cgroups.lock->remove();
+        return;
+    }
+    try {
+        priv->finish();
+    } catch (const Error& e) {
+        log::warn("{}: pins, routes, lock or cgroup may be left for `ktproxy cleanup`", e.what());
+    }
 }
 
 }  // namespace
@@ -72,6 +96,10 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     log::set_level(o.log_level);
     log::set_json(o.log_format == LogFormat::json);
     require_privileges();
+    // A bad --proxy-user stops here, before anything is made.
+    const DropTarget drop_to = resolve_proxy_user(o.proxy_user, o.proxy_user != "ktproxy");
+    const bool drop = geteuid() == 0 && drop_to.uid != 0;
+    warn_if_config_exposed(o);
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     SignalFd signals({SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGQUIT});
@@ -89,18 +117,36 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     Workers workers(loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1), std::move(listeners.sets),
                     router);
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
-    workers.start();
+    // Connects queue on the listeners until the workers start.
     if (cgroups.app)
         kernel.attach_sockets(*cgroups.app, *cgroups.own);
+    if (o.fail_closed && kernel.sock())
+        write_legacy_pin_owner(bpffs_name(cgroups.name));
     // Loading the BPF objects parsed the kernel's BTF (megabytes of heap,
     // freed by now but still resident): hand those pages back.
     malloc_trim(0);
+    // Setup is done: from here the process that parses untrusted bytes has
+    // no root; before the workers start, as capabilities are per thread.
+    std::unique_ptr<PrivHelper> priv;
+    if (drop) {
+        priv = PrivHelper::start({kernel, cgroups, supervisor.control_path(), supervisor.command_pid(), o.config_file});
+        drop_privileges(drop_to);
+        install_seccomp(SeccompProfile::relay);
+        supervisor.use_helper(priv.get());
+        log::debug("privileges: relay runs as {} (uid {}) with only {}, NoNewPrivs, seccomp; helper pid {} stays uid 0 with the capabilities of its requests",
+                   drop_to.name, drop_to.uid, std::string(mark_capability() == CAP_NET_RAW ? "CAP_NET_RAW" : "CAP_NET_ADMIN") +
+                       (bpf_capability_needed() ? " and CAP_BPF" : ""),
+                   priv->pid());
+    }
+    workers.start();
     log_ready(o, listeners, cgroups, workers.count(), routing, kernel);
-    if (o.fail_closed && kernel.sock())
-        write_legacy_pin_owner(bpffs_name(cgroups.name));
 
     int exit_code = supervisor.run();
-    shut_down(o, cgroups, workers, kernel, exit_code, supervisor.stop_signal());
+    shut_down(o, cgroups, workers, kernel, exit_code, supervisor.stop_signal(), priv.get());
+    // Dropped, what setup made is undone already and its owners here could
+    // only fail at it (EPERM): the process ends without their destructors.
+    if (priv)
+        _exit(exit_code);
     return exit_code;
 }
 

@@ -40,6 +40,13 @@ public:
     SockHooks* sock() { return sock_.get(); }
     const SockHooks* sock() const { return sock_.get(); }
     bool took_over() const { return sock_ && sock_->took_over(); }
+    // Destroys both programs' owners now (detaches, removes gateway routes):
+    // what the privileged helper does when the instance stops.
+    void release()
+    {
+        sock_.reset();
+        gateway_.reset();
+    }
 
 private:
     std::unique_ptr<SockHooks> sock_;

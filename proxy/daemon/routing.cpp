@@ -3,7 +3,14 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "config/config_file.h"
 #include "daemon/kernel_side.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <optional>
+#include <vector>
 
 namespace ktp {
 
@@ -21,12 +28,52 @@ void ReloadCount::refuse(std::string why)
     last_error = std::move(why);
 }
 
-void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot, ReloadCount& count)
+namespace {
+
+// argv with the --config value swapped for `copy`.
+std::vector<const char*> with_config(int argc, const char* const* argv, const std::string& file,
+                                     const std::string& copy, std::string& joined)
+{
+    std::vector<const char*> out(argv, argv + argc);
+    joined = "--config=" + copy;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a(argv[i]);
+        if (a == "--config" && i + 1 < argc && argv[i + 1] == file)
+            out[static_cast<size_t>(i + 1)] = copy.c_str();
+        else if (a == "--config=" + file)
+            out[static_cast<size_t>(i)] = joined.c_str();
+    }
+    return out;
+}
+
+}  // namespace
+
+void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot, ReloadCount& count,
+            const std::string& config_file, const ConfigReader& read_config)
 {
     // Everything that can fail (parsing, rules, upstream names, compiling
     // for the kernel) happens before anything is swapped in.
     Options fresh;
-    ParseResult pr = parse_command_line(argc, argv, fresh);
+    UniqueFd copy;
+    std::string copy_path, joined;
+    std::vector<const char*> args(argv, argv + argc);
+    std::optional<ConfigShownAs> shown;
+    if (read_config && !config_file.empty()) {
+        // The file as the helper read it, in a memfd this process can open.
+        try {
+            std::string text = read_config();
+            copy = UniqueFd(memfd_create("ktproxy-config", MFD_CLOEXEC));
+            if (!copy || ::write(copy.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
+                fail_errno("copy the config file");
+        } catch (const Error& e) {
+            count.refuse(e.what());
+            return;
+        }
+        copy_path = "/proc/self/fd/" + std::to_string(copy.get());
+        args = with_config(argc, argv, config_file, copy_path, joined);
+        shown.emplace(copy_path, config_file);
+    }
+    ParseResult pr = parse_command_line(static_cast<int>(args.size()), args.data(), fresh);
     if (!pr.run) {
         count.refuse(pr.exit_code == 0 ? std::string("--help or --version on the command line") : pr.message);
         return;

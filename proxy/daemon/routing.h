@@ -9,6 +9,7 @@
 #include "route/router.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,10 @@ struct ReloadCount {
 // Parses argv again (flags and --config) and, only if all of it is good,
 // publishes the new rules to the kernel and the workers; otherwise the rules
 // in force stay and the refusal is logged and counted.
-void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot, ReloadCount& count);
+// read_config, when given, supplies the --config file's bytes (the dropped
+// relay cannot open a root-only file: the privileged helper reads it).
+using ConfigReader = std::function<std::string()>;
+void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& slot, ReloadCount& count,
+            const std::string& config_file = {}, const ConfigReader& read_config = {});
 
 }  // namespace ktp

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <signal.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -17,7 +18,7 @@
 namespace ktp {
 namespace {
 
-std::string control_path(const Options& o, const std::string& name)
+std::string default_control_path(const Options& o, const std::string& name)
 {
     if (!o.control_socket.empty())
         return o.control_socket;
@@ -29,7 +30,7 @@ std::string control_path(const Options& o, const std::string& name)
 Supervisor::Supervisor(Parts parts)
     : p_(std::move(parts)),
       started_(std::chrono::steady_clock::now()),
-      control_(control_path(p_.options, p_.cgroups.name)),
+      control_(default_control_path(p_.options, p_.cgroups.name)),
       metrics_(p_.options.metrics.empty() ? UniqueFd() : listen_metrics(p_.options.metrics))
 {
     // The app cgroup removed and created again (systemctl restart) takes its
@@ -41,6 +42,8 @@ Supervisor::Supervisor(Parts parts)
             auto router = p_.router.load(std::memory_order_acquire);
             dry_log_.on_event(ev, router ? &router->rules() : nullptr, std::chrono::steady_clock::now());
         });
+    if (p_.options.command == Command::run)
+        child_ = std::make_unique<Child>(p_.options.run_argv, p_.cgroups.app->path, *p_.cgroups.creds);
 }
 
 std::string Supervisor::switch_dry_run(bool on)
@@ -101,13 +104,24 @@ void Supervisor::on_signal(const signalfd_siginfo& si)
     if (sig == SIGUSR1) {
         log::info("{}", p_.kernel.counters_line());
     } else if (sig == SIGHUP) {
-        reload(p_.argc, p_.argv, p_.kernel, p_.router, reloads_);
+        ConfigReader via_helper;
+        if (helper_)
+            via_helper = [this] { return helper_->read_config(); };
+        reload(p_.argc, p_.argv, p_.kernel, p_.router, reloads_, p_.options.config_file, via_helper);
     } else if (child_) {
         // Ctrl-C from the terminal already reached the command (same process
         // group); a signal sent to ktproxy itself is passed on. ktproxy keeps
         // running until the command exits.
-        if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE)
-            kill(child_->pid(), sig);
+        if (si.ssi_code == SI_USER || si.ssi_code == SI_QUEUE) {
+            if (!helper_)
+                kill(child_->pid(), sig);
+            else
+                try {
+                    helper_->signal_command(sig);
+                } catch (const Error& e) {
+                    log::warn("pass {} on to the command: {}", sigabbrev_np(sig), e.what());
+                }
+        }
     } else {
         stop_sig_ = sig;
     }
@@ -115,8 +129,7 @@ void Supervisor::on_signal(const signalfd_siginfo& si)
 
 int Supervisor::run()
 {
-    if (p_.options.command == Command::run) {
-        child_ = std::make_unique<Child>(p_.options.run_argv, p_.cgroups.app->path, *p_.cgroups.creds);
+    if (child_) {
         try {
             child_->release();
         } catch (const Error& e) {
@@ -142,7 +155,13 @@ int Supervisor::run()
             fail_errno("poll");
         if ((pfds[5].revents & POLLIN) || (ready == 0 && dry_log_.pending()))
             read_dry_run_events(ready == 0);
-        if (follower_ && !follower_->follow(p_.cgroups.app, *p_.kernel.sock()))
+        auto reattach = [this](const Cgroup& old, const Cgroup& fresh) {
+            if (helper_)
+                helper_->reattach();
+            else
+                p_.kernel.sock()->reattach(old.fd.get(), fresh.fd.get(), fresh.path);
+        };
+        if (follower_ && !follower_->follow(p_.cgroups.app, reattach))
             return 1;
         if (pfds[0].revents & POLLIN)
             while (auto si = p_.signals.next())

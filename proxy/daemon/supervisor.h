@@ -8,6 +8,7 @@
 #include "daemon/cgroup_follower.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
+#include "daemon/priv_helper.h"
 #include "daemon/routing.h"
 #include "daemon/run_command.h"
 #include "daemon/signals.h"
@@ -38,10 +39,16 @@ public:
         std::string listening;  // for status
     };
     // Opens the control socket and the metrics endpoint (their errors come
-    // before the hooks are attached).
+    // before the hooks are attached) and forks `run`'s command, which waits
+    // for run() (forked now, while this process may still set its uid).
     explicit Supervisor(Parts parts);
 
-    // Starts `run`'s command, then serves until a stop signal, the command's
+    // Once privileges are dropped, what needs root goes through the helper.
+    void use_helper(PrivHelper* helper) { helper_ = helper; }
+    const std::string& control_path() const { return control_.path(); }
+    pid_t command_pid() const { return child_ ? child_->pid() : 0; }
+
+    // Releases `run`'s command, then serves until a stop signal, the command's
     // exit or the loss of the app cgroup. Returns the process's exit code.
     int run();
     // The signal that stopped the instance, or 0.
@@ -62,6 +69,7 @@ private:
     UniqueFd metrics_;
     std::optional<CgroupFollower> follower_;
     std::unique_ptr<Child> child_;
+    PrivHelper* helper_ = nullptr;
     ReloadCount reloads_;
     DryRunLog dry_log_;
     std::optional<DryRunEvents> dry_events_;

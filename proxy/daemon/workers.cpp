@@ -3,6 +3,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "daemon/privileges.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -49,7 +50,9 @@ Workers::~Workers()
 void Workers::start()
 {
     for (auto& loop : loops_)
-        threads_.emplace_back([&loop] {
+        threads_.emplace_back([&loop, first = threads_.empty()] {
+            if (first)
+                privilege_self_test();
             try {
                 loop->run();
             } catch (const Error& e) {

@@ -3,11 +3,13 @@
 #include "loop/ring.h"
 
 #include "base/error.h"
+#include "loop/uring_ops.h"
 
 #include <sys/eventfd.h>
 #include <cerrno>
 #include <cmath>
 #include <utility>
+#include <vector>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -36,7 +38,7 @@ Ring::Ring()
     int err = io_uring_queue_init_params(4096, &ring_, &p);
     if (err == -EINVAL) {
         p = {};
-        p.flags = IORING_SETUP_CQSIZE;
+        p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
         p.cq_entries = 16384;
         err = io_uring_queue_init_params(4096, &ring_, &p);
     }
@@ -66,10 +68,45 @@ void Ring::exit()
 void Ring::enable()
 {
     if (ring_.flags & IORING_SETUP_R_DISABLED) {
-        // liburing 2.3 has no wrapper for this one.
+        // Only the opcodes and register operations of loop/uring_ops.h, and
+        // any SQE flag (the restriction is on what a request does).
+        std::vector<io_uring_restriction> r;
+        for (uint8_t op : kRingOpcodes) {
+            io_uring_restriction x{};
+            x.opcode = IORING_RESTRICTION_SQE_OP;
+            x.sqe_op = op;
+            r.push_back(x);
+        }
+        for (uint8_t op : kRingRegisterOps) {
+            io_uring_restriction x{};
+            x.opcode = IORING_RESTRICTION_REGISTER_OP;
+            x.register_op = op;
+            r.push_back(x);
+        }
+        io_uring_restriction flags{};
+        flags.opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+        flags.sqe_flags = IOSQE_FIXED_FILE | IOSQE_IO_DRAIN | IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_ASYNC |
+                          IOSQE_BUFFER_SELECT | IOSQE_CQE_SKIP_SUCCESS;
+        r.push_back(flags);
+        // liburing 2.3 has no wrapper for these two.
+        if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_RESTRICTIONS, r.data(), r.size()) != 0)
+            fail_errno("restrict io_uring to its opcodes");
         if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) != 0)
             fail_errno("enable io_uring");
     }
+}
+
+int Ring::try_unlisted_op()
+{
+    io_uring_sqe* s = sqe();
+    io_uring_prep_nop(s);
+    io_uring_sqe_set_data64(s, 0);
+    io_uring_cqe* cqe = nullptr;
+    if (io_uring_submit(&ring_) < 0 || io_uring_wait_cqe(&ring_, &cqe) != 0)
+        return -EIO;
+    int res = cqe->res;
+    io_uring_cqe_seen(&ring_, cqe);
+    return res;
 }
 
 io_uring_sqe* Ring::sqe()

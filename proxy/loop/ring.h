@@ -79,8 +79,12 @@ public:
     Ring& operator=(const Ring&) = delete;
 
     io_uring& raw() { return ring_; }
-    // On the worker thread, before its first submission.
+    // On the worker thread, before its first submission: restricts the ring
+    // to loop/uring_ops.h, then enables it.
     void enable();
+    // A NOP (not in loop/uring_ops.h) through the enabled ring: its result,
+    // -EACCES when the restriction holds (the privilege self-test).
+    int try_unlisted_op();
     // Early teardown: nothing of ours is pending once this returns.
     void exit();
 

@@ -1,0 +1,259 @@
+// The helper's loop and its client. Requests are a fixed 8-byte header
+// (type, one int); replies are (status, length) and at most kMaxReply bytes:
+// a status of 0 carries the config bytes, any other an error line.
+#include "daemon/priv_helper.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/text_file.h"
+#include "daemon/instance_cgroups.h"
+#include "daemon/kernel_side.h"
+#include "daemon/privileges.h"
+#include "daemon/seccomp_filter.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace ktp {
+namespace {
+
+struct Request {
+    uint32_t type;
+    int32_t arg;
+};
+struct ReplyHead {
+    int32_t status;
+    uint32_t len;
+};
+
+constexpr uint32_t kMaxReply = 4u << 20;  // a config file larger than this is refused
+// The relay waits this long at most for an answer (finish detaches and
+// removes routes: milliseconds; a stuck helper must not stall stopping).
+constexpr int kReplyTimeoutMs = 15000;
+
+bool io_full(int fd, void* buf, size_t n, bool reading, int timeout_ms)
+{
+    auto* p = static_cast<char*>(buf);
+    while (n > 0) {
+        if (timeout_ms >= 0) {
+            pollfd pfd{fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
+            int r = poll(&pfd, 1, timeout_ms);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return false;
+        }
+        ssize_t k = reading ? ::read(fd, p, n) : ::send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= static_cast<size_t>(k);
+    }
+    return true;
+}
+
+// Signals the command may be sent: those the supervisor passes on.
+bool forwardable(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT || sig == SIGUSR1; }
+
+// The helper keeps the kernel objects it may have to undo (BPF programs,
+// maps and links, cgroup directories, netlink) and drops what is the
+// relay's: rings, listeners, the control and metrics sockets, pipes.
+void close_relay_fds(int keep)
+{
+    std::vector<int> close_these;
+    if (DIR* d = opendir("/proc/self/fd")) {
+        while (dirent* e = readdir(d)) {
+            int fd = std::atoi(e->d_name);
+            if (e->d_name[0] == '.' || fd <= 2 || fd == keep || fd == dirfd(d))
+                continue;
+            char link[128] = {};
+            std::string self = "/proc/self/fd/" + std::string(e->d_name);
+            if (readlink(self.c_str(), link, sizeof(link) - 1) <= 0)
+                continue;
+            std::string_view l(link);
+            bool relay = l.rfind("pipe:", 0) == 0 || l == "anon_inode:[io_uring]" || l == "anon_inode:[eventfd]" ||
+                         l == "anon_inode:[signalfd]" || l == "anon_inode:[pidfd]" || l == "anon_inode:inotify";
+            if (l.rfind("socket:", 0) == 0) {
+                int domain = 0;
+                socklen_t len = sizeof(domain);
+                relay = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain != AF_NETLINK;
+            }
+            if (relay)
+                close_these.push_back(fd);
+        }
+        closedir(d);
+    }
+    for (int fd : close_these)
+        ::close(fd);
+}
+
+std::string read_whole(const std::string& path)
+{
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!fd)
+        fail_errno("read {}", path);
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+        if (n < 0)
+            fail_errno("read {}", path);
+        if (n == 0)
+            return out;
+        out.append(buf, static_cast<size_t>(n));
+        if (out.size() > kMaxReply)
+            fail("read {}: larger than {} bytes", path, kMaxReply);
+    }
+}
+
+// Undoes setup in the order shut_down would: leftovers die while the hooks
+// still hold them, then the hooks go, then the lock and the cgroup.
+void tear_down(PrivHelper::Held& h)
+{
+    if (h.cgroups.transient)
+        h.cgroups.transient->kill_leftovers();
+    h.kernel.release();
+    if (h.cgroups.lock)
+        h.cgroups.lock->remove();
+    h.cgroups.transient.reset();
+    ::unlink(h.control_path.c_str());
+}
+
+[[noreturn]] void serve(PrivHelper::Held h, int sock, pid_t parent)
+{
+    prctl(PR_SET_NAME, "ktproxy-priv", 0, 0, 0);
+    // The relay's death (however it dies) ends the helper too: a killed
+    // instance leaves what a killed ktproxy always left, for `cleanup`.
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != parent)
+        _exit(0);
+    close_relay_fds(sock);
+    UniqueFd command;
+    if (h.command > 0)
+        command = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, h.command, 0)));
+    try {
+        limit_helper_capabilities();
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+            fail_errno("PR_SET_NO_NEW_PRIVS");
+        install_seccomp(SeccompProfile::helper);
+    } catch (const Error& e) {
+        log::error("privileged helper: {}", e.what());
+        _exit(1);
+    }
+    for (;;) {
+        Request req{};
+        if (!io_full(sock, &req, sizeof(req), true, -1))
+            _exit(0);  // the relay died without asking to finish: leave everything as a kill would
+        int32_t status = 0;
+        std::string body;
+        try {
+            switch (static_cast<PrivRequest>(req.type)) {
+            case PrivRequest::read_config:
+                if (h.config_file.empty())
+                    fail("no --config file was given at start");
+                body = read_whole(h.config_file);
+                break;
+            case PrivRequest::reattach: {
+                if (!h.cgroups.app || !h.kernel.sock())
+                    fail("no app cgroup");
+                Cgroup fresh = open_cgroup2_dir(h.cgroups.app->path);
+                h.kernel.sock()->reattach(h.cgroups.app->fd.get(), fresh.fd.get(), fresh.path);
+                h.cgroups.app = std::move(fresh);
+                break;
+            }
+            case PrivRequest::signal_command:
+                if (!command || !forwardable(req.arg))
+                    fail("signal {} to the command refused", req.arg);
+                if (syscall(SYS_pidfd_send_signal, command.get(), req.arg, nullptr, 0) != 0 && errno != ESRCH)
+                    fail_errno("signal the command");
+                break;
+            case PrivRequest::kill_leftovers:
+                if (h.cgroups.transient)
+                    h.cgroups.transient->kill_leftovers();
+                break;
+            case PrivRequest::finish:
+                tear_down(h);
+                break;
+            default:
+                fail("unknown request {}", req.type);
+            }
+        } catch (const Error& e) {
+            status = EIO;
+            body = e.what();
+        }
+        ReplyHead head{status, static_cast<uint32_t>(body.size())};
+        if (!io_full(sock, &head, sizeof(head), false, -1) || !io_full(sock, body.data(), body.size(), false, -1))
+            _exit(0);
+        if (static_cast<PrivRequest>(req.type) == PrivRequest::finish)
+            _exit(status == 0 ? 0 : 1);
+    }
+}
+
+}  // namespace
+
+std::unique_ptr<PrivHelper> PrivHelper::start(Held held)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        fail_errno("privileged helper: socketpair");
+    UniqueFd mine(sv[0]), theirs(sv[1]);
+    const pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_errno("privileged helper: fork");
+    if (pid == 0) {
+        mine.reset();
+        serve(std::move(held), theirs.release(), parent);
+    }
+    return std::unique_ptr<PrivHelper>(new PrivHelper(std::move(mine), pid));
+}
+
+PrivHelper::~PrivHelper()
+{
+    sock_.reset();
+    if (!reaped_)
+        waitpid(pid_, nullptr, 0);
+}
+
+std::string PrivHelper::call(PrivRequest r, int32_t arg)
+{
+    Request req{static_cast<uint32_t>(r), arg};
+    ReplyHead head{};
+    if (!sock_ || !io_full(sock_.get(), &req, sizeof(req), false, kReplyTimeoutMs) ||
+        !io_full(sock_.get(), &head, sizeof(head), true, kReplyTimeoutMs) || head.len > kMaxReply)
+        fail("privileged helper (pid {}) did not answer", pid_);
+    std::string body(head.len, '\0');
+    if (!io_full(sock_.get(), body.data(), body.size(), true, kReplyTimeoutMs))
+        fail("privileged helper (pid {}) did not answer", pid_);
+    if (head.status != 0)
+        fail("{}", body);
+    return body;
+}
+
+std::string PrivHelper::read_config() { return call(PrivRequest::read_config); }
+void PrivHelper::reattach() { call(PrivRequest::reattach); }
+void PrivHelper::signal_command(int sig) { call(PrivRequest::signal_command, sig); }
+void PrivHelper::kill_leftovers() { call(PrivRequest::kill_leftovers); }
+
+void PrivHelper::finish()
+{
+    call(PrivRequest::finish);
+    sock_.reset();
+    waitpid(pid_, nullptr, 0);
+    reaped_ = true;
+}
+
+}  // namespace ktp

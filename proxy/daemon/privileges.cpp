@@ -1,0 +1,225 @@
+// setresuid/capset/prctl without libcap: the few calls the drop needs.
+#include "daemon/privileges.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/text_file.h"
+#include "config/options.h"
+
+#include <grp.h>
+#include <netinet/in.h>
+#include <linux/bpf.h>
+#include <linux/capability.h>
+#include <linux/io_uring.h>
+#include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <sched.h>
+#include <string.h>
+
+#include <cstdio>
+#include <fstream>
+#include <cstdlib>
+
+namespace ktp {
+namespace {
+
+// The running kernel's major.minor, 0 if unreadable.
+int kernel_version()
+{
+    utsname u{};
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major * 1000 + minor;
+}
+
+}  // namespace
+
+DropTarget resolve_proxy_user(const std::string& flag, bool given)
+{
+    const passwd* pw = getpwnam(flag.c_str());
+    if (!pw && !flag.empty() && flag.find_first_not_of("0123456789") == std::string::npos)
+        pw = getpwuid(static_cast<uid_t>(std::strtoul(flag.c_str(), nullptr, 10)));
+    if (!pw && !given) {
+        pw = getpwnam("nobody");
+        if (pw)
+            log::info("no user {}: the relay runs as nobody (scripts/setup and the package create {})", flag, flag);
+    }
+    if (!pw)
+        fail("--proxy-user {}: no such user", flag);
+    return DropTarget{pw->pw_uid, pw->pw_gid, pw->pw_name};
+}
+
+int mark_capability() { return kernel_version() >= 5017 ? CAP_NET_RAW : CAP_NET_ADMIN; }
+
+bool bpf_capability_needed()
+{
+    if (kernel_version() >= 6005)
+        return false;
+    std::ifstream f("/proc/sys/kernel/unprivileged_bpf_disabled");
+    int disabled = 1;
+    return !(f >> disabled) || disabled != 0;
+}
+
+namespace {
+
+#ifndef CAP_BPF
+constexpr int CAP_BPF = 39;
+#endif
+#ifndef CAP_PERFMON
+constexpr int CAP_PERFMON = 38;
+#endif
+
+bool in(uint64_t mask, int cap) { return cap >= 0 && ((mask >> cap) & 1u) != 0; }
+
+// The bounding set first, while CAP_SETPCAP is still held: nothing this
+// process or a child execs can regain what is dropped here. Without
+// CAP_SETPCAP (a unit that bounds it away) the set stays as the unit bounded
+// it; NoNewPrivs already stops an exec from gaining any.
+void bound_to(uint64_t keep)
+{
+    for (int cap = 0; cap <= 63; ++cap)
+        if (!in(keep, cap) && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            if (errno != EPERM)
+                fail_errno("drop privileges: PR_CAPBSET_DROP {}", cap);
+            break;
+        }
+}
+
+uint64_t permitted_now()
+{
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[2]{};
+    if (syscall(SYS_capget, &hdr, d) != 0)
+        return 0;
+    return d[0].permitted | (static_cast<uint64_t>(d[1].permitted) << 32);
+}
+
+void set_caps(uint64_t keep)
+{
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[2]{};
+    for (int cap = 0; cap <= 63; ++cap)
+        if (in(keep, cap)) {
+            d[cap / 32].effective |= 1u << (cap % 32);
+            d[cap / 32].permitted |= 1u << (cap % 32);
+        }
+    if (syscall(SYS_capset, &hdr, d) != 0)
+        fail_errno("drop privileges: capset");
+}
+
+}  // namespace
+
+void limit_helper_capabilities()
+{
+    uint64_t keep = 0;
+    for (int cap : {CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_KILL, CAP_DAC_OVERRIDE})
+        keep |= 1ull << cap;
+    // Under a unit that bounds some of these away (the daemon has no `run`
+    // command to signal or cgroup to remove), the helper keeps the rest.
+    keep &= permitted_now();
+    bound_to(keep);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        fail_errno("drop privileges: clear ambient capabilities");
+    set_caps(keep);
+}
+
+void drop_privileges(const DropTarget& to)
+{
+    uint64_t keep = 1ull << mark_capability();
+    if (bpf_capability_needed())
+        keep |= 1ull << CAP_BPF;
+    for (int cap = 0; cap <= 63; ++cap)
+        if (in(keep, cap) && !in(permitted_now(), cap))
+            fail("drop privileges: capability {} is needed after the drop (SO_MARK) but not permitted; add it to "
+                 "the unit's CapabilityBoundingSet, or give --proxy-user root",
+                 cap);
+    bound_to(keep);
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        fail_errno("drop privileges: clear ambient capabilities");
+    // Without KEEPCAPS, setresuid away from 0 empties the permitted set.
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
+        fail_errno("drop privileges: PR_SET_KEEPCAPS");
+    if (setgroups(0, nullptr) != 0)
+        fail_errno("drop privileges: setgroups");
+    if (setresgid(to.gid, to.gid, to.gid) != 0)
+        fail_errno("drop privileges: setresgid {}", to.gid);
+    if (setresuid(to.uid, to.uid, to.uid) != 0)
+        fail_errno("drop privileges: setresuid {} ({})", to.uid, to.name);
+    set_caps(keep);
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
+        fail_errno("drop privileges: clear PR_SET_KEEPCAPS");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail_errno("drop privileges: PR_SET_NO_NEW_PRIVS");
+    // A setuid that silently left us root would make all of this theatre.
+    if (getuid() != to.uid || geteuid() != to.uid || (to.uid != 0 && setresuid(0, 0, 0) == 0))
+        fail("drop privileges: still able to become root after the drop");
+}
+
+void warn_if_config_exposed(const Options& o)
+{
+    struct stat st {};
+    if (o.config_file.empty() || stat(o.config_file.c_str(), &st) != 0 || (st.st_mode & 077) == 0)
+        return;
+    std::string text;
+    try {
+        text = read_text_file(o.config_file);
+    } catch (const Error&) {
+        return;
+    }
+    for (const std::string& u : o.upstreams) {
+        auto scheme = u.find("://");
+        auto at = u.find('@', scheme == std::string::npos ? 0 : scheme);
+        if (scheme == std::string::npos || at == std::string::npos || text.find(u.substr(u.find('=') + 1)) == std::string::npos)
+            continue;
+        log::warn("config {}: permissions {:04o} let other users read the upstream passwords in it; chmod 600 it",
+                  o.config_file, st.st_mode & 07777);
+        return;
+    }
+}
+
+std::string privilege_self_test()
+{
+    const char* v = getenv("KTPROXY_PRIV_SELFTEST");
+    if (!v || std::string_view(v) != "1")
+        return {};
+    auto outcome = [](long rc) { return rc >= 0 ? std::string("ALLOWED") : std::string(strerrorname_np(errno)); };
+    io_uring_params p{};
+    long ring = syscall(__NR_io_uring_setup, 1, &p);
+    std::string r_ring = outcome(ring);
+    if (ring >= 0)
+        ::close(static_cast<int>(ring));
+    // The smallest valid program: r0 = 0; exit.
+    bpf_insn insns[2] = {};
+    insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+    insns[1].code = BPF_JMP | BPF_EXIT;
+    char license[] = "GPL";
+    bpf_attr a{};
+    a.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    a.insns = reinterpret_cast<uint64_t>(insns);
+    a.insn_cnt = 2;
+    a.license = reinterpret_cast<uint64_t>(license);
+    long prog = syscall(__NR_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+    std::string r_prog = outcome(prog);
+    if (prog >= 0)
+        ::close(static_cast<int>(prog));
+    long raw = ::socket(AF_INET, SOCK_RAW, IPPROTO_TCP);
+    std::string r_raw = outcome(raw);
+    if (raw >= 0)
+        ::close(static_cast<int>(raw));
+    std::string r_uid = outcome(setuid(0) == 0 ? 0 : -1);
+    std::string r_ns = outcome(unshare(CLONE_NEWUSER));
+    std::string line = fmt::format("privilege self-test: io_uring_setup={} bpf_prog_load={} raw_socket={} setuid0={} "
+                                   "unshare_user={}",
+                                   r_ring, r_prog, r_raw, r_uid, r_ns);
+    log::info("{}", line);
+    return line;
+}
+
+}  // namespace ktp

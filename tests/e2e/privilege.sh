@@ -1,0 +1,179 @@
+#!/bin/bash
+# End-to-end tests of least privilege (docs/architecture.md, "Privileges"):
+# once its hooks are attached the relay runs as an unprivileged user with
+# one capability, NoNewPrivs and seccomp, and a root helper does the rest;
+# pins and the control socket are root's alone; metrics stay on loopback
+# unless asked; a config with passwords that others can read is named.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+skip_unless_root
+
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+
+ktp_topo_up
+start_nginx
+
+# status_field PID NAME: a line's value from /proc/PID/status.
+status_field() { awk -v k="$2:" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "/proc/$1/status"; }
+
+# The capabilities the relay keeps: for SO_MARK, CAP_NET_RAW (bit 13) since
+# Linux 5.17, CAP_NET_ADMIN (bit 12) before; CAP_BPF (bit 39) before 6.5,
+# where map lookups need it while unprivileged BPF is disabled.
+kept_cap_mask() {
+    local major minor v mask
+    IFS=. read -r major minor _ <<<"$(uname -r)"
+    v=$((major * 1000 + minor))
+    if [ "$v" -ge 5017 ]; then mask=$((1 << 13)); else mask=$((1 << 12)); fi
+    [ "$v" -lt 6005 ] && [ "$(cat /proc/sys/kernel/unprivileged_bpf_disabled)" != 0 ] && mask=$((mask | (1 << 39)))
+    printf '%016x\n' "$mask"
+}
+
+helper_pid() { pgrep -P "$KTP_PID" -x ktproxy-priv | head -1; }
+
+test_every_ktproxy_process_runs_with_least_privilege() {
+    trap stop_ktproxy EXIT
+    start_ktproxy --control "$KTP_TMP/ctl.sock" || fail "ktproxy did not start"
+    in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "curl through the dropped relay failed"
+    local uid want_uid
+    want_uid=$(id -u ktproxy 2>/dev/null || id -u nobody)
+    uid=$(status_field "$KTP_PID" Uid)
+    printf '    relay  pid %s: Uid %s CapEff %s CapBnd %s NoNewPrivs %s Seccomp %s\n' "$KTP_PID" "$uid" \
+        "$(status_field "$KTP_PID" CapEff)" "$(status_field "$KTP_PID" CapBnd)" \
+        "$(status_field "$KTP_PID" NoNewPrivs)" "$(status_field "$KTP_PID" Seccomp)"
+    expect_eq "$uid" "$want_uid $want_uid $want_uid $want_uid" "relay Uid"
+    expect_eq "$(status_field "$KTP_PID" CapEff)" "$(kept_cap_mask)" "relay CapEff"
+    expect_eq "$(status_field "$KTP_PID" CapPrm)" "$(kept_cap_mask)" "relay CapPrm"
+    expect_eq "$(status_field "$KTP_PID" CapBnd)" "$(kept_cap_mask)" "relay CapBnd"
+    expect_eq "$(status_field "$KTP_PID" NoNewPrivs)" 1 "relay NoNewPrivs"
+    expect_eq "$(status_field "$KTP_PID" Seccomp)" 2 "relay Seccomp"
+    # Every thread, not only the main one: capabilities are per thread.
+    local t
+    for t in /proc/"$KTP_PID"/task/*; do
+        expect_eq "$(awk '$1 == "CapEff:" { print $2 }' "$t/status")" "$(kept_cap_mask)" "CapEff of thread $t"
+        expect_eq "$(awk '$1 == "Seccomp:" { print $2 }' "$t/status")" 2 "Seccomp of thread $t"
+    done
+    local helper
+    helper=$(helper_pid)
+    [ -n "$helper" ] || fail "no privileged helper process under $KTP_PID"
+    printf '    helper pid %s: Uid %s CapEff %s NoNewPrivs %s Seccomp %s\n' "$helper" \
+        "$(status_field "$helper" Uid)" "$(status_field "$helper" CapEff)" \
+        "$(status_field "$helper" NoNewPrivs)" "$(status_field "$helper" Seccomp)"
+    # uid 0 with CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_KILL CAP_DAC_OVERRIDE.
+    expect_eq "$(status_field "$helper" Uid)" "0 0 0 0" "helper Uid"
+    expect_eq "$(status_field "$helper" CapEff)" 000000c000001022 "helper CapEff"
+    expect_eq "$(status_field "$helper" CapBnd)" 000000c000001022 "helper CapBnd"
+    expect_eq "$(status_field "$helper" NoNewPrivs)" 1 "helper NoNewPrivs"
+    expect_eq "$(status_field "$helper" Seccomp)" 2 "helper Seccomp"
+    # The helper holds no socket of the relay: no listener, no connection.
+    local socks
+    socks=$(find "/proc/$helper/fd" -lname 'socket:*' 2>/dev/null | wc -l)
+    expect_eq "$socks" 1 "sockets the helper holds (its socketpair end)"
+    stop_ktproxy || fail "ktproxy exited non-zero"
+    [ ! -e "/proc/$helper" ] || fail "helper $helper outlived the relay"
+    [ ! -e "$KTP_TMP/ctl.sock" ] || fail "control socket left behind (the helper removes it)"
+}
+
+test_relay_cannot_set_up_io_uring_load_bpf_or_open_raw_sockets() {
+    trap stop_ktproxy EXIT
+    KTPROXY_PRIV_SELFTEST=1 start_ktproxy || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "privilege self-test:" || fail "no self-test line"
+    grep "privilege self-test:" "$KTP_LOG" | sed 's/^/    /'
+    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM" "self-test"
+    # Each worker ring refuses an opcode outside proxy/loop/uring_ops.h.
+    wait_log "$KTP_LOG" "ring self-test:" || fail "no ring self-test line"
+    grep "ring self-test:" "$KTP_LOG" | sed 's/^/    /'
+    expect_no_file_match "$KTP_LOG" "ring self-test: nop=[^E]|ring self-test: nop=E[^A]" "ring self-test"
+    expect_eq "$(grep -c 'ring self-test: nop=EACCES' "$KTP_LOG")" "$(grep -c 'ring self-test:' "$KTP_LOG")" "rings refusing a NOP"
+    stop_ktproxy
+}
+
+test_pins_and_control_socket_are_closed_to_other_users() {
+    trap stop_ktproxy EXIT
+    start_ktproxy --fail-closed --control "/run/ktproxy/priv-$$.sock" || fail "ktproxy did not start"
+    local dir
+    dir=$(ls -d /sys/fs/bpf/ktproxy/*"$(basename "$KTP_CG")"* 2>/dev/null | head -1)
+    [ -n "$dir" ] || fail "no pin dir for $KTP_CG"
+    expect_eq "$(stat -c '%a %U' /sys/fs/bpf/ktproxy)" "700 root" "pin root"
+    expect_eq "$(stat -c '%a %U' "$dir")" "700 root" "pin dir"
+    local f
+    for f in "$dir"/*; do
+        expect_eq "$(stat -c '%a %U' "$f")" "600 root" "pin $f"
+    done
+    expect_eq "$(stat -c '%a %U' "/run/ktproxy/priv-$$.sock")" "600 root" "control socket"
+    local out
+    out=$("${NOBODY[@]}" /usr/bin/python3 -c 'import os, sys
+try:
+    os.open(sys.argv[1], os.O_RDONLY); print("opened")
+except OSError as e:
+    print(os.strerror(e.errno))' "$(ls "$dir"/* | head -1)")
+    expect_eq "$out" "Permission denied" "a pin opened as nobody"
+    out=$("${NOBODY[@]}" /usr/bin/python3 -c 'import socket, os, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1]); print("connected")
+except OSError as e:
+    print(os.strerror(e.errno))' "/run/ktproxy/priv-$$.sock")
+    expect_eq "$out" "Permission denied" "the control socket connected to as nobody"
+    "$KTPROXY" status --control "/run/ktproxy/priv-$$.sock" >/dev/null || fail "root's status failed"
+    stop_ktproxy
+    "$KTPROXY" cleanup >/dev/null 2>&1 || true
+}
+
+test_metrics_on_a_non_loopback_address_needs_metrics_public() {
+    local rc=0 out
+    out=$("$KTPROXY" --cgroup "$KTP_CG" --metrics 0.0.0.0:9464 2>&1) || rc=$?
+    expect_eq "$rc" 2 "exit status"
+    expect_eq "$(printf '%s\n' "$out" | wc -l)" 1 "lines of output"
+    expect_match "$out" "not a loopback address.*--metrics-public" "error"
+    trap stop_ktproxy EXIT
+    start_ktproxy --metrics "$KTP_CLI4:9464" --metrics-public || fail "--metrics-public did not start"
+    stop_ktproxy
+}
+
+test_config_with_passwords_readable_by_others_gets_one_warning() {
+    trap stop_ktproxy EXIT
+    local conf="$KTP_TMP/secret.toml"
+    printf 'upstream = ["s=socks5://user:hunter2@%s:1081"]\n' "$KTP_SRV4" > "$conf"
+    chmod 644 "$conf"
+    start_ktproxy --config "$conf" || fail "ktproxy did not start"
+    expect_file_match "$KTP_LOG" "config $conf: permissions 0644 let other users read the upstream passwords" "warning"
+    expect_eq "$(grep -c 'let other users read' "$KTP_LOG")" 1 "warning lines"
+    stop_ktproxy
+    chmod 600 "$conf"
+    start_ktproxy --config "$conf" || fail "ktproxy did not start"
+    expect_no_file_match "$KTP_LOG" "let other users read" "log of a 0600 config"
+    stop_ktproxy
+}
+
+test_sighup_rereads_a_root_only_config_through_the_helper() {
+    trap stop_ktproxy EXIT
+    local conf="$KTP_TMP/root-only.toml"
+    echo 'rule = ["port=80 block"]' > "$conf"
+    chmod 600 "$conf"
+    start_ktproxy --config "$conf" || fail "ktproxy did not start"
+    in_app curl -sS --max-time 3 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null && fail "port 80 not blocked"
+    echo 'rule = ["port=80 proxy=direct"]' > "$conf"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reloaded:" || fail "no reload"
+    in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "port 80 still blocked after reload"
+    echo 'rule = ["port=80 proxy=direct"' > "$conf"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reload refused.*config $conf line 1" || fail "a bad file's refusal does not name it"
+    stop_ktproxy
+}
+
+test_proxy_user_root_keeps_every_privilege() {
+    trap stop_ktproxy EXIT
+    start_ktproxy --proxy-user root || fail "ktproxy did not start"
+    expect_eq "$(status_field "$KTP_PID" Uid | awk '{ print $1 }')" 0 "Uid"
+    expect_eq "$(status_field "$KTP_PID" Seccomp)" 0 "Seccomp"
+    [ -z "$(helper_pid)" ] || fail "a helper runs with --proxy-user root"
+    stop_ktproxy
+    local rc=0
+    "$KTPROXY" --cgroup "$KTP_CG" --proxy-user no-such-user-here 2>"$KTP_TMP/err" || rc=$?
+    expect_eq "$rc" 1 "exit status for an unknown user"
+    expect_file_match "$KTP_TMP/err" "--proxy-user no-such-user-here: no such user" "error"
+}
+
+run_all_tests "$0"
+finish
