@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <linux/netlink.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -90,6 +91,13 @@ void close_relay_fds(int keep)
                 int domain = 0;
                 socklen_t len = sizeof(domain);
                 relay = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain != AF_NETLINK;
+                // The workers' sock_diag sockets (AppSocketProbe) are the
+                // relay's; route netlink is what the helper may need.
+                int proto = 0;
+                len = sizeof(proto);
+                if (domain == AF_NETLINK && getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 &&
+                    proto == NETLINK_SOCK_DIAG)
+                    relay = true;
             }
             if (relay)
                 close_these.push_back(fd);
