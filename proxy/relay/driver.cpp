@@ -95,7 +95,6 @@ void RelayDriver::drop_buffer_ring()
 
 void RelayDriver::start(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 {
-    c.via = SockAddr::local_of(c.fd[1].get());
     c.relaying = true;
     to_fixed(c);
     // splice(2) is a plain syscall and needs ordinary fds: a connection moved
@@ -124,6 +123,7 @@ void RelayDriver::to_fixed(Conn& c)
     // splice: the upstream's goes too, whatever the count is by now.
     if (c.slot[0] < 0 && !fixed_.over_budget())
         return;
+    learn_addresses(c);
     fixed_.move_in(c.fd[0], c.slot[0]);
     fixed_.move_in(c.fd[1], c.slot[1]);
 }
@@ -220,6 +220,13 @@ void RelayDriver::apply(Conn& c, const Ops& ops)
             c.engine->send(c, op);
             break;
         case Op::shutdown:
+            if (c.relay.state(other(op.dir)) == Relay::State::done) {
+                // The last half-close: both sockets close right after it,
+                // and a close sends this FIN anyway (the destination sent
+                // its own and nothing is left unread), so it costs nothing.
+                apply(c, c.relay.on_shutdown(op.dir, 0));
+                break;
+            }
             if (!c.dst(op.dir).fixed) {
                 // shutdown() on a socket never blocks; io_uring would punt it
                 // to a worker thread, costing a thread hop per half-close.
@@ -361,6 +368,19 @@ void RelayDriver::abort(Conn& c)
     maybe_release(c);
 }
 
+void RelayDriver::close_by_ring(UniqueFd& fd)
+{
+    // In the next submission, with whatever else goes then: no syscall of
+    // its own. A socket has no flush, so io_uring closes it inline, and its
+    // fd number stays taken until then. A failure posts to no owner.
+    if (!fd)
+        return;
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_close(s, fd.release());
+    s->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(s, pack(nullptr, kIgnore));
+}
+
 void RelayDriver::maybe_release(Conn& c)
 {
     if (c.inflight > 0 || !(c.aborting || c.closing))
@@ -385,8 +405,8 @@ void RelayDriver::maybe_release(Conn& c)
         close_with_reset(c.fd[0]);
         close_with_reset(c.fd[1]);
     } else {
-        c.fd[0].reset();
-        c.fd[1].reset();
+        close_by_ring(c.fd[0]);
+        close_by_ring(c.fd[1]);
     }
     fixed_.clear(c.slot[0]);
     fixed_.clear(c.slot[1]);

@@ -73,6 +73,7 @@ public:
 private:
     void to_fixed(Conn& c);
     void watch_after_eof(Conn& c, Dir d);
+    void close_by_ring(UniqueFd& fd);
 
     Ring& ring_;
     FixedFiles& fixed_;

@@ -3,6 +3,14 @@
 
 namespace ktp {
 
+void learn_addresses(Conn& c)
+{
+    if (c.client.empty() && c.fd[0])
+        c.client = SockAddr::peer_of(c.fd[0].get());
+    if (c.via.empty() && c.relaying && c.fd[1])
+        c.via = SockAddr::local_of(c.fd[1].get());
+}
+
 Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_clock::time_point now)
 {
     Conn* c = free_;

@@ -109,6 +109,12 @@ struct alignas(kUserDataAlign) Conn {
     Sock dst(Dir d) const { return sock(idx(other(d))); }
 };
 
+// The client's address and the upstream socket's local one (once relaying),
+// if not known yet: the log line and status show them, no decision needs
+// them, so they are asked of the kernel only when shown, or before the
+// sockets' ordinary fds go into the fixed-file table.
+void learn_addresses(Conn& c);
+
 // Marks an SQE as working on k (a fixed-table slot or an ordinary fd).
 inline void on(io_uring_sqe* s, Conn::Sock k)
 {
@@ -125,7 +131,7 @@ public:
     // A direct destination refused or did not answer (err: the errno).
     virtual void unreachable(const Conn& c, int err) = 0;
     // Done, with nothing in flight: just before its sockets close.
-    virtual void ended(const Conn& c) = 0;
+    virtual void ended(Conn& c) = 0;
 
 protected:
     ~ConnObserver() = default;

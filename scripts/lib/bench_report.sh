@@ -127,8 +127,8 @@ bench_rpc_table() {
     local samples="$1"
     shift
     local m k line
-    echo "| mode | rpc 8 clients (conn/s) | vs haproxy | rpc 64 clients (conn/s) | vs haproxy | rpc p50 / p99, 1 client (us) | proxy syscalls / conn | proxy context switches / conn | proxy CPU us / conn |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| mode | rpc 8 clients (conn/s) | vs haproxy | rpc 64 clients (conn/s) | vs haproxy | rpc p50 / p99, 1 client (us) | proxy syscalls / conn, 8 clients | 1 client | proxy context switches / conn, 8 clients | 1 client | proxy CPU us / conn, 8 clients |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for m in "$@"; do
         [ "$(bench_stats "$samples" "$m" rpc8)" = na ] && [ "$(bench_stats "$samples" "$m" rpc_p50)" = na ] && continue
         line="| $m |"
@@ -141,7 +141,7 @@ bench_rpc_table() {
         [ "$p50" != na ] && p50=$(bench_fmt "${p50%% *}")
         [ "$p99" != na ] && p99=$(bench_fmt "${p99%% *}")
         line+=" $p50 / $p99 |"
-        for k in rpc_sys rpc_cs rpc_cpu_us; do line+=" $(bench_cell "$samples" "$m" "$k" | sed 's/ ×.*//') |"; done
+        for k in rpc_sys rpc_sys1 rpc_cs rpc_cs1 rpc_cpu_us; do line+=" $(bench_cell "$samples" "$m" "$k" | sed 's/ ×.*//') |"; done
         echo "$line"
     done
 }
