@@ -25,7 +25,7 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         c->proc = ConnProc();
         c->held[0] = c->held[1] = -1;
         c->piped[0] = c->piped[1] = 0;
-        c->engine = nullptr;
+        c->engine[0] = c->engine[1] = nullptr;
         c->urg_quiet[0] = c->urg_quiet[1] = false;
         c->tries[0] = c->tries[1] = 0;
         c->moved = 0;

@@ -56,9 +56,10 @@ struct alignas(kUserDataAlign) Conn {
     uint32_t piped[2] = {0, 0};      // bytes in pipe[d]
     uint32_t splice_len[2] = {0, 0}; // the send waiting for POLLOUT
     uint32_t splice_offset[2] = {0, 0};
-    // The relay engine moving this connection's bytes, chosen when relaying
-    // starts (RelayDriver::start); none before.
-    RelayEngine* engine = nullptr;
+    // The relay engine moving each direction's bytes, chosen when relaying
+    // starts (RelayDriver::start) and again before each read of a direction
+    // (RelayDriver::pick_engine); none before.
+    RelayEngine* engine[2] = {nullptr, nullptr};
     // POLLPRI left out of this direction's readiness poll: it reported urgent
     // data that cannot be read yet (a gap before the urgent byte).
     bool urg_quiet[2] = {false, false};

@@ -9,6 +9,7 @@ command -v strace >/dev/null || { echo "SKIP $(basename "$0"): no strace"; exit 
 
 ktp_topo_up
 start_nginx
+start_count_after_eof 9002
 
 CONNS=300
 
@@ -94,6 +95,26 @@ test_splice_relay_sets_up_and_tears_down_without_syscalls_of_its_own() {
 test_buffers_relay_sets_up_and_tears_down_without_syscalls_of_its_own() {
     syscalls_per_conn --relay buffers
     check_setup_and_teardown
+}
+
+# Short exchanges go through the ring buffers (no syscall per chunk); a
+# direction that has moved more than a few dozen KiB switches to splice, so
+# bulk bytes still never enter user space.
+test_bulk_transfer_under_splice_relay_splices() {
+    start_quiet || fail "ktproxy did not start"
+    local trace="$KTP_TMP/strace.bulk.$$" spid got
+    strace -f -c -o "$trace" -p "$KTP_PID" 2>/dev/null &
+    spid=$!
+    sleep 0.5
+    got=$(in_app bash -c "head -c 16777216 /dev/zero | timeout 60 socat -t 30 - TCP:$KTP_SRV4:9002" | tr -d ' ')
+    kill -TERM "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    stop_quiet
+    expect_eq "$got" 16777216 "bytes the server counted"
+    local splices
+    splices=$(awk '$NF == "splice" { print $4 }' "$trace")
+    echo "    16 MiB one way: ${splices:-0} splice calls" >&2
+    [ "${splices:-0}" -ge 2 ] || fail "no splice(2) for a 16 MiB transfer under --relay splice"
 }
 
 run_all_tests "$0"
