@@ -76,7 +76,6 @@ private:
     // Before d reads again (nothing of d in flight, its pool units back): the
     // engine for what comes next.
     void pick_engine(Conn& c, Dir d);
-    void close_by_ring(UniqueFd& fd);
 
     Ring& ring_;
     FixedFiles& fixed_;
