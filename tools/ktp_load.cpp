@@ -5,6 +5,8 @@
 // --timeout. It stays dynamically linked and calls libc's connect() so that
 // LD_PRELOAD proxies (proxychains4) can hook it like any other program.
 
+#include "ktp_load_rpc.h"
+
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -751,6 +753,26 @@ int main(int argc, char** argv) {
     echo->add_option("--listen", listen_text, "IP:PORT to listen on")->required();
     common(echo);
 
+    ktp_load::RpcOptions rpc_opt;
+    auto* rpc = app.add_subcommand("rpc", "RPC-style short connections: --clients blocking threads, each: connect, "
+                                          "send --request bytes, read --reply bytes, close");
+    rpc->add_option("--to", to_text, "IP:PORT of an rpc-server")->required();
+    rpc->add_option("--conns", rpc_opt.conns, "exchanges in all")->capture_default_str()->check(CLI::Range(1, 100000000));
+    rpc->add_option("--clients", rpc_opt.clients, "client threads")->capture_default_str()->check(CLI::Range(1, 1024));
+    rpc->add_option("--request", rpc_opt.request, "request bytes")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    rpc->add_option("--reply", rpc_opt.reply, "reply bytes (as the server's)")
+        ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    rpc->add_option("--conn-timeout", rpc_opt.conn_timeout_s, "seconds one exchange may take")
+        ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
+    common(rpc);
+    auto* rpc_server = app.add_subcommand("rpc-server", "server for `rpc`: reads --request bytes, answers --reply "
+                                                        "bytes, closes (runs until SIGTERM or --timeout)");
+    rpc_server->add_option("--listen", listen_text, "IP:PORT to listen on")->required();
+    rpc_server->add_option("--request", rpc_opt.request, "request bytes")
+        ->capture_default_str()->check(CLI::Range(1, 1 << 20));
+    rpc_server->add_option("--reply", rpc_opt.reply, "reply bytes")->capture_default_str()->check(CLI::Range(1, 65536));
+    common(rpc_server);
+
     CLI11_PARSE(app, argc, argv);
 
     struct sigaction sa{};
@@ -774,6 +796,16 @@ int main(int argc, char** argv) {
             raise_nofile(64);
             auto r = run_short(to, count, 1, req, timeout_s, conn_timeout_s);
             return report_short("latency", r, count, 1);
+        }
+        if (rpc->parsed() || rpc_server->parsed()) {
+            rpc_opt.timeout_s = timeout_s;
+            if (rpc->parsed()) {
+                Endpoint to = parse_endpoint(to_text);
+                return ktp_load::run_rpc_client(to.sa(), to.len, rpc_opt, g_stop);
+            }
+            Endpoint at = parse_endpoint(listen_text);
+            raise_nofile(1 << 20);
+            return ktp_load::run_rpc_server(at.sa(), at.len, rpc_opt, g_stop);
         }
         if (hold->parsed()) {
             Endpoint to = parse_endpoint(to_text);

@@ -25,7 +25,7 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
       relay_(cfg_, ring_, fixed_, pool_, chunks_, *this, now_),
       tcp_(cfg_, ring_, fixed_, pool_, chunks_, relay_, *this, router_, now_, stop_)
 {
-    for (Tag t : {kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv})
+    for (Tag t : {kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt})
         own(t, tcp_);
     for (Tag t : {kRecv, kSend, kShutdown, kWatch, kCancel, kLinkTimeout, kLinger})
         own(t, relay_);
@@ -78,6 +78,9 @@ void EventLoop::answer_snapshots()
         r.bytes_c2s += c->relay.bytes(Dir::ClientToUpstream);
         r.bytes_s2c += c->relay.bytes(Dir::UpstreamToClient);
     }
+    if (std::any_of(reqs.begin(), reqs.end(), [](const SnapshotRequest& r) { return r.with_conns; }))
+        for (Conn* c = pool_.live_head(); c; c = c->live_next)
+            learn_addresses(*c);
     for (auto& req : reqs) {
         WorkerSnapshot snap = base;
         if (req.with_conns)
@@ -119,8 +122,10 @@ void EventLoop::unreachable(const Conn& c, int err)
     bpf_map_update_elem(cfg_.dead_dst_fd, &key, &v, BPF_ANY);
 }
 
-void EventLoop::ended(const Conn& c)
+void EventLoop::ended(Conn& c)
 {
+    if (log::enabled(log::Level::info))
+        learn_addresses(c);
     log_conn(c);
     if (auto it = stats_.routes.find(c.route_name); it != stats_.routes.end() && it->second.active > 0) {
         --it->second.active;

@@ -50,7 +50,7 @@ private:
     // ConnObserver.
     void routed(Conn& c) override;
     void unreachable(const Conn& c, int err) override;
-    void ended(const Conn& c) override;
+    void ended(Conn& c) override;
 
     void answer_snapshots();
     void sweep();

@@ -3,6 +3,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "loop/sock_cmd.h"
 
 #include <sys/resource.h>
 
@@ -11,24 +12,6 @@
 namespace ktp {
 
 std::atomic<int64_t> FixedFiles::conn_fds{0};
-
-namespace {
-
-// io_uring's SOCKET_URING_OP_SETSOCKOPT (Linux >= 6.7), prepared by hand:
-// liburing 2.3 predates it. Field placement per the kernel's io_uring_sqe.
-constexpr uint32_t kSocketUringOpSetsockopt = 3;
-void prep_setsockopt(io_uring_sqe* s, int fixed_slot, int level, int optname, const void* optval, uint32_t optlen)
-{
-    io_uring_prep_rw(IORING_OP_URING_CMD, s, fixed_slot, nullptr, 0, 0);
-    s->flags |= IOSQE_FIXED_FILE;
-    s->cmd_op = kSocketUringOpSetsockopt;
-    s->addr = static_cast<uint64_t>(static_cast<uint32_t>(level)) |
-              (static_cast<uint64_t>(static_cast<uint32_t>(optname)) << 32);
-    s->file_index = optlen;  // optlen shares this word
-    s->addr3 = reinterpret_cast<uint64_t>(optval);
-}
-
-}  // namespace
 
 FixedFiles::FixedFiles(Ring& ring) : ring_(ring)
 {
@@ -75,7 +58,7 @@ void FixedFiles::clear(int32_t& slot)
 
 void FixedFiles::prep_reset(io_uring_sqe* s, int32_t slot, const linger* rst) const
 {
-    prep_setsockopt(s, slot, SOL_SOCKET, SO_LINGER, rst, sizeof(*rst));
+    prep_setsockopt(s, slot, true, SOL_SOCKET, SO_LINGER, rst, sizeof(*rst));
 }
 
 void FixedFiles::reset_failed(int err)

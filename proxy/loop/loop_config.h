@@ -20,6 +20,12 @@ struct LoopConfig {
     // into ring buffers: the bytes never enter user space. `buffers` then
     // bounds the pipes per worker.
     bool splice = true;
+    // With splice: a direction moves its first splice_after bytes through the
+    // ring buffers, then splices. A short exchange (a request and a reply of
+    // a few KiB) costs two io_uring requests per chunk and no syscall there,
+    // against a poll and two splice(2) calls; past this, not copying the
+    // bytes is worth the pipe work (docs/performance.md has the measurement).
+    uint32_t splice_after = 64 * 1024;
     // ktproxy's outgoing sockets: TCP keepalive (idle seconds before the
     // first probe, seconds between probes, probes; idle 0 = off) and
     // TCP_USER_TIMEOUT (milliseconds sent data may stay unacknowledged; 0 =

@@ -36,6 +36,7 @@ enum Tag : uint8_t {
     kSweep,        // Ring's sweep timer: the idle sweep
     kLinger,       // SO_LINGER {1,0} on a fixed socket before an abortive close
     kWatch,        // relay: the POLLERR watch on a source past EOF
+    kSockopt,      // TCP setup: an upstream socket option failed (success posts nothing)
     kTagCount,     // free tags up to kMaxTags for the paths to come
 };
 constexpr unsigned kTagBits = 5;

@@ -73,7 +73,7 @@ RelayDriver::RelayDriver(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, C
     : ring_(ring), fixed_(fixed), pool_(pool), chunks_(chunks), observer_(observer), now_(now),
       // A quarter of the pool (at least one unit) is never held by a stalled
       // direction.
-      stall_cap_(cfg.buffers - std::max<uint32_t>(1, cfg.buffers / 4)),
+      stall_cap_(cfg.buffers - std::max<uint32_t>(1, cfg.buffers / 4)), splice_after_(cfg.splice_after),
       spills_(spill_bytes(cfg), kFreeSpillBytesKept / spill_bytes(cfg) + 1)
 {
     buffers_ = std::make_unique<BufferEngine>(*this, cfg);
@@ -95,7 +95,6 @@ void RelayDriver::drop_buffer_ring()
 
 void RelayDriver::start(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 {
-    c.via = SockAddr::local_of(c.fd[1].get());
     c.relaying = true;
     to_fixed(c);
     // splice(2) is a plain syscall and needs ordinary fds: a connection moved
@@ -103,10 +102,15 @@ void RelayDriver::start(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
     // through ring buffers instead, and so does one for whose bytes to
     // replay no pipe is to be had (SpliceEngine::adopt): never a reason to
     // fail it, since the buffers engine replays straight from the setup chunk.
-    if (splice_ && splice_->adopt(c, pending_c2u, pending_u2c))
-        c.engine = splice_.get();
+    // Under --relay splice a connection starts on the ring buffers all the
+    // same (splice_after_, loop_config.h) and each direction moves to splice
+    // once it has carried enough (pick_engine).
+    RelayEngine* e = nullptr;
+    if (splice_ && splice_after_ == 0 && splice_->adopt(c, pending_c2u, pending_u2c))
+        e = splice_.get();
     else if (buffers_->adopt(c, pending_c2u, pending_u2c))
-        c.engine = buffers_.get();
+        e = buffers_.get();
+    c.engine[0] = c.engine[1] = e;
     // A direction with nothing to replay gives its setup chunk back now.
     if (pending_c2u == 0)
         chunks_.give(c.setup[idx(Dir::ClientToUpstream)], Dir::ClientToUpstream);
@@ -124,6 +128,7 @@ void RelayDriver::to_fixed(Conn& c)
     // splice: the upstream's goes too, whatever the count is by now.
     if (c.slot[0] < 0 && !fixed_.over_budget())
         return;
+    learn_addresses(c);
     fixed_.move_in(c.fd[0], c.slot[0]);
     fixed_.move_in(c.fd[1], c.slot[1]);
 }
@@ -143,12 +148,12 @@ void RelayDriver::on_completion(const Completion& cq)
     c.last_active = now_;
     switch (cq.tag) {
     case kRecv:
-        c.engine->on_recv(c, dir, res, cq.flags);
+        c.engine[idx(dir)]->on_recv(c, dir, res, cq.flags);
         break;
     case kSend:
         if (c.aborting)
             return maybe_release(c);
-        c.engine->on_send(c, dir, res);
+        c.engine[idx(dir)]->on_send(c, dir, res);
         break;
     case kShutdown:
         if (c.aborting)
@@ -214,12 +219,20 @@ void RelayDriver::apply(Conn& c, const Ops& ops)
         case Op::recv:
             // The previous chunk of this direction is fully sent.
             release(c, op.dir);
-            c.engine->recv(c, op.dir);
+            pick_engine(c, op.dir);
+            c.engine[idx(op.dir)]->recv(c, op.dir);
             break;
         case Op::send:
-            c.engine->send(c, op);
+            c.engine[idx(op.dir)]->send(c, op);
             break;
         case Op::shutdown:
+            if (c.relay.state(other(op.dir)) == Relay::State::done) {
+                // The last half-close: both sockets close right after it,
+                // and a close sends this FIN anyway (the destination sent
+                // its own and nothing is left unread), so it costs nothing.
+                apply(c, c.relay.on_shutdown(op.dir, 0));
+                break;
+            }
             if (!c.dst(op.dir).fixed) {
                 // shutdown() on a socket never blocks; io_uring would punt it
                 // to a worker thread, costing a thread hop per half-close.
@@ -261,10 +274,20 @@ void RelayDriver::release(Conn& c, Dir d)
     c.tries[idx(d)] = 0;
     if (c.stalled[idx(d)]) {
         c.stalled[idx(d)] = false;
-        c.engine->count_stall(-1);
+        c.engine[idx(d)]->count_stall(-1);
     }
-    if (c.engine)
-        c.engine->release(c, d);
+    if (c.engine[idx(d)])
+        c.engine[idx(d)]->release(c, d);
+}
+
+void RelayDriver::pick_engine(Conn& c, Dir d)
+{
+    RelayEngine*& e = c.engine[idx(d)];
+    if (!splice_ || e == splice_.get() || c.relay.bytes(d) < splice_after_)
+        return;
+    // Fixed-file sockets cannot splice (SpliceEngine::adopt): they stay.
+    if (splice_->adopt(c, 0, 0))
+        e = splice_.get();
 }
 
 // Stalled directions. A direction whose destination does not take its
@@ -287,7 +310,7 @@ bool RelayDriver::may_hold(Conn& c, Dir d)
     // (see BufferEngine::send), so the buffers in use are what is bounded;
     // every holder was admitted while they were fewer than the cap, so
     // holders of either kind stay below it.
-    if (c.engine->held_by_stalls() >= stall_cap_)
+    if (c.engine[idx(d)]->held_by_stalls() >= stall_cap_)
         return false;
     hold_anyway(c, d);
     return true;
@@ -298,7 +321,7 @@ void RelayDriver::hold_anyway(Conn& c, Dir d)
     if (c.stalled[idx(d)])
         return;
     c.stalled[idx(d)] = true;
-    c.engine->count_stall(+1);
+    c.engine[idx(d)]->count_stall(+1);
 }
 
 void RelayDriver::note_error(Conn& c, int sock_index, int res)
@@ -385,6 +408,9 @@ void RelayDriver::maybe_release(Conn& c)
         close_with_reset(c.fd[0]);
         close_with_reset(c.fd[1]);
     } else {
+        // close(2), not io_uring CLOSE requests: those made
+        // tests/e2e/hostile.sh's restart test see upstream SYNs no conn line
+        // names (docs/performance.md, issue 19).
         c.fd[0].reset();
         c.fd[1].reset();
     }

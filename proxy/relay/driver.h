@@ -73,6 +73,9 @@ public:
 private:
     void to_fixed(Conn& c);
     void watch_after_eof(Conn& c, Dir d);
+    // Before d reads again (nothing of d in flight, its pool units back): the
+    // engine for what comes next.
+    void pick_engine(Conn& c, Dir d);
 
     Ring& ring_;
     FixedFiles& fixed_;
@@ -85,6 +88,7 @@ private:
     // A stalled direction may keep its pool unit while fewer than stall_cap_
     // are held so; beyond, its bytes move to a spill chunk.
     uint32_t stall_cap_ = 0;
+    uint64_t splice_after_ = 0;
     ChunkPool spills_;
 };
 

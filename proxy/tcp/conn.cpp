@@ -3,6 +3,14 @@
 
 namespace ktp {
 
+void learn_addresses(Conn& c)
+{
+    if (c.client.empty() && c.fd[0])
+        c.client = SockAddr::peer_of(c.fd[0].get());
+    if (c.via.empty() && c.relaying && c.fd[1])
+        c.via = SockAddr::local_of(c.fd[1].get());
+}
+
 Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_clock::time_point now)
 {
     Conn* c = free_;
@@ -18,7 +26,7 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         c->proc = ConnProc();
         c->held[0] = c->held[1] = -1;
         c->piped[0] = c->piped[1] = 0;
-        c->engine = nullptr;
+        c->engine[0] = c->engine[1] = nullptr;
         c->urg_quiet[0] = c->urg_quiet[1] = false;
         c->tries[0] = c->tries[1] = 0;
         c->moved = 0;

@@ -59,9 +59,10 @@ struct alignas(kUserDataAlign) Conn {
     uint32_t piped[2] = {0, 0};      // bytes in pipe[d]
     uint32_t splice_len[2] = {0, 0}; // the send waiting for POLLOUT
     uint32_t splice_offset[2] = {0, 0};
-    // The relay engine moving this connection's bytes, chosen when relaying
-    // starts (RelayDriver::start); none before.
-    RelayEngine* engine = nullptr;
+    // The relay engine moving each direction's bytes, chosen when relaying
+    // starts (RelayDriver::start) and again before each read of a direction
+    // (RelayDriver::pick_engine); none before.
+    RelayEngine* engine[2] = {nullptr, nullptr};
     // POLLPRI left out of this direction's readiness poll: it reported urgent
     // data that cannot be read yet (a gap before the urgent byte).
     bool urg_quiet[2] = {false, false};
@@ -112,6 +113,12 @@ struct alignas(kUserDataAlign) Conn {
     Sock dst(Dir d) const { return sock(idx(other(d))); }
 };
 
+// The client's address and the upstream socket's local one (once relaying),
+// if not known yet: the log line and status show them, no decision needs
+// them, so they are asked of the kernel only when shown, or before the
+// sockets' ordinary fds go into the fixed-file table.
+void learn_addresses(Conn& c);
+
 // Marks an SQE as working on k (a fixed-table slot or an ordinary fd).
 inline void on(io_uring_sqe* s, Conn::Sock k)
 {
@@ -128,7 +135,7 @@ public:
     // A direct destination refused or did not answer (err: the errno).
     virtual void unreachable(const Conn& c, int err) = 0;
     // Done, with nothing in flight: just before its sockets close.
-    virtual void ended(const Conn& c) = 0;
+    virtual void ended(Conn& c) = 0;
 
 protected:
     ~ConnObserver() = default;

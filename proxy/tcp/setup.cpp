@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "kernel/bpf_abi.h"
+#include "loop/sock_cmd.h"
 #include "relay/driver.h"
 #include "route/sniff.h"
 #include "upstream/handshake.h"
@@ -56,6 +57,19 @@ TcpSetup::TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPoo
       router_(router), now_(now), stopping_(stopping), connect_timeout_(to_timespec(cfg.connect_timeout)),
       sniff_timeout_(to_timespec(cfg.sniff_timeout))
 {
+    auto v = [](uint32_t x) { return static_cast<int>(x); };
+    upstream_opts_.push_back({SOL_SOCKET, SO_MARK, v(cfg.mark)});
+    // The relay forwards whole chunks as they arrive; Nagle would only add latency.
+    upstream_opts_.push_back({IPPROTO_TCP, TCP_NODELAY, 1});
+    if (cfg.keepalive_idle > 0) {
+        upstream_opts_.push_back({SOL_SOCKET, SO_KEEPALIVE, 1});
+        upstream_opts_.push_back({IPPROTO_TCP, TCP_KEEPIDLE, v(cfg.keepalive_idle)});
+        upstream_opts_.push_back({IPPROTO_TCP, TCP_KEEPINTVL, v(cfg.keepalive_intvl)});
+        upstream_opts_.push_back({IPPROTO_TCP, TCP_KEEPCNT, v(cfg.keepalive_cnt)});
+    }
+    if (cfg.user_timeout_ms > 0)
+        upstream_opts_.push_back({IPPROTO_TCP, TCP_USER_TIMEOUT, v(cfg.user_timeout_ms)});
+    opts_by_ring_ = sock_cmd_setsockopt_works();
 }
 
 void TcpSetup::listen(Listener& l)
@@ -73,6 +87,12 @@ void TcpSetup::on_completion(const Completion& cq)
     if (cq.tag == kAccept)
         return on_accept(*static_cast<Listener*>(cq.obj), cq.res, cq.flags);
     Conn& c = *static_cast<Conn*>(cq.obj);
+    if (cq.tag == kSockopt) {
+        // Only a failure posts (IOSQE_CQE_SKIP_SUCCESS), and before the
+        // connect behind it completes as cancelled: c is still in setup, and
+        // this request was never counted in flight.
+        return relay_.fail(c, End::error, fmt::format("socket options on upstream socket: {}", errno_text(-cq.res)));
+    }
     --c.inflight;
     c.last_active = now_;
     switch (cq.tag) {
@@ -104,7 +124,6 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     Conn& c = pool_.alloc(router_.load(std::memory_order_acquire), now_);
     c.fd[0] = UniqueFd(res);
     FixedFiles::opened();
-    c.client = SockAddr::peer_of(res);
 
     if (l.transparent) {
         // Gateway: the TC program handed the SYN to this listener; the
@@ -134,8 +153,10 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     // Not where a fixed socket cannot be reset (SO_LINGER through io_uring
     // needs Linux 6.7: see FixedFiles::can_reset): a failed setup must still
     // reset the client, as the destination's refusal would have.
-    if (fixed_.can_reset() && fixed_.over_budget())
+    if (fixed_.can_reset() && fixed_.over_budget()) {
+        learn_addresses(c);
         fixed_.move_in(c.fd[0], c.slot[0]);
+    }
 
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
@@ -218,13 +239,16 @@ void TcpSetup::route(Conn& c, const std::string* domain)
         FixedFiles::opened();
     if (!c.fd[1])
         return relay_.fail(c, End::error, fmt::format("upstream socket(): {}", errno_text(errno)));
-    if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0)
-        return relay_.fail(c, End::error, fmt::format("SO_MARK on upstream socket: {}", errno_text(errno)));
-    set_nodelay(c.fd[1].get());
-    if (!set_upstream_options(c))
-        return;
-
-    ring_.reserve(2);
+    if (opts_by_ring_) {
+        queue_upstream_options(c);
+    } else {
+        if (setsockopt(c.fd[1].get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark)) != 0)
+            return relay_.fail(c, End::error, fmt::format("SO_MARK on upstream socket: {}", errno_text(errno)));
+        set_nodelay(c.fd[1].get());
+        if (!set_upstream_options(c))
+            return;
+        ring_.reserve(2);
+    }
     io_uring_sqe* s = ring_.sqe();
     io_uring_prep_connect(s, c.fd[1].get(), target->get(), target->size());
     io_uring_sqe_set_data64(s, pack(&c, kConnect));
@@ -233,6 +257,20 @@ void TcpSetup::route(Conn& c, const std::string* domain)
     c.timeout = connect_timeout_;
     ring_.link_timeout(&c, c.timeout);
     ++c.inflight;
+}
+
+void TcpSetup::queue_upstream_options(Conn& c)
+{
+    // One chain: the options in order, then the connect and its timeout, all
+    // in one submission (a chain cut in two would run the connect before its
+    // SO_MARK). A failing option cancels the rest of the chain.
+    ring_.reserve(static_cast<unsigned>(upstream_opts_.size()) + 2);
+    for (const SockOpt& o : upstream_opts_) {
+        io_uring_sqe* s = ring_.sqe();
+        prep_setsockopt(s, c.fd[1].get(), false, o.level, o.name, &o.value, sizeof(o.value));
+        s->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+        io_uring_sqe_set_data64(s, pack(&c, kSockopt));
+    }
 }
 
 bool TcpSetup::set_upstream_options(Conn& c)

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace ktp {
 
@@ -31,7 +32,7 @@ public:
 
     // Accepts on l (multishot, re-armed until stopping).
     void listen(Listener& l);
-    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv.
+    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt.
     void on_completion(const Completion& cq) override;
 
 private:
@@ -43,6 +44,9 @@ private:
     void on_sniff(Conn& c, int res);
     void route(Conn& c, const std::string* domain);
     bool set_upstream_options(Conn& c);
+    // The same options as linked setsockopt requests ahead of the connect:
+    // no syscall each. False: this kernel cannot (sock_cmd.h).
+    void queue_upstream_options(Conn& c);
     void on_connect(Conn& c, int res);
     void hs_step(Conn& c, HandshakeStep step);
     void on_hs_send(Conn& c, int res);
@@ -59,6 +63,13 @@ private:
     const std::chrono::steady_clock::time_point& now_;
     const std::atomic<bool>& stopping_;
     __kernel_timespec connect_timeout_{}, sniff_timeout_{};
+    // The upstream socket's options, in the order they are set; the values
+    // live here for the requests that read them.
+    struct SockOpt {
+        int level, name, value;
+    };
+    std::vector<SockOpt> upstream_opts_;
+    bool opts_by_ring_ = false;
 };
 
 }  // namespace ktp

@@ -119,3 +119,43 @@ bench_extra_table() {
         echo "| $m | $d50 | $d99 | $rcell | $hcell | $base | $per | $mc |" | sed 's/| na |/| n\/a |/g; s/| na |/| n\/a |/g'
     done
 }
+
+# The RPC workload (scripts/bench measure_rpc): rates with ratios to direct and
+# to haproxy (median of per-run ratios), latency, and the proxy's cost per
+# connection.
+bench_rpc_table() {
+    local samples="$1"
+    shift
+    local m k line
+    echo "| mode | rpc 8 clients (conn/s) | vs haproxy | rpc 64 clients (conn/s) | vs haproxy | rpc p50 / p99, 1 client (us) | proxy syscalls / conn, 8 clients | 1 client | proxy context switches / conn, 8 clients | 1 client | proxy CPU us / conn, 8 clients |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    for m in "$@"; do
+        [ "$(bench_stats "$samples" "$m" rpc8)" = na ] && [ "$(bench_stats "$samples" "$m" rpc_p50)" = na ] && continue
+        line="| $m |"
+        for k in rpc8 rpc64; do
+            line+=" $(bench_cell "$samples" "$m" "$k") | $(bench_vs "$samples" "$m" haproxy "$k") |"
+        done
+        local p50 p99
+        p50=$(bench_stats "$samples" "$m" rpc_p50)
+        p99=$(bench_stats "$samples" "$m" rpc_p99)
+        [ "$p50" != na ] && p50=$(bench_fmt "${p50%% *}")
+        [ "$p99" != na ] && p99=$(bench_fmt "${p99%% *}")
+        line+=" $p50 / $p99 |"
+        for k in rpc_sys rpc_sys1 rpc_cs rpc_cs1 rpc_cpu_us; do line+=" $(bench_cell "$samples" "$m" "$k" | sed 's/ ×.*//') |"; done
+        echo "$line"
+    done
+}
+
+# bench_vs SAMPLES MODE REF METRIC: median over runs of MODE's value divided
+# by REF's value of the same run, as "×R", or "n/a".
+bench_vs() {
+    awk -F'\t' -v m="$2" -v ref="$3" -v k="$4" '
+        $3 == k && $4 != "na" && $2 == ref { d[$1] = $4 + 0 }
+        $3 == k && $4 != "na" && $2 == m { x[$1] = $4 + 0 }
+        END {
+            for (r in x) if ((r in d) && d[r] > 0) v[n++] = x[r] / d[r]
+            if (n == 0 || m == ref) { print "n/a"; exit }
+            for (i = 1; i < n; i++) { y = v[i]; j = i - 1; while (j >= 0 && v[j] > y) { v[j+1] = v[j]; j-- } v[j+1] = y }
+            printf "×%.2f\n", (n % 2) ? v[int(n/2)] : (v[n/2-1] + v[n/2]) / 2
+        }' "$1"
+}

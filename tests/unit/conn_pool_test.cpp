@@ -33,7 +33,8 @@ TEST_CASE("conn pool: a released Conn is the next one handed out, reset, and off
     CHECK(c.route_name == "none");
     CHECK(c.held[0] == -1);
     CHECK(c.sniff_len == 0);
-    CHECK(c.engine == nullptr);
+    CHECK(c.engine[0] == nullptr);
+    CHECK(c.engine[1] == nullptr);
     CHECK(pool.all().size() == 2);
 }
 
