@@ -15,6 +15,7 @@
 #include "tcp/chunk_pool.h"
 #include "tcp/conn.h"
 #include "tcp/setup.h"
+#include "upstream/session_pool.h"
 
 #include <array>
 #include <atomic>
@@ -67,6 +68,7 @@ private:
     FixedFiles fixed_;
     SetupChunks chunks_;
     ConnPool pool_;
+    SessionPools sessions_;
     RelayDriver relay_;
     TcpSetup tcp_;
     std::array<CompletionOwner*, kMaxTags> owners_{};

@@ -42,6 +42,8 @@ public:
     const std::vector<Rule>& rules() const { return rules_; }
     const Action& default_action() const { return default_; }
     const Upstream* upstream(const std::string& name) const;
+    // "direct" first, then each --upstream in order.
+    const std::vector<std::unique_ptr<Upstream>>& upstreams() const { return upstreams_; }
     std::string describe() const;
 
 private:

@@ -10,6 +10,7 @@
 #include "route/sniff.h"
 #include "upstream/handshake.h"
 #include "upstream/http_connect.h"
+#include "upstream/session_pool.h"
 #include "upstream/socks5.h"
 
 #include <fmt/format.h>
@@ -23,6 +24,12 @@
 namespace ktp {
 
 namespace {
+
+// How long a connection that got a warm session waits for the client's
+// first bytes, to send them with the CONNECT request: an app that speaks
+// first has written them by then (usually within microseconds of its
+// connect); a server-speaks-first protocol loses only this much.
+constexpr double kEarlyWait = 0.005;
 
 void set_nodelay(int fd)
 {
@@ -54,7 +61,7 @@ TcpSetup::TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPoo
                    const std::chrono::steady_clock::time_point& now, const std::atomic<bool>& stopping)
     : cfg_(cfg), ring_(ring), fixed_(fixed), pool_(pool), chunks_(chunks), relay_(relay), observer_(observer),
       router_(router), now_(now), stopping_(stopping), connect_timeout_(to_timespec(cfg.connect_timeout)),
-      sniff_timeout_(to_timespec(cfg.sniff_timeout))
+      sniff_timeout_(to_timespec(cfg.sniff_timeout)), early_wait_(to_timespec(kEarlyWait))
 {
 }
 
@@ -87,6 +94,9 @@ void TcpSetup::on_completion(const Completion& cq)
         break;
     case kHsRecv:
         on_hs_recv(c, cq.res);
+        break;
+    case kEarlyRecv:
+        on_early(c, cq.res);
         break;
     default:
         break;
@@ -203,13 +213,22 @@ void TcpSetup::route(Conn& c, const std::string* domain)
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
         target = &c.upstream->addr;
         Target t{c.domain, c.orig};
+        // A warm session is past the greeting: only the CONNECT is left.
+        UniqueFd warm = sessions_ ? sessions_->take(*c.router, *c.upstream) : UniqueFd();
+        auto phase = warm ? Socks5Handshake::Phase::connect_only : Socks5Handshake::Phase::full;
         if (c.upstream->url.kind == UpstreamUrl::Kind::socks5)
-            c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t);
+            c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t, phase);
         else
             c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
         c.setup[idx(Dir::UpstreamToClient)] = chunks_.take(Dir::UpstreamToClient);
         if (!c.setup[idx(Dir::UpstreamToClient)])
             return relay_.fail(c, End::error, fmt::format("handshake buffer: {}", errno_text(errno)));
+        if (warm) {
+            c.fd[1] = std::move(warm);
+            FixedFiles::opened();
+            c.warm = true;
+            return start_handshake(c);
+        }
     }
 
     c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -278,8 +297,47 @@ void TcpSetup::on_connect(Conn& c, int res)
                            fmt::format("{}: {}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res)));
     }
     if (c.hs)
-        return hs_step(c, c.hs->start());
+        return start_handshake(c);
     relay_.start(c, c.sniff_len, 0);
+}
+
+void TcpSetup::start_handshake(Conn& c)
+{
+    if (!c.upstream->url.optimistic)
+        return hs_step(c, c.hs->start());
+    char*& buf = c.setup[idx(Dir::ClientToUpstream)];
+    if (!buf && !(buf = chunks_.take(Dir::ClientToUpstream)))
+        return hs_step(c, c.hs->start());  // no buffer: the bytes follow the ordinary way
+    if (c.sniff_len == 0 && c.slot[0] < 0) {
+        // What the client has sent by now, without waiting.
+        ssize_t n = ::recv(c.fd[0].get(), buf, SetupChunks::kSniff, MSG_DONTWAIT);
+        if (n > 0)
+            c.sniff_len = static_cast<uint32_t>(n);
+    }
+    if (c.sniff_len == 0 && c.warm)
+        // After a cold connect the client has had a round trip to speak;
+        // with a warm session it may not have written yet.
+        return recv_with_timeout(c, 0, buf, SetupChunks::kSniff, kEarlyRecv, early_wait_);
+    on_early(c, 0);
+}
+
+void TcpSetup::on_early(Conn& c, int res)
+{
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    if (res < 0 && res != -ECANCELED)
+        return relay_.fail(c, End::reset, fmt::format("client: {}", errno_text(-res)));
+    if (res > 0)
+        c.sniff_len += static_cast<uint32_t>(res);
+    // The bytes go with the request; the relay has none left to replay. A
+    // refused CONNECT resets the client, and the bytes reached no one: the
+    // upstream connects nowhere and discards them.
+    if (c.sniff_len > 0) {
+        c.hs->send_early(std::string(c.setup[idx(Dir::ClientToUpstream)], c.sniff_len));
+        c.early = c.sniff_len;
+        c.sniff_len = 0;
+    }
+    hs_step(c, c.hs->start());
 }
 
 void TcpSetup::hs_step(Conn& c, HandshakeStep step)

@@ -21,6 +21,7 @@
 namespace ktp {
 
 class RelayDriver;
+class SessionPools;
 struct HandshakeStep;
 
 class TcpSetup : public CompletionOwner {
@@ -31,7 +32,9 @@ public:
 
     // Accepts on l (multishot, re-armed until stopping).
     void listen(Listener& l);
-    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv.
+    // Warm upstream sessions to take instead of connecting (upstream/session_pool.h).
+    void use_sessions(SessionPools& s) { sessions_ = &s; }
+    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kEarlyRecv.
     void on_completion(const Completion& cq) override;
 
 private:
@@ -44,6 +47,9 @@ private:
     void route(Conn& c, const std::string* domain);
     bool set_upstream_options(Conn& c);
     void on_connect(Conn& c, int res);
+    // Optimistic data (upstream/handshake.h send_early), then the handshake.
+    void start_handshake(Conn& c);
+    void on_early(Conn& c, int res);
     void hs_step(Conn& c, HandshakeStep step);
     void on_hs_send(Conn& c, int res);
     void on_hs_recv(Conn& c, int res);
@@ -58,7 +64,8 @@ private:
     const RouterSlot& router_;
     const std::chrono::steady_clock::time_point& now_;
     const std::atomic<bool>& stopping_;
-    __kernel_timespec connect_timeout_{}, sniff_timeout_{};
+    __kernel_timespec connect_timeout_{}, sniff_timeout_{}, early_wait_{};
+    SessionPools* sessions_ = nullptr;
 };
 
 }  // namespace ktp

@@ -27,6 +27,14 @@ public:
     // nothing: the next call sees the same bytes plus what arrived since.
     // On done, the bytes after `consumed` are tunnel data and must be relayed.
     virtual HandshakeStep feed(std::string_view input) = 0;
+
+    // Optimistic data: the client's first bytes, sent right behind the
+    // CONNECT request instead of one round trip later. Set before start().
+    void send_early(std::string data) { early_ = std::move(data); }
+    size_t early_size() const { return early_.size(); }
+
+protected:
+    std::string early_;
 };
 
 // Where the upstream should connect to.

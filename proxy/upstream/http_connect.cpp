@@ -134,6 +134,8 @@ HandshakeStep HttpConnectHandshake::start()
     if (!user_.empty() || !password_.empty())
         req += fmt::format("Proxy-Authorization: Basic {}\r\n", base64_encode(user_ + ":" + password_));
     req += "\r\n";
+    // Only when asked (optimistic=on): a proxy may read past the request.
+    req += early_;
     state_ = State::response;
     return step_send(std::move(req), 0);
 }
