@@ -52,6 +52,26 @@ InstanceInfo Supervisor::info() const
     i.reloads_applied = reloads_.applied;
     i.reloads_refused = reloads_.refused;
     i.last_reload_error = reloads_.last_error;
+    auto state = [&](const Upstream& u, const std::string& group) {
+        InstanceInfo::UpstreamState st;
+        st.name = u.name;
+        st.group = group;
+        st.up = u.health->failures.load() == 0;  // down from a failure until a success (a probe or a connection)
+        st.failures = u.health->failures.load();
+        st.failed_total = u.health->failed_total.load();
+        st.retried_total = u.health->retried_total.load();
+        return st;
+    };
+    if (auto router = p_.router.load())
+        for (const auto& u : router->upstreams()) {
+            if (!u->members.empty()) {
+                i.upstreams.push_back(state(*u, u->name));
+                for (const Upstream* m : u->members)
+                    i.upstreams.push_back(state(*m, u->name));
+            } else if (u->url.kind != UpstreamUrl::Kind::direct) {
+                i.upstreams.push_back(state(*u, ""));
+            }
+        }
     return i;
 }
 

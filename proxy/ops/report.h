@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ktproxy_shared.h"
 
@@ -26,6 +27,15 @@ struct InstanceInfo {
     // SIGHUP reloads since start: applied, and refused (the old rules stayed).
     uint64_t reloads_applied = 0, reloads_refused = 0;
     std::string last_reload_error;  // the newest refusal's line, "" if none
+    // Each proxy upstream's health (upstream/upstream_health.h); a group
+    // member once per group, with the group's name.
+    struct UpstreamState {
+        std::string name, group;
+        bool up = true;
+        uint32_t failures = 0;  // in a row
+        uint64_t failed_total = 0, retried_total = 0;
+    };
+    std::vector<UpstreamState> upstreams;
 };
 
 std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap);

@@ -12,6 +12,7 @@
 #include "upstream/http_connect.h"
 #include "upstream/session_pool.h"
 #include "upstream/socks5.h"
+#include "upstream/upstream_group.h"
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -208,7 +209,48 @@ void TcpSetup::route(Conn& c, const std::string* domain)
     c.upstream = d.action.kind == ActionKind::proxy ? d.upstream : c.router->upstream("direct");
     c.route_name = c.upstream ? c.upstream->name : "direct";
     observer_.routed(c);
+    if (c.upstream && !c.upstream->members.empty()) {
+        c.group = c.upstream;
+        c.upstream = pick_member(*c.group, now_);
+    }
+    dial(c);
+}
 
+bool TcpSetup::retry_elsewhere(Conn& c)
+{
+    // Counted against the upstream: a group skips it for a back-off.
+    c.upstream->health->failed(now_);
+    // Once the client's bytes went out with a request they may have been
+    // passed on: they must never reach the destination a second time.
+    if (!c.group || c.retried || (c.hs && c.hs->early_handed_out()))
+        return false;
+    const Upstream* next = pick_member(*c.group, now_, c.upstream);
+    if (!next)
+        return false;
+    log::debug("client {}: upstream {} failed during setup, trying {} ({})", c.client, c.upstream->name, next->name,
+               c.group->name);
+    c.group->health->retried_total.fetch_add(1, std::memory_order_relaxed);
+    c.retried = true;
+    c.upstream = next;
+    if (c.fd[1]) {
+        c.fd[1].reset();
+        FixedFiles::closed();
+    }
+    c.hs.reset();
+    c.hs_in = 0;
+    c.hs_out_sent = 0;
+    std::string().swap(c.hs_out);
+    c.warm = false;
+    if (c.early > 0) {  // taken for a request that never went out: still at the start of setup[c2u]
+        c.sniff_len = c.early;
+        c.early = 0;
+    }
+    dial(c);
+    return true;
+}
+
+void TcpSetup::dial(Conn& c)
+{
     const SockAddr* target = &c.orig;
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
         target = &c.upstream->addr;
@@ -220,7 +262,8 @@ void TcpSetup::route(Conn& c, const std::string* domain)
             c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t, phase);
         else
             c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
-        c.setup[idx(Dir::UpstreamToClient)] = chunks_.take(Dir::UpstreamToClient);
+        if (!c.setup[idx(Dir::UpstreamToClient)])
+            c.setup[idx(Dir::UpstreamToClient)] = chunks_.take(Dir::UpstreamToClient);
         if (!c.setup[idx(Dir::UpstreamToClient)])
             return relay_.fail(c, End::error, fmt::format("handshake buffer: {}", errno_text(errno)));
         if (warm) {
@@ -289,6 +332,8 @@ void TcpSetup::on_connect(Conn& c, int res)
                   : res == -ECONNREFUSED                 ? End::refused
                                                          : End::error;
         const char* what = c.hs ? "upstream proxy" : "destination";
+        if (c.hs && retry_elsewhere(c))
+            return;
         if (!c.hs && (why == End::refused || why == End::timeout || res == -EHOSTUNREACH || res == -ENETUNREACH))
             observer_.unreachable(c, res == -ECANCELED ? ETIMEDOUT : -res);
         // The app asked for a connection that cannot be made: tell it with a
@@ -366,10 +411,13 @@ void TcpSetup::hs_step(Conn& c, HandshakeStep step)
         return;
     }
     case HandshakeStep::done:
+        c.upstream->health->succeeded();
         c.hs.reset();
         std::string().swap(c.hs_out);  // a held connection keeps no handshake memory
         return relay_.start(c, c.sniff_len, c.hs_in);
     case HandshakeStep::failed:
+        if (!c.hs->target_refused() && retry_elsewhere(c))
+            return;
         return relay_.fail(c, End::upstream, step.error);
     }
 }
@@ -378,9 +426,12 @@ void TcpSetup::on_hs_send(Conn& c, int res)
 {
     if (c.aborting)
         return relay_.maybe_release(c);
-    if (res <= 0)
+    if (res <= 0) {
+        if (retry_elsewhere(c))
+            return;
         return relay_.fail(c, End::upstream,
                            fmt::format("upstream proxy: send: {}", res == 0 ? "closed" : errno_text(-res)));
+    }
     c.hs_out_sent += static_cast<uint32_t>(res);
     if (c.hs_out_sent < c.hs_out.size()) {
         io_uring_sqe* s = ring_.sqe();
@@ -399,6 +450,8 @@ void TcpSetup::on_hs_recv(Conn& c, int res)
 {
     if (c.aborting)
         return relay_.maybe_release(c);
+    if (res <= 0 && retry_elsewhere(c))
+        return;
     if (res == -ECANCELED)
         return relay_.fail(c, End::timeout, "upstream proxy: handshake timed out");
     if (res < 0)

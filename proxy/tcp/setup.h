@@ -45,6 +45,11 @@ private:
     void sniff_more(Conn& c);
     void on_sniff(Conn& c, int res);
     void route(Conn& c, const std::string* domain);
+    // Connects to c.upstream (a warm session, or socket + connect).
+    void dial(Conn& c);
+    // c.upstream failed before any byte reached the app: counts against its
+    // health; true if the connection goes on through the group's next member.
+    bool retry_elsewhere(Conn& c);
     bool set_upstream_options(Conn& c);
     void on_connect(Conn& c, int res);
     // Optimistic data (upstream/handshake.h send_early), then the handshake.

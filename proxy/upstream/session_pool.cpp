@@ -23,7 +23,7 @@ namespace {
 
 // Gives up on a fill streak's back-off growth here: an upstream that comes
 // back is warm again within this long.
-constexpr double kMaxBackoff = 10.0;
+constexpr double kMaxBackoff = 5.0;
 
 }  // namespace
 
@@ -59,6 +59,7 @@ void SessionPools::sync(const Router& r)
             p->addr = u->addr;
             p->target = u->url.pool;
         }
+        p->health = u->health;
         by_upstream_[u.get()] = p;
         used.push_back(p);
     }
@@ -284,6 +285,7 @@ void SessionPools::become_ready(Session& s)
     Pool& p = *s.pool;
     --p.filling;
     p.failures = 0;
+    p.health->succeeded();
     ++counts_.opened;
     s.hs.reset();
     std::string().swap(s.out);
@@ -315,6 +317,7 @@ void SessionPools::fail(Session& s, const std::string& why)
     ++counts_.failed;
     ++p.failures;
     --p.filling;
+    p.health->failed(now_);
     s.state = Session::State::closing;
     s.fd.reset();
     backoff(p);

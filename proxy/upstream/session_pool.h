@@ -68,6 +68,8 @@ private:
         std::string name;
         UpstreamUrl url;
         SockAddr addr;
+        // Its refills are the upstream's health probes (upstream_health.h).
+        std::shared_ptr<UpstreamHealth> health;
         unsigned target = 0;
         bool retired = false;
         std::vector<std::unique_ptr<Session>> sessions;  // every session, whatever its state

@@ -141,7 +141,7 @@ HandshakeStep Socks5Handshake::greeted(size_t consumed)
     return step_send(connect_request(), consumed);
 }
 
-std::string Socks5Handshake::connect_request() const
+std::string Socks5Handshake::connect_request()
 {
     std::string req{char(kVersion), char(kCmdConnect), 0x00};
     SockAddr a = target_.addr.unmapped();
@@ -164,6 +164,7 @@ std::string Socks5Handshake::connect_request() const
     // The server reads exactly the request and relays what follows once
     // connected; refused, it closes and the bytes go nowhere.
     req += early_;
+    early_out_ = !early_.empty();
     return req;
 }
 
@@ -176,6 +177,7 @@ HandshakeStep Socks5Handshake::on_connect(std::string_view in)
     if (byte(in, 0) != kVersion)
         return fail(fmt::format("socks5 upstream answered garbage (version 0x{:02x})", byte(in, 0)));
     uint8_t rep = byte(in, 1);
+    target_refused_ = rep != 0x00;
     if (rep != 0x00)
         return fail(fmt::format("socks5 upstream refused CONNECT: {} (REP=0x{:02x})", socks5_reply_text(rep), rep));
     if (in.size() < 4)

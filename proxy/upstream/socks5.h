@@ -32,7 +32,7 @@ private:
     HandshakeStep on_connect(std::string_view in);
     HandshakeStep greeted(size_t consumed);
     HandshakeStep fail(std::string error);
-    std::string connect_request() const;
+    std::string connect_request();
 
     std::string user_, password_;
     Target target_;
