@@ -245,7 +245,7 @@ void EventLoop::run()
     now_ = std::chrono::steady_clock::now();
     for (auto& l : listeners_)
         tcp_.listen(l);
-    sessions_.sync(*router_.load());  // warm sessions from the start, not from the first connection
+    sessions_.sync(router_.load());  // warm sessions from the start, not from the first connection
     ring_.arm_wake();
     if (cfg_.idle_timeout > 0)
         ring_.arm_timer(sweep_every_);

@@ -256,7 +256,7 @@ void TcpSetup::dial(Conn& c)
         target = &c.upstream->addr;
         Target t{c.domain, c.orig};
         // A warm session is past the greeting: only the CONNECT is left.
-        UniqueFd warm = sessions_ ? sessions_->take(*c.router, *c.upstream) : UniqueFd();
+        UniqueFd warm = sessions_ ? sessions_->take(c.router, *c.upstream) : UniqueFd();
         auto phase = warm ? Socks5Handshake::Phase::connect_only : Socks5Handshake::Phase::full;
         if (c.upstream->url.kind == UpstreamUrl::Kind::socks5)
             c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t, phase);

@@ -34,12 +34,12 @@ SessionPools::SessionPools(const LoopConfig& cfg, Ring& ring, const std::chrono:
 
 SessionPools::~SessionPools() = default;
 
-void SessionPools::sync(const Router& r)
+void SessionPools::sync(std::shared_ptr<const Router> r)
 {
-    router_ = &r;
+    router_ = std::move(r);
     by_upstream_.clear();
     std::vector<Pool*> used;
-    for (const auto& u : r.upstreams()) {
+    for (const auto& u : router_->upstreams()) {
         if (u->url.kind == UpstreamUrl::Kind::direct || u->url.pool == 0)
             continue;
         // Same name, address, credentials and options: the same pool, its
@@ -75,9 +75,9 @@ void SessionPools::sync(const Router& r)
         fill(*p);
 }
 
-UniqueFd SessionPools::take(const Router& r, const Upstream& u)
+UniqueFd SessionPools::take(const std::shared_ptr<const Router>& r, const Upstream& u)
 {
-    if (&r != router_)
+    if (r != router_)
         sync(r);
     auto it = by_upstream_.find(&u);
     if (it == by_upstream_.end())

@@ -35,10 +35,10 @@ public:
     // One pool per upstream of r with pool > 0; pools of upstreams that a
     // reload removed or changed are emptied. Cheap when r is the router of
     // the last call.
-    void sync(const Router& r);
+    void sync(std::shared_ptr<const Router> r);
     // A warm session to u (checked alive and younger than its pool-age just
     // now), or an empty fd. The pool starts refilling at once.
-    UniqueFd take(const Router& r, const Upstream& u);
+    UniqueFd take(const std::shared_ptr<const Router>& r, const Upstream& u);
     // kPoolIo, kPoolTimeout, kPoolTimer.
     void on_completion(const Completion& cq) override;
 
@@ -105,7 +105,8 @@ private:
     __kernel_timespec connect_timeout_{};
     std::vector<std::unique_ptr<Pool>> pools_;
     std::unordered_map<const Upstream*, Pool*> by_upstream_;
-    const Router* router_ = nullptr;
+    // Held, so that its Upstream pointers (by_upstream_'s keys) stay unique.
+    std::shared_ptr<const Router> router_;
     bool stopping_ = false;
     Counts counts_;
 };
