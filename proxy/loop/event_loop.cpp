@@ -125,7 +125,7 @@ void EventLoop::ended(const Conn& c)
     log_conn(c);
     if (auto it = stats_.routes.find(c.route_name); it != stats_.routes.end() && it->second.active > 0) {
         --it->second.active;
-        it->second.bytes_c2s += c.relay.bytes(Dir::ClientToUpstream);
+        it->second.bytes_c2s += c.relay.bytes(Dir::ClientToUpstream) + c.early;
         it->second.bytes_s2c += c.relay.bytes(Dir::UpstreamToClient);
     }
     if (End end = c.early_end != End::none ? c.early_end : c.relay.end(); end != End::eof)
