@@ -291,5 +291,21 @@ test_group_retries_once_on_the_next_member_when_setup_fails() {
     expect_match "$(ktp_status)" "upstream gone \(group g2\): down" "the refusing member"
 }
 
+test_ktp_delay_link_carries_traffic_and_stops_on_sigterm() {
+    # The bench's WAN link (scripts/lib/wan.sh): a far host reachable only
+    # through ktp-delay; SIGTERM ends it with its counts, and the far host's
+    # address is unreachable once it is gone (no other path exists).
+    . "$(dirname "$0")/../../scripts/lib/wan.sh"
+    ktp_wan_up 20
+    ktp_wan_bg socat TCP-LISTEN:7000,bind=$KTP_WAN_DST4,reuseaddr,fork EXEC:cat
+    ktp_wait_port "$KTP_WAN" 7000
+    expect_eq "$(printf 'over the link' | in_cli timeout 5 socat -t 2 - TCP:$KTP_WAN_DST4:7000)" "over the link" "echo"
+    kill -TERM "$KTP_WAN_DELAY_PID"
+    wait "$KTP_WAN_DELAY_PID" 2>/dev/null
+    expect_file_match "$KTP_TMP/ktp-delay.log" "stopped; A->B [1-9][0-9]* forwarded 0 dropped" "ktp-delay's last line"
+    ! in_cli timeout 3 socat -T 1 /dev/null TCP:$KTP_WAN_DST4:7000,connect-timeout=1 2>/dev/null || fail "reachable without the link"
+    ktp_wan_down
+}
+
 run_all_tests "$0"
 finish
