@@ -200,6 +200,10 @@ void EventLoop::log_conn(const Conn& c) const
             json_escape_to(f, c.domain);
             f.push_back('"');
         }
+        if (c.warm)
+            fmt::format_to(out, ",\"session\":\"warm\"");
+        if (c.early > 0)
+            fmt::format_to(out, ",\"early\":{}", c.early);
         if (!c.detail.empty()) {
             fmt::format_to(out, ",\"reason\":\"");
             json_escape_to(f, c.detail);
