@@ -181,7 +181,6 @@ wan_measure() {  # wan_measure RTT UPSTREAM MODE: one table row
 bench_wan_main() {
     ktp_require_root
     [ -x "$KTPLOAD" ] && [ -x "$KTP_BUILD/tools/ktp-delay" ] || ktp_die "build first (ninja -C $KTP_BUILD)"
-    KTP_ID="kw$$"  # read by netns.sh and wan.sh
     ktp_topo_up
     {
         echo "| RTT | upstream | mode | TTFB p50 (RTT) | TTFB p99 (RTT) | short conns/s (50 at once) | bulk MB/s |"
