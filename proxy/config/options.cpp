@@ -79,6 +79,11 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "named upstream, repeatable: NAME=socks5://[user:pass@]host:port or NAME=http://[user:pass@]host:port")
         ->allow_extra_args(false)
         ->take_all();
+    app.add_option("--upstream-group", o.upstream_groups,
+                   "upstream group, repeatable: NAME=UPSTREAM,UPSTREAM... used like an upstream: the first member "
+                   "that is up; one that fails is skipped for a back-off (docs/usage.md)")
+        ->allow_extra_args(false)
+        ->take_all();
     app.add_option("--default", o.default_action,
                    "action when no rule matches: direct, block, or proxy=UPSTREAM (proxy=direct: via ktproxy, "
                    "straight to the original destination)")

@@ -69,6 +69,7 @@ struct Options {
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.
     std::vector<std::string> rules;
     std::vector<std::string> upstreams;
+    std::vector<std::string> upstream_groups;  // NAME=a,b,c: failover between upstreams
     std::string default_action = "proxy=direct";
     // How long to wait for a client's first bytes when a domain rule needs them.
     double sniff_timeout = 0.3;

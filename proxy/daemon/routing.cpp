@@ -16,7 +16,7 @@ namespace ktp {
 
 Routing build_routing(const Options& o)
 {
-    auto router = std::make_shared<const Router>(o.rules, o.upstreams, o.default_action);
+    auto router = std::make_shared<const Router>(o.rules, o.upstreams, o.default_action, o.upstream_groups);
     auto kernel = compile_routes(router->rules());
     return Routing{router, std::move(kernel), to_kernel_action(router->default_action())};
 }

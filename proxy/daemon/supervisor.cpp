@@ -95,6 +95,26 @@ InstanceInfo Supervisor::info() const
     i.dry_run = p_.kernel.dry_run();
     i.dry_run_events = dry_log_.events();
     i.dry_run_unlogged = dry_log_.unlogged();
+    auto state = [&](const Upstream& u, const std::string& group) {
+        InstanceInfo::UpstreamState st;
+        st.name = u.name;
+        st.group = group;
+        st.up = u.health->failures.load() == 0;  // down from a failure until a success (a probe or a connection)
+        st.failures = u.health->failures.load();
+        st.failed_total = u.health->failed_total.load();
+        st.retried_total = u.health->retried_total.load();
+        return st;
+    };
+    if (auto router = p_.router.load())
+        for (const auto& u : router->upstreams()) {
+            if (!u->members.empty()) {
+                i.upstreams.push_back(state(*u, u->name));
+                for (const Upstream* m : u->members)
+                    i.upstreams.push_back(state(*m, u->name));
+            } else if (u->url.kind != UpstreamUrl::Kind::direct) {
+                i.upstreams.push_back(state(*u, ""));
+            }
+        }
     return i;
 }
 

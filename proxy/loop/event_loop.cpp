@@ -22,11 +22,14 @@ namespace ktp {
 EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, const RouterSlot& router)
     : cfg_(cfg), listeners_(std::move(listeners)), router_(router),
       sweep_every_(to_timespec(cfg_.idle_timeout > 0 ? std::clamp(cfg_.idle_timeout / 4, 0.25, 5.0) : 1.0)), fixed_(ring_),
-      relay_(cfg_, ring_, fixed_, pool_, chunks_, *this, now_),
+      sessions_(cfg_, ring_, now_), relay_(cfg_, ring_, fixed_, pool_, chunks_, *this, now_),
       tcp_(cfg_, ring_, fixed_, pool_, chunks_, relay_, *this, router_, now_, stop_)
 {
-    for (Tag t : {kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt})
+    for (Tag t : {kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt, kEarlyRecv})
         own(t, tcp_);
+    for (Tag t : {kPoolIo, kPoolTimeout, kPoolTimer})
+        own(t, sessions_);
+    tcp_.use_sessions(sessions_);
     for (Tag t : {kRecv, kSend, kShutdown, kWatch, kCancel, kLinkTimeout, kLinger})
         own(t, relay_);
     own(kWake, *this);
@@ -129,7 +132,7 @@ void EventLoop::ended(Conn& c)
     log_conn(c);
     if (auto it = stats_.routes.find(c.route_name); it != stats_.routes.end() && it->second.active > 0) {
         --it->second.active;
-        it->second.bytes_c2s += c.relay.bytes(Dir::ClientToUpstream);
+        it->second.bytes_c2s += c.relay.bytes(Dir::ClientToUpstream) + c.early;
         it->second.bytes_s2c += c.relay.bytes(Dir::UpstreamToClient);
     }
     if (End end = c.early_end != End::none ? c.early_end : c.relay.end(); end != End::eof)
@@ -213,7 +216,8 @@ void EventLoop::log_conn(const Conn& c) const
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c.started).count();
     // Written into stack buffers (SockAddr's formatter included): logging
     // every connection costs no heap allocation (tools.sh counts them).
-    const uint64_t c2s = c.relay.bytes(Dir::ClientToUpstream), s2c = c.relay.bytes(Dir::UpstreamToClient);
+    // Bytes sent with the CONNECT request (optimistic data) never went through the relay.
+    const uint64_t c2s = c.relay.bytes(Dir::ClientToUpstream) + c.early, s2c = c.relay.bytes(Dir::UpstreamToClient);
     if (log::json()) {
         fmt::memory_buffer f;
         auto out = std::back_inserter(f);
@@ -230,6 +234,10 @@ void EventLoop::log_conn(const Conn& c) const
             json_escape_to(f, c.domain);
             f.push_back('"');
         }
+        if (c.warm)
+            fmt::format_to(out, ",\"session\":\"warm\"");
+        if (c.early > 0)
+            fmt::format_to(out, ",\"early\":{}", c.early);
         if (!c.detail.empty()) {
             fmt::format_to(out, ",\"reason\":\"");
             json_escape_to(f, c.detail);
@@ -247,6 +255,10 @@ void EventLoop::log_conn(const Conn& c) const
     if (c.sniffed)
         fmt::format_to(std::back_inserter(extra), " domain={}",
                        c.domain.empty() ? std::string_view("-") : std::string_view(c.domain));
+    if (c.warm)
+        fmt::format_to(std::back_inserter(extra), " session=warm");
+    if (c.early > 0)
+        fmt::format_to(std::back_inserter(extra), " early={}", c.early);
     if (!c.detail.empty())
         fmt::format_to(std::back_inserter(extra), " reason=\"{}\"", c.detail);
     log::info("conn client={} orig={} via={} route={} c2s={} s2c={} ms={:.3f} end={}{}", c.client, c.orig, c.via,
@@ -276,6 +288,7 @@ void EventLoop::run()
     now_ = std::chrono::steady_clock::now();
     for (auto& l : listeners_)
         tcp_.listen(l);
+    sessions_.sync(router_.load());  // warm sessions from the start, not from the first connection
     ring_.arm_wake();
     ring_.arm_timer(sweep_every_);
 

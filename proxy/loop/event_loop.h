@@ -16,6 +16,7 @@
 #include "tcp/app_socket_probe.h"
 #include "tcp/conn.h"
 #include "tcp/setup.h"
+#include "upstream/session_pool.h"
 
 #include <array>
 #include <atomic>
@@ -71,6 +72,7 @@ private:
     FixedFiles fixed_;
     SetupChunks chunks_;
     ConnPool pool_;
+    SessionPools sessions_;
     RelayDriver relay_;
     TcpSetup tcp_;
     std::array<CompletionOwner*, kMaxTags> owners_{};

@@ -37,6 +37,10 @@ enum Tag : uint8_t {
     kLinger,       // SO_LINGER {1,0} on a fixed socket before an abortive close
     kWatch,        // relay: the POLLERR watch on a source past EOF
     kSockopt,      // TCP setup: an upstream socket option failed (success posts nothing)
+    kPoolIo,       // warm upstream sessions (upstream/session_pool.h): connect, greeting, idle watch
+    kPoolTimeout,  // the timeout linked to a warm session's operation
+    kPoolTimer,    // a warm-session pool's refill back-off
+    kEarlyRecv,    // TCP setup: the client's first bytes for optimistic data, waited for briefly
     kTagCount,     // free tags up to kMaxTags for the paths to come
 };
 constexpr unsigned kTagBits = 5;

@@ -79,6 +79,22 @@ std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap)
          "ktproxy_kernel_events_total{event=~\"dry_run_.*\"}).");
     out += fmt::format("ktproxy_dry_run_events_total{{logged=\"yes\"}} {}\n", info.dry_run_events - info.dry_run_unlogged);
     out += fmt::format("ktproxy_dry_run_events_total{{logged=\"no\"}} {}\n", info.dry_run_unlogged);
+    head("ktproxy_upstream_up", "gauge",
+         "1 while an upstream proxy is up, 0 while it is skipped after a failure; group members carry the group.");
+    for (const auto& u : info.upstreams)
+        out += fmt::format("ktproxy_upstream_up{{upstream=\"{}\",group=\"{}\"}} {}\n", label(u.name), label(u.group),
+                           u.up ? 1 : 0);
+    head("ktproxy_upstream_failures_total", "counter",
+         "Setup failures counted against an upstream (refused, timed out, failed greeting or health probe).");
+    for (const auto& u : info.upstreams)
+        if (u.group.empty())
+            out += fmt::format("ktproxy_upstream_failures_total{{upstream=\"{}\"}} {}\n", label(u.name), u.failed_total);
+    head("ktproxy_upstream_group_retries_total", "counter",
+         "Connections set up again on a group's next member after the first failed before any byte reached the app.");
+    for (const auto& u : info.upstreams)
+        if (!u.group.empty() && u.name == u.group)
+            out += fmt::format("ktproxy_upstream_group_retries_total{{group=\"{}\"}} {}\n", label(u.name),
+                               u.retried_total);
     head("ktproxy_uptime_seconds", "gauge", "Seconds since this ktproxy started.");
     out += fmt::format("ktproxy_uptime_seconds {:.0f}\n", info.uptime_s);
     return out;
@@ -102,6 +118,14 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     for (const auto& [route, r] : snap.routes)
         out += fmt::format("route {}: total={} active={} c2s={} s2c={}\n", route, r.total, r.active, r.bytes_c2s,
                            r.bytes_s2c);
+    for (const auto& u : info.upstreams) {
+        if (u.name == u.group)
+            out += fmt::format("group {}: retried={}\n", u.name, u.retried_total);
+        else
+            out += fmt::format("upstream {}{}: {} failures={} failed_total={}\n", u.name,
+                               u.group.empty() ? "" : " (group " + u.group + ")", u.up ? "up" : "down", u.failures,
+                               u.failed_total);
+    }
     auto conns = snap.conns;
     std::sort(conns.begin(), conns.end(), [](const ConnInfo& a, const ConnInfo& b) { return a.age_s > b.age_s; });
     out += fmt::format("{} live connections, {} sockets in fixed-file tables, relay pipes {} in use {} pooled\n",
@@ -136,7 +160,17 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
                            json_escape(route), r.total, r.active, r.bytes_c2s, r.bytes_s2c);
         first = false;
     }
-    out += "},\"connections\":[";
+    out += "},\"upstreams\":[";
+    first = true;
+    for (const auto& u : info.upstreams) {
+        if (u.name == u.group)
+            continue;
+        out += fmt::format("{}{{\"name\":\"{}\",\"group\":\"{}\",\"state\":\"{}\",\"failures\":{},\"failed_total\":{}}}",
+                           first ? "" : ",", json_escape(u.name), json_escape(u.group), u.up ? "up" : "down",
+                           u.failures, u.failed_total);
+        first = false;
+    }
+    out += "],\"connections\":[";
     first = true;
     for (const auto& c : snap.conns) {
         out += fmt::format(

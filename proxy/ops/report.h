@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ktproxy_shared.h"
 
@@ -30,6 +31,15 @@ struct InstanceInfo {
     // limit left out (the per-action counts are in `kernel`).
     bool dry_run = false;
     uint64_t dry_run_events = 0, dry_run_unlogged = 0;
+    // Each proxy upstream's health (upstream/upstream_health.h); a group
+    // member once per group, with the group's name.
+    struct UpstreamState {
+        std::string name, group;
+        bool up = true;
+        uint32_t failures = 0;  // in a row
+        uint64_t failed_total = 0, retried_total = 0;
+    };
+    std::vector<UpstreamState> upstreams;
 };
 
 std::string render_metrics(const InstanceInfo& info, const WorkerSnapshot& snap);

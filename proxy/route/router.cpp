@@ -1,6 +1,8 @@
 // Router: rule evaluation in user space and upstream resolution.
 #include "route/router.h"
 
+#include <algorithm>
+
 #include "base/error.h"
 
 #include <netdb.h>
@@ -30,7 +32,7 @@ SockAddr resolve(const UpstreamUrl& u, const std::string& name)
 }  // namespace
 
 Router::Router(const std::vector<std::string>& rules, const std::vector<std::string>& upstreams,
-               const std::string& default_action)
+               const std::string& default_action, const std::vector<std::string>& groups)
 {
     auto direct = std::make_unique<Upstream>();
     direct->name = "direct";
@@ -53,6 +55,33 @@ Router::Router(const std::vector<std::string>& rules, const std::vector<std::str
         if (up->url.kind != UpstreamUrl::Kind::direct)
             up->addr = resolve(up->url, name);
         upstreams_.push_back(std::move(up));
+    }
+
+    for (const std::string& spec : groups) {
+        auto eq = spec.find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+            fail("--upstream-group '{}': expected NAME=UPSTREAM,UPSTREAM..., e.g. out=a,b", spec);
+        std::string name = spec.substr(0, eq);
+        if (upstream(name))
+            fail("--upstream-group '{}': the name '{}' is already an upstream or group", spec, name);
+        auto g = std::make_unique<Upstream>();
+        g->name = name;
+        g->url.pool = 0;
+        std::string_view list(spec);
+        list.remove_prefix(eq + 1);
+        while (!list.empty()) {
+            size_t comma = list.find(',');
+            std::string member(list.substr(0, comma));
+            list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+            const Upstream* m = upstream(member);
+            if (!m || !m->members.empty() || m->url.kind == UpstreamUrl::Kind::direct)
+                fail("--upstream-group {}: '{}' is not a proxy upstream (members are --upstream names, not "
+                     "direct or groups)", name, member);
+            if (std::find(g->members.begin(), g->members.end(), m) != g->members.end())
+                fail("--upstream-group {}: '{}' is listed twice", name, member);
+            g->members.push_back(m);
+        }
+        upstreams_.push_back(std::move(g));
     }
 
     for (const std::string& text : rules) {

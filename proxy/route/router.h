@@ -5,6 +5,7 @@
 
 #include "route/rules.h"
 #include "base/sock_addr.h"
+#include "upstream/upstream_health.h"
 #include "upstream/upstream_url.h"
 
 #include <memory>
@@ -18,6 +19,11 @@ struct Upstream {
     std::string name;  // "direct" is built in: straight to the original destination
     UpstreamUrl url;
     SockAddr addr;     // resolved when the config is loaded
+    // Shared by the workers; survives in warm-session pools across reloads.
+    std::shared_ptr<UpstreamHealth> health = std::make_shared<UpstreamHealth>();
+    // An upstream group (--upstream-group): its members in order of
+    // preference; a connection goes through one of them (upstream_group.h).
+    std::vector<const Upstream*> members;
 };
 
 struct Decision {
@@ -32,7 +38,7 @@ public:
     // Throws Error (one line) for a bad rule, URL, an unknown upstream name,
     // or an upstream host that does not resolve.
     Router(const std::vector<std::string>& rules, const std::vector<std::string>& upstreams,
-           const std::string& default_action);
+           const std::string& default_action, const std::vector<std::string>& groups = {});
 
     // domain: nullptr before sniffing; "" when sniffing found no name.
     Decision decide(const SockAddr& dst, const std::string* domain) const;
@@ -42,6 +48,8 @@ public:
     const std::vector<Rule>& rules() const { return rules_; }
     const Action& default_action() const { return default_; }
     const Upstream* upstream(const std::string& name) const;
+    // "direct" first, then each --upstream in order.
+    const std::vector<std::unique_ptr<Upstream>>& upstreams() const { return upstreams_; }
     std::string describe() const;
 
 private:

@@ -41,6 +41,10 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         c->hs_out.clear();
         c->hs_out_sent = 0;
         c->hs_in = 0;
+        c->warm = false;
+        c->group = nullptr;
+        c->retried = false;
+        c->early = 0;
     } else {
         all_.push_back(std::make_unique<Conn>());
         c = all_.back().get();

@@ -94,6 +94,10 @@ struct alignas(kUserDataAlign) Conn {
     std::string hs_out;
     uint32_t hs_out_sent = 0;
     uint32_t hs_in = 0;  // unconsumed upstream bytes at the start of setup[u2c]
+    bool warm = false;   // the upstream socket came from the warm session pool
+    const Upstream* group = nullptr;  // the upstream group `upstream` was picked from
+    bool retried = false;             // set up again on the group's next member once
+    uint32_t early = 0;  // client bytes sent with the CONNECT request (optimistic data)
 
     // Once relaying, both sockets usually live only in the ring's fixed-file
     // table (slot >= 0) and their ordinary fds are closed: a relayed

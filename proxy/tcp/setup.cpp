@@ -11,7 +11,9 @@
 #include "route/sniff.h"
 #include "upstream/handshake.h"
 #include "upstream/http_connect.h"
+#include "upstream/session_pool.h"
 #include "upstream/socks5.h"
+#include "upstream/upstream_group.h"
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -24,6 +26,12 @@
 namespace ktp {
 
 namespace {
+
+// How long a connection that got a warm session waits for the client's
+// first bytes, to send them with the CONNECT request: an app that speaks
+// first has written them by then (usually within microseconds of its
+// connect); a server-speaks-first protocol loses only this much.
+constexpr double kEarlyWait = 0.005;
 
 void set_nodelay(int fd)
 {
@@ -55,7 +63,7 @@ TcpSetup::TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPoo
                    const std::chrono::steady_clock::time_point& now, const std::atomic<bool>& stopping)
     : cfg_(cfg), ring_(ring), fixed_(fixed), pool_(pool), chunks_(chunks), relay_(relay), observer_(observer),
       router_(router), now_(now), stopping_(stopping), connect_timeout_(to_timespec(cfg.connect_timeout)),
-      sniff_timeout_(to_timespec(cfg.sniff_timeout))
+      sniff_timeout_(to_timespec(cfg.sniff_timeout)), early_wait_(to_timespec(kEarlyWait))
 {
     auto v = [](uint32_t x) { return static_cast<int>(x); };
     upstream_opts_.push_back({SOL_SOCKET, SO_MARK, v(cfg.mark)});
@@ -107,6 +115,9 @@ void TcpSetup::on_completion(const Completion& cq)
         break;
     case kHsRecv:
         on_hs_recv(c, cq.res);
+        break;
+    case kEarlyRecv:
+        on_early(c, cq.res);
         break;
     default:
         break;
@@ -220,18 +231,69 @@ void TcpSetup::route(Conn& c, const std::string* domain)
     c.upstream = d.action.kind == ActionKind::proxy ? d.upstream : c.router->upstream("direct");
     c.route_name = c.upstream ? c.upstream->name : "direct";
     observer_.routed(c);
+    if (c.upstream && !c.upstream->members.empty()) {
+        c.group = c.upstream;
+        c.upstream = pick_member(*c.group, now_);
+    }
+    dial(c);
+}
 
+bool TcpSetup::retry_elsewhere(Conn& c)
+{
+    // Counted against the upstream: a group skips it for a back-off.
+    c.upstream->health->failed(now_);
+    // Once the client's bytes went out with a request they may have been
+    // passed on: they must never reach the destination a second time.
+    if (!c.group || c.retried || (c.hs && c.hs->early_handed_out()))
+        return false;
+    const Upstream* next = pick_member(*c.group, now_, c.upstream);
+    if (!next)
+        return false;
+    log::debug("client {}: upstream {} failed during setup, trying {} ({})", c.client, c.upstream->name, next->name,
+               c.group->name);
+    c.group->health->retried_total.fetch_add(1, std::memory_order_relaxed);
+    c.retried = true;
+    c.upstream = next;
+    if (c.fd[1]) {
+        c.fd[1].reset();
+        FixedFiles::closed();
+    }
+    c.hs.reset();
+    c.hs_in = 0;
+    c.hs_out_sent = 0;
+    std::string().swap(c.hs_out);
+    c.warm = false;
+    if (c.early > 0) {  // taken for a request that never went out: still at the start of setup[c2u]
+        c.sniff_len = c.early;
+        c.early = 0;
+    }
+    dial(c);
+    return true;
+}
+
+void TcpSetup::dial(Conn& c)
+{
     const SockAddr* target = &c.orig;
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
         target = &c.upstream->addr;
         Target t{c.domain, c.orig};
+        // A warm session is past the greeting: only the CONNECT is left.
+        UniqueFd warm = sessions_ ? sessions_->take(c.router, *c.upstream) : UniqueFd();
+        auto phase = warm ? Socks5Handshake::Phase::connect_only : Socks5Handshake::Phase::full;
         if (c.upstream->url.kind == UpstreamUrl::Kind::socks5)
-            c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t);
+            c.hs = std::make_unique<Socks5Handshake>(c.upstream->url.user, c.upstream->url.password, t, phase);
         else
             c.hs = std::make_unique<HttpConnectHandshake>(c.upstream->url.user, c.upstream->url.password, t);
-        c.setup[idx(Dir::UpstreamToClient)] = chunks_.take(Dir::UpstreamToClient);
+        if (!c.setup[idx(Dir::UpstreamToClient)])
+            c.setup[idx(Dir::UpstreamToClient)] = chunks_.take(Dir::UpstreamToClient);
         if (!c.setup[idx(Dir::UpstreamToClient)])
             return relay_.fail(c, End::error, fmt::format("handshake buffer: {}", errno_text(errno)));
+        if (warm) {
+            c.fd[1] = std::move(warm);
+            FixedFiles::opened();
+            c.warm = true;
+            return start_handshake(c);
+        }
     }
 
     c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -309,6 +371,8 @@ void TcpSetup::on_connect(Conn& c, int res)
                   : res == -ECONNREFUSED                 ? End::refused
                                                          : End::error;
         const char* what = c.hs ? "upstream proxy" : "destination";
+        if (c.hs && retry_elsewhere(c))
+            return;
         if (!c.hs && (why == End::refused || why == End::timeout || res == -EHOSTUNREACH || res == -ENETUNREACH))
             observer_.unreachable(c, res == -ECANCELED ? ETIMEDOUT : -res);
         // The app asked for a connection that cannot be made: tell it with a
@@ -317,8 +381,47 @@ void TcpSetup::on_connect(Conn& c, int res)
                            fmt::format("{}: {}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res)));
     }
     if (c.hs)
-        return hs_step(c, c.hs->start());
+        return start_handshake(c);
     relay_.start(c, c.sniff_len, 0);
+}
+
+void TcpSetup::start_handshake(Conn& c)
+{
+    if (!c.upstream->url.optimistic)
+        return hs_step(c, c.hs->start());
+    char*& buf = c.setup[idx(Dir::ClientToUpstream)];
+    if (!buf && !(buf = chunks_.take(Dir::ClientToUpstream)))
+        return hs_step(c, c.hs->start());  // no buffer: the bytes follow the ordinary way
+    if (c.sniff_len == 0 && c.slot[0] < 0) {
+        // What the client has sent by now, without waiting.
+        ssize_t n = ::recv(c.fd[0].get(), buf, SetupChunks::kSniff, MSG_DONTWAIT);
+        if (n > 0)
+            c.sniff_len = static_cast<uint32_t>(n);
+    }
+    if (c.sniff_len == 0 && c.warm)
+        // After a cold connect the client has had a round trip to speak;
+        // with a warm session it may not have written yet.
+        return recv_with_timeout(c, 0, buf, SetupChunks::kSniff, kEarlyRecv, early_wait_);
+    on_early(c, 0);
+}
+
+void TcpSetup::on_early(Conn& c, int res)
+{
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    if (res < 0 && res != -ECANCELED)
+        return relay_.fail(c, End::reset, fmt::format("client: {}", errno_text(-res)));
+    if (res > 0)
+        c.sniff_len += static_cast<uint32_t>(res);
+    // The bytes go with the request; the relay has none left to replay. A
+    // refused CONNECT resets the client, and the bytes reached no one: the
+    // upstream connects nowhere and discards them.
+    if (c.sniff_len > 0) {
+        c.hs->send_early(std::string(c.setup[idx(Dir::ClientToUpstream)], c.sniff_len));
+        c.early = c.sniff_len;
+        c.sniff_len = 0;
+    }
+    hs_step(c, c.hs->start());
 }
 
 void TcpSetup::hs_step(Conn& c, HandshakeStep step)
@@ -347,10 +450,13 @@ void TcpSetup::hs_step(Conn& c, HandshakeStep step)
         return;
     }
     case HandshakeStep::done:
+        c.upstream->health->succeeded();
         c.hs.reset();
         std::string().swap(c.hs_out);  // a held connection keeps no handshake memory
         return relay_.start(c, c.sniff_len, c.hs_in);
     case HandshakeStep::failed:
+        if (!c.hs->target_refused() && retry_elsewhere(c))
+            return;
         return relay_.fail(c, End::upstream, step.error);
     }
 }
@@ -359,9 +465,12 @@ void TcpSetup::on_hs_send(Conn& c, int res)
 {
     if (c.aborting)
         return relay_.maybe_release(c);
-    if (res <= 0)
+    if (res <= 0) {
+        if (retry_elsewhere(c))
+            return;
         return relay_.fail(c, End::upstream,
                            fmt::format("upstream proxy: send: {}", res == 0 ? "closed" : errno_text(-res)));
+    }
     c.hs_out_sent += static_cast<uint32_t>(res);
     if (c.hs_out_sent < c.hs_out.size()) {
         io_uring_sqe* s = ring_.sqe();
@@ -380,6 +489,8 @@ void TcpSetup::on_hs_recv(Conn& c, int res)
 {
     if (c.aborting)
         return relay_.maybe_release(c);
+    if (res <= 0 && retry_elsewhere(c))
+        return;
     if (res == -ECANCELED)
         return relay_.fail(c, End::timeout, "upstream proxy: handshake timed out");
     if (res < 0)

@@ -22,6 +22,7 @@
 namespace ktp {
 
 class RelayDriver;
+class SessionPools;
 struct HandshakeStep;
 
 class TcpSetup : public CompletionOwner {
@@ -32,7 +33,9 @@ public:
 
     // Accepts on l (multishot, re-armed until stopping).
     void listen(Listener& l);
-    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt.
+    // Warm upstream sessions to take instead of connecting (upstream/session_pool.h).
+    void use_sessions(SessionPools& s) { sessions_ = &s; }
+    // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt, kEarlyRecv.
     void on_completion(const Completion& cq) override;
 
 private:
@@ -43,11 +46,19 @@ private:
     void sniff_more(Conn& c);
     void on_sniff(Conn& c, int res);
     void route(Conn& c, const std::string* domain);
+    // Connects to c.upstream (a warm session, or socket + connect).
+    void dial(Conn& c);
+    // c.upstream failed before any byte reached the app: counts against its
+    // health; true if the connection goes on through the group's next member.
+    bool retry_elsewhere(Conn& c);
     bool set_upstream_options(Conn& c);
     // The same options as linked setsockopt requests ahead of the connect:
     // no syscall each. False: this kernel cannot (sock_cmd.h).
     void queue_upstream_options(Conn& c);
     void on_connect(Conn& c, int res);
+    // Optimistic data (upstream/handshake.h send_early), then the handshake.
+    void start_handshake(Conn& c);
+    void on_early(Conn& c, int res);
     void hs_step(Conn& c, HandshakeStep step);
     void on_hs_send(Conn& c, int res);
     void on_hs_recv(Conn& c, int res);
@@ -62,7 +73,8 @@ private:
     const RouterSlot& router_;
     const std::chrono::steady_clock::time_point& now_;
     const std::atomic<bool>& stopping_;
-    __kernel_timespec connect_timeout_{}, sniff_timeout_{};
+    __kernel_timespec connect_timeout_{}, sniff_timeout_{}, early_wait_{};
+    SessionPools* sessions_ = nullptr;
     // The upstream socket's options, in the order they are set; the values
     // live here for the requests that read them.
     struct SockOpt {

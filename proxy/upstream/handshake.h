@@ -27,6 +27,22 @@ public:
     // nothing: the next call sees the same bytes plus what arrived since.
     // On done, the bytes after `consumed` are tunnel data and must be relayed.
     virtual HandshakeStep feed(std::string_view input) = 0;
+
+    // Optimistic data: the client's first bytes, sent right behind the
+    // CONNECT request instead of one round trip later. Set before start().
+    void send_early(std::string data) { early_ = std::move(data); }
+    size_t early_size() const { return early_.size(); }
+    // The early bytes went out with the request: the upstream may have
+    // passed them on, so the connection must not be tried elsewhere.
+    bool early_handed_out() const { return early_out_; }
+    // The upstream answered the CONNECT with a refusal (the destination's
+    // problem, not the upstream's health).
+    bool target_refused() const { return target_refused_; }
+
+protected:
+    std::string early_;
+    bool early_out_ = false;
+    bool target_refused_ = false;
 };
 
 // Where the upstream should connect to.

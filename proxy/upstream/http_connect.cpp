@@ -134,6 +134,9 @@ HandshakeStep HttpConnectHandshake::start()
     if (!user_.empty() || !password_.empty())
         req += fmt::format("Proxy-Authorization: Basic {}\r\n", base64_encode(user_ + ":" + password_));
     req += "\r\n";
+    // Only when asked (optimistic=on): a proxy may read past the request.
+    req += early_;
+    early_out_ = !early_.empty();
     state_ = State::response;
     return step_send(std::move(req), 0);
 }
@@ -172,6 +175,8 @@ HandshakeStep HttpConnectHandshake::feed(std::string_view in)
         std::string reason = clean_reason(s.size() > 13 ? s.substr(13) : std::string_view{});
         // A refusal is final on its status line: the proxy may close without
         // finishing the headers, and the code is what the user needs to see.
+        // 407 is about us (credentials); other refusals about the destination.
+        target_refused_ = (code < 100 || code >= 300) && code != 407;
         if (code < 100 || code >= 300)
             return fail(reason.empty() ? fmt::format("http upstream refused CONNECT: {:03d}", code)
                                        : fmt::format("http upstream refused CONNECT: {:03d} {}", code, reason));

@@ -41,8 +41,8 @@ std::string_view socks5_reply_text(uint8_t rep)
     }
 }
 
-Socks5Handshake::Socks5Handshake(std::string user, std::string password, Target target)
-    : user_(std::move(user)), password_(std::move(password)), target_(std::move(target))
+Socks5Handshake::Socks5Handshake(std::string user, std::string password, Target target, Phase phase)
+    : user_(std::move(user)), password_(std::move(password)), target_(std::move(target)), phase_(phase)
 {
 }
 
@@ -67,9 +67,13 @@ HandshakeStep Socks5Handshake::start()
         return fail(fmt::format("socks5: domain is {} bytes, the protocol allows 255", target_.domain.size()));
     // The port always comes from the address, even when the domain is sent.
     int fam = target_.addr.unmapped().family();
-    if (fam != AF_INET && fam != AF_INET6)
+    if (phase_ != Phase::greet_only && fam != AF_INET && fam != AF_INET6)
         return fail("socks5: no destination address to CONNECT to");
 
+    if (phase_ == Phase::connect_only) {
+        state_ = State::connect;
+        return step_send(connect_request(), 0);
+    }
     state_ = State::method;
     if (user_.empty())
         return step_send(std::string{char(kVersion), 1, char(kNoAuth)}, 0);
@@ -99,10 +103,8 @@ HandshakeStep Socks5Handshake::on_method(std::string_view in)
     if (method == kNoAcceptable)
         return fail(fmt::format("socks5 upstream: no acceptable auth method (0xff){}",
                                 user_.empty() ? "; it may need a username and password" : ""));
-    if (method == kNoAuth) {
-        state_ = State::connect;
-        return step_send(connect_request(), 2);
-    }
+    if (method == kNoAuth)
+        return greeted(2);
     if (method == kUserPass && !user_.empty()) {
         state_ = State::auth;
         std::string req;
@@ -126,11 +128,20 @@ HandshakeStep Socks5Handshake::on_auth(std::string_view in)
         return fail(fmt::format("socks5 upstream answered garbage (auth version 0x{:02x})", byte(in, 0)));
     if (byte(in, 1) != 0x00)
         return fail(fmt::format("socks5 upstream rejected username/password (status 0x{:02x})", byte(in, 1)));
-    state_ = State::connect;
-    return step_send(connect_request(), 2);
+    return greeted(2);
 }
 
-std::string Socks5Handshake::connect_request() const
+HandshakeStep Socks5Handshake::greeted(size_t consumed)
+{
+    if (phase_ == Phase::greet_only) {
+        state_ = State::done;
+        return step_done(consumed);
+    }
+    state_ = State::connect;
+    return step_send(connect_request(), consumed);
+}
+
+std::string Socks5Handshake::connect_request()
 {
     std::string req{char(kVersion), char(kCmdConnect), 0x00};
     SockAddr a = target_.addr.unmapped();
@@ -150,6 +161,10 @@ std::string Socks5Handshake::connect_request() const
     uint16_t port = a.port();
     req += char(port >> 8);
     req += char(port & 0xff);
+    // The server reads exactly the request and relays what follows once
+    // connected; refused, it closes and the bytes go nowhere.
+    req += early_;
+    early_out_ = !early_.empty();
     return req;
 }
 
@@ -162,6 +177,7 @@ HandshakeStep Socks5Handshake::on_connect(std::string_view in)
     if (byte(in, 0) != kVersion)
         return fail(fmt::format("socks5 upstream answered garbage (version 0x{:02x})", byte(in, 0)));
     uint8_t rep = byte(in, 1);
+    target_refused_ = rep != 0x00;
     if (rep != 0x00)
         return fail(fmt::format("socks5 upstream refused CONNECT: {} (REP=0x{:02x})", socks5_reply_text(rep), rep));
     if (in.size() < 4)

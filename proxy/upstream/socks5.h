@@ -12,9 +12,14 @@ namespace ktp {
 
 class Socks5Handshake : public Handshake {
 public:
+    // Where a warm session pool (upstream/session_pool.h) splits the
+    // exchange: greet_only ends (done) once the server accepted the greeting
+    // and credentials; connect_only starts with the CONNECT request on such
+    // a session.
+    enum class Phase { full, greet_only, connect_only };
     // Credentials are offered (method 0x02, alongside no-auth) when user is
     // non-empty. Over-long user, password or domain fail in start().
-    Socks5Handshake(std::string user, std::string password, Target target);
+    Socks5Handshake(std::string user, std::string password, Target target, Phase phase = Phase::full);
 
     HandshakeStep start() override;
     HandshakeStep feed(std::string_view input) override;
@@ -25,12 +30,14 @@ private:
     HandshakeStep on_method(std::string_view in);
     HandshakeStep on_auth(std::string_view in);
     HandshakeStep on_connect(std::string_view in);
+    HandshakeStep greeted(size_t consumed);
     HandshakeStep fail(std::string error);
-    std::string connect_request() const;
+    std::string connect_request();
 
     std::string user_, password_;
     Target target_;
     State state_ = State::init;
+    Phase phase_;
 };
 
 // "connection refused" for REP 0x05; "unknown reply" outside RFC 1928's table.

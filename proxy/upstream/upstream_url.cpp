@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <optional>
 
 namespace ktp {
@@ -152,11 +153,54 @@ Result<UpstreamUrl> parse_upstream_url(std::string_view text)
         return failure(fmt::format("unknown scheme '{}' (use socks5://, http:// or direct)", scheme));
     }
 
+    // Options: ?pool=N&pool-age=SECONDS&optimistic=on|off.
+    // After the user info: a password may hold a '?'.
+    size_t info_end = rest.rfind('@');
+    if (size_t q = rest.find('?', info_end == std::string_view::npos ? 0 : info_end); q != std::string_view::npos) {
+        std::string_view query = rest.substr(q + 1);
+        rest = rest.substr(0, q);
+        while (!query.empty()) {
+            size_t amp = query.find('&');
+            std::string_view kv = query.substr(0, amp);
+            query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+            size_t eq = kv.find('=');
+            std::string_view key = kv.substr(0, eq);
+            std::string value(eq == std::string_view::npos ? std::string_view{} : kv.substr(eq + 1));
+            auto number = [&](double lo, double hi) -> std::optional<double> {
+                char* end = nullptr;
+                double v = value.empty() ? -1 : std::strtod(value.c_str(), &end);
+                if (value.empty() || *end != '\0' || !(v >= lo && v <= hi))
+                    return std::nullopt;
+                return v;
+            };
+            if (key == "pool") {
+                auto v = number(0, UpstreamUrl::kMaxPool);
+                if (!v || *v != static_cast<unsigned>(*v))
+                    return failure(fmt::format("bad pool={} (expected 0-{} sessions)", value, UpstreamUrl::kMaxPool));
+                u.pool = static_cast<unsigned>(*v);
+            } else if (key == "pool-age") {
+                auto v = number(0.1, 86400);
+                if (!v)
+                    return failure(fmt::format("bad pool-age={} (expected 0.1-86400 seconds)", value));
+                u.pool_age = *v;
+            } else if (key == "optimistic") {
+                if (value == "on" || value == "1" || value == "true")
+                    u.optimistic = true;
+                else if (value == "off" || value == "0" || value == "false")
+                    u.optimistic = false;
+                else
+                    return failure(fmt::format("bad optimistic={} (expected on or off)", value));
+            } else {
+                return failure(fmt::format("unknown option '{}' (known: pool, pool-age, optimistic)", key));
+            }
+        }
+    }
+
     // One trailing slash is how URLs are often written; a path means nothing here.
     if (!rest.empty() && rest.back() == '/')
         rest.remove_suffix(1);
-    if (rest.find_first_of("/?#") != std::string_view::npos)
-        return failure("a proxy URL has no path, query or fragment");
+    if (rest.find_first_of("/#") != std::string_view::npos)
+        return failure("a proxy URL has no path or fragment");
 
     // The last '@' ends the user info, so an unescaped '@' in a password works.
     size_t at = rest.rfind('@');

@@ -17,8 +17,22 @@ struct UpstreamUrl {
     uint16_t port = 0;
     std::string user, password;  // percent-decoded
 
+    // Options after '?' (docs/usage.md): warm sessions kept per worker (0:
+    // none), how long an idle one may wait, and whether the client's first
+    // bytes travel with the CONNECT request (optimistic data). Off unless
+    // asked for: a server must keep what follows its request, and not all
+    // do. dante 1.4 relays it; microsocks 1.0 reads it along with the
+    // request and drops it, and the app then waits for an answer to a
+    // request the destination never got; an HTTP proxy may do the same.
+    unsigned pool = kDefaultPool;
+    double pool_age = kDefaultPoolAge;  // seconds
+    bool optimistic = false;
+    static constexpr unsigned kDefaultPool = 4;
+    static constexpr unsigned kMaxPool = 64;
+    static constexpr double kDefaultPoolAge = 30;
+
     // For logs: "socks5://alice:***@10.0.0.5:1080". Parses back to the same
-    // URL except for the password.
+    // URL except for the password and options.
     std::string to_string_redacted() const;
 };
 

@@ -56,6 +56,28 @@ TEST_CASE("socks5 CONNECT to an IPv4 destination uses ATYP 1 and the port in net
     CHECK(r.rest.empty());
 }
 
+TEST_CASE("socks5 greet_only ends after the method (and auth) reply, before any CONNECT")
+{
+    Socks5Handshake hs("", "", Target{}, Socks5Handshake::Phase::greet_only);
+    DriveResult r = drive(hs, kMethodNoAuth);
+    REQUIRE(r.last.kind == HandshakeStep::done);
+    CHECK(r.sent == "\x05\x01\x00"s);
+    Socks5Handshake auth("alice", "secret", Target{}, Socks5Handshake::Phase::greet_only);
+    DriveResult a = drive(auth, kMethodUserPass + kAuthOk);
+    REQUIRE(a.last.kind == HandshakeStep::done);
+    CHECK(a.sent == "\x05\x02\x00\x02"s + "\x01\x05"s + "alice\x06secret"s);
+}
+
+TEST_CASE("socks5 connect_only starts with the CONNECT request, optimistic data right behind it")
+{
+    Socks5Handshake hs("alice", "secret", v4_target(), Socks5Handshake::Phase::connect_only);
+    hs.send_early("GET / HTTP/1.0\r\n\r\n");
+    DriveResult r = drive(hs, kReplyV4 + "HTTP/1.0 200"s);
+    REQUIRE(r.last.kind == HandshakeStep::done);
+    CHECK(r.sent == "\x05\x01\x00\x01\x0a\x00\x00\x01\x01\xbb"s + "GET / HTTP/1.0\r\n\r\n");
+    CHECK(r.rest == "HTTP/1.0 200");
+}
+
 TEST_CASE("socks5 CONNECT to an IPv6 destination uses ATYP 4")
 {
     Socks5Handshake hs("", "", Target{"", ip("fd00::2", 8080)});

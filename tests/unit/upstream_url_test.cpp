@@ -142,7 +142,26 @@ TEST_CASE("one trailing slash is accepted, a path is not")
 {
     CHECK(parse_ok("http://h:3128/").port == 3128);
     CHECK(parse_err("http://h:3128/proxy").find("no path") != std::string::npos);
-    CHECK(parse_err("http://h?x=1").find("no path") != std::string::npos);
+    CHECK(parse_err("http://h?x=1").find("unknown option 'x'") != std::string::npos);
+}
+
+TEST_CASE("warm-session and optimistic-data options after '?'")
+{
+    UpstreamUrl d = parse_ok("socks5://h:1080");
+    CHECK(d.pool == UpstreamUrl::kDefaultPool);
+    CHECK_FALSE(d.optimistic);  // microsocks drops bytes behind its request (upstream_url.h)
+    CHECK(parse_ok("socks5://h?optimistic=on").optimistic);
+    UpstreamUrl u = parse_ok("socks5://u:p%3Fq@h:1080?pool=0&pool-age=2.5&optimistic=off");
+    CHECK(u.pool == 0);
+    CHECK(u.pool_age == 2.5);
+    CHECK_FALSE(u.optimistic);
+    CHECK(u.password == "p?q");
+    CHECK(parse_ok("socks5://u:p?q@h:1080?pool=2").password == "p?q");  // a '?' in the password is not the query
+    CHECK(parse_ok("http://h:3128?optimistic=on").optimistic);
+    CHECK(parse_err("socks5://h?pool=65").find("bad pool=65") != std::string::npos);
+    CHECK(parse_err("socks5://h?pool=1.5").find("bad pool") != std::string::npos);
+    CHECK(parse_err("socks5://h?pool-age=0").find("bad pool-age") != std::string::npos);
+    CHECK(parse_err("socks5://h?optimistic=maybe").find("bad optimistic") != std::string::npos);
 }
 
 TEST_CASE("errors never echo the password")

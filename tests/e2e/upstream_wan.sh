@@ -1,0 +1,311 @@
+#!/bin/bash
+# Upstreams at WAN distance (issue 15): warm upstream sessions, optimistic
+# data and upstream groups, against real proxies from Debian (microsocks,
+# dante with user/password, tinyproxy). Behaviour only, never timings: the
+# pool and optimistic data show on the plain two-host topology; the WAN link
+# (tools/ktp-delay, scripts/lib/wan.sh) is for scripts/bench.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+skip_unless_root
+
+ktp_topo_up
+start_nginx
+
+# dante with user/password; port 9105 is refused by its rules, so a CONNECT
+# there fails at the proxy while a server does listen on it.
+start_dante() {
+    local d="$KTP_TMP/dante"
+    mkdir -p "$d"
+    chmod 755 "$KTP_TMP" "$d"
+    cp /etc/passwd "$d/passwd"
+    cp /etc/shadow "$d/shadow"
+    echo "ktpuser:x:60999:60999::/nonexistent:/usr/sbin/nologin" >> "$d/passwd"
+    echo "ktpuser:$(openssl passwd -6 s3cret):19000:0:99999:7:::" >> "$d/shadow"
+    cat > "$d/danted.conf" <<CONF
+logoutput: $d/danted.log
+internal: $KTP_SRV4 port = 1080
+external: $KTP_SRV4
+socksmethod: username
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {
+    from: 0.0.0.0/0 to: 0.0.0.0/0
+    log: connect error
+}
+socks block {
+    from: 0.0.0.0/0 to: 0.0.0.0/0 port = 9105
+    log: connect error
+}
+socks pass {
+    from: 0.0.0.0/0 to: 0.0.0.0/0
+    command: connect
+    log: connect error
+}
+CONF
+    ktp_bg unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
+        exec nsenter --net=/run/netns/$KTP_SRV danted -f '$d/danted.conf' -N 1"
+    ktp_wait_port "$KTP_SRV" 1080
+    DANTE_LOG="$d/danted.log"
+}
+
+start_microsocks() {  # start_microsocks PORT
+    ktp_bg in_srv sh -c "exec microsocks -i $KTP_SRV4 -p $1 >> '$KTP_TMP/microsocks.$1.log' 2>&1"
+    MICRO_PID[$1]=$!
+    ktp_wait_port "$KTP_SRV" "$1"
+}
+declare -A MICRO_PID
+
+start_tinyproxy() {
+    local d="$KTP_TMP/tinyproxy"
+    mkdir -p "$d"
+    chmod 777 "$d"
+    cat > "$d/tinyproxy.conf" <<CONF
+Port 8888
+Listen $KTP_SRV4
+Timeout 30
+LogFile "$d/tinyproxy.log"
+LogLevel Connect
+MaxClients 50
+Allow 10.201.0.0/24
+ConnectPort 8083
+BasicAuth ktpuser s3cret
+CONF
+    ktp_bg in_srv tinyproxy -d -c "$d/tinyproxy.conf"
+    ktp_wait_port "$KTP_SRV" 8888
+    TINYPROXY_LOG="$d/tinyproxy.log"
+}
+
+start_dante
+start_microsocks 1081
+start_microsocks 1082
+start_microsocks 1083
+start_microsocks 1084
+start_tinyproxy
+sed -i "s|listen $KTP_SRV4:80 backlog=4096;|listen $KTP_SRV4:80 backlog=4096; listen $KTP_SRV4:8081; listen $KTP_SRV4:8082; listen $KTP_SRV4:8083; listen $KTP_SRV4:8084; listen $KTP_SRV4:8085; listen $KTP_SRV4:8086;|" \
+    "$KTP_TMP/nginx/nginx.conf"
+in_srv nginx -c "$KTP_TMP/nginx/nginx.conf" -s reload
+ktp_wait_port "$KTP_SRV" 8086
+# Whatever reaches port 9105 is written down: a refused CONNECT must leave it empty.
+: > "$KTP_TMP/9105.bytes"
+ktp_bg in_srv socat -u TCP-LISTEN:9105,bind=$KTP_SRV4,reuseaddr,fork "OPEN:$KTP_TMP/9105.bytes,append"
+ktp_wait_port "$KTP_SRV" 9105
+
+# One worker, so that the pools' sizes are the counts seen at the upstreams.
+start_ktproxy --workers 1 --control "$KTP_TMP/ctl.sock" \
+    --upstream "m3=socks5://$KTP_SRV4:1083?pool=1" --upstream "m4=socks5://$KTP_SRV4:1084?pool=1" \
+    --upstream-group "grp=m3,m4" --rule "port=80 proxy=grp" \
+    --upstream "gone=socks5://$KTP_SRV4:1099?pool=0" --upstream "m5=socks5://$KTP_SRV4:1084?pool=0" \
+    --upstream-group "g2=gone,m5" --rule "port=8086 proxy=g2" \
+    --upstream "dante=socks5://ktpuser:s3cret@$KTP_SRV4:1080?pool=2&optimistic=on" \
+    --upstream "micro=socks5://$KTP_SRV4:1081?pool=2&pool-age=3" \
+    --upstream "tiny=http://ktpuser:s3cret@$KTP_SRV4:8888?pool=2" \
+    --upstream "cold=socks5://ktpuser:s3cret@$KTP_SRV4:1080?pool=0&optimistic=on" \
+    --upstream "m2=socks5://$KTP_SRV4:1082?pool=2" \
+    --rule "port=8081 proxy=dante" --rule "port=9105 proxy=dante" --rule "port=8082 proxy=micro" \
+    --rule "port=9106 proxy=micro" --rule "port=8083 proxy=tiny" --rule "port=8084 proxy=cold" \
+    --rule "port=8085 proxy=m2" \
+    || ktp_die "ktproxy did not start"
+
+# Established connections from the client host to an upstream's port.
+session_ports() {  # session_ports PORT: sorted local ports
+    in_cli ss -Htn state established "dport = :$1" | awk '{ print $3 }' | sed 's/.*://' | sort -n
+}
+wait_sessions() {  # wait_sessions PORT COUNT: until COUNT are open (at most 5 s)
+    for _ in $(seq 100); do
+        [ "$(session_ports "$1" | wc -l)" -eq "$2" ] && return 0
+        sleep 0.05
+    done
+    fail "expected $2 sessions to port $1, have $(session_ports "$1" | wc -l)"
+}
+
+# get PORT: one HTTP request from the app cgroup; prints "STATUS LOCALPORT".
+get() {
+    in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_SRV4:$1/"
+}
+conn_line() {  # conn_line LOCALPORT: ktproxy's log line of that connection
+    wait_log "$KTP_LOG" "client=[^ ]+:$1 " || fail "no conn line for client port $1"
+    grep -E "client=[^ ]+:$1 " "$KTP_LOG" | tail -1
+}
+
+test_warm_pool_microsocks_hands_out_each_session_once() {
+    wait_sessions 1081 2
+    local before vias=() i out line
+    before=$(session_ports 1081 | tr '\n' ' ')
+    for i in 1 2 3 4 5; do
+        out=$(get 8082)
+        expect_eq "${out%% *}" 200 "HTTP status via microsocks (request $i)"
+        line=$(conn_line "${out##* }")
+        expect_match "$line" "route=micro .*end=eof" "conn line $i"
+        vias+=("$(conn_field "$line" via)")
+        [ "$i" -eq 1 ] && expect_match "$line" "session=warm" "the first request's session (the pool was full)"
+        wait_sessions 1081 2  # refilled in the background
+    done
+    expect_match " $before" " ${vias[0]##*:} " "the first request used a session opened before it"
+    # Single use: five requests, five different upstream sockets.
+    expect_eq "$(printf '%s\n' "${vias[@]}" | sort -u | wc -l)" 5 "distinct upstream sessions"
+}
+
+test_warm_pool_dante_greets_once_per_session() {
+    wait_sessions 1080 2
+    local accepts0 connects0 i out
+    accepts0=$(grep -c 'tcp/accept' "$DANTE_LOG")
+    connects0=$(grep -c 'username%ktpuser@.*tcp/connect\|tcp/connect.*username%ktpuser' "$DANTE_LOG")
+    for i in 1 2 3 4; do
+        out=$(get 8081)
+        expect_eq "${out%% *}" 200 "HTTP status via dante (request $i)"
+        expect_match "$(conn_line "${out##* }")" "route=dante .*session=warm" "conn line $i"
+        wait_sessions 1080 2
+    done
+    # Each request: one CONNECT as ktpuser on a session that greeted and
+    # authenticated once; the four replacements greeted but wait, unused.
+    wait_log "$DANTE_LOG" "x" 1
+    expect_eq "$(( $(grep -c 'tcp/accept' "$DANTE_LOG") - accepts0 ))" 4 "TCP sessions dante accepted"
+    expect_eq "$(( $(grep -c 'username%ktpuser@.*tcp/connect\|tcp/connect.*username%ktpuser' "$DANTE_LOG") - connects0 ))" 4 \
+        "CONNECTs dante passed"
+}
+
+test_warm_pool_tinyproxy_http_connect() {
+    wait_sessions 8888 2
+    local out line
+    out=$(get 8083)
+    expect_eq "${out%% *}" 200 "HTTP status via tinyproxy"
+    line=$(conn_line "${out##* }")
+    expect_match "$line" "route=tiny .*session=warm" "conn line"
+    # HTTP CONNECT proxies get no optimistic data unless asked for.
+    [[ "$line" != *early=* ]] || fail "optimistic data sent to an HTTP proxy by default: $line"
+    wait_log "$TINYPROXY_LOG" "CONNECT.*$KTP_SRV4:8083" || fail "tinyproxy's log does not show the CONNECT"
+}
+
+test_sessions_killed_by_the_upstream_are_never_handed_out() {
+    wait_sessions 1082 2
+    # microsocks restarted: every idle session dies at the far end.
+    kill "${MICRO_PID[1082]}"
+    ktp_wait_port_gone "$KTP_SRV" 1082
+    start_microsocks 1082
+    local i out
+    for i in $(seq 8); do
+        out=$(get 8085)
+        expect_eq "${out%% *}" 200 "HTTP status via the restarted microsocks (request $i)"
+    done
+    # And the pool is warm again with sessions of the new process.
+    wait_sessions 1082 2
+    out=$(get 8085)
+    expect_eq "${out%% *}" 200 "HTTP status once refilled"
+    expect_match "$(conn_line "${out##* }")" "session=warm" "a request after the refill"
+    ! grep -E "route=m2 .*end=(upstream|reset|error|timeout)" "$KTP_LOG" || fail "a client saw a failure"
+}
+
+test_idle_sessions_close_at_max_age() {
+    wait_sessions 1081 2
+    local first second
+    first=$(session_ports 1081 | tr '\n' ' ')
+    sleep 4  # pool-age=3
+    wait_sessions 1081 2
+    second=$(session_ports 1081 | tr '\n' ' ')
+    local p
+    for p in $first; do
+        [[ " $second " != *" $p "* ]] || fail "session :$p outlived pool-age (before: $first, after: $second)"
+    done
+}
+
+test_optimistic_request_arrives_intact_through_dante_warm_and_cold() {
+    local port out line
+    for port in 8081 8084; do
+        out=$(in_app curl -sS --max-time 5 -w ' %{http_code} %{local_port}' "http://$KTP_SRV4:$port/index.html?opt=$port")
+        expect_match "$out" "^hello from the server host" "body via port $port"
+        line=$(conn_line "${out##* }")
+        # Warm: the request waited for, and sent with the CONNECT. Cold: sent
+        # with it if it had arrived by then (on loopback it may not have).
+        [ "$port" = 8084 ] || expect_match "$line" "early=[1-9]" "optimistic data via port $port"
+        expect_match "$line" "end=eof" "end via port $port"
+    done
+    # microsocks (optimistic off by default: it drops what follows the
+    # request) gets the request after its reply.
+    out=$(in_app curl -sS --max-time 5 -w ' %{http_code} %{local_port}' "http://$KTP_SRV4:8082/index.html")
+    expect_match "$out" "^hello from the server host" "body via microsocks"
+    [[ "$(conn_line "${out##* }")" != *early=* ]] || fail "optimistic data sent to microsocks"
+}
+
+test_refused_connect_bytes_reach_no_server() {
+    local rc
+    in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4:9105/secret-request" 2>/dev/null
+    rc=$?
+    expect_ne "$rc" 0 "curl through a refused CONNECT"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9105 .*end=upstream" || fail "no end=upstream line for the refused CONNECT"
+    expect_match "$(grep "orig=$KTP_SRV4:9105" "$KTP_LOG" | tail -1)" "early=[1-9]" "the request went with the CONNECT"
+    wait_log "$DANTE_LOG" "block.*9105" 2 || fail "dante did not log the block"
+    sleep 0.5
+    expect_eq "$(stat -c %s "$KTP_TMP/9105.bytes")" 0 "bytes that reached the server on 9105"
+    # microsocks: nothing listens on 9106, so the CONNECT fails there too.
+    in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4:9106/" 2>/dev/null && fail "curl to 9106 succeeded"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9106 .*end=upstream" || fail "no end=upstream line for 9106"
+}
+
+ktp_status() { "$KTPROXY" status --control "$KTP_TMP/ctl.sock"; }
+
+test_group_fails_over_to_the_next_member_and_back() {
+    local out i lines
+    out=$(get 80)
+    expect_eq "${out%% *}" 200 "HTTP status through the group"
+    wait_log "$KTP_TMP/microsocks.1083.log" "connected to" || fail "the first member did not carry it"
+    expect_match "$(ktp_status)" "upstream m3 \(group grp\): up" "status before"
+    # The first member dies: its idle session sees EOF, its refill is
+    # refused (a health probe), and it is skipped.
+    kill "${MICRO_PID[1083]}"
+    ktp_wait_port_gone "$KTP_SRV" 1083
+    for i in $(seq 10); do
+        out=$(get 80)
+        expect_eq "${out%% *}" 200 "HTTP status with the first member dead (request $i)"
+    done
+    expect_match "$(ktp_status)" "upstream m3 \(group grp\): down failures=[1-9]" "status with m3 dead"
+    expect_match "$(ktp_status)" "upstream m4 \(group grp\): up" "status of m4"
+    lines=$(grep -c "connected to" "$KTP_TMP/microsocks.1084.log")
+    [ "$lines" -ge 10 ] || fail "the second member carried $lines of 10"
+    ! grep -E "orig=$KTP_SRV4:80 .*route=grp .*end=(upstream|reset|refused|timeout|error)" "$KTP_LOG" \
+        || fail "a client saw a failure"
+    "$KTPROXY" status --control "$KTP_TMP/ctl.sock" --json | jq -e '.upstreams[] | select(.name == "m3") | .state == "down"' \
+        >/dev/null || fail "status --json does not show m3 down"
+    # Back: a probe (the pool's refill) finds it, and it carries again.
+    start_microsocks 1083
+    for i in $(seq 100); do
+        ktp_status | grep -q "upstream m3 (group grp): up" && break
+        sleep 0.2
+    done
+    expect_match "$(ktp_status)" "upstream m3 \(group grp\): up" "status once m3 is back"
+    lines=$(grep -c "connected to" "$KTP_TMP/microsocks.1083.log")
+    out=$(get 80)
+    expect_eq "${out%% *}" 200 "HTTP status with m3 back"
+    wait_log "$KTP_TMP/microsocks.1083.log" "connected to" || true
+    [ "$(grep -c "connected to" "$KTP_TMP/microsocks.1083.log")" -gt "$lines" ] || fail "m3 does not carry again"
+}
+
+test_group_retries_once_on_the_next_member_when_setup_fails() {
+    # A group whose first member refuses every TCP connect (nothing
+    # listens): each connection is set up again on the second, once.
+    local out
+    out=$(get 8086)
+    expect_eq "${out%% *}" 200 "HTTP status through g2"
+    expect_match "$(conn_line "${out##* }")" "route=g2 .*end=eof" "conn line"
+    expect_match "$(ktp_status)" "group g2: retried=1" "retries counted"
+    expect_match "$(ktp_status)" "upstream gone \(group g2\): down" "the refusing member"
+}
+
+test_ktp_delay_link_carries_traffic_and_stops_on_sigterm() {
+    # The bench's WAN link (scripts/lib/wan.sh): a far host reachable only
+    # through ktp-delay; SIGTERM ends it with its counts, and the far host's
+    # address is unreachable once it is gone (no other path exists).
+    . "$(dirname "$0")/../../scripts/lib/wan.sh"
+    ktp_wan_up 20
+    ktp_wan_bg socat TCP-LISTEN:7000,bind=$KTP_WAN_DST4,reuseaddr,fork EXEC:cat
+    ktp_wait_port "$KTP_WAN" 7000
+    expect_eq "$(printf 'over the link' | in_cli timeout 5 socat -t 2 - TCP:$KTP_WAN_DST4:7000)" "over the link" "echo"
+    kill -TERM "$KTP_WAN_DELAY_PID"
+    wait "$KTP_WAN_DELAY_PID" 2>/dev/null
+    expect_file_match "$KTP_TMP/ktp-delay.log" "stopped; A->B [1-9][0-9]* forwarded 0 dropped" "ktp-delay's last line"
+    ! in_cli timeout 3 socat -T 1 /dev/null TCP:$KTP_WAN_DST4:7000,connect-timeout=1 2>/dev/null || fail "reachable without the link"
+    ktp_wan_down
+}
+
+run_all_tests "$0"
+finish
