@@ -11,6 +11,7 @@
 #include "daemon/ownership.h"
 #include "daemon/preflight.h"
 #include "daemon/routing.h"
+#include "udp/udp_relay.h"
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
 #include "daemon/workers.h"
@@ -80,15 +81,24 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     const unsigned nworkers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
     ListenerPlan listeners = open_listeners(o, nworkers, cgroups.app.has_value(), !o.gateway_ifaces.empty());
 
+    RouterSlot router(routing.router);
+    std::unique_ptr<UdpRelay> udp;
+    if (o.udp && cgroups.app && listeners.listen4) {
+        udp = std::make_unique<UdpRelay>(
+            UdpConfig{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout}, router);
+        listeners.udp_port = udp->port();
+    }
+
     KernelSide kernel(o, listeners, cgroups.name);
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
-    RouterSlot router(routing.router);
     Workers workers(loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1), std::move(listeners.sets),
                     router);
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
     workers.start();
+    if (udp)
+        udp->start(kernel.sock()->udp_flows_fd());
     if (cgroups.app)
         kernel.attach_sockets(*cgroups.app, *cgroups.own);
     // Loading the BPF objects parsed the kernel's BTF (megabytes of heap,
@@ -100,6 +110,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
 
     int exit_code = supervisor.run();
     shut_down(o, cgroups, workers, kernel, exit_code, supervisor.stop_signal());
+    // After the hooks are off: no new datagram comes its way.
+    if (udp)
+        udp->stop();
     return exit_code;
 }
 

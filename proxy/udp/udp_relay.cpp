@@ -1,0 +1,350 @@
+// The UDP relay's loop: app datagrams in on the relay sockets, one upstream
+// socket per flow, replies out from the token address.
+#include "udp/udp_relay.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "kernel/bpf_abi.h"
+
+#include <bpf/bpf.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "ktproxy_shared.h"
+
+namespace ktp {
+
+struct UdpRelay::Flow {
+    std::string key;
+    UniqueFd up;          // connected to dst, marked; none when dropping
+    SockAddr app;         // where replies go (the datagram's source)
+    SockAddr dst;         // the original destination
+    ktp_udp_key map_key{};
+    bool v6 = false;      // arrived on the IPv6 relay socket
+    bool drop = false;    // the rules send it where UDP cannot go yet
+    std::string via;      // "direct", or why it is dropped
+    uint32_t pid = 0;
+    std::string comm;
+    uint64_t out = 0, in = 0;  // datagrams app -> dst, dst -> app
+    std::chrono::steady_clock::time_point last;
+};
+
+namespace {
+
+constexpr size_t kMaxDatagram = 65536;
+constexpr int kBatch = 64;  // datagrams per socket per wakeup, so one busy flow cannot starve the rest
+
+UniqueFd relay_socket(int family, const SockAddr& bind_to, uint32_t mark)
+{
+    UniqueFd fd(socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd)
+        fail_errno("UDP relay: socket");
+    int one = 1;
+    if (mark && setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+        fail_errno("UDP relay: SO_MARK {:#x}", mark);
+    if (family == AF_INET) {
+        // The token address each datagram was sent to names its flow.
+        if (setsockopt(fd.get(), IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0)
+            fail_errno("UDP relay: IP_PKTINFO");
+    } else if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+        fail_errno("UDP relay: IPV6_V6ONLY");
+    }
+    if (bind(fd.get(), bind_to.get(), bind_to.size()) != 0)
+        return UniqueFd();
+    return fd;
+}
+
+uint64_t monotonic_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+}
+
+void epoll_add(int ep, int fd, void* tag)
+{
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = tag;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        fail_errno("UDP relay: epoll_ctl add");
+}
+
+// Tags of the relay's own fds; flows are tagged with their Flow*.
+char kTagSock4, kTagSock6, kTagWake;
+
+}  // namespace
+
+UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router) : cfg_(cfg), router_(router)
+{
+    // One port for both families: the hooks know a single relay port.
+    for (uint16_t want : {cfg.port_hint, uint16_t(0)}) {
+        auto any4 = SockAddr::parse_ip("0.0.0.0", want);
+        sock4_ = relay_socket(AF_INET, *any4, cfg.mark);
+        if (!sock4_)
+            continue;
+        port_ = SockAddr::local_of(sock4_.get()).port();
+        if (!cfg.listen6)
+            break;
+        auto at6 = SockAddr::parse_ip(cfg.listen6->ip_string(), port_);
+        sock6_ = relay_socket(AF_INET6, *at6, cfg.mark);
+        if (sock6_)
+            break;
+        sock4_.reset();
+    }
+    if (!sock4_)
+        fail_errno("UDP relay: bind a port free on 0.0.0.0{}", cfg.listen6 ? " and " + cfg.listen6->ip_string() : "");
+    epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+    wake_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!epoll_ || !wake_)
+        fail_errno("UDP relay: epoll/eventfd");
+    epoll_add(epoll_.get(), sock4_.get(), &kTagSock4);
+    if (sock6_)
+        epoll_add(epoll_.get(), sock6_.get(), &kTagSock6);
+    epoll_add(epoll_.get(), wake_.get(), &kTagWake);
+}
+
+UdpRelay::~UdpRelay() { stop(); }
+
+void UdpRelay::start(int flows_fd)
+{
+    flows_fd_ = flows_fd;
+    thread_ = std::thread([this] { run(); });
+}
+
+void UdpRelay::stop()
+{
+    if (!thread_.joinable())
+        return;
+    uint64_t one = 1;
+    (void)!write(wake_.get(), &one, sizeof(one));
+    thread_.join();
+    for (auto& [k, f] : flows_)
+        close_flow(*f);
+    flows_.clear();
+}
+
+void UdpRelay::run()
+{
+    using clock = std::chrono::steady_clock;
+    auto next_sweep = clock::now() + std::chrono::seconds(1);
+    epoll_event evs[64];
+    for (;;) {
+        int n = epoll_wait(epoll_.get(), evs, 64, 500);
+        if (n < 0 && errno != EINTR) {
+            log::error("UDP relay: epoll_wait: {}; UDP relay stopped", errno_text(errno));
+            return;
+        }
+        for (int i = 0; i < n; ++i) {
+            void* tag = evs[i].data.ptr;
+            if (tag == &kTagWake)
+                return;
+            if (tag == &kTagSock4)
+                on_app_datagram(sock4_.get(), false);
+            else if (tag == &kTagSock6)
+                on_app_datagram(sock6_.get(), true);
+            else
+                on_upstream(*static_cast<Flow*>(tag));
+        }
+        auto now = clock::now();
+        if (now >= next_sweep) {
+            sweep(now);
+            next_sweep = now + std::chrono::seconds(1);
+        }
+    }
+}
+
+void UdpRelay::on_app_datagram(int fd, bool v6)
+{
+    static thread_local std::vector<char> buf(kMaxDatagram);
+    for (int b = 0; b < kBatch; ++b) {
+        sockaddr_in6 from{};
+        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))];
+        iovec iov{buf.data(), buf.size()};
+        msghdr m{};
+        m.msg_name = &from;
+        m.msg_namelen = sizeof(from);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof(ctl);
+        ssize_t len = recvmsg(fd, &m, MSG_DONTWAIT);
+        if (len < 0)
+            return;
+        SockAddr app(reinterpret_cast<sockaddr*>(&from), m.msg_namelen);
+        ktp_udp_key key{};
+        if (!v6) {
+            in_addr to{};
+            bool have = false;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+                if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+                    in_pktinfo pi;
+                    std::memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+                    to = pi.ipi_addr;
+                    have = true;
+                }
+            // Only the hooks' tokens on loopback name a flow; the socket is
+            // bound to 0.0.0.0 and anything else that reaches it is noise.
+            if (!have || (ntohl(to.s_addr) >> 24) != 127)
+                continue;
+            key.addr = to.s_addr;
+            key.family = KTP_AF_INET;
+        } else {
+            key.app_port = htons(app.port());
+            key.family = KTP_AF_INET6;
+        }
+        std::string fkey = fmt::format("{}|{:x}|{}", app, key.addr, key.family);
+        auto it = flows_.find(fkey);
+        Flow* f = it == flows_.end() ? nullptr : it->second.get();
+        ktp_udp_flow val{};
+        if (!f || v6) {
+            // IPv6 flows follow the socket's last destination: look it up
+            // each time (one syscall; an IPv6 app socket sending to many
+            // destinations at once is the documented limit).
+            if (bpf_map_lookup_elem(flows_fd_, &key, &val) != 0) {
+                log::debug("UDP relay: datagram from {} with no flow (released or swept); dropped", app);
+                continue;
+            }
+            SockAddr dst = SockAddr::from_orig_dst(val.od);
+            if (f && !(f->dst.to_string() == dst.to_string())) {
+                close_flow(*f);
+                flows_.erase(fkey);
+                f = nullptr;
+            }
+            if (!f) {
+                auto nf = std::make_unique<Flow>();
+                nf->key = fkey;
+                nf->app = app;
+                nf->dst = dst;
+                nf->map_key = key;
+                nf->v6 = v6;
+                nf->pid = val.od.pid;
+                nf->comm.assign(val.od.comm, strnlen(val.od.comm, sizeof(val.od.comm)));
+                auto router = router_.load();
+                static const std::string no_name;
+                Decision d = router->decide(dst, &no_name);
+                if (d.action.kind == ActionKind::block) {
+                    nf->drop = true;
+                    nf->via = "block";
+                } else if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
+                    // Never direct what the rules send elsewhere: no leak.
+                    nf->drop = true;
+                    nf->via = fmt::format("proxy={} (UDP through an upstream is not supported yet: dropped)",
+                                          d.action.upstream);
+                } else {
+                    nf->via = "direct";
+                    nf->up = UniqueFd(socket(dst.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+                    if (nf->up && cfg_.mark)
+                        (void)setsockopt(nf->up.get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark));
+                    if (!nf->up || connect(nf->up.get(), dst.get(), dst.size()) != 0) {
+                        nf->via = fmt::format("direct (connect failed: {}: dropped)", errno_text(errno));
+                        nf->up.reset();
+                        nf->drop = true;
+                    } else {
+                        epoll_add(epoll_.get(), nf->up.get(), nf.get());
+                    }
+                }
+                log::debug("udp {}[{}] {} -> {} via {}", nf->comm, nf->pid, app, dst, nf->via);
+                f = nf.get();
+                flows_.emplace(fkey, std::move(nf));
+                live_.store(flows_.size(), std::memory_order_relaxed);
+            }
+        }
+        f->last = std::chrono::steady_clock::now();
+        if (f->drop)
+            continue;
+        if (send(f->up.get(), buf.data(), size_t(len), MSG_DONTWAIT) >= 0)
+            ++f->out;
+    }
+}
+
+void UdpRelay::on_upstream(Flow& f)
+{
+    static thread_local std::vector<char> buf(kMaxDatagram);
+    int out = f.v6 ? sock6_.get() : sock4_.get();
+    for (int b = 0; b < kBatch; ++b) {
+        ssize_t len = recv(f.up.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+        if (len < 0)
+            return;  // EAGAIN, or an ICMP error the app would not have seen on an unconnected socket
+        iovec iov{buf.data(), size_t(len)};
+        msghdr m{};
+        m.msg_name = const_cast<sockaddr*>(f.app.get());
+        m.msg_namelen = f.app.size();
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))] = {};
+        if (!f.v6) {
+            // From the token the app sent to: recvmsg4/6 map it back to the
+            // original destination, and a connected app socket accepts it.
+            m.msg_control = ctl;
+            m.msg_controllen = sizeof(ctl);
+            cmsghdr* c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = IPPROTO_IP;
+            c->cmsg_type = IP_PKTINFO;
+            c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+            in_pktinfo pi{};
+            pi.ipi_spec_dst.s_addr = f.map_key.addr;
+            std::memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+        }
+        if (sendmsg(out, &m, MSG_DONTWAIT) >= 0)
+            ++f.in;
+        f.last = std::chrono::steady_clock::now();
+    }
+}
+
+void UdpRelay::close_flow(Flow& f)
+{
+    if (f.up)
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.up.get(), nullptr);
+    log::info("udp {}[{}] {} -> {} via {}: {} datagrams out, {} in", f.comm, f.pid, f.app, f.dst, f.via, f.out,
+              f.in);
+    f.up.reset();
+}
+
+void UdpRelay::sweep(std::chrono::steady_clock::time_point now)
+{
+    const auto idle = std::chrono::duration<double>(cfg_.idle_timeout);
+    // Flows whose app socket is gone (release deleted the key) or that were
+    // idle too long: their upstream sockets close.
+    for (auto it = flows_.begin(); it != flows_.end();) {
+        Flow& f = *it->second;
+        ktp_udp_flow val{};
+        bool gone = bpf_map_lookup_elem(flows_fd_, &f.map_key, &val) != 0;
+        if (gone || now - f.last > idle) {
+            close_flow(f);
+            it = flows_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    live_.store(flows_.size(), std::memory_order_relaxed);
+    // Keys of unconnected sockets that sent nothing for the idle timeout
+    // (a socket's release deletes only its last KTP_UDP_SOCK_KEYS keys).
+    // Collected first: deleting while walking a hash restarts the walk.
+    const uint64_t now_ns = monotonic_ns();
+    const uint64_t idle_ns = uint64_t(cfg_.idle_timeout * 1e9);
+    std::vector<ktp_udp_key> stale;
+    ktp_udp_key k{}, next{};
+    void* prev = nullptr;
+    for (size_t n = 0; n < (1u << 22) && bpf_map_get_next_key(flows_fd_, prev, &next) == 0; ++n) {
+        k = next;
+        prev = &k;
+        ktp_udp_flow val{};
+        if (bpf_map_lookup_elem(flows_fd_, &k, &val) != 0)
+            continue;
+        if (!(val.flags & KTP_UDP_F_CONNECTED) && now_ns > val.last_ns && now_ns - val.last_ns > idle_ns)
+            stale.push_back(k);
+    }
+    for (const auto& s : stale)
+        bpf_map_delete_elem(flows_fd_, &s);
+}
+
+}  // namespace ktp
