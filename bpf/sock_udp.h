@@ -197,7 +197,14 @@ static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const
  * 1 = leave it, 0 = fail it with EPERM (block), -1 = to the relay. */
 static __always_inline int ktp_udp_route(const __u32 dst[4], __u32 port)
 {
-	return ktp_route(dst, port);
+	int verdict = ktp_route(dst, port);
+
+	/* DNS goes to ktproxy's forwarder even where the address rules say
+	 * direct: the forwarder routes each query by the name asked and
+	 * remembers the answer for domain rules (docs/dns.md). */
+	if (verdict == 1 && port == bpf_htons(53))
+		return -1;
+	return verdict;
 }
 
 /* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.

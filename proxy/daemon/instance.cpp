@@ -11,6 +11,7 @@
 #include "daemon/ownership.h"
 #include "daemon/preflight.h"
 #include "daemon/routing.h"
+#include "dns/name_memory.h"
 #include "udp/udp_relay.h"
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
@@ -82,10 +83,11 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     ListenerPlan listeners = open_listeners(o, nworkers, cgroups.app.has_value(), !o.gateway_ifaces.empty());
 
     RouterSlot router(routing.router);
+    NameMemory names;
     std::unique_ptr<UdpRelay> udp;
     if (o.udp && cgroups.app && listeners.listen4) {
         udp = std::make_unique<UdpRelay>(
-            UdpConfig{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout}, router);
+            UdpConfig{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout}, router, &names);
         listeners.udp_port = udp->port();
     }
 
@@ -93,8 +95,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
-    Workers workers(loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1), std::move(listeners.sets),
-                    router);
+    LoopConfig lc = loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1);
+    lc.names = udp ? &names : nullptr;
+    Workers workers(lc, std::move(listeners.sets), router);
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
     workers.start();
     if (udp)

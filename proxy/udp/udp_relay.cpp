@@ -4,6 +4,8 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "dns/dns_message.h"
+#include "dns/name_memory.h"
 #include "kernel/bpf_abi.h"
 
 #include <bpf/bpf.h>
@@ -30,6 +32,7 @@ struct UdpRelay::Flow {
     ktp_udp_key map_key{};
     bool v6 = false;      // arrived on the IPv6 relay socket
     bool drop = false;    // the rules send it where UDP cannot go yet
+    bool dns = false;     // to port 53: each query is routed by its name
     std::string via;      // "direct", or why it is dropped
     uint32_t pid = 0;
     std::string comm;
@@ -83,7 +86,8 @@ char kTagSock4, kTagSock6, kTagWake;
 
 }  // namespace
 
-UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router) : cfg_(cfg), router_(router)
+UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names)
+    : cfg_(cfg), router_(router), names_(names)
 {
     // One port for both families: the hooks know a single relay port.
     for (uint16_t want : {cfg.port_hint, uint16_t(0)}) {
@@ -229,18 +233,27 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 nf->pid = val.od.pid;
                 nf->comm.assign(val.od.comm, strnlen(val.od.comm, sizeof(val.od.comm)));
                 auto router = router_.load();
-                static const std::string no_name;
-                Decision d = router->decide(dst, &no_name);
+                // DNS: the forwarder routes each query by its name, over
+                // this flow's direct socket when the name says direct.
+                nf->dns = dst.port() == 53;
+                // Others: the name the app resolved the address from, if any.
+                const std::string name = names_ && !nf->dns ? names_->lookup(dst) : std::string();
+                Decision d = router->decide(dst, &name);
+                if (nf->dns) {
+                    d.action = Action{ActionKind::proxy, "direct"};
+                } else if (!name.empty()) {
+                    nf->via = name + " ";
+                }
                 if (d.action.kind == ActionKind::block) {
                     nf->drop = true;
-                    nf->via = "block";
+                    nf->via += "block";
                 } else if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
                     // Never direct what the rules send elsewhere: no leak.
                     nf->drop = true;
-                    nf->via = fmt::format("proxy={} (UDP through an upstream is not supported yet: dropped)",
-                                          d.action.upstream);
+                    nf->via += fmt::format("proxy={} (UDP through an upstream is not supported yet: dropped)",
+                                           d.action.upstream);
                 } else {
-                    nf->via = "direct";
+                    nf->via += "direct";
                     nf->up = UniqueFd(socket(dst.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
                     if (nf->up && cfg_.mark)
                         (void)setsockopt(nf->up.get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark));
@@ -261,42 +274,78 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
         f->last = std::chrono::steady_clock::now();
         if (f->drop)
             continue;
+        if (f->dns && !dns_query(*f, std::string_view(buf.data(), size_t(len))))
+            continue;
         if (send(f->up.get(), buf.data(), size_t(len), MSG_DONTWAIT) >= 0)
             ++f->out;
     }
 }
 
+bool UdpRelay::dns_query(Flow& f, std::string_view query)
+{
+    auto q = dns::parse_question(query);
+    if (!q || q->response)
+        return true;  // not a query ktproxy understands: forwarded as it is, to the resolver asked
+    auto router = router_.load();
+    Decision d = router->decide(f.dst, &q->name);
+    if (d.action.kind == ActionKind::block) {
+        std::string r = dns::refusal(query, dns::kRcodeRefused);
+        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered REFUSED", f.comm, f.pid, q->name, q->qtype,
+                  f.dst, d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default");
+        send_to_app(f, r.data(), r.size());
+        return false;
+    }
+    if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
+        // DNS over TCP through the upstream is not there yet: dropping the
+        // query is what keeps the name from leaking to the direct resolver.
+        log::info("dns {}[{}] {} type {} to {}: proxy={} not supported for DNS yet, dropped", f.comm, f.pid,
+                  q->name, q->qtype, f.dst, d.action.upstream);
+        return false;
+    }
+    log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, q->name, q->qtype, f.dst);
+    return true;
+}
+
+void UdpRelay::send_to_app(Flow& f, const char* data, size_t len)
+{
+    int out = f.v6 ? sock6_.get() : sock4_.get();
+    iovec iov{const_cast<char*>(data), len};
+    msghdr m{};
+    m.msg_name = const_cast<sockaddr*>(f.app.get());
+    m.msg_namelen = f.app.size();
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))] = {};
+    if (!f.v6) {
+        // From the token the app sent to: recvmsg4/6 map it back to the
+        // original destination, and a connected app socket accepts it.
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof(ctl);
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+        in_pktinfo pi{};
+        pi.ipi_spec_dst.s_addr = f.map_key.addr;
+        std::memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+    }
+    if (sendmsg(out, &m, MSG_DONTWAIT) >= 0)
+        ++f.in;
+}
+
 void UdpRelay::on_upstream(Flow& f)
 {
     static thread_local std::vector<char> buf(kMaxDatagram);
-    int out = f.v6 ? sock6_.get() : sock4_.get();
     for (int b = 0; b < kBatch; ++b) {
         ssize_t len = recv(f.up.get(), buf.data(), buf.size(), MSG_DONTWAIT);
         if (len < 0)
             return;  // EAGAIN, or an ICMP error the app would not have seen on an unconnected socket
-        iovec iov{buf.data(), size_t(len)};
-        msghdr m{};
-        m.msg_name = const_cast<sockaddr*>(f.app.get());
-        m.msg_namelen = f.app.size();
-        m.msg_iov = &iov;
-        m.msg_iovlen = 1;
-        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))] = {};
-        if (!f.v6) {
-            // From the token the app sent to: recvmsg4/6 map it back to the
-            // original destination, and a connected app socket accepts it.
-            m.msg_control = ctl;
-            m.msg_controllen = sizeof(ctl);
-            cmsghdr* c = CMSG_FIRSTHDR(&m);
-            c->cmsg_level = IPPROTO_IP;
-            c->cmsg_type = IP_PKTINFO;
-            c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
-            in_pktinfo pi{};
-            pi.ipi_spec_dst.s_addr = f.map_key.addr;
-            std::memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-        }
-        if (sendmsg(out, &m, MSG_DONTWAIT) >= 0)
-            ++f.in;
         f.last = std::chrono::steady_clock::now();
+        if (f.dns && names_) {
+            if (auto a = dns::parse_answer(std::string_view(buf.data(), size_t(len))); a && !a->addresses.empty())
+                names_->remember(*a);
+        }
+        send_to_app(f, buf.data(), size_t(len));
     }
 }
 

@@ -21,6 +21,8 @@
 
 namespace ktp {
 
+class NameMemory;
+
 struct UdpConfig {
     uint16_t port_hint = 0;           // tried first (the TCP listeners' port), else any
     uint32_t mark = 0;                // SO_MARK of the relay's sockets: the hooks skip them
@@ -32,7 +34,8 @@ class UdpRelay {
 public:
     // Opens the relay sockets (IPv4 on 0.0.0.0, accepting only datagrams to
     // 127/8; IPv6 on listen6), all on one port. Throws Error.
-    UdpRelay(const UdpConfig& cfg, const RouterSlot& router);
+    // names: where the DNS forwarder remembers answers (may be null).
+    UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names);
     ~UdpRelay();
     UdpRelay(const UdpRelay&) = delete;
     UdpRelay& operator=(const UdpRelay&) = delete;
@@ -49,11 +52,16 @@ private:
     void run();
     void on_app_datagram(int listener_fd, bool v6);
     void on_upstream(Flow& f);
+    // A datagram of a flow to port 53: false when the forwarder answered or
+    // dropped it itself instead of forwarding it.
+    bool dns_query(Flow& f, std::string_view query);
+    void send_to_app(Flow& f, const char* data, size_t len);
     void sweep(std::chrono::steady_clock::time_point now);
     void close_flow(Flow& f);
 
     UdpConfig cfg_;
     const RouterSlot& router_;
+    NameMemory* names_;
     UniqueFd sock4_, sock6_, epoll_, wake_;
     uint16_t port_ = 0;
     int flows_fd_ = -1;
