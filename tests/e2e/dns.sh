@@ -1,0 +1,119 @@
+#!/bin/bash
+# End-to-end tests of the DNS forwarder (--udp; proxy/udp/, proxy/dns/):
+# dnsmasq on the server host as the resolver (it logs every query), dig and
+# Python's getaddrinfo in the app cgroup; replies come from the resolver's
+# address; a domain rule blocks a name (REFUSED, dnsmasq never asked); a
+# query whose name is routed to an upstream never leaks to the resolver; the
+# name memory routes a server-speaks-first TCP protocol by its domain rule
+# through microsocks (which gets the name); 10,000 queries from short-lived
+# sockets leave no flow state.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+skip_unless_root
+
+PY=/usr/bin/python3
+TOOLS="$(cd "$(dirname "$0")" && pwd)/udp_tools.py"
+command -v dig >/dev/null || ktp_die "dig not installed (bind9-dnsutils; scripts/setup installs it)"
+command -v dnsmasq >/dev/null || ktp_die "dnsmasq not installed (dnsmasq-base; scripts/setup installs it)"
+
+ktp_topo_up
+DNSMASQ_LOG="$KTP_TMP/dnsmasq.log"
+: > "$DNSMASQ_LOG"
+ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+    --listen-address="$KTP_SRV4" --listen-address="$KTP_SRV6" --port=53 --user=root \
+    --log-queries=extra --log-facility="$DNSMASQ_LOG" --pid-file="$KTP_TMP/dnsmasq.pid" \
+    --host-record="web.test,$KTP_SRV4,$KTP_SRV6" --host-record="banner.test,$KTP_SRV4" \
+    --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" --cname=alias.test,web.test
+# A server that speaks first and says whom it sees: direct, the client host;
+# through microsocks, the server host.
+ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
+printf '127.0.0.1 localhost\n%s banner.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts"
+ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
+    exec nsenter --net=/run/netns/$KTP_SRV microsocks -i $KTP_SRV4 -p 1081 > '$KTP_TMP/microsocks.log' 2>&1"
+ktp_wait_port "$KTP_SRV" 1081
+ktp_wait_port "$KTP_SRV" 2525
+for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
+
+# queries_for NAME: how many queries for NAME dnsmasq logged.
+queries_for() { grep -c "query\[[A-Z]*\] $1 from" "$DNSMASQ_LOG" || true; }
+
+test_dig_answer_comes_from_the_resolver() {
+    local out before
+    before=$(ktp_counter udp_redirected)
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status"
+    expect_match "$out" "web\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig answer"
+    expect_match "$out" "SERVER: $KTP_SRV4#53" "dig's server line"
+    ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
+    [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "the query did not go through ktproxy"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] web.test from $KTP_CLI4" "dnsmasq log"
+}
+
+test_dig_over_ipv6_and_cname_chain() {
+    # dig's IPv6 sockets are connected: not relayed yet (docs/dns.md), so
+    # this proves only that they still work next to the hooks.
+    local out
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV6" alias.test AAAA 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status"
+    expect_match "$out" "web\.test\..*AAAA[[:space:]]+$KTP_SRV6" "AAAA through the CNAME"
+    ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
+}
+
+test_python_getaddrinfo() {
+    local out
+    printf 'nameserver %s\noptions attempts:1 timeout:3\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts &&
+        exec $PY -c 'import socket; print(sorted({a[4][0] for a in socket.getaddrinfo(\"web.test\", 80)}))'") ||
+        fail "getaddrinfo failed: $out"
+    expect_match "$out" "'$KTP_SRV4'" "getaddrinfo result"
+    }
+
+test_blocked_name_is_refused_and_never_asked() {
+    local out
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1) || true
+    expect_match "$out" "status: REFUSED" "dig status for a blocked name"
+    expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
+    expect_file_match "$KTP_LOG" "dns [^ ]+\[[0-9]+\] blocked.test type 1 .*blocked" "ktproxy's log"
+}
+
+test_name_routed_to_an_upstream_does_not_leak() {
+    # proxy=m for secret.test: no DNS through the upstream yet, so the query
+    # is dropped; it must never reach the resolver directly.
+    local out
+    out=$(in_app dig +time=1 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || true
+    expect_match "$out" "timed out|no servers could be reached" "dig for a name routed to an upstream"
+    expect_eq "$(queries_for secret.test)" 0 "queries for secret.test that reached dnsmasq"
+}
+
+test_name_memory_routes_a_server_speaks_first_protocol() {
+    local out
+    out=$(in_app sh -c "dig +short +time=3 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
+        $PY -c '
+import socket
+s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
+print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
+    # Through microsocks the banner server sees the server host, and
+    # microsocks was given the name (it resolved banner.test itself).
+    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
+        fail "no conn line routing banner.test via m"
+}
+
+test_10000_queries_from_short_lived_sockets_leave_no_flows() {
+    local out n
+    out=$(in_app "$PY" "$TOOLS" dnsmany "$KTP_SRV4" 10000 web.test)
+    expect_eq "$out" "answered=10000" "short-lived resolver sockets answered"
+    for _ in $(seq 20); do
+        n=$(ktp_counter udp_flows)
+        [ "$n" = 0 ] && break
+        sleep 0.2
+    done
+    expect_eq "$n" 0 "ktp_udp_flows entries after 10,000 closed resolver sockets"
+}
+
+start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
+    --rule "domain=secret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m" || ktp_die "ktproxy did not start"
+run_all_tests "$0"
+finish
