@@ -67,6 +67,9 @@ struct Options {
     // proxy/udp/), and the seconds an unconnected flow lives without datagrams.
     bool udp = false;
     double udp_timeout = 60;
+    // Where DNS queries routed to an upstream are sent through it (IP or
+    // IP:PORT); empty: the resolver the app asked.
+    std::string dns_resolver;
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.

@@ -131,6 +131,8 @@ void UdpRelay::stop()
     uint64_t one = 1;
     (void)!write(wake_.get(), &one, sizeof(one));
     thread_.join();
+    // Its threads answer through the relay sockets: gone before they are.
+    dns_pool_.reset();
     for (auto& [k, f] : flows_)
         close_flow(*f);
     flows_.clear();
@@ -295,11 +297,30 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         send_to_app(f, r.data(), r.size());
         return false;
     }
-    if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
-        // DNS over TCP through the upstream is not there yet: dropping the
-        // query is what keeps the name from leaking to the direct resolver.
-        log::info("dns {}[{}] {} type {} to {}: proxy={} not supported for DNS yet, dropped", f.comm, f.pid,
-                  q->name, q->qtype, f.dst, d.action.upstream);
+    if (d.action.kind == ActionKind::proxy && d.upstream && d.upstream->url.kind != UpstreamUrl::Kind::direct) {
+        // DNS over TCP through the upstream's tunnel: the query never goes
+        // out direct, whatever happens to it there.
+        if (!dns_pool_)
+            dns_pool_ = std::make_unique<DnsUpstreamPool>(cfg_.mark, 4);
+        const SockAddr resolver = cfg_.dns_resolver ? *cfg_.dns_resolver : f.dst;
+        log::debug("dns {}[{}] {} type {} to {}: through {} to {}", f.comm, f.pid, q->name, q->qtype, f.dst,
+                   d.upstream->name, resolver);
+        // What the answer needs, by value: the flow may end before it comes.
+        const int out = f.v6 ? sock6_.get() : sock4_.get();
+        DnsUpstreamJob job{router, d.upstream, resolver, std::string(query), nullptr};
+        job.done = [this, out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = q->name, comm = f.comm,
+                    pid = f.pid, via = d.upstream->name](const std::string& answer, const std::string& error) {
+            if (answer.empty()) {
+                log::info("dns {}[{}] {} via {}: {}; dropped", comm, pid, name, via, error);
+                return;
+            }
+            if (names_)
+                if (auto a = dns::parse_answer(answer); a && !a->addresses.empty())
+                    names_->remember(*a);
+            send_reply(out, app, token, v6, answer.data(), answer.size());
+        };
+        if (!dns_pool_->submit(std::move(job)))
+            log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, q->name);
         return false;
     }
     log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, q->name, q->qtype, f.dst);
@@ -308,15 +329,20 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
 
 void UdpRelay::send_to_app(Flow& f, const char* data, size_t len)
 {
-    int out = f.v6 ? sock6_.get() : sock4_.get();
+    if (send_reply(f.v6 ? sock6_.get() : sock4_.get(), f.app, f.map_key.addr, f.v6, data, len))
+        ++f.in;
+}
+
+bool UdpRelay::send_reply(int out, const SockAddr& app, uint32_t token, bool v6, const char* data, size_t len)
+{
     iovec iov{const_cast<char*>(data), len};
     msghdr m{};
-    m.msg_name = const_cast<sockaddr*>(f.app.get());
-    m.msg_namelen = f.app.size();
+    m.msg_name = const_cast<sockaddr*>(app.get());
+    m.msg_namelen = app.size();
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
     alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))] = {};
-    if (!f.v6) {
+    if (!v6) {
         // From the token the app sent to: recvmsg4/6 map it back to the
         // original destination, and a connected app socket accepts it.
         m.msg_control = ctl;
@@ -326,11 +352,10 @@ void UdpRelay::send_to_app(Flow& f, const char* data, size_t len)
         c->cmsg_type = IP_PKTINFO;
         c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
         in_pktinfo pi{};
-        pi.ipi_spec_dst.s_addr = f.map_key.addr;
+        pi.ipi_spec_dst.s_addr = token;
         std::memcpy(CMSG_DATA(c), &pi, sizeof(pi));
     }
-    if (sendmsg(out, &m, MSG_DONTWAIT) >= 0)
-        ++f.in;
+    return sendmsg(out, &m, MSG_DONTWAIT) >= 0;
 }
 
 void UdpRelay::on_upstream(Flow& f)

@@ -10,6 +10,7 @@
 #include "base/sock_addr.h"
 #include "base/unique_fd.h"
 #include "loop/loop_config.h"
+#include "udp/dns_upstream.h"
 
 #include <atomic>
 #include <chrono>
@@ -28,6 +29,7 @@ struct UdpConfig {
     uint32_t mark = 0;                // SO_MARK of the relay's sockets: the hooks skip them
     std::optional<SockAddr> listen6;  // the IPv6 relay socket's address (none: no IPv6)
     double idle_timeout = 60;         // seconds an unconnected flow lives without datagrams
+    std::optional<SockAddr> dns_resolver;  // --dns-resolver: where proxied queries go (none: the one asked)
 };
 
 class UdpRelay {
@@ -56,6 +58,8 @@ private:
     // dropped it itself instead of forwarding it.
     bool dns_query(Flow& f, std::string_view query);
     void send_to_app(Flow& f, const char* data, size_t len);
+    // Thread-safe: a reply to the app from its token (IPv4) or the IPv6 relay socket.
+    static bool send_reply(int out, const SockAddr& app, uint32_t token, bool v6, const char* data, size_t len);
     void sweep(std::chrono::steady_clock::time_point now);
     void close_flow(Flow& f);
 
@@ -67,6 +71,7 @@ private:
     int flows_fd_ = -1;
     std::atomic<size_t> live_{0};
     std::thread thread_;
+    std::unique_ptr<DnsUpstreamPool> dns_pool_;  // built on the first proxied query
     // Key: the app's address and port as the relay sees them, plus the token
     // (IPv4) the datagram went to; text form keeps it simple and exact.
     std::unordered_map<std::string, std::unique_ptr<Flow>> flows_;

@@ -27,7 +27,9 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
 # A server that speaks first and says whom it sees: direct, the client host;
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
-printf '127.0.0.1 localhost\n%s banner.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts"
+# microsocks resolves banner.test to the server host's loopback: a banner
+# "for 127.0.0.1" proves it was given the name (ATYP 3), not the address.
+printf '127.0.0.1 localhost banner.test\n' > "$KTP_TMP/hosts"
 ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
     exec nsenter --net=/run/netns/$KTP_SRV microsocks -i $KTP_SRV4 -p 1081 > '$KTP_TMP/microsocks.log' 2>&1"
 ktp_wait_port "$KTP_SRV" 1081
@@ -78,13 +80,16 @@ test_blocked_name_is_refused_and_never_asked() {
     expect_file_match "$KTP_LOG" "dns [^ ]+\[[0-9]+\] blocked.test type 1 .*blocked" "ktproxy's log"
 }
 
-test_name_routed_to_an_upstream_does_not_leak() {
-    # proxy=m for secret.test: no DNS through the upstream yet, so the query
-    # is dropped; it must never reach the resolver directly.
+test_name_routed_to_an_upstream_goes_through_it() {
+    # proxy=m for secret.test: DNS over TCP through microsocks; the resolver
+    # sees the query from the server host (microsocks), never from the client.
     local out
-    out=$(in_app dig +time=1 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || true
-    expect_match "$out" "timed out|no servers could be reached" "dig for a name routed to an upstream"
-    expect_eq "$(queries_for secret.test)" 0 "queries for secret.test that reached dnsmasq"
+    out=$(in_app dig +time=5 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status for a name routed to an upstream"
+    expect_match "$out" "secret\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig answer"
+    ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] secret.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
+    expect_no_file_match "$DNSMASQ_LOG" "secret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
 }
 
 test_name_memory_routes_a_server_speaks_first_protocol() {
@@ -94,9 +99,8 @@ test_name_memory_routes_a_server_speaks_first_protocol() {
 import socket
 s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
 print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
-    # Through microsocks the banner server sees the server host, and
-    # microsocks was given the name (it resolved banner.test itself).
-    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner"
+    # Through microsocks, which was given the name and resolved it itself.
+    expect_eq "$out" "220 banner for 127.0.0.1" "the banner"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line routing banner.test via m"
 }
@@ -111,6 +115,36 @@ test_10000_queries_from_short_lived_sockets_leave_no_flows() {
         sleep 0.2
     done
     expect_eq "$n" 0 "ktp_udp_flows entries after 10,000 closed resolver sockets"
+}
+
+test_default_proxy_leaks_no_dns() {
+    # --default proxy=m: getaddrinfo's queries and the connection that
+    # follows all go through microsocks; tcpdump on the server host sees no
+    # DNS packet from the client host.
+    local out cap
+    stop_ktproxy TERM || true
+    start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --default proxy=m || fail "ktproxy did not start"
+    cap="$KTP_TMP/leak.pcap"
+    ktp_bg in_srv tcpdump -i "kv${KTP_ID}s" -n -U -w "$cap" "src host $KTP_CLI4 and port 53"
+    local tcpdump_pid="${KTP_PIDS[-1]}"
+    sleep 1
+    printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts &&
+        exec $PY -c '
+import socket
+ip = socket.getaddrinfo(\"banner.test\", 2525, socket.AF_INET)[0][4][0]
+s = socket.create_connection((ip, 2525), timeout=5)
+print(s.recv(200).decode().strip())'") || fail "client failed: $out"
+    expect_eq "$out" "220 banner for 127.0.0.1" "the banner through microsocks, by name"
+    sleep 0.5
+    kill "$tcpdump_pid"
+    sleep 0.5
+    expect_eq "$(tcpdump -r "$cap" -n 2>/dev/null | wc -l)" 0 "DNS packets from the client host on the wire"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] banner.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
+        fail "no conn line with the remembered name"
 }
 
 start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
