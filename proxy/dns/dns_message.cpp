@@ -54,7 +54,9 @@ struct Reader {
                 if (at + 2 > m.size())
                     return false;
                 size_t target = size_t(len & 0x3f) << 8 | uint8_t(m[at + 1]);
-                if (target >= at)
+                // Backwards only (so chains end), and never into the
+                // header, which holds no names.
+                if (target >= at || target < kHeader)
                     return false;
                 if (!jumped)
                     pos = at + 2;

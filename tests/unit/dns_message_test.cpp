@@ -2,6 +2,8 @@
 // answers with CNAME chains and compression, refusals, and hostile input.
 #include "dns/dns_message.h"
 #include "dns/name_memory.h"
+#include "ops/report.h"
+#include "ops/stats.h"
 
 #include <catch2/catch.hpp>
 
@@ -80,6 +82,10 @@ TEST_CASE("compression pointers that loop or point forward are refused")
     // Backwards pointers around a label: bounded by the 255-byte name limit.
     std::string loop = header(1, 0x0100, 1, 0) + "\x01x\xc0\x0c"s + u16(1) + u16(1);
     CHECK(!dns::parse_question(loop));
+    // Into the header (found by the fuzzer: a refusal rewrites the header,
+    // so such a name would change under it).
+    std::string hdr = header(1, 0x0100, 1, 0) + "\xc0\x00"s + u16(1) + u16(1);
+    CHECK(!dns::parse_question(hdr));
 }
 
 TEST_CASE("truncated messages and records are refused")
@@ -121,4 +127,18 @@ TEST_CASE("the name memory maps answered addresses to the name, until the TTL is
     CHECK(m.lookup(*SockAddr::parse_ip("::ffff:10.0.0.9", 1), now) == "db.corp.example");
     CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.8", 1), now).empty());
     CHECK(m.lookup(addr, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).empty());
+}
+
+TEST_CASE("status names every kernel counter, the UDP ones included")
+{
+    // A nameless counter made `ktproxy status` throw (fmt and a null name)
+    // and end the instance.
+    for (int i = 0; i < KTP_CTR_MAX; ++i) {
+        const char* n = kernel_counter_name(i);
+        REQUIRE(n != nullptr);
+        CHECK(std::string(n) != "?");
+    }
+    CHECK(std::string(kernel_counter_name(KTP_CTR_UDP_REDIRECTED)) == "udp_redirected");
+    InstanceInfo info;
+    CHECK_NOTHROW(render_status_text(info, WorkerSnapshot{}));
 }
