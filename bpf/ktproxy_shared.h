@@ -166,7 +166,8 @@ struct ktp_udp_flow {
 	__u64 cookie;            /* the app socket's cookie: only it owns the key */
 	__u64 last_ns;           /* bpf_ktime_get_ns of the last sendmsg through the hook */
 	__u32 flags;             /* KTP_UDP_F_* */
-	__u32 _pad;
+	__u32 filed_port;        /* ktp_udp_conn6 only: the app port (network order) the relay
+				  * filed the flow under in ktp_udp_flows; 0 until then */
 };
 
 /* The flow came from connect(): the socket sends without sendmsg hooks, so

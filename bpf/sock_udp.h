@@ -37,6 +37,18 @@ struct {
 	__type(value, struct ktp_udp_sock);
 } ktp_udp_socks SEC(".maps");
 
+/* Connected native-IPv6 flows, by the app socket's cookie: connect6 runs
+ * before the socket has the port that names an IPv6 flow, so the relay finds
+ * the socket's cookie (sock_diag, by the datagram's 4-tuple) and then the
+ * destination here, and files the flow under its port in ktp_udp_flows.
+ * Written by connect6; deleted by cgroup/sock_release. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ktp_udp_flow);
+} ktp_udp_conn6 SEC(".maps");
+
 static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
 	__u32 dev;
@@ -345,9 +357,9 @@ static __always_inline int ktp_udp_connect4(struct bpf_sock_addr *ctx, struct bp
 	return 1;
 }
 
-/* connect6 of a UDP socket. Only v4-mapped destinations are relayed: a
- * native IPv6 flow is named by the app's port, which connect() has not
- * chosen yet when this hook runs (docs/architecture.md, UDP limits). */
+/* connect6 of a UDP socket. A native IPv6 flow is named by the app's port,
+ * which connect() has not chosen yet when this hook runs: it is kept by the
+ * socket's cookie in ktp_udp_conn6 until the relay files it by port. */
 static __always_inline int ktp_udp_connect6(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
 	__u32 dst[4], port, r;
@@ -367,8 +379,32 @@ static __always_inline int ktp_udp_connect6(struct bpf_sock_addr *ctx, struct bp
 	verdict = ktp_udp_route(dst, port);
 	if (verdict >= 0)
 		return verdict;
-	if (!ktp_is_v4mapped(dst))
+	if (!ktp_is_v4mapped(dst)) {
+		struct ktp_udp_flow fresh = {};
+		__u64 cookie;
+
+		if (!ktp_have_ip6)
+			return 1;
+		if (!ktp_udp_relay_is_ours(ctx, 1, 0)) {
+			ktp_count(KTP_CTR_UDP_NO_RELAY);
+			bpf_set_retval(-KTP_ECONNREFUSED);
+			return 0;
+		}
+		cookie = bpf_get_socket_cookie(ctx);
+		ktp_udp_fill(&fresh, dst, port, cookie, KTP_UDP_F_CONNECTED);
+		if (bpf_map_update_elem(&ktp_udp_conn6, &cookie, &fresh, BPF_ANY)) {
+			ktp_count(KTP_CTR_UDP_MAP_FULL);
+			return 1;
+		}
+		ktp_count(KTP_CTR_UDP_REDIRECTED);
+		ktp_udp_keep_peer(sk, dst, port);
+		ctx->user_ip6[0] = ktp_proxy_ip6[0];
+		ctx->user_ip6[1] = ktp_proxy_ip6[1];
+		ctx->user_ip6[2] = ktp_proxy_ip6[2];
+		ctx->user_ip6[3] = ktp_proxy_ip6[3];
+		ctx->user_port = ktp_udp_port;
 		return 1;
+	}
 	r = ktp_udp_to_relay4(ctx, dst, port, KTP_UDP_F_CONNECTED);
 	if (r <= 1)
 		return r;
@@ -462,6 +498,7 @@ int ktp_recvmsg6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_release")
 int ktp_udp_release(struct bpf_sock *sk)
 {
+	struct ktp_udp_flow *c6;
 	struct ktp_udp_sock *s;
 	__u64 cookie;
 	__u32 proto;
@@ -470,6 +507,18 @@ int ktp_udp_release(struct bpf_sock *sk)
 	if (proto != IPPROTO_UDP)
 		return 1;
 	cookie = bpf_get_socket_cookie(sk);
+	c6 = bpf_map_lookup_elem(&ktp_udp_conn6, &cookie);
+	if (c6) {
+		/* A connected IPv6 flow, filed by the relay under its port (this
+		 * program may not read the socket's port: only post_bind may). */
+		struct ktp_udp_key key6 = {.app_port = (__u16)c6->filed_port, .family = KTP_AF_INET6};
+		struct ktp_udp_flow *f6;
+
+		f6 = key6.app_port ? bpf_map_lookup_elem(&ktp_udp_flows, &key6) : 0;
+		if (f6 && f6->cookie == cookie)
+			bpf_map_delete_elem(&ktp_udp_flows, &key6);
+		bpf_map_delete_elem(&ktp_udp_conn6, &cookie);
+	}
 	s = bpf_map_lookup_elem(&ktp_udp_socks, &cookie);
 	if (!s)
 		return 1;

@@ -103,7 +103,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
     workers.start();
     if (udp)
-        udp->start(kernel.sock()->udp_flows_fd());
+        udp->start(kernel.sock()->udp_flows_fd(), kernel.sock()->udp_conn6_fd());
     if (cgroups.app)
         kernel.attach_sockets(*cgroups.app, *cgroups.own);
     // Loading the BPF objects parsed the kernel's BTF (megabytes of heap,

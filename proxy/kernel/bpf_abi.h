@@ -35,6 +35,7 @@ static_assert(sizeof(ktp_udp_flow) == 80);
 static_assert(offsetof(ktp_udp_flow, cookie) == 56);
 static_assert(offsetof(ktp_udp_flow, last_ns) == 64);
 static_assert(offsetof(ktp_udp_flow, flags) == 72);
+static_assert(offsetof(ktp_udp_flow, filed_port) == 76);
 static_assert(sizeof(ktp_udp_sock) == 8 * KTP_UDP_SOCK_KEYS + 8);
 
 static_assert(KTP_AF_INET == 2 && KTP_AF_INET6 == 10);

@@ -144,6 +144,7 @@ SockHooks::SockHooks(const HookConfig& cfg)
     skel_->rodata->ktp_udp_port = htons(cfg.udp_port);
     bpf_map__set_max_entries(skel_->maps.ktp_udp_flows, cfg.max_conns);
     bpf_map__set_max_entries(skel_->maps.ktp_udp_socks, cfg.max_conns);
+    bpf_map__set_max_entries(skel_->maps.ktp_udp_conn6, cfg.max_conns);
 
     pin_dir_ = cfg.pin_dir;
     if (!pin_dir_.empty()) {
@@ -155,7 +156,8 @@ SockHooks::SockHooks(const HookConfig& cfg)
         // instance never rewrites tries that the old programs still read
         // until their links are swapped.
         for (bpf_map* m : {skel_->maps.ktp_app_dst, skel_->maps.ktp_conn_dst, skel_->maps.ktp_handoff,
-                           skel_->maps.ktp_counters, skel_->maps.ktp_udp_flows, skel_->maps.ktp_udp_socks})
+                           skel_->maps.ktp_counters, skel_->maps.ktp_udp_flows, skel_->maps.ktp_udp_socks,
+                           skel_->maps.ktp_udp_conn6})
             pin_or_replace(m);
     }
 
@@ -338,6 +340,8 @@ void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t de
 int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
 
 int SockHooks::udp_flows_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_flows); }
+
+int SockHooks::udp_conn6_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_conn6); }
 
 Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }
 

@@ -80,6 +80,8 @@ public:
     int dead_dst_fd() const;
     // The UDP flows the hooks record and the relay reads (bpf/sock_udp.h).
     int udp_flows_fd() const;
+    // Connected IPv6 UDP flows by app socket cookie, until the relay files them.
+    int udp_conn6_fd() const;
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

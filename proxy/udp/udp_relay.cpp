@@ -7,6 +7,7 @@
 #include "dns/dns_message.h"
 #include "dns/name_memory.h"
 #include "kernel/bpf_abi.h"
+#include "udp/sock_diag.h"
 
 #include <bpf/bpf.h>
 #include <fmt/format.h>
@@ -118,9 +119,10 @@ UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* n
 
 UdpRelay::~UdpRelay() { stop(); }
 
-void UdpRelay::start(int flows_fd)
+void UdpRelay::start(int flows_fd, int conn6_fd)
 {
     flows_fd_ = flows_fd;
+    conn6_fd_ = conn6_fd;
     thread_ = std::thread([this] { run(); });
 }
 
@@ -136,6 +138,24 @@ void UdpRelay::stop()
     for (auto& [k, f] : flows_)
         close_flow(*f);
     flows_.clear();
+}
+
+bool UdpRelay::file_conn6(const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val)
+{
+    // A connected IPv6 socket's first datagram: connect6 kept its
+    // destination under its cookie; file it under its port for the recvmsg6
+    // hook and the datagrams that follow (its release deletes both).
+    if (conn6_fd_ < 0 || !sock6_)
+        return false;
+    auto cookie = udp6_socket_cookie(app, SockAddr::local_of(sock6_.get()));
+    if (!cookie || bpf_map_lookup_elem(conn6_fd_, &*cookie, &val) != 0)
+        return false;
+    // The release hook cannot read the socket's port: tell it where the
+    // flow is filed (BPF_EXIST: not if the socket is already gone).
+    val.filed_port = key.app_port;
+    if (bpf_map_update_elem(conn6_fd_, &*cookie, &val, BPF_EXIST) != 0)
+        return false;
+    return bpf_map_update_elem(flows_fd_, &key, &val, BPF_ANY) == 0;
 }
 
 void UdpRelay::run()
@@ -215,7 +235,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
             // IPv6 flows follow the socket's last destination: look it up
             // each time (one syscall; an IPv6 app socket sending to many
             // destinations at once is the documented limit).
-            if (bpf_map_lookup_elem(flows_fd_, &key, &val) != 0) {
+            if (bpf_map_lookup_elem(flows_fd_, &key, &val) != 0 && !(v6 && file_conn6(app, key, val))) {
                 log::debug("UDP relay: datagram from {} with no flow (released or swept); dropped", app);
                 continue;
             }
@@ -415,6 +435,12 @@ void UdpRelay::sweep(std::chrono::steady_clock::time_point now)
         if (bpf_map_lookup_elem(flows_fd_, &k, &val) != 0)
             continue;
         if (!(val.flags & KTP_UDP_F_CONNECTED) && now_ns > val.last_ns && now_ns - val.last_ns > idle_ns)
+            stale.push_back(k);
+        // A connected IPv6 flow filed just as its socket was released: the
+        // release hook ran before the filing and could not delete it.
+        ktp_udp_flow c6{};
+        if ((val.flags & KTP_UDP_F_CONNECTED) && k.family == KTP_AF_INET6 &&
+            bpf_map_lookup_elem(conn6_fd_, &val.cookie, &c6) != 0)
             stale.push_back(k);
     }
     for (const auto& s : stale)

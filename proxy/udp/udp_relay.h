@@ -12,6 +12,8 @@
 #include "loop/loop_config.h"
 #include "udp/dns_upstream.h"
 
+#include "ktproxy_shared.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -43,8 +45,8 @@ public:
     UdpRelay& operator=(const UdpRelay&) = delete;
 
     uint16_t port() const { return port_; }
-    // Starts the thread; flows_fd is the hooks' ktp_udp_flows (not owned).
-    void start(int flows_fd);
+    // Starts the thread; the hooks' ktp_udp_flows and ktp_udp_conn6 (not owned).
+    void start(int flows_fd, int conn6_fd);
     void stop();
     size_t live_flows() const { return live_.load(std::memory_order_relaxed); }
 
@@ -54,6 +56,7 @@ private:
     void run();
     void on_app_datagram(int listener_fd, bool v6);
     void on_upstream(Flow& f);
+    bool file_conn6(const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val);
     // A datagram of a flow to port 53: false when the forwarder answered or
     // dropped it itself instead of forwarding it.
     bool dns_query(Flow& f, std::string_view query);
@@ -68,7 +71,7 @@ private:
     NameMemory* names_;
     UniqueFd sock4_, sock6_, epoll_, wake_;
     uint16_t port_ = 0;
-    int flows_fd_ = -1;
+    int flows_fd_ = -1, conn6_fd_ = -1;
     std::atomic<size_t> live_{0};
     std::thread thread_;
     std::unique_ptr<DnsUpstreamPool> dns_pool_;  // built on the first proxied query

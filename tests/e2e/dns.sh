@@ -52,12 +52,14 @@ test_dig_answer_comes_from_the_resolver() {
 }
 
 test_dig_over_ipv6_and_cname_chain() {
-    # dig's IPv6 sockets are connected: not relayed yet (docs/dns.md), so
-    # this proves only that they still work next to the hooks.
-    local out
+    # dig's IPv6 sockets are connected ones (connect6 + sock_diag path).
+    local out before
+    before=$(ktp_counter udp_redirected)
     out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV6" alias.test AAAA 2>&1) || fail "dig failed: $out"
     expect_match "$out" "status: NOERROR" "dig status"
     expect_match "$out" "web\.test\..*AAAA[[:space:]]+$KTP_SRV6" "AAAA through the CNAME"
+    [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "the IPv6 query did not go through ktproxy"
+    expect_file_match "$DNSMASQ_LOG" "query\[AAAA\] alias.test from $KTP_CLI6" "dnsmasq log"
     ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
 }
 

@@ -60,6 +60,14 @@ test_unconnected_ipv6_10000_datagrams() {
     expect_relayed "$before"
 }
 
+test_connected_ipv6_with_getpeername() {
+    local before out
+    before=$(ktp_counter udp_redirected)
+    out=$(client "$KTP_SRV6" 10000 connected) || fail "client: $out"
+    expect_match "$out" "ok=10000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV6:7000" "connected IPv6"
+    expect_relayed "$before"
+}
+
 test_v4_mapped_from_an_ipv6_socket() {
     local before out
     before=$(ktp_counter udp_redirected)
@@ -116,6 +124,20 @@ for i in range(10000):
     s.close()
 print(ok)")
     expect_eq "$out" 10000 "answered short-lived sockets"
+    # And connected IPv6 ones (flows filed by the relay, deleted at release).
+    out=$(in_app "$PY" -c "
+import socket
+ok = 0
+for i in range(1000):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2)
+    s.connect(('$KTP_SRV6', 7000)); s.send(b'c%d' % i)
+    try:
+        ok += s.recv(200).startswith(b'c%d|' % i)
+    except OSError:
+        pass
+    s.close()
+print(ok)")
+    expect_eq "$out" 1000 "answered short-lived connected IPv6 sockets"
     [ $(( $(ktp_counter udp_redirected) - before )) -ge 10000 ] || fail "the 10,000 datagrams were not all relayed"
     for _ in $(seq 20); do
         n=$(ktp_counter udp_flows)
