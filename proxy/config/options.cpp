@@ -79,6 +79,10 @@ void add_proxy_options(CLI::App& app, Options& o)
     app.add_option("--dns-resolver", o.dns_resolver,
                    "resolver (IP or IP:PORT, [IPv6]:PORT) that DNS queries routed to an upstream are sent to "
                    "through it, over TCP (default: the resolver the app asked)");
+    app.add_option("--dns-block", o.dns_block,
+                   "answer to a DNS query whose name a block rule matches: refused or nxdomain")
+        ->check(CLI::IsMember({"refused", "nxdomain"}))
+        ->capture_default_str();
     app.add_option("--rule", o.rules,
                    "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
                    "direct|block|proxy=UPSTREAM (see docs/rules.md)")

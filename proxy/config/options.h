@@ -70,6 +70,8 @@ struct Options {
     // Where DNS queries routed to an upstream are sent through it (IP or
     // IP:PORT); empty: the resolver the app asked.
     std::string dns_resolver;
+    // The answer to a query whose name a `block` rule matches: "refused" or "nxdomain".
+    std::string dns_block = "refused";
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.

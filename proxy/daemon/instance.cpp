@@ -86,7 +86,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     NameMemory names;
     std::unique_ptr<UdpRelay> udp;
     if (o.udp && cgroups.app && listeners.listen4) {
-        UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout, std::nullopt};
+        UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout, std::nullopt,
+                     uint8_t(o.dns_block == "nxdomain" ? dns::kRcodeNxdomain : dns::kRcodeRefused)};
         if (!o.dns_resolver.empty())
             uc.dns_resolver = parse_dns_resolver(o.dns_resolver);
         udp = std::make_unique<UdpRelay>(uc, router, &names);

@@ -311,9 +311,10 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
     auto router = router_.load();
     Decision d = router->decide(f.dst, &q->name);
     if (d.action.kind == ActionKind::block) {
-        std::string r = dns::refusal(query, dns::kRcodeRefused);
-        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered REFUSED", f.comm, f.pid, q->name, q->qtype,
-                  f.dst, d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default");
+        std::string r = dns::refusal(query, cfg_.dns_block_rcode);
+        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, q->name, q->qtype, f.dst,
+                  d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default",
+                  cfg_.dns_block_rcode == dns::kRcodeNxdomain ? "NXDOMAIN" : "REFUSED");
         send_to_app(f, r.data(), r.size());
         return false;
     }

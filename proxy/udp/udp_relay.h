@@ -32,6 +32,7 @@ struct UdpConfig {
     std::optional<SockAddr> listen6;  // the IPv6 relay socket's address (none: no IPv6)
     double idle_timeout = 60;         // seconds an unconnected flow lives without datagrams
     std::optional<SockAddr> dns_resolver;  // --dns-resolver: where proxied queries go (none: the one asked)
+    uint8_t dns_block_rcode = 5;           // --dns-block: REFUSED (5) or NXDOMAIN (3)
 };
 
 class UdpRelay {

@@ -36,6 +36,18 @@ ktp_wait_port "$KTP_SRV" 1081
 ktp_wait_port "$KTP_SRV" 2525
 for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
 
+# stop_every_ktproxy: ends whichever instance this suite started is still
+# running (tests run in subshells: $KTP_PID may name an older one).
+stop_every_ktproxy() {
+    local f
+    for f in "$KTP_TMP"/ktproxy.*.log.pid; do
+        [ -e "${f%.pid}.rc" ] || kill -TERM "$(cat "$f")" 2>/dev/null
+    done
+    for f in "$KTP_TMP"/ktproxy.*.log.pid; do
+        for _ in $(seq 200); do [ -s "${f%.pid}.rc" ] && break; sleep 0.05; done
+    done
+}
+
 # queries_for NAME: how many queries for NAME dnsmasq logged.
 queries_for() { grep -c "query\[[A-Z]*\] $1 from" "$DNSMASQ_LOG" || true; }
 
@@ -124,7 +136,7 @@ test_default_proxy_leaks_no_dns() {
     # follows all go through microsocks; tcpdump on the server host sees no
     # DNS packet from the client host.
     local out cap
-    stop_ktproxy TERM || true
+    stop_every_ktproxy
     start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --default proxy=m || fail "ktproxy did not start"
     cap="$KTP_TMP/leak.pcap"
     ktp_bg in_srv tcpdump -i "kv${KTP_ID}s" -n -U -w "$cap" "src host $KTP_CLI4 and port 53"
@@ -147,9 +159,23 @@ print(s.recv(200).decode().strip())'") || fail "client failed: $out"
     expect_file_match "$DNSMASQ_LOG" "query\[A\] banner.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line with the remembered name"
+    stop_ktproxy TERM || true
 }
 
-start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
-    --rule "domain=secret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m" || ktp_die "ktproxy did not start"
+test_dns_block_nxdomain() {
+    local out
+    stop_every_ktproxy
+    start_ktproxy --udp --dns-block nxdomain --rule "domain=blocked.test block" || fail "ktproxy did not start"
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1) || true
+    stop_ktproxy TERM || true
+    expect_match "$out" "status: NXDOMAIN" "dig status for a blocked name with --dns-block nxdomain"
+    expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
+}
+
+start_main_ktproxy() {
+    start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
+        --rule "domain=secret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m"
+}
+start_main_ktproxy || ktp_die "ktproxy did not start"
 run_all_tests "$0"
 finish
