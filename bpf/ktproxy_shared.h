@@ -41,6 +41,9 @@ enum ktp_counter {
 	KTP_CTR_DRY_PASS,           /* would have gone out untouched (`direct`, a bound socket, no IPv6 listener) */
 	KTP_CTR_DRY_REFUSE,         /* would have failed at once: destination in the dead cache */
 	KTP_CTR_DRY_EVENTS_LOST,    /* the event ring buffer was full: counted, not reported */
+	KTP_CTR_UDP_REDIRECTED,     /* UDP sendmsg/connect rewritten to ktproxy's UDP relay */
+	KTP_CTR_UDP_NO_RELAY,       /* UDP to proxy refused: the relay socket is not ktproxy's (or none) */
+	KTP_CTR_UDP_MAP_FULL,       /* UDP: no room for the flow's entry, sent direct */
 	KTP_CTR_MAX,
 };
 
@@ -183,6 +186,49 @@ struct ktp_dry_event {
 	__u8 action;      /* enum ktp_action the rule (or the default) says */
 	__u8 would;       /* enum ktp_would */
 	char comm[16];    /* the thread's comm, NUL-terminated */
+};
+
+/* UDP (bpf/sock_udp.h, docs/architecture.md "UDP"). The hooks rewrite an
+ * app's datagram (sendmsg4/6) or connect (connect4/6) to ktproxy's UDP relay
+ * port on a loopback address that names the flow:
+ *  - IPv4 destinations (also v4-mapped ones of dual-stack sockets): a token
+ *    address 127.t.t.t, one per (app socket, original destination); ktproxy
+ *    reads it with IP_PKTINFO and answers from it, and recvmsg4/6 turn it
+ *    back into the original destination for the app.
+ *  - native IPv6 destinations: ::1 has no room for tokens, so the flow is
+ *    named by the app socket's port (one destination at a time per socket).
+ * Map ktp_udp_flows: key = struct ktp_udp_key, value = struct ktp_udp_flow.
+ * Owner: the loader. Written by sendmsg4/6 and connect4/6; deleted by
+ * cgroup/sock_release of the app socket (through ktp_udp_socks) or by
+ * ktproxy's sweep once an unconnected flow was idle for --udp-timeout. */
+struct ktp_udp_key {
+	__u32 addr;      /* IPv4: the token 127.t.t.t (network order); IPv6: 0 */
+	__u16 app_port;  /* IPv6: the app socket's port (network order); IPv4: 0 */
+	__u16 family;    /* KTP_AF_INET (token) or KTP_AF_INET6 (port) */
+};
+
+struct ktp_udp_flow {
+	struct ktp_orig_dst od;  /* the destination the app sent to, and who */
+	__u64 cookie;            /* the app socket's cookie: only it owns the key */
+	__u64 last_ns;           /* bpf_ktime_get_ns of the last sendmsg through the hook */
+	__u32 flags;             /* KTP_UDP_F_* */
+	__u32 filed_port;        /* ktp_udp_conn6 only: the app port (network order) the relay
+				  * filed the flow under in ktp_udp_flows; 0 until then */
+};
+
+/* The flow came from connect(): the socket sends without sendmsg hooks, so
+ * only its release may delete the entry (never the idle sweep). */
+#define KTP_UDP_F_CONNECTED 1u
+
+/* Map ktp_udp_socks: key = app socket cookie, value = the keys of
+ * ktp_udp_flows it made (the last KTP_UDP_SOCK_KEYS; older ones fall to the
+ * idle sweep), so that its release deletes them. Written with the flows,
+ * deleted by cgroup/sock_release. */
+#define KTP_UDP_SOCK_KEYS 8
+struct ktp_udp_sock {
+	struct ktp_udp_key keys[KTP_UDP_SOCK_KEYS];
+	__u32 next;  /* slot the next new key goes to (mod KTP_UDP_SOCK_KEYS) */
+	__u32 _pad;
 };
 
 #endif

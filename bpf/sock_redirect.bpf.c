@@ -143,6 +143,8 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	return -1;
 }
 
+#include "sock_udp.h"
+
 SEC("cgroup/connect4")
 int ktp_connect4(struct bpf_sock_addr *ctx)
 {
@@ -152,6 +154,8 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 
 	KTP_LOAD(sk, ctx->sk);
 	ktp_forget(sk);
+	if (ctx->type == SOCK_DGRAM)
+		return ktp_udp_connect4(ctx, sk);
 	if (ktp_should_skip(ctx, sk))
 		return 1;
 	if (ktp_is_local4(ctx->user_ip4)) {
@@ -184,6 +188,8 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 
 	KTP_LOAD(sk, ctx->sk);
 	ktp_forget(sk);
+	if (ctx->type == SOCK_DGRAM)
+		return ktp_udp_connect6(ctx, sk);
 	if (ktp_should_skip(ctx, sk))
 		return 1;
 	dst[0] = ctx->user_ip6[0];

@@ -70,6 +70,19 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "fail at once with that error, as direct, so apps try the next address (0: off)")
         ->check(CLI::Range(0.0, 3600.0))
         ->capture_default_str();
+    app.add_flag("--udp", o.udp,
+                 "intercept the cgroup's UDP too (sendmsg/connect hooks, relayed direct; docs/architecture.md UDP)");
+    app.add_option("--udp-timeout", o.udp_timeout,
+                   "seconds an unconnected UDP flow lives without a datagram before its state is dropped")
+        ->check(CLI::Range(1.0, 86400.0))
+        ->capture_default_str();
+    app.add_option("--dns-resolver", o.dns_resolver,
+                   "resolver (IP or IP:PORT, [IPv6]:PORT) that DNS queries routed to an upstream are sent to "
+                   "through it, over TCP (default: the resolver the app asked)");
+    app.add_option("--dns-block", o.dns_block,
+                   "answer to a DNS query whose name a block rule matches: refused or nxdomain")
+        ->check(CLI::IsMember({"refused", "nxdomain"}))
+        ->capture_default_str();
     app.add_option("--rule", o.rules,
                    "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
                    "direct|block|proxy=UPSTREAM (see docs/rules.md)")

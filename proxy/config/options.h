@@ -64,6 +64,15 @@ struct Options {
     // Seconds a destination ktproxy could not connect to stays in the connect
     // hooks' negative cache (its connects fail at once, as direct); 0 = off.
     double dead_cache = 5;
+    // UDP from the cgroup through ktproxy's UDP relay (bpf/sock_udp.h,
+    // proxy/udp/), and the seconds an unconnected flow lives without datagrams.
+    bool udp = false;
+    double udp_timeout = 60;
+    // Where DNS queries routed to an upstream are sent through it (IP or
+    // IP:PORT); empty: the resolver the app asked.
+    std::string dns_resolver;
+    // The answer to a query whose name a `block` rule matches: "refused" or "nxdomain".
+    std::string dns_block = "refused";
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.

@@ -15,6 +15,8 @@
 #include "daemon/privileges.h"
 #include "daemon/seccomp_filter.h"
 #include "daemon/routing.h"
+#include "dns/name_memory.h"
+#include "udp/udp_relay.h"
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
 #include "daemon/workers.h"
@@ -109,13 +111,25 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     const unsigned nworkers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
     ListenerPlan listeners = open_listeners(o, nworkers, cgroups.app.has_value(), !o.gateway_ifaces.empty());
 
+    RouterSlot router(routing.router);
+    NameMemory names;
+    std::unique_ptr<UdpRelay> udp;
+    if (o.udp && cgroups.app && listeners.listen4) {
+        UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout, std::nullopt,
+                     uint8_t(o.dns_block == "nxdomain" ? dns::kRcodeNxdomain : dns::kRcodeRefused)};
+        if (!o.dns_resolver.empty())
+            uc.dns_resolver = parse_dns_resolver(o.dns_resolver);
+        udp = std::make_unique<UdpRelay>(uc, router, &names);
+        listeners.udp_port = udp->port();
+    }
+
     KernelSide kernel(o, listeners, cgroups.name);
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
-    RouterSlot router(routing.router);
-    Workers workers(loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1), std::move(listeners.sets),
-                    router);
+    LoopConfig lc = loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1);
+    lc.names = udp ? &names : nullptr;
+    Workers workers(lc, std::move(listeners.sets), router);
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
     // Connects queue on the listeners until the workers start.
     if (cgroups.app)
@@ -139,10 +153,15 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                    priv->pid());
     }
     workers.start();
+    if (udp)
+        udp->start(kernel.sock()->udp_flows_fd(), kernel.sock()->udp_conn6_fd());
     log_ready(o, listeners, cgroups, workers.count(), routing, kernel);
 
     int exit_code = supervisor.run();
     shut_down(o, cgroups, workers, kernel, exit_code, supervisor.stop_signal(), priv.get());
+    // After the hooks are off: no new datagram comes its way.
+    if (udp)
+        udp->stop();
     // Dropped, what setup made is undone already and its owners here could
     // only fail at it (EPERM): the process ends without their destructors.
     if (priv)

@@ -20,6 +20,7 @@ KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::strin
         hc.mark = o.mark;
         hc.netns_cookie = l.netns_cookie;
         hc.max_conns = o.max_conns;
+        hc.udp_port = l.udp_port;
         if (o.fail_closed) {
             ensure_bpffs(kBpffs, cgroup2_mounted_here());
             if (mkdir(kPinRoot, 0700) != 0 && errno != EEXIST)

@@ -93,6 +93,8 @@ std::string ListenerPlan::where(const Options& o, const std::string& cgroup_path
     if (listen4)
         out = fmt::format("listening on {}{}, cgroup {}", listen4->to_string(),
                           listen6 ? " and " + listen6->to_string() : std::string(), cgroup_path);
+    if (udp_port)
+        out += fmt::format(", UDP relay on port {}", udp_port);
     if (gw4)
         out += fmt::format("{}gateway on {} via {}{}", out.empty() ? "" : ", ", fmt::join(o.gateway_ifaces, ","),
                            gw4->to_string(), gw6 ? " and " + gw6->to_string() : std::string());

@@ -19,6 +19,7 @@ struct ListenerPlan {
     std::optional<SockAddr> listen4, listen6;  // the cgroup hooks' listeners
     std::optional<SockAddr> gw4, gw6;          // the gateway's transparent listeners
     uint64_t netns_cookie = 0;                 // the listeners' network namespace
+    uint16_t udp_port = 0;                     // the UDP relay's port (0: no UDP; proxy/udp/)
 
     // "listening on A and B, cgroup P, gateway on IF via G" for the ready line.
     std::string where(const Options& o, const std::string& cgroup_path) const;

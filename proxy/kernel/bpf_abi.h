@@ -28,6 +28,16 @@ static_assert(offsetof(ktp_dead_key, port) == 16);
 static_assert(sizeof(ktp_dead_val) == 16);
 static_assert(offsetof(ktp_dead_val, err) == 8);
 
+static_assert(sizeof(ktp_udp_key) == 8);
+static_assert(offsetof(ktp_udp_key, app_port) == 4);
+static_assert(offsetof(ktp_udp_key, family) == 6);
+static_assert(sizeof(ktp_udp_flow) == 80);
+static_assert(offsetof(ktp_udp_flow, cookie) == 56);
+static_assert(offsetof(ktp_udp_flow, last_ns) == 64);
+static_assert(offsetof(ktp_udp_flow, flags) == 72);
+static_assert(offsetof(ktp_udp_flow, filed_port) == 76);
+static_assert(sizeof(ktp_udp_sock) == 8 * KTP_UDP_SOCK_KEYS + 8);
+
 static_assert(KTP_AF_INET == 2 && KTP_AF_INET6 == 10);
 
 static_assert(sizeof(ktp_switches) == 8);

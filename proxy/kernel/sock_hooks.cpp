@@ -141,6 +141,10 @@ SockHooks::SockHooks(const HookConfig& cfg)
     skel_->rodata->ktp_netns_cookie = cfg.netns_cookie;
 
     bpf_map__set_max_entries(skel_->maps.ktp_handoff, cfg.max_conns);
+    skel_->rodata->ktp_udp_port = htons(cfg.udp_port);
+    bpf_map__set_max_entries(skel_->maps.ktp_udp_flows, cfg.max_conns);
+    bpf_map__set_max_entries(skel_->maps.ktp_udp_socks, cfg.max_conns);
+    bpf_map__set_max_entries(skel_->maps.ktp_udp_conn6, cfg.max_conns);
 
     pin_dir_ = cfg.pin_dir;
     if (!pin_dir_.empty()) {
@@ -152,7 +156,8 @@ SockHooks::SockHooks(const HookConfig& cfg)
         // instance never rewrites tries that the old programs still read
         // until their links are swapped.
         for (bpf_map* m : {skel_->maps.ktp_app_dst, skel_->maps.ktp_conn_dst, skel_->maps.ktp_handoff,
-                           skel_->maps.ktp_counters})
+                           skel_->maps.ktp_counters, skel_->maps.ktp_udp_flows, skel_->maps.ktp_udp_socks,
+                           skel_->maps.ktp_udp_conn6})
             pin_or_replace(m);
     }
 
@@ -307,6 +312,13 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
     attach_one("cgroup/connect6", skel_->progs.ktp_connect6, app_fd, app_path);
     attach_one("cgroup/getpeername4", skel_->progs.ktp_getpeername4, app_fd, app_path);
     attach_one("cgroup/getpeername6", skel_->progs.ktp_getpeername6, app_fd, app_path);
+    // UDP (bpf/sock_udp.h): release first, so that no flow is recorded for
+    // a socket whose release would not delete it.
+    attach_one("cgroup/sock_release", skel_->progs.ktp_udp_release, app_fd, app_path);
+    attach_one("cgroup/recvmsg4", skel_->progs.ktp_recvmsg4, app_fd, app_path);
+    attach_one("cgroup/recvmsg6", skel_->progs.ktp_recvmsg6, app_fd, app_path);
+    attach_one("cgroup/sendmsg4", skel_->progs.ktp_sendmsg4, app_fd, app_path);
+    attach_one("cgroup/sendmsg6", skel_->progs.ktp_sendmsg6, app_fd, app_path);
     // Only now do the pinned links run programs that use the fresh maps.
     replace_map_pins();
 }
@@ -345,11 +357,16 @@ int SockHooks::events_fd() const { return bpf_map__fd(skel_->maps.ktp_events); }
 
 int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
 
+int SockHooks::udp_flows_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_flows); }
+
+int SockHooks::udp_conn6_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_conn6); }
+
 Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }
 
 MapOccupancy SockHooks::occupancy() const
 {
-    return MapOccupancy{count_entries(bpf_map__fd(skel_->maps.ktp_handoff), sizeof(ktp_tuple))};
+    return MapOccupancy{count_entries(bpf_map__fd(skel_->maps.ktp_handoff), sizeof(ktp_tuple)),
+                        count_entries(bpf_map__fd(skel_->maps.ktp_udp_flows), sizeof(ktp_udp_key))};
 }
 
 std::string format_counters(const Counters& c, const MapOccupancy& m)
@@ -358,12 +375,13 @@ std::string format_counters(const Counters& c, const MapOccupancy& m)
         "counters redirected={} skipped_mark={} skipped_netns={} skipped_local={} "
         "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} gw_assigned={} gw_no_listener={} "
         "no_listener={} skipped_bound={} dry_run_redirect={} dry_run_block={} dry_run_pass={} dry_run_refuse={} "
-        "dry_run_events_lost={} live_tuples={}",
+        "dry_run_events_lost={} live_tuples={} udp_redirected={} udp_no_relay={} udp_map_full={} udp_flows={}",
         c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
         c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
         c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], c[KTP_CTR_GW_ASSIGNED],
         c[KTP_CTR_GW_NO_LISTENER], c[KTP_CTR_NO_LISTENER], c[KTP_CTR_SKIPPED_BOUND], c[KTP_CTR_DRY_REDIRECT],
-        c[KTP_CTR_DRY_BLOCK], c[KTP_CTR_DRY_PASS], c[KTP_CTR_DRY_REFUSE], c[KTP_CTR_DRY_EVENTS_LOST], m.tuples);
+        c[KTP_CTR_DRY_BLOCK], c[KTP_CTR_DRY_PASS], c[KTP_CTR_DRY_REFUSE], c[KTP_CTR_DRY_EVENTS_LOST], m.tuples,
+        c[KTP_CTR_UDP_REDIRECTED], c[KTP_CTR_UDP_NO_RELAY], c[KTP_CTR_UDP_MAP_FULL], m.udp_flows);
 }
 
 }  // namespace ktp

@@ -27,6 +27,8 @@ struct HookConfig {
     uint32_t mark = 0;
     uint64_t netns_cookie = 0;
     uint32_t max_conns = 65536;
+    // ktproxy's UDP relay port (0: UDP is not intercepted; proxy/udp/).
+    uint16_t udp_port = 0;
     // Non-empty: --fail-closed. Maps and links are pinned here, outlive the
     // process, and a later instance with the same dir takes them over.
     std::string pin_dir;
@@ -38,6 +40,7 @@ struct HookConfig {
 // ktp_conn_dst) cannot be counted without walking every socket.
 struct MapOccupancy {
     uint64_t tuples = 0;
+    uint64_t udp_flows = 0;  // ktp_udp_flows: live UDP flows (bpf/sock_udp.h)
 };
 
 class SockHooks {
@@ -82,6 +85,10 @@ public:
     // The connect hooks' negative cache of dead destinations
     // (bpf/sock_deadcache.h), which the event loops write.
     int dead_dst_fd() const;
+    // The UDP flows the hooks record and the relay reads (bpf/sock_udp.h).
+    int udp_flows_fd() const;
+    // Connected IPv6 UDP flows by app socket cookie, until the relay files them.
+    int udp_conn6_fd() const;
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

@@ -252,7 +252,8 @@ void EventLoop::log_conn(const Conn& c) const
                        c.proc.uid);
     else
         fmt::format_to(std::back_inserter(extra), " pid=- comm=- uid=-");
-    if (c.sniffed)
+    // Sniffed, or remembered from the app's DNS answer (docs/dns.md).
+    if (c.sniffed || !c.domain.empty())
         fmt::format_to(std::back_inserter(extra), " domain={}",
                        c.domain.empty() ? std::string_view("-") : std::string_view(c.domain));
     if (c.warm)

@@ -9,6 +9,8 @@
 
 namespace ktp {
 
+class NameMemory;
+
 struct LoopConfig {
     uint32_t mark = 0;
     double connect_timeout = 10.0;  // connect + upstream handshake, seconds
@@ -38,6 +40,9 @@ struct LoopConfig {
     // dead_cache seconds. -1 / 0: none.
     int dead_dst_fd = -1;
     double dead_cache = 5;
+    // Names the cgroup's DNS answers gave for addresses (--udp; proxy/dns/):
+    // a connection to one carries the name. Not owned; null without --udp.
+    const NameMemory* names = nullptr;
 };
 
 // The router in force; SIGHUP swaps it while workers read it.

@@ -7,16 +7,21 @@
 
 #include <algorithm>
 
+#include <iterator>
+
 namespace ktp {
 
 const char* kernel_counter_name(int idx)
 {
-    static constexpr const char* names[KTP_CTR_MAX] = {
+    // Sized by its names: a counter added to enum ktp_counter without one
+    // fails to build here, instead of handing fmt a null name at run time.
+    static constexpr const char* names[] = {
         "redirected", "skipped_mark", "skipped_netns", "skipped_local", "orig_dst_answered",
         "orig_dst_missed", "map_full", "bypassed", "blocked", "gw_assigned", "gw_no_listener",
         "no_listener", "skipped_bound", "dry_run_redirect", "dry_run_block", "dry_run_pass", "dry_run_refuse",
-        "dry_run_events_lost",
+        "dry_run_events_lost", "udp_redirected", "udp_no_relay", "udp_map_full",
     };
+    static_assert(std::size(names) == KTP_CTR_MAX, "every enum ktp_counter needs a name here");
     return idx >= 0 && idx < KTP_CTR_MAX ? names[idx] : "?";
 }
 

@@ -9,6 +9,7 @@
 #include "loop/sock_cmd.h"
 #include "relay/driver.h"
 #include "route/sniff.h"
+#include "dns/name_memory.h"
 #include "upstream/handshake.h"
 #include "upstream/http_connect.h"
 #include "upstream/session_pool.h"
@@ -169,6 +170,10 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
         fixed_.move_in(c.fd[0], c.slot[0]);
     }
 
+    // The name the app resolved this address from, if its DNS went through
+    // ktproxy: domain rules match on it unless sniffing finds another.
+    if (cfg_.names)
+        c.domain = cfg_.names->lookup(c.orig);
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
         if (!c.setup[idx(Dir::ClientToUpstream)])

@@ -1,0 +1,539 @@
+/* UDP hooks of ktproxy, included by sock_redirect.bpf.c after its TCP
+ * helpers (KTP_LOAD, the rodata, ktp_route, ktp_app_dst).
+ *
+ * An app's datagram to a proxied destination is rewritten to ktproxy's UDP
+ * relay port on a loopback address that names the flow (ktproxy_shared.h,
+ * struct ktp_udp_key): IPv4 destinations get a token address 127.t.t.t per
+ * (app socket, destination), native IPv6 ones ::1 keyed by the app's port.
+ * ktproxy reads the token from IP_PKTINFO (the app's port from the source),
+ * finds the destination in ktp_udp_flows and answers from the token address;
+ * recvmsg4/6 show the app the original destination as the reply's source.
+ * docs/architecture.md "UDP" has the design and its limits. */
+#ifndef KTPROXY_SOCK_UDP_H
+#define KTPROXY_SOCK_UDP_H
+
+#include "ktproxy_shared.h"
+
+#define SOCK_DGRAM 2
+#define IPPROTO_UDP 17
+
+/* ktproxy's UDP relay port (network order); 0: UDP is not intercepted. */
+const volatile __u16 ktp_udp_port = 0;
+
+/* Flows: plain hash, so that no live flow is evicted; a full map sends the
+ * datagram direct (counted), as the TCP hand-off map does. Sized by the
+ * loader (--max-conns). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ktp_udp_key);
+	__type(value, struct ktp_udp_flow);
+} ktp_udp_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ktp_udp_sock);
+} ktp_udp_socks SEC(".maps");
+
+/* Connected native-IPv6 flows, by the app socket's cookie: connect6 runs
+ * before the socket has the port that names an IPv6 flow, so the relay finds
+ * the socket's cookie (sock_diag, by the datagram's 4-tuple) and then the
+ * destination here, and files the flow under its port in ktp_udp_flows.
+ * Written by connect6; deleted by cgroup/sock_release. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ktp_udp_flow);
+} ktp_udp_conn6 SEC(".maps");
+
+static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	__u32 dev;
+
+	if (!ktp_udp_port || ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP || !sk)
+		return 1;
+	if (ktp_mark && sk->mark == ktp_mark) {
+		ktp_count(KTP_CTR_SKIPPED_MARK);
+		return 1;
+	}
+	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie) {
+		ktp_count(KTP_CTR_SKIPPED_NETNS);
+		return 1;
+	}
+	/* A device-bound socket cannot reach the relay on loopback. */
+	KTP_LOAD(dev, sk->bound_dev_if);
+	if (dev) {
+		ktp_count(KTP_CTR_SKIPPED_BOUND);
+		return 1;
+	}
+	return 0;
+}
+
+/* Is the socket a datagram to the relay would reach ktproxy's? It carries
+ * --mark, which only CAP_NET_ADMIN/CAP_NET_RAW can set: with --fail-closed
+ * the hooks outlive ktproxy, and a local user who binds the port must not
+ * receive the cgroup's datagrams. */
+static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, int v6, __u32 token)
+{
+	struct bpf_sock_tuple tup = {};
+	struct bpf_sock *sk;
+	__u32 mark;
+
+	if (v6) {
+		tup.ipv6.daddr[0] = ktp_proxy_ip6[0];
+		tup.ipv6.daddr[1] = ktp_proxy_ip6[1];
+		tup.ipv6.daddr[2] = ktp_proxy_ip6[2];
+		tup.ipv6.daddr[3] = ktp_proxy_ip6[3];
+		tup.ipv6.dport = ktp_udp_port;
+		sk = bpf_sk_lookup_udp(ctx, &tup, sizeof(tup.ipv6), KTP_CURRENT_NETNS, 0);
+	} else {
+		tup.ipv4.daddr = token;
+		tup.ipv4.dport = ktp_udp_port;
+		sk = bpf_sk_lookup_udp(ctx, &tup, sizeof(tup.ipv4), KTP_CURRENT_NETNS, 0);
+	}
+	if (!sk)
+		return 0;
+	KTP_LOAD(mark, sk->mark);
+	bpf_sk_release(sk);
+	return mark == ktp_mark;
+}
+
+static __always_inline void ktp_udp_fill(struct ktp_udp_flow *f, const __u32 dst[4], __u32 port,
+					 __u64 cookie, __u32 flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	f->od.addr[0] = dst[0];
+	f->od.addr[1] = dst[1];
+	f->od.addr[2] = dst[2];
+	f->od.addr[3] = dst[3];
+	f->od.port = (__u16)port;
+	f->od.family = ktp_wire_family(dst);
+	f->od.pid = (__u32)(id >> 32);
+	f->od.tid = (__u32)id;
+	f->od.uid = (__u32)bpf_get_current_uid_gid();
+	if (bpf_get_current_comm(f->od.comm, sizeof(f->od.comm)))
+		__builtin_memset(f->od.comm, 0, sizeof(f->od.comm));
+	f->cookie = cookie;
+	f->last_ns = bpf_ktime_get_ns();
+	f->flags = flags;
+}
+
+/* Remembers that the socket made this key, so that its release deletes it. */
+static __always_inline void ktp_udp_note_key(__u64 cookie, const struct ktp_udp_key *key)
+{
+	struct ktp_udp_sock fresh = {}, *s;
+
+	s = bpf_map_lookup_elem(&ktp_udp_socks, &cookie);
+	if (!s) {
+		/* Full: the flow still works; the idle sweep deletes it. */
+		bpf_map_update_elem(&ktp_udp_socks, &cookie, &fresh, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&ktp_udp_socks, &cookie);
+		if (!s)
+			return;
+	}
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)] = *key;
+	s->next++;
+}
+
+static __always_inline int ktp_udp_same_dst(const struct ktp_udp_flow *f, const __u32 dst[4], __u32 port)
+{
+	return f->od.addr[0] == dst[0] && f->od.addr[1] == dst[1] && f->od.addr[2] == dst[2] &&
+	       f->od.addr[3] == dst[3] && f->od.port == (__u16)port;
+}
+
+/* The token address (network order) of (socket, destination): a hash into
+ * 127.0.0.2-127.255.255.254, probed a few times past slots that another
+ * socket or destination holds. 0: no slot (map full, or four collisions). */
+static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u32 port, __u32 flags)
+{
+	struct ktp_udp_flow fresh = {};
+	struct ktp_udp_key key = {.family = KTP_AF_INET};
+	struct ktp_udp_flow *f;
+	__u64 h;
+	__u32 t;
+
+	h = cookie * 0x9e3779b97f4a7c15ull;
+	h ^= ((__u64)(dst[0] ^ dst[1] ^ dst[2]) << 32) | dst[3];
+	h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ull;
+	h ^= port;
+	h = (h ^ (h >> 32)) * 0x94d049bb133111ebull;
+	t = (__u32)(h ^ (h >> 31)) % 0xfffffd;
+	for (int i = 0; i < 4; i++) {
+		__u32 tok = 2 + (t + i) % 0xfffffd;
+
+		key.addr = bpf_htonl(0x7f000000 | tok);
+		f = bpf_map_lookup_elem(&ktp_udp_flows, &key);
+		if (f) {
+			if (f->cookie != cookie || !ktp_udp_same_dst(f, dst, port))
+				continue;
+			f->last_ns = bpf_ktime_get_ns();
+			f->flags |= flags;
+			return key.addr;
+		}
+		ktp_udp_fill(&fresh, dst, port, cookie, flags);
+		if (bpf_map_update_elem(&ktp_udp_flows, &key, &fresh, BPF_NOEXIST))
+			continue;
+		ktp_udp_note_key(cookie, &key);
+		return key.addr;
+	}
+	return 0;
+}
+
+/* Native IPv6: the flow is the app's port on ::1; the last destination the
+ * socket sent to owns it. 1: recorded. */
+static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const __u32 dst[4], __u32 port,
+					     __u32 flags)
+{
+	struct ktp_udp_key key = {.app_port = app_port, .family = KTP_AF_INET6};
+	struct ktp_udp_flow fresh = {};
+	struct ktp_udp_flow *f;
+
+	f = bpf_map_lookup_elem(&ktp_udp_flows, &key);
+	if (f && f->cookie == cookie && ktp_udp_same_dst(f, dst, port)) {
+		f->last_ns = bpf_ktime_get_ns();
+		f->flags |= flags;
+		return 1;
+	}
+	ktp_udp_fill(&fresh, dst, port, cookie, flags);
+	if (bpf_map_update_elem(&ktp_udp_flows, &key, &fresh, BPF_ANY))
+		return 0;
+	ktp_udp_note_key(cookie, &key);
+	return 1;
+}
+
+/* Routing of a UDP destination (v4-mapped or IPv6, port network order):
+ * 1 = leave it, 0 = fail it with EPERM (block), -1 = to the relay. */
+static __always_inline int ktp_udp_route(const __u32 dst[4], __u32 port)
+{
+	int verdict = ktp_route(dst, port);
+
+	/* DNS goes to ktproxy's forwarder even where the address rules say
+	 * direct: the forwarder routes each query by the name asked and
+	 * remembers the answer for domain rules (docs/dns.md). */
+	if (verdict == 1 && port == bpf_htons(53))
+		return -1;
+	return verdict;
+}
+
+/* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.
+ * Returns the token address to rewrite to, 1 to leave it, 0 to fail it. The
+ * token is never 0 or 1, so the three cannot be confused. */
+static __always_inline __u32 ktp_udp_to_relay4(struct bpf_sock_addr *ctx, const __u32 dst[4], __u32 port,
+					       __u32 flags)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u32 tok;
+
+	if (!ktp_udp_relay_is_ours(ctx, 0, bpf_htonl(0x7f000001))) {
+		ktp_count(KTP_CTR_UDP_NO_RELAY);
+		bpf_set_retval(-KTP_ECONNREFUSED);
+		return 0;
+	}
+	tok = ktp_udp_token(cookie, dst, port, flags);
+	if (!tok) {
+		ktp_count(KTP_CTR_UDP_MAP_FULL);
+		return 1;
+	}
+	ktp_count(KTP_CTR_UDP_REDIRECTED);
+	return tok;
+}
+
+/* For getpeername of a connected UDP socket: the same record TCP keeps. */
+static __always_inline void ktp_udp_keep_peer(struct bpf_sock *sk, const __u32 dst[4], __u32 port)
+{
+	struct ktp_orig_dst *od = bpf_sk_storage_get(&ktp_app_dst, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!od)
+		return;
+	od->addr[0] = dst[0];
+	od->addr[1] = dst[1];
+	od->addr[2] = dst[2];
+	od->addr[3] = dst[3];
+	od->port = (__u16)port;
+	od->family = ktp_wire_family(dst);
+	od->flags = 0;
+}
+
+SEC("cgroup/sendmsg4")
+int ktp_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk;
+	__u32 dst[4], port, r;
+	int verdict;
+
+	KTP_LOAD(sk, ctx->sk);
+	if (ktp_udp_skip(ctx, sk))
+		return 1;
+	if (ktp_is_local4(ctx->user_ip4)) {
+		ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		return 1;
+	}
+	port = ctx->user_port;
+	ktp_map_v4(dst, ctx->user_ip4);
+	verdict = ktp_udp_route(dst, port);
+	if (verdict >= 0)
+		return verdict;
+	r = ktp_udp_to_relay4(ctx, dst, port, 0);
+	if (r <= 1)
+		return r;
+	ctx->user_ip4 = r;
+	ctx->user_port = ktp_udp_port;
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int ktp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk;
+	__u32 dst[4], port, lport;
+	int verdict;
+
+	KTP_LOAD(sk, ctx->sk);
+	if (ktp_udp_skip(ctx, sk))
+		return 1;
+	/* v4-mapped destinations never get here: the kernel sends them
+	 * through udp_sendmsg, whose sendmsg4 hook handles them. */
+	dst[0] = ctx->user_ip6[0];
+	dst[1] = ctx->user_ip6[1];
+	dst[2] = ctx->user_ip6[2];
+	dst[3] = ctx->user_ip6[3];
+	if (ktp_skip_dst6(dst)) {
+		ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		return 1;
+	}
+	port = ctx->user_port;
+	verdict = ktp_udp_route(dst, port);
+	if (verdict >= 0)
+		return verdict;
+	if (!ktp_have_ip6)
+		return 1;
+	if (!ktp_udp_relay_is_ours(ctx, 1, 0)) {
+		ktp_count(KTP_CTR_UDP_NO_RELAY);
+		bpf_set_retval(-KTP_ECONNREFUSED);
+		return 0;
+	}
+	/* sendmsg has bound the socket (autobind) before this hook runs. */
+	KTP_LOAD(lport, sk->src_port);
+	if (!ktp_udp_port_flow(bpf_get_socket_cookie(ctx), bpf_htons((__u16)lport), dst, port, 0)) {
+		ktp_count(KTP_CTR_UDP_MAP_FULL);
+		return 1;
+	}
+	ktp_count(KTP_CTR_UDP_REDIRECTED);
+	ctx->user_ip6[0] = ktp_proxy_ip6[0];
+	ctx->user_ip6[1] = ktp_proxy_ip6[1];
+	ctx->user_ip6[2] = ktp_proxy_ip6[2];
+	ctx->user_ip6[3] = ktp_proxy_ip6[3];
+	ctx->user_port = ktp_udp_port;
+	return 1;
+}
+
+/* connect4 of a UDP socket (called from ktp_connect4). */
+static __always_inline int ktp_udp_connect4(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	__u32 dst[4], port, r;
+	int verdict;
+
+	if (ktp_udp_skip(ctx, sk))
+		return 1;
+	if (ktp_is_local4(ctx->user_ip4)) {
+		ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		return 1;
+	}
+	port = ctx->user_port;
+	ktp_map_v4(dst, ctx->user_ip4);
+	verdict = ktp_udp_route(dst, port);
+	if (verdict >= 0)
+		return verdict;
+	r = ktp_udp_to_relay4(ctx, dst, port, KTP_UDP_F_CONNECTED);
+	if (r <= 1)
+		return r;
+	ktp_udp_keep_peer(sk, dst, port);
+	ctx->user_ip4 = r;
+	ctx->user_port = ktp_udp_port;
+	return 1;
+}
+
+/* connect6 of a UDP socket. A native IPv6 flow is named by the app's port,
+ * which connect() has not chosen yet when this hook runs: it is kept by the
+ * socket's cookie in ktp_udp_conn6 until the relay files it by port. */
+static __always_inline int ktp_udp_connect6(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	__u32 dst[4], port, r;
+	int verdict;
+
+	if (ktp_udp_skip(ctx, sk))
+		return 1;
+	dst[0] = ctx->user_ip6[0];
+	dst[1] = ctx->user_ip6[1];
+	dst[2] = ctx->user_ip6[2];
+	dst[3] = ctx->user_ip6[3];
+	if (ktp_skip_dst6(dst)) {
+		ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		return 1;
+	}
+	port = ctx->user_port;
+	verdict = ktp_udp_route(dst, port);
+	if (verdict >= 0)
+		return verdict;
+	if (!ktp_is_v4mapped(dst)) {
+		struct ktp_udp_flow fresh = {};
+		__u64 cookie;
+
+		if (!ktp_have_ip6)
+			return 1;
+		if (!ktp_udp_relay_is_ours(ctx, 1, 0)) {
+			ktp_count(KTP_CTR_UDP_NO_RELAY);
+			bpf_set_retval(-KTP_ECONNREFUSED);
+			return 0;
+		}
+		cookie = bpf_get_socket_cookie(ctx);
+		ktp_udp_fill(&fresh, dst, port, cookie, KTP_UDP_F_CONNECTED);
+		if (bpf_map_update_elem(&ktp_udp_conn6, &cookie, &fresh, BPF_ANY)) {
+			ktp_count(KTP_CTR_UDP_MAP_FULL);
+			return 1;
+		}
+		ktp_count(KTP_CTR_UDP_REDIRECTED);
+		ktp_udp_keep_peer(sk, dst, port);
+		ctx->user_ip6[0] = ktp_proxy_ip6[0];
+		ctx->user_ip6[1] = ktp_proxy_ip6[1];
+		ctx->user_ip6[2] = ktp_proxy_ip6[2];
+		ctx->user_ip6[3] = ktp_proxy_ip6[3];
+		ctx->user_port = ktp_udp_port;
+		return 1;
+	}
+	r = ktp_udp_to_relay4(ctx, dst, port, KTP_UDP_F_CONNECTED);
+	if (r <= 1)
+		return r;
+	ktp_udp_keep_peer(sk, dst, port);
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = bpf_htonl(0xffff);
+	ctx->user_ip6[3] = r;
+	ctx->user_port = ktp_udp_port;
+	return 1;
+}
+
+/* The flow a reply from the relay belongs to, if it is this socket's. */
+static __always_inline struct ktp_udp_flow *ktp_udp_reply_flow(struct bpf_sock_addr *ctx,
+							       const struct ktp_udp_key *key)
+{
+	struct ktp_udp_flow *f = bpf_map_lookup_elem(&ktp_udp_flows, key);
+
+	if (!f || f->cookie != bpf_get_socket_cookie(ctx))
+		return 0;
+	return f;
+}
+
+static __always_inline int ktp_is_token4(__u32 ip4)
+{
+	return (bpf_ntohl(ip4) >> 24) == 127;
+}
+
+/* A reply from the relay shows the app the destination it sent to as its
+ * source: strict resolvers drop answers from anyone else (RFC 5452). */
+SEC("cgroup/recvmsg4")
+int ktp_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	struct ktp_udp_key key = {.family = KTP_AF_INET};
+	struct ktp_udp_flow *f;
+
+	if (!ktp_udp_port || ctx->user_port != ktp_udp_port || !ktp_is_token4(ctx->user_ip4))
+		return 1;
+	key.addr = ctx->user_ip4;
+	f = ktp_udp_reply_flow(ctx, &key);
+	if (!f || f->od.family != KTP_AF_INET)
+		return 1;
+	ctx->user_ip4 = f->od.addr[3];
+	ctx->user_port = f->od.port;
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int ktp_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	struct ktp_udp_key key = {};
+	struct ktp_udp_flow *f;
+	struct bpf_sock *sk;
+	__u32 a[4], lport;
+
+	if (!ktp_udp_port || ctx->user_port != ktp_udp_port)
+		return 1;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	if (ktp_is_v4mapped(a)) {
+		if (!ktp_is_token4(a[3]))
+			return 1;
+		key.addr = a[3];
+		key.family = KTP_AF_INET;
+	} else {
+		if (!ktp_have_ip6 || a[0] != ktp_proxy_ip6[0] || a[1] != ktp_proxy_ip6[1] ||
+		    a[2] != ktp_proxy_ip6[2] || a[3] != ktp_proxy_ip6[3])
+			return 1;
+		KTP_LOAD(sk, ctx->sk);
+		if (!sk)
+			return 1;
+		KTP_LOAD(lport, sk->src_port);
+		key.app_port = bpf_htons((__u16)lport);
+		key.family = KTP_AF_INET6;
+	}
+	f = ktp_udp_reply_flow(ctx, &key);
+	if (!f)
+		return 1;
+	/* od.addr is v4-mapped for IPv4: what an AF_INET6 socket shows. */
+	ctx->user_ip6[0] = f->od.addr[0];
+	ctx->user_ip6[1] = f->od.addr[1];
+	ctx->user_ip6[2] = f->od.addr[2];
+	ctx->user_ip6[3] = f->od.addr[3];
+	ctx->user_port = f->od.port;
+	return 1;
+}
+
+/* The app's socket is released: its flows go with it. */
+SEC("cgroup/sock_release")
+int ktp_udp_release(struct bpf_sock *sk)
+{
+	struct ktp_udp_flow *c6;
+	struct ktp_udp_sock *s;
+	__u64 cookie;
+	__u32 proto;
+
+	KTP_LOAD(proto, sk->protocol);
+	if (proto != IPPROTO_UDP)
+		return 1;
+	cookie = bpf_get_socket_cookie(sk);
+	c6 = bpf_map_lookup_elem(&ktp_udp_conn6, &cookie);
+	if (c6) {
+		/* A connected IPv6 flow, filed by the relay under its port (this
+		 * program may not read the socket's port: only post_bind may). */
+		struct ktp_udp_key key6 = {.app_port = (__u16)c6->filed_port, .family = KTP_AF_INET6};
+		struct ktp_udp_flow *f6;
+
+		f6 = key6.app_port ? bpf_map_lookup_elem(&ktp_udp_flows, &key6) : 0;
+		if (f6 && f6->cookie == cookie)
+			bpf_map_delete_elem(&ktp_udp_flows, &key6);
+		bpf_map_delete_elem(&ktp_udp_conn6, &cookie);
+	}
+	s = bpf_map_lookup_elem(&ktp_udp_socks, &cookie);
+	if (!s)
+		return 1;
+	for (int i = 0; i < KTP_UDP_SOCK_KEYS; i++) {
+		struct ktp_udp_key key = s->keys[i];
+		struct ktp_udp_flow *f;
+
+		if (!key.family)
+			continue;
+		f = bpf_map_lookup_elem(&ktp_udp_flows, &key);
+		if (f && f->cookie == cookie)
+			bpf_map_delete_elem(&ktp_udp_flows, &key);
+	}
+	bpf_map_delete_elem(&ktp_udp_socks, &cookie);
+	return 1;
+}
+
+#endif

@@ -1,0 +1,68 @@
+// The name memory's LRU.
+#include "dns/name_memory.h"
+
+#include <cstring>
+
+namespace ktp {
+namespace {
+
+// 16 address bytes (IPv4 v4-mapped): one key for both socket families.
+std::string key_of(const uint8_t* a16) { return std::string(reinterpret_cast<const char*>(a16), 16); }
+
+std::string key_of(const dns::Address& a)
+{
+    uint8_t k[16] = {};
+    if (a.v6) {
+        std::memcpy(k, a.bytes.data(), 16);
+    } else {
+        k[10] = k[11] = 0xff;
+        std::memcpy(k + 12, a.bytes.data(), 4);
+    }
+    return key_of(k);
+}
+
+}  // namespace
+
+void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
+{
+    if (a.question.name.empty())
+        return;
+    std::lock_guard lock(mu_);
+    for (const dns::Address& ad : a.addresses) {
+        std::string k = key_of(ad);
+        Clock::time_point until = now + std::chrono::seconds(ad.ttl) + kGrace;
+        if (auto it = index_.find(k); it != index_.end()) {
+            it->second->name = a.question.name;
+            it->second->until = until;
+            lru_.splice(lru_.begin(), lru_, it->second);
+            continue;
+        }
+        lru_.push_front(Entry{k, a.question.name, until});
+        index_[k] = lru_.begin();
+        if (lru_.size() > kCapacity) {
+            index_.erase(lru_.back().key);
+            lru_.pop_back();
+        }
+    }
+}
+
+std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) const
+{
+    uint32_t m[4];
+    addr.to_mapped(m);
+    std::string k = key_of(reinterpret_cast<const uint8_t*>(m));
+    std::lock_guard lock(mu_);
+    auto it = index_.find(k);
+    if (it == index_.end() || it->second->until < now)
+        return {};
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->name;
+}
+
+size_t NameMemory::size() const
+{
+    std::lock_guard lock(mu_);
+    return lru_.size();
+}
+
+}  // namespace ktp

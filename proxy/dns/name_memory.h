@@ -1,0 +1,47 @@
+// Name memory: the names behind the addresses the cgroup's DNS answers gave
+// (A/AAAA, CNAME chains followed), so that a later TCP or UDP connection to
+// such an address carries the name: domain rules match on it, a SOCKS5
+// upstream gets it (ATYP 3), logs show it. Bounded LRU, per instance; written
+// by the UDP relay's DNS forwarder, read by every worker (one mutex: a lookup
+// per new connection, not per byte).
+#pragma once
+
+#include "base/sock_addr.h"
+#include "dns/dns_message.h"
+
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace ktp {
+
+class NameMemory {
+public:
+    // An entry lives for its TTL plus kGrace (resolver caches in the app and
+    // the OS keep addresses a little past it), or until kCapacity newer ones
+    // push it out.
+    static constexpr size_t kCapacity = 16384;
+    static constexpr std::chrono::seconds kGrace{300};
+
+    using Clock = std::chrono::steady_clock;
+
+    void remember(const dns::Answer& a, Clock::time_point now = Clock::now());
+    // The name for an address, "" if none is remembered (or it expired).
+    std::string lookup(const SockAddr& addr, Clock::time_point now = Clock::now()) const;
+    size_t size() const;
+
+private:
+    struct Entry {
+        std::string key;
+        std::string name;
+        Clock::time_point until;
+    };
+    mutable std::mutex mu_;
+    mutable std::list<Entry> lru_;  // front: most recently remembered or used
+    std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+};
+
+}  // namespace ktp

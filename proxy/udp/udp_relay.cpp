@@ -1,0 +1,451 @@
+// The UDP relay's loop: app datagrams in on the relay sockets, one upstream
+// socket per flow, replies out from the token address.
+#include "udp/udp_relay.h"
+
+#include "base/error.h"
+#include "base/log.h"
+#include "dns/dns_message.h"
+#include "dns/name_memory.h"
+#include "kernel/bpf_abi.h"
+#include "udp/sock_diag.h"
+
+#include <bpf/bpf.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "ktproxy_shared.h"
+
+namespace ktp {
+
+struct UdpRelay::Flow {
+    std::string key;
+    UniqueFd up;          // connected to dst, marked; none when dropping
+    SockAddr app;         // where replies go (the datagram's source)
+    SockAddr dst;         // the original destination
+    ktp_udp_key map_key{};
+    bool v6 = false;      // arrived on the IPv6 relay socket
+    bool drop = false;    // the rules send it where UDP cannot go yet
+    bool dns = false;     // to port 53: each query is routed by its name
+    std::string via;      // "direct", or why it is dropped
+    uint32_t pid = 0;
+    std::string comm;
+    uint64_t out = 0, in = 0;  // datagrams app -> dst, dst -> app
+    std::chrono::steady_clock::time_point last;
+};
+
+namespace {
+
+constexpr size_t kMaxDatagram = 65536;
+constexpr int kBatch = 64;  // datagrams per socket per wakeup, so one busy flow cannot starve the rest
+
+UniqueFd relay_socket(int family, const SockAddr& bind_to, uint32_t mark)
+{
+    UniqueFd fd(socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd)
+        fail_errno("UDP relay: socket");
+    int one = 1;
+    if (mark && setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
+        fail_errno("UDP relay: SO_MARK {:#x}", mark);
+    if (family == AF_INET) {
+        // The token address each datagram was sent to names its flow.
+        if (setsockopt(fd.get(), IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0)
+            fail_errno("UDP relay: IP_PKTINFO");
+    } else if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+        fail_errno("UDP relay: IPV6_V6ONLY");
+    }
+    if (bind(fd.get(), bind_to.get(), bind_to.size()) != 0)
+        return UniqueFd();
+    return fd;
+}
+
+uint64_t monotonic_ns()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1'000'000'000ull + ts.tv_nsec;
+}
+
+void epoll_add(int ep, int fd, void* tag)
+{
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = tag;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        fail_errno("UDP relay: epoll_ctl add");
+}
+
+// Tags of the relay's own fds; flows are tagged with their Flow*.
+char kTagSock4, kTagSock6, kTagWake;
+
+}  // namespace
+
+UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names)
+    : cfg_(cfg), router_(router), names_(names)
+{
+    // One port for both families: the hooks know a single relay port.
+    for (uint16_t want : {cfg.port_hint, uint16_t(0)}) {
+        auto any4 = SockAddr::parse_ip("0.0.0.0", want);
+        sock4_ = relay_socket(AF_INET, *any4, cfg.mark);
+        if (!sock4_)
+            continue;
+        port_ = SockAddr::local_of(sock4_.get()).port();
+        if (!cfg.listen6)
+            break;
+        auto at6 = SockAddr::parse_ip(cfg.listen6->ip_string(), port_);
+        sock6_ = relay_socket(AF_INET6, *at6, cfg.mark);
+        if (sock6_)
+            break;
+        sock4_.reset();
+    }
+    if (!sock4_)
+        fail_errno("UDP relay: bind a port free on 0.0.0.0{}", cfg.listen6 ? " and " + cfg.listen6->ip_string() : "");
+    epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+    wake_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!epoll_ || !wake_)
+        fail_errno("UDP relay: epoll/eventfd");
+    epoll_add(epoll_.get(), sock4_.get(), &kTagSock4);
+    if (sock6_)
+        epoll_add(epoll_.get(), sock6_.get(), &kTagSock6);
+    epoll_add(epoll_.get(), wake_.get(), &kTagWake);
+}
+
+UdpRelay::~UdpRelay() { stop(); }
+
+void UdpRelay::start(int flows_fd, int conn6_fd)
+{
+    flows_fd_ = flows_fd;
+    conn6_fd_ = conn6_fd;
+    thread_ = std::thread([this] { run(); });
+}
+
+void UdpRelay::stop()
+{
+    if (!thread_.joinable())
+        return;
+    uint64_t one = 1;
+    (void)!write(wake_.get(), &one, sizeof(one));
+    thread_.join();
+    // Its threads answer through the relay sockets: gone before they are.
+    dns_pool_.reset();
+    for (auto& [k, f] : flows_)
+        close_flow(*f);
+    flows_.clear();
+}
+
+bool UdpRelay::file_conn6(const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val)
+{
+    // A connected IPv6 socket's first datagram: connect6 kept its
+    // destination under its cookie; file it under its port for the recvmsg6
+    // hook and the datagrams that follow (its release deletes both).
+    if (conn6_fd_ < 0 || !sock6_)
+        return false;
+    auto cookie = udp6_socket_cookie(app, SockAddr::local_of(sock6_.get()));
+    if (!cookie || bpf_map_lookup_elem(conn6_fd_, &*cookie, &val) != 0)
+        return false;
+    // The release hook cannot read the socket's port: tell it where the
+    // flow is filed (BPF_EXIST: not if the socket is already gone).
+    val.filed_port = key.app_port;
+    if (bpf_map_update_elem(conn6_fd_, &*cookie, &val, BPF_EXIST) != 0)
+        return false;
+    return bpf_map_update_elem(flows_fd_, &key, &val, BPF_ANY) == 0;
+}
+
+void UdpRelay::run()
+{
+    using clock = std::chrono::steady_clock;
+    auto next_sweep = clock::now() + std::chrono::seconds(1);
+    epoll_event evs[64];
+    for (;;) {
+        int n = epoll_wait(epoll_.get(), evs, 64, 500);
+        if (n < 0 && errno != EINTR) {
+            log::error("UDP relay: epoll_wait: {}; UDP relay stopped", errno_text(errno));
+            return;
+        }
+        for (int i = 0; i < n; ++i) {
+            void* tag = evs[i].data.ptr;
+            if (tag == &kTagWake)
+                return;
+            if (tag == &kTagSock4)
+                on_app_datagram(sock4_.get(), false);
+            else if (tag == &kTagSock6)
+                on_app_datagram(sock6_.get(), true);
+            else
+                on_upstream(*static_cast<Flow*>(tag));
+        }
+        auto now = clock::now();
+        if (now >= next_sweep) {
+            sweep(now);
+            next_sweep = now + std::chrono::seconds(1);
+        }
+    }
+}
+
+void UdpRelay::on_app_datagram(int fd, bool v6)
+{
+    static thread_local std::vector<char> buf(kMaxDatagram);
+    for (int b = 0; b < kBatch; ++b) {
+        sockaddr_in6 from{};
+        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))];
+        iovec iov{buf.data(), buf.size()};
+        msghdr m{};
+        m.msg_name = &from;
+        m.msg_namelen = sizeof(from);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof(ctl);
+        ssize_t len = recvmsg(fd, &m, MSG_DONTWAIT);
+        if (len < 0)
+            return;
+        SockAddr app(reinterpret_cast<sockaddr*>(&from), m.msg_namelen);
+        ktp_udp_key key{};
+        if (!v6) {
+            in_addr to{};
+            bool have = false;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+                if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+                    in_pktinfo pi;
+                    std::memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+                    to = pi.ipi_addr;
+                    have = true;
+                }
+            // Only the hooks' tokens on loopback name a flow; the socket is
+            // bound to 0.0.0.0 and anything else that reaches it is noise.
+            if (!have || (ntohl(to.s_addr) >> 24) != 127)
+                continue;
+            key.addr = to.s_addr;
+            key.family = KTP_AF_INET;
+        } else {
+            key.app_port = htons(app.port());
+            key.family = KTP_AF_INET6;
+        }
+        std::string fkey = fmt::format("{}|{:x}|{}", app, key.addr, key.family);
+        auto it = flows_.find(fkey);
+        Flow* f = it == flows_.end() ? nullptr : it->second.get();
+        ktp_udp_flow val{};
+        if (!f || v6) {
+            // IPv6 flows follow the socket's last destination: look it up
+            // each time (one syscall; an IPv6 app socket sending to many
+            // destinations at once is the documented limit).
+            if (bpf_map_lookup_elem(flows_fd_, &key, &val) != 0 && !(v6 && file_conn6(app, key, val))) {
+                log::debug("UDP relay: datagram from {} with no flow (released or swept); dropped", app);
+                continue;
+            }
+            SockAddr dst = SockAddr::from_orig_dst(val.od);
+            if (f && !(f->dst.to_string() == dst.to_string())) {
+                close_flow(*f);
+                flows_.erase(fkey);
+                f = nullptr;
+            }
+            if (!f) {
+                auto nf = std::make_unique<Flow>();
+                nf->key = fkey;
+                nf->app = app;
+                nf->dst = dst;
+                nf->map_key = key;
+                nf->v6 = v6;
+                nf->pid = val.od.pid;
+                nf->comm.assign(val.od.comm, strnlen(val.od.comm, sizeof(val.od.comm)));
+                auto router = router_.load();
+                // DNS: the forwarder routes each query by its name, over
+                // this flow's direct socket when the name says direct.
+                nf->dns = dst.port() == 53;
+                // Others: the name the app resolved the address from, if any.
+                const std::string name = names_ && !nf->dns ? names_->lookup(dst) : std::string();
+                Decision d = router->decide(dst, &name);
+                if (nf->dns) {
+                    d.action = Action{ActionKind::proxy, "direct"};
+                } else if (!name.empty()) {
+                    nf->via = name + " ";
+                }
+                if (d.action.kind == ActionKind::block) {
+                    nf->drop = true;
+                    nf->via += "block";
+                } else if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
+                    // Never direct what the rules send elsewhere: no leak.
+                    nf->drop = true;
+                    nf->via += fmt::format("proxy={} (UDP through an upstream is not supported yet: dropped)",
+                                           d.action.upstream);
+                } else {
+                    nf->via += "direct";
+                    nf->up = UniqueFd(socket(dst.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+                    if (nf->up && cfg_.mark)
+                        (void)setsockopt(nf->up.get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark));
+                    if (!nf->up || connect(nf->up.get(), dst.get(), dst.size()) != 0) {
+                        nf->via = fmt::format("direct (connect failed: {}: dropped)", errno_text(errno));
+                        nf->up.reset();
+                        nf->drop = true;
+                    } else {
+                        epoll_add(epoll_.get(), nf->up.get(), nf.get());
+                    }
+                }
+                log::debug("udp {}[{}] {} -> {} via {}", nf->comm, nf->pid, app, dst, nf->via);
+                f = nf.get();
+                flows_.emplace(fkey, std::move(nf));
+                live_.store(flows_.size(), std::memory_order_relaxed);
+            }
+        }
+        f->last = std::chrono::steady_clock::now();
+        if (f->drop)
+            continue;
+        if (f->dns && !dns_query(*f, std::string_view(buf.data(), size_t(len))))
+            continue;
+        if (send(f->up.get(), buf.data(), size_t(len), MSG_DONTWAIT) >= 0)
+            ++f->out;
+    }
+}
+
+bool UdpRelay::dns_query(Flow& f, std::string_view query)
+{
+    auto q = dns::parse_question(query);
+    if (!q || q->response)
+        return true;  // not a query ktproxy understands: forwarded as it is, to the resolver asked
+    auto router = router_.load();
+    Decision d = router->decide(f.dst, &q->name);
+    if (d.action.kind == ActionKind::block) {
+        std::string r = dns::refusal(query, cfg_.dns_block_rcode);
+        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, q->name, q->qtype, f.dst,
+                  d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default",
+                  cfg_.dns_block_rcode == dns::kRcodeNxdomain ? "NXDOMAIN" : "REFUSED");
+        send_to_app(f, r.data(), r.size());
+        return false;
+    }
+    if (d.action.kind == ActionKind::proxy && d.upstream && d.upstream->url.kind != UpstreamUrl::Kind::direct) {
+        // DNS over TCP through the upstream's tunnel: the query never goes
+        // out direct, whatever happens to it there.
+        if (!dns_pool_)
+            dns_pool_ = std::make_unique<DnsUpstreamPool>(cfg_.mark, 4);
+        const SockAddr resolver = cfg_.dns_resolver ? *cfg_.dns_resolver : f.dst;
+        log::debug("dns {}[{}] {} type {} to {}: through {} to {}", f.comm, f.pid, q->name, q->qtype, f.dst,
+                   d.upstream->name, resolver);
+        // What the answer needs, by value: the flow may end before it comes.
+        const int out = f.v6 ? sock6_.get() : sock4_.get();
+        DnsUpstreamJob job{router, d.upstream, resolver, std::string(query), nullptr};
+        job.done = [this, out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = q->name, comm = f.comm,
+                    pid = f.pid, via = d.upstream->name](const std::string& answer, const std::string& error) {
+            if (answer.empty()) {
+                log::info("dns {}[{}] {} via {}: {}; dropped", comm, pid, name, via, error);
+                return;
+            }
+            if (names_)
+                if (auto a = dns::parse_answer(answer); a && !a->addresses.empty())
+                    names_->remember(*a);
+            send_reply(out, app, token, v6, answer.data(), answer.size());
+        };
+        if (!dns_pool_->submit(std::move(job)))
+            log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, q->name);
+        return false;
+    }
+    log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, q->name, q->qtype, f.dst);
+    return true;
+}
+
+void UdpRelay::send_to_app(Flow& f, const char* data, size_t len)
+{
+    if (send_reply(f.v6 ? sock6_.get() : sock4_.get(), f.app, f.map_key.addr, f.v6, data, len))
+        ++f.in;
+}
+
+bool UdpRelay::send_reply(int out, const SockAddr& app, uint32_t token, bool v6, const char* data, size_t len)
+{
+    iovec iov{const_cast<char*>(data), len};
+    msghdr m{};
+    m.msg_name = const_cast<sockaddr*>(app.get());
+    m.msg_namelen = app.size();
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))] = {};
+    if (!v6) {
+        // From the token the app sent to: recvmsg4/6 map it back to the
+        // original destination, and a connected app socket accepts it.
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof(ctl);
+        cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+        in_pktinfo pi{};
+        pi.ipi_spec_dst.s_addr = token;
+        std::memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+    }
+    return sendmsg(out, &m, MSG_DONTWAIT) >= 0;
+}
+
+void UdpRelay::on_upstream(Flow& f)
+{
+    static thread_local std::vector<char> buf(kMaxDatagram);
+    for (int b = 0; b < kBatch; ++b) {
+        ssize_t len = recv(f.up.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+        if (len < 0)
+            return;  // EAGAIN, or an ICMP error the app would not have seen on an unconnected socket
+        f.last = std::chrono::steady_clock::now();
+        if (f.dns && names_) {
+            if (auto a = dns::parse_answer(std::string_view(buf.data(), size_t(len))); a && !a->addresses.empty())
+                names_->remember(*a);
+        }
+        send_to_app(f, buf.data(), size_t(len));
+    }
+}
+
+void UdpRelay::close_flow(Flow& f)
+{
+    if (f.up)
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.up.get(), nullptr);
+    log::info("udp {}[{}] {} -> {} via {}: {} datagrams out, {} in", f.comm, f.pid, f.app, f.dst, f.via, f.out,
+              f.in);
+    f.up.reset();
+}
+
+void UdpRelay::sweep(std::chrono::steady_clock::time_point now)
+{
+    const auto idle = std::chrono::duration<double>(cfg_.idle_timeout);
+    // Flows whose app socket is gone (release deleted the key) or that were
+    // idle too long: their upstream sockets close.
+    for (auto it = flows_.begin(); it != flows_.end();) {
+        Flow& f = *it->second;
+        ktp_udp_flow val{};
+        bool gone = bpf_map_lookup_elem(flows_fd_, &f.map_key, &val) != 0;
+        if (gone || now - f.last > idle) {
+            close_flow(f);
+            it = flows_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    live_.store(flows_.size(), std::memory_order_relaxed);
+    // Keys of unconnected sockets that sent nothing for the idle timeout
+    // (a socket's release deletes only its last KTP_UDP_SOCK_KEYS keys).
+    // Collected first: deleting while walking a hash restarts the walk.
+    const uint64_t now_ns = monotonic_ns();
+    const uint64_t idle_ns = uint64_t(cfg_.idle_timeout * 1e9);
+    std::vector<ktp_udp_key> stale;
+    ktp_udp_key k{}, next{};
+    void* prev = nullptr;
+    for (size_t n = 0; n < (1u << 22) && bpf_map_get_next_key(flows_fd_, prev, &next) == 0; ++n) {
+        k = next;
+        prev = &k;
+        ktp_udp_flow val{};
+        if (bpf_map_lookup_elem(flows_fd_, &k, &val) != 0)
+            continue;
+        if (!(val.flags & KTP_UDP_F_CONNECTED) && now_ns > val.last_ns && now_ns - val.last_ns > idle_ns)
+            stale.push_back(k);
+        // A connected IPv6 flow filed just as its socket was released: the
+        // release hook ran before the filing and could not delete it.
+        ktp_udp_flow c6{};
+        if ((val.flags & KTP_UDP_F_CONNECTED) && k.family == KTP_AF_INET6 &&
+            bpf_map_lookup_elem(conn6_fd_, &val.cookie, &c6) != 0)
+            stale.push_back(k);
+    }
+    for (const auto& s : stale)
+        bpf_map_delete_elem(flows_fd_, &s);
+}
+
+}  // namespace ktp

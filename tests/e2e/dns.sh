@@ -1,0 +1,181 @@
+#!/bin/bash
+# End-to-end tests of the DNS forwarder (--udp; proxy/udp/, proxy/dns/):
+# dnsmasq on the server host as the resolver (it logs every query), dig and
+# Python's getaddrinfo in the app cgroup; replies come from the resolver's
+# address; a domain rule blocks a name (REFUSED, dnsmasq never asked); a
+# query whose name is routed to an upstream never leaks to the resolver; the
+# name memory routes a server-speaks-first TCP protocol by its domain rule
+# through microsocks (which gets the name); 10,000 queries from short-lived
+# sockets leave no flow state.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+skip_unless_root
+
+PY=/usr/bin/python3
+TOOLS="$(cd "$(dirname "$0")" && pwd)/udp_tools.py"
+command -v dig >/dev/null || ktp_die "dig not installed (bind9-dnsutils; scripts/setup installs it)"
+command -v dnsmasq >/dev/null || ktp_die "dnsmasq not installed (dnsmasq-base; scripts/setup installs it)"
+
+ktp_topo_up
+DNSMASQ_LOG="$KTP_TMP/dnsmasq.log"
+: > "$DNSMASQ_LOG"
+ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+    --listen-address="$KTP_SRV4" --listen-address="$KTP_SRV6" --port=53 --user=root \
+    --log-queries=extra --log-facility="$DNSMASQ_LOG" --pid-file="$KTP_TMP/dnsmasq.pid" \
+    --host-record="web.test,$KTP_SRV4,$KTP_SRV6" --host-record="banner.test,$KTP_SRV4" \
+    --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" --cname=alias.test,web.test
+# A server that speaks first and says whom it sees: direct, the client host;
+# through microsocks, the server host.
+ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
+# microsocks resolves banner.test to the server host's loopback: a banner
+# "for 127.0.0.1" proves it was given the name (ATYP 3), not the address.
+printf '127.0.0.1 localhost banner.test\n' > "$KTP_TMP/hosts"
+ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
+    exec nsenter --net=/run/netns/$KTP_SRV microsocks -i $KTP_SRV4 -p 1081 > '$KTP_TMP/microsocks.log' 2>&1"
+ktp_wait_port "$KTP_SRV" 1081
+ktp_wait_port "$KTP_SRV" 2525
+for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
+
+# stop_every_ktproxy: ends whichever instance this suite started is still
+# running (tests run in subshells: $KTP_PID may name an older one).
+stop_every_ktproxy() {
+    local f
+    for f in "$KTP_TMP"/ktproxy.*.log.pid; do
+        [ -e "${f%.pid}.rc" ] || kill -TERM "$(cat "$f")" 2>/dev/null
+    done
+    for f in "$KTP_TMP"/ktproxy.*.log.pid; do
+        for _ in $(seq 200); do [ -s "${f%.pid}.rc" ] && break; sleep 0.05; done
+    done
+}
+
+# queries_for NAME: how many queries for NAME dnsmasq logged.
+queries_for() { grep -c "query\[[A-Z]*\] $1 from" "$DNSMASQ_LOG" || true; }
+
+test_dig_answer_comes_from_the_resolver() {
+    local out before
+    before=$(ktp_counter udp_redirected)
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status"
+    expect_match "$out" "web\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig answer"
+    expect_match "$out" "SERVER: $KTP_SRV4#53" "dig's server line"
+    ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
+    [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "the query did not go through ktproxy"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] web.test from $KTP_CLI4" "dnsmasq log"
+}
+
+test_dig_over_ipv6_and_cname_chain() {
+    # dig's IPv6 sockets are connected ones (connect6 + sock_diag path).
+    local out before
+    before=$(ktp_counter udp_redirected)
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV6" alias.test AAAA 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status"
+    expect_match "$out" "web\.test\..*AAAA[[:space:]]+$KTP_SRV6" "AAAA through the CNAME"
+    [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "the IPv6 query did not go through ktproxy"
+    expect_file_match "$DNSMASQ_LOG" "query\[AAAA\] alias.test from $KTP_CLI6" "dnsmasq log"
+    ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
+}
+
+test_python_getaddrinfo() {
+    local out
+    printf 'nameserver %s\noptions attempts:1 timeout:3\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts &&
+        exec $PY -c 'import socket; print(sorted({a[4][0] for a in socket.getaddrinfo(\"web.test\", 80)}))'") ||
+        fail "getaddrinfo failed: $out"
+    expect_match "$out" "'$KTP_SRV4'" "getaddrinfo result"
+    }
+
+test_blocked_name_is_refused_and_never_asked() {
+    local out
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1) || true
+    expect_match "$out" "status: REFUSED" "dig status for a blocked name"
+    expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
+    expect_file_match "$KTP_LOG" "dns [^ ]+\[[0-9]+\] blocked.test type 1 .*blocked" "ktproxy's log"
+}
+
+test_name_routed_to_an_upstream_goes_through_it() {
+    # proxy=m for secret.test: DNS over TCP through microsocks; the resolver
+    # sees the query from the server host (microsocks), never from the client.
+    local out
+    out=$(in_app dig +time=5 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status for a name routed to an upstream"
+    expect_match "$out" "secret\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig answer"
+    ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] secret.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
+    expect_no_file_match "$DNSMASQ_LOG" "secret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+}
+
+test_name_memory_routes_a_server_speaks_first_protocol() {
+    local out
+    out=$(in_app sh -c "dig +short +time=3 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
+        $PY -c '
+import socket
+s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
+print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
+    # Through microsocks, which was given the name and resolved it itself.
+    expect_eq "$out" "220 banner for 127.0.0.1" "the banner"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
+        fail "no conn line routing banner.test via m"
+}
+
+test_10000_queries_from_short_lived_sockets_leave_no_flows() {
+    local out n
+    out=$(in_app "$PY" "$TOOLS" dnsmany "$KTP_SRV4" 10000 web.test)
+    expect_eq "$out" "answered=10000" "short-lived resolver sockets answered"
+    for _ in $(seq 20); do
+        n=$(ktp_counter udp_flows)
+        [ "$n" = 0 ] && break
+        sleep 0.2
+    done
+    expect_eq "$n" 0 "ktp_udp_flows entries after 10,000 closed resolver sockets"
+}
+
+test_default_proxy_leaks_no_dns() {
+    # --default proxy=m: getaddrinfo's queries and the connection that
+    # follows all go through microsocks; tcpdump on the server host sees no
+    # DNS packet from the client host.
+    local out cap
+    stop_every_ktproxy
+    start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --default proxy=m || fail "ktproxy did not start"
+    cap="$KTP_TMP/leak.pcap"
+    ktp_bg in_srv tcpdump -i "kv${KTP_ID}s" -n -U -w "$cap" "src host $KTP_CLI4 and port 53"
+    local tcpdump_pid="${KTP_PIDS[-1]}"
+    sleep 1
+    printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts &&
+        exec $PY -c '
+import socket
+ip = socket.getaddrinfo(\"banner.test\", 2525, socket.AF_INET)[0][4][0]
+s = socket.create_connection((ip, 2525), timeout=5)
+print(s.recv(200).decode().strip())'") || fail "client failed: $out"
+    expect_eq "$out" "220 banner for 127.0.0.1" "the banner through microsocks, by name"
+    sleep 0.5
+    kill "$tcpdump_pid"
+    sleep 0.5
+    expect_eq "$(tcpdump -r "$cap" -n 2>/dev/null | wc -l)" 0 "DNS packets from the client host on the wire"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] banner.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
+        fail "no conn line with the remembered name"
+    stop_ktproxy TERM || true
+}
+
+test_dns_block_nxdomain() {
+    local out
+    stop_every_ktproxy
+    start_ktproxy --udp --dns-block nxdomain --rule "domain=blocked.test block" || fail "ktproxy did not start"
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1) || true
+    stop_ktproxy TERM || true
+    expect_match "$out" "status: NXDOMAIN" "dig status for a blocked name with --dns-block nxdomain"
+    expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
+}
+
+start_main_ktproxy() {
+    start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
+        --rule "domain=secret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m"
+}
+start_main_ktproxy || ktp_die "ktproxy did not start"
+run_all_tests "$0"
+finish

@@ -1,0 +1,28 @@
+// Fuzzes the DNS message parser (proxy/dns/dns_message.cpp). Beyond memory
+// safety: a parsed name is at most 253 bytes plus dots, an answer never has
+// more addresses than records read, and a refusal of a query parses back as
+// a response with the same name.
+#include "dns/dns_message.h"
+#include "fuzz_check.h"
+
+#include <cstdint>
+#include <string_view>
+
+using namespace ktp;
+using ktp::fuzz::check;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
+    std::string_view in(reinterpret_cast<const char*>(data), size);
+    auto q = dns::parse_question(in);
+    if (q)
+        check(q->name.size() <= 255 && q->end <= size);
+    if (auto a = dns::parse_answer(in))
+        check(a->addresses.size() <= 64);
+    std::string r = dns::refusal(in, dns::kRcodeNxdomain);
+    if (!r.empty()) {
+        auto rq = dns::parse_question(r);
+        check(rq && rq->response && rq->rcode == dns::kRcodeNxdomain && q && rq->name == q->name);
+    }
+    return 0;
+}
