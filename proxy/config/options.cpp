@@ -41,6 +41,12 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "per direction, bytes never copied to user space; --buffers then bounds the pipes per worker)")
         ->check(CLI::IsMember({"buffers", "splice"}))
         ->capture_default_str();
+    app.add_option("--egress", o.egress,
+                   "where a container's connections leave from: container (its own network namespace, its routes "
+                   "and NAT) or host (ktproxy's namespace: a container with loopback only reaches what ktproxy "
+                   "lets it)")
+        ->check(CLI::IsMember({"container", "host"}))
+        ->capture_default_str();
     app.add_option("--workers", o.workers, "event loop threads (0: one per CPU)")
         ->check(CLI::Range(0u, 256u))
         ->capture_default_str();

@@ -49,6 +49,9 @@ struct Options {
     // How the relay moves bytes: "buffers" (recv/send with io_uring provided
     // buffers) or "splice" (a pipe per direction, splice(2); docs/performance.md).
     std::string relay = "splice";
+    // Where connections from a process in another network namespace (a
+    // container) leave from: "container" (that namespace) or "host" (ktproxy's).
+    std::string egress = "container";
     // Event loop threads; 0 = one per CPU.
     uint32_t workers = 0;
     // Seconds without bytes moving either way after which a relayed

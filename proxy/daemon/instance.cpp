@@ -14,6 +14,7 @@
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
 #include "daemon/workers.h"
+#include "netns/netns_listeners.h"
 
 #include <malloc.h>
 #include <signal.h>
@@ -89,6 +90,17 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                     router);
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
     workers.start();
+    // Containers of the cgroup (other network namespaces): their listeners
+    // exist before the hooks send anything there.
+    std::unique_ptr<NetnsListeners> netns;
+    if (cgroups.app && kernel.sock()) {
+        netns = std::make_unique<NetnsListeners>(NetnsListenersConfig{
+            cgroups.app->path, listeners.netns_cookie, listeners.listen4->port(), listeners.listen6.has_value(),
+            o.mark, o.egress == "host", kernel.sock()->netns_listeners_fd(), kernel.sock()->netns_events_fd(),
+            [&workers](std::vector<Listener> ls) { workers.add_listeners(std::move(ls)); },
+            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); }});
+        netns->start();
+    }
     if (cgroups.app)
         kernel.attach_sockets(*cgroups.app, *cgroups.own);
     // Loading the BPF objects parsed the kernel's BTF (megabytes of heap,

@@ -28,4 +28,12 @@ static_assert(offsetof(ktp_dead_key, port) == 16);
 static_assert(sizeof(ktp_dead_val) == 16);
 static_assert(offsetof(ktp_dead_val, err) == 8);
 
+static_assert(sizeof(ktp_netns_listener) == 32);
+static_assert(offsetof(ktp_netns_listener, ip6) == 4);
+static_assert(offsetof(ktp_netns_listener, port4) == 20);
+static_assert(offsetof(ktp_netns_listener, port6) == 22);
+static_assert(offsetof(ktp_netns_listener, flags) == 24);
+static_assert(sizeof(ktp_netns_event) == 16);
+static_assert(offsetof(ktp_netns_event, pid) == 8);
+
 static_assert(KTP_AF_INET == 2 && KTP_AF_INET6 == 10);

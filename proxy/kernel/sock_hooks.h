@@ -26,6 +26,9 @@ struct HookConfig {
     std::optional<SockAddr> listen6;
     uint32_t mark = 0;
     uint64_t netns_cookie = 0;
+    // --fail-closed: a connect from a namespace without a listener yet is
+    // refused, not passed.
+    bool netns_refuse = false;
     uint32_t max_conns = 65536;
     // Non-empty: --fail-closed. Maps and links are pinned here, outlive the
     // process, and a later instance with the same dir takes them over.
@@ -75,6 +78,10 @@ public:
     // The connect hooks' negative cache of dead destinations
     // (bpf/sock_deadcache.h), which the event loops write.
     int dead_dst_fd() const;
+    // Per-namespace listeners (bpf/sock_netns.h): the map the netns
+    // registry fills, and the ring buffer of unknown namespaces.
+    int netns_listeners_fd() const;
+    int netns_events_fd() const;
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

@@ -1,0 +1,85 @@
+// ktproxy's listeners inside the network namespaces of the intercepted
+// cgroup's processes (containers): 127.0.0.1 there is the container's own
+// loopback, so a connect from it is redirected to a listener opened in that
+// same namespace (bpf/sock_netns.h). A dedicated thread meets the
+// namespaces (a scan of the cgroup tree, and the hooks' ring buffer events
+// for a connect from an unknown one), opens their listeners and hands them
+// to the workers, and drops a namespace's listener and map entry once no
+// process of the cgroup is left in it.
+#pragma once
+
+#include "base/unique_fd.h"
+#include "loop/listener.h"
+#include "netns/netns.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct ring_buffer;
+
+namespace ktp {
+
+struct NetnsListenersConfig {
+    std::string cgroup_path;   // the intercepted cgroup (its whole subtree is scanned)
+    uint64_t host_cookie = 0;  // ktproxy's own namespace: served by the host listeners
+    uint16_t host_port = 0;    // never used by a namespace listener (hand-off tuples stay unique)
+    bool want6 = true;         // also ::1 (where the namespace has it)
+    uint32_t mark = 0;         // SO_MARK of the listeners, as the host's
+    bool egress_host = false;  // --egress host: connections leave from ktproxy's namespace
+    int map_fd = -1;           // ktp_netns_listeners
+    int events_fd = -1;        // ktp_netns_events
+    // Hands a namespace's listeners to a worker / asks the workers to close
+    // every listener of a namespace.
+    std::function<void(std::vector<Listener>)> give;
+    std::function<void(uint64_t)> take_back;
+};
+
+class NetnsListeners {
+public:
+    explicit NetnsListeners(NetnsListenersConfig cfg);
+    ~NetnsListeners();  // stops the thread, deletes the map entries
+    NetnsListeners(const NetnsListeners&) = delete;
+    NetnsListeners& operator=(const NetnsListeners&) = delete;
+
+    // Scans once on the calling thread (the namespaces present at start are
+    // served before "ready"), then starts the thread.
+    void start();
+    size_t served() const;
+
+    // How often the cgroup tree is scanned: a namespace whose processes all
+    // left is dropped after two scans without one.
+    static constexpr int kScanMs = 100;
+
+private:
+    struct Entry {
+        NetnsRef ns;
+        uint16_t port4 = 0, port6 = 0;  // 0: no listener (none could be opened)
+        int misses = 0;
+    };
+
+    void run();
+    void scan();
+    void meet(pid_t pid);
+    void open_in(pid_t pid, UniqueFd fd, uint64_t inode);
+    void drop(uint64_t inode, Entry& e);
+    static int on_event(void* self, void* data, size_t size);
+
+    NetnsListenersConfig cfg_;
+    uint64_t host_inode_ = 0;
+    ring_buffer* rb_ = nullptr;
+    UniqueFd stop_fd_;  // eventfd
+    std::thread thread_;
+    mutable std::mutex mu_;
+    std::map<uint64_t, Entry> known_;  // by nsfs inode
+    std::set<uint16_t> ports_;         // ports of the namespace listeners
+    std::vector<pid_t> pending_;       // pids of ring buffer events, met after the poll
+};
+
+}  // namespace ktp
