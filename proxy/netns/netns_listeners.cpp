@@ -11,6 +11,7 @@
 #include <bpf/libbpf.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -20,12 +21,14 @@
 namespace ktp {
 namespace {
 
-// Every pid of the cgroup and its descendants. A cgroup removed while we
-// walk it just ends its part of the walk.
-std::vector<pid_t> cgroup_tree_pids(const std::string& root)
+// Every pid of the cgroup and its descendants, and every cgroup directory
+// of the tree. A cgroup removed while we walk it just ends its part of the
+// walk.
+std::vector<pid_t> cgroup_tree_pids(const std::string& root, std::set<std::string>& dirs)
 {
     std::vector<pid_t> out;
-    auto read_procs = [&out](const std::filesystem::path& dir) {
+    auto read_procs = [&out, &dirs](const std::filesystem::path& dir) {
+        dirs.insert(dir.string());
         std::ifstream in(dir / "cgroup.procs");
         pid_t p;
         while (in >> p)
@@ -52,6 +55,12 @@ NetnsListeners::NetnsListeners(NetnsListenersConfig cfg) : cfg_(std::move(cfg))
     stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!stop_fd_)
         fail_errno("eventfd for the namespace listeners' thread");
+    // A new cgroup (mkdir) and a cgroup's first process (cgroup.events
+    // "populated") wake the thread at once: a container runtime does both
+    // when it starts a container.
+    inotify_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!inotify_)
+        fail_errno("inotify for the cgroup tree");
     rb_ = ring_buffer__new(cfg_.events_fd, &NetnsListeners::on_event, this, nullptr);
     if (!rb_)
         fail_errno("ring buffer of unknown namespaces (ktp_netns_events)");
@@ -102,13 +111,13 @@ int NetnsListeners::on_event(void* self, void* data, size_t size)
 
 void NetnsListeners::run()
 {
-    pollfd fds[2] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    pollfd fds[3] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
     auto next_scan = std::chrono::steady_clock::now();
     for (;;) {
         int wait_ms = static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now())
                    .count()));
-        int n = ::poll(fds, 2, wait_ms);
+        int n = ::poll(fds, 3, wait_ms);
         if (n < 0 && errno != EINTR)
             fail_errno("poll");
         if (fds[1].revents)
@@ -122,6 +131,12 @@ void NetnsListeners::run()
             for (pid_t p : pids)
                 meet(p);
         }
+        if (n > 0 && fds[2].revents) {
+            char buf[4096];
+            while (::read(inotify_.get(), buf, sizeof(buf)) > 0) {
+            }
+            next_scan = std::chrono::steady_clock::now();
+        }
         if (std::chrono::steady_clock::now() >= next_scan) {
             scan();
             next_scan = std::chrono::steady_clock::now() + std::chrono::milliseconds(kScanMs);
@@ -132,7 +147,16 @@ void NetnsListeners::run()
 void NetnsListeners::scan()
 {
     std::set<uint64_t> seen;
-    for (pid_t p : cgroup_tree_pids(cfg_.cgroup_path)) {
+    std::set<std::string> dirs;
+    std::vector<pid_t> pids = cgroup_tree_pids(cfg_.cgroup_path, dirs);
+    for (const auto& d : dirs)
+        if (!watched_.count(d)) {
+            // A removed directory drops its watches by itself.
+            inotify_add_watch(inotify_.get(), d.c_str(), IN_CREATE | IN_ONLYDIR);
+            inotify_add_watch(inotify_.get(), (d + "/cgroup.events").c_str(), IN_MODIFY);
+        }
+    watched_ = std::move(dirs);
+    for (pid_t p : pids) {
         uint64_t ino = netns_inode_of_pid(p);
         if (!ino || ino == host_inode_ || !seen.insert(ino).second)
             continue;

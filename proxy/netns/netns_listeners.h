@@ -2,8 +2,9 @@
 // cgroup's processes (containers): 127.0.0.1 there is the container's own
 // loopback, so a connect from it is redirected to a listener opened in that
 // same namespace (bpf/sock_netns.h). A dedicated thread meets the
-// namespaces (a scan of the cgroup tree, and the hooks' ring buffer events
-// for a connect from an unknown one), opens their listeners and hands them
+// namespaces (a scan of the cgroup tree, every 100 ms and at once on an
+// inotify event of the tree: a new cgroup, a cgroup's first process; and
+// the hooks' ring buffer events for a connect from an unknown one), opens their listeners and hands them
 // to the workers, and drops a namespace's listener and map entry once no
 // process of the cgroup is left in it.
 #pragma once
@@ -75,6 +76,8 @@ private:
     uint64_t host_inode_ = 0;
     ring_buffer* rb_ = nullptr;
     UniqueFd stop_fd_;  // eventfd
+    UniqueFd inotify_;  // the cgroup tree: new cgroups, populated ones
+    std::set<std::string> watched_;  // cgroup directories with watches
     std::thread thread_;
     mutable std::mutex mu_;
     std::map<uint64_t, Entry> known_;  // by nsfs inode
