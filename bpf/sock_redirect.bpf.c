@@ -39,6 +39,7 @@ const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's sockets
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
 
 #include "sock_netns.h"
+#include "sock_cgmatch.h"
 
 static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
@@ -48,7 +49,7 @@ static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf
 		ktp_count(KTP_CTR_SKIPPED_MARK);
 		return 1;
 	}
-	return 0;
+	return ktp_cgroup_unmatched();
 }
 
 /* Whatever a connect becomes, an earlier redirected connect of the same

@@ -29,6 +29,11 @@ struct Options {
     // cgroup2 directory whose processes are intercepted: absolute, or relative
     // to the cgroup2 mount ("app" -> /sys/fs/cgroup/app).
     std::string cgroup;
+    // --cgroup-match: glob patterns of cgroup paths relative to the cgroup2
+    // mount ("system.slice/docker-*.scope", "kubepods.slice/**"); only the
+    // cgroups below --cgroup that match (and their descendants) are
+    // intercepted. Without --cgroup, it is the patterns' literal prefix.
+    std::vector<std::string> cgroup_match;
     // Listener addresses; the BPF hooks rewrite IPv4 connects to listen4 and
     // IPv6 connects to listen6. An empty listen6 disables IPv6 interception.
     std::string listen4 = "127.0.0.1";

@@ -5,6 +5,7 @@
 #include "daemon/instance.h"
 
 #include "base/log.h"
+#include "daemon/cgroup_match.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
 #include "daemon/listeners.h"
@@ -93,12 +94,21 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // Containers of the cgroup (other network namespaces): their listeners
     // exist before the hooks send anything there.
     std::unique_ptr<NetnsListeners> netns;
+    std::unique_ptr<CgroupMatch> match;
+    if (cgroups.app && kernel.sock() && !o.cgroup_match.empty())
+        match = std::make_unique<CgroupMatch>(cgroup2_mount(), o.cgroup_match, kernel.sock()->cgroups_fd());
     if (cgroups.app && kernel.sock()) {
         netns = std::make_unique<NetnsListeners>(NetnsListenersConfig{
             cgroups.app->path, listeners.netns_cookie, listeners.listen4->port(), listeners.listen6.has_value(),
             o.mark, o.egress == "host", kernel.sock()->netns_listeners_fd(), kernel.sock()->netns_events_fd(),
             [&workers](std::vector<Listener> ls) { workers.add_listeners(std::move(ls)); },
-            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); }});
+            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); },
+            match ? std::function<void(const std::set<std::string>&)>(
+                        [&match](const std::set<std::string>& dirs) { match->sync(dirs); })
+                  : nullptr,
+            match ? std::function<bool(const std::string&)>(
+                        [&match](const std::string& d) { return match->wanted(d); })
+                  : nullptr});
         netns->start();
     }
     if (cgroups.app)

@@ -20,6 +20,7 @@ KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::strin
         hc.mark = o.mark;
         hc.netns_cookie = l.netns_cookie;
         hc.netns_refuse = o.fail_closed;
+        hc.cgroup_filter = !o.cgroup_match.empty();
         hc.max_conns = o.max_conns;
         if (o.fail_closed) {
             ensure_bpffs(kBpffs, cgroup2_mounted_here());

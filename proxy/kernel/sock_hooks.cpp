@@ -140,6 +140,7 @@ SockHooks::SockHooks(const HookConfig& cfg)
     skel_->rodata->ktp_mark = cfg.mark;
     skel_->rodata->ktp_netns_cookie = cfg.netns_cookie;
     skel_->rodata->ktp_netns_refuse = cfg.netns_refuse ? 1 : 0;
+    skel_->rodata->ktp_cgroup_filter = cfg.cgroup_filter ? 1 : 0;
 
     bpf_map__set_max_entries(skel_->maps.ktp_handoff, cfg.max_conns);
 
@@ -329,6 +330,7 @@ void SockHooks::set_routes(const std::vector<CompiledRoute>& routes, uint32_t de
 int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
 int SockHooks::netns_listeners_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_listeners); }
 int SockHooks::netns_events_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_events); }
+int SockHooks::cgroups_fd() const { return bpf_map__fd(skel_->maps.ktp_cgroups); }
 
 Counters SockHooks::counters() const { return read_counters(bpf_map__fd(skel_->maps.ktp_counters)); }
 

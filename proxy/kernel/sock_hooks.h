@@ -29,6 +29,8 @@ struct HookConfig {
     // --fail-closed: a connect from a namespace without a listener yet is
     // refused, not passed.
     bool netns_refuse = false;
+    // --cgroup-match: only the cgroups in ktp_cgroups are intercepted.
+    bool cgroup_filter = false;
     uint32_t max_conns = 65536;
     // Non-empty: --fail-closed. Maps and links are pinned here, outlive the
     // process, and a later instance with the same dir takes them over.
@@ -82,6 +84,7 @@ public:
     // registry fills, and the ring buffer of unknown namespaces.
     int netns_listeners_fd() const;
     int netns_events_fd() const;
+    int cgroups_fd() const;  // ktp_cgroups (bpf/sock_cgmatch.h)
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

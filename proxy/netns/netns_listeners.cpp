@@ -24,11 +24,14 @@ namespace {
 // Every pid of the cgroup and its descendants, and every cgroup directory
 // of the tree. A cgroup removed while we walk it just ends its part of the
 // walk.
-std::vector<pid_t> cgroup_tree_pids(const std::string& root, std::set<std::string>& dirs)
+std::vector<pid_t> cgroup_tree_pids(const std::string& root, std::set<std::string>& dirs,
+                                    const std::function<bool(const std::string&)>& wanted)
 {
     std::vector<pid_t> out;
-    auto read_procs = [&out, &dirs](const std::filesystem::path& dir) {
+    auto read_procs = [&out, &dirs, &wanted](const std::filesystem::path& dir) {
         dirs.insert(dir.string());
+        if (wanted && !wanted(dir.string()))
+            return;
         std::ifstream in(dir / "cgroup.procs");
         pid_t p;
         while (in >> p)
@@ -148,7 +151,9 @@ void NetnsListeners::scan()
 {
     std::set<uint64_t> seen;
     std::set<std::string> dirs;
-    std::vector<pid_t> pids = cgroup_tree_pids(cfg_.cgroup_path, dirs);
+    std::vector<pid_t> pids = cgroup_tree_pids(cfg_.cgroup_path, dirs, cfg_.wanted);
+    if (cfg_.on_tree)
+        cfg_.on_tree(dirs);
     for (const auto& d : dirs)
         if (!watched_.count(d)) {
             // A removed directory drops its watches by itself.

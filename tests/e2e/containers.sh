@@ -265,5 +265,28 @@ test_egress_host_lets_a_loopback_only_container_out_through_ktproxy_alone() {
     expect_match "$out" "Operation not permitted" "connect to a blocked port"
 }
 
+test_cgroup_match_intercepts_matching_cgroups_existing_and_future_only() {
+    trap 'stop_ktproxy; ctr_stop ma; ctr_stop mb; ctr_stop g' EXIT
+    ctr_start ma 11 in
+    ctr_start g 12 in
+    # --cgroup (the harness's) is the tree; only m* below it is intercepted.
+    start_ktproxy --log-level info --cgroup-match "ktp-test-$KTP_ID/app/m*" || fail "ktproxy did not start"
+    local out
+    out=$(in_ctr ma curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from ma failed"
+    expect_eq "$out" "hello from the server host" "curl from ma"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "ma (matching, existing) was not relayed"
+    out=$(in_ctr g curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from g failed"
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 1 "relayed curls after g (not matching)"
+    expect_no_file_match "$KTP_LOG" "app/g" "ktproxy log"
+    ctr_start mb 13 in
+    wait_log "$KTP_LOG" "cgroup-match: intercepting .*/app/mb" || fail "mb (matching, new) not followed"
+    out=$(in_ctr mb curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from mb failed"
+    for _ in $(seq 40); do
+        [ "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" = 2 ] && break
+        sleep 0.05
+    done
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 2 "relayed curls after mb (matching, new)"
+}
+
 run_all_tests "$0"
 finish
