@@ -288,5 +288,70 @@ test_cgroup_match_intercepts_matching_cgroups_existing_and_future_only() {
     expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 2 "relayed curls after mb (matching, new)"
 }
 
+# Real Docker (Debian's docker.io), its daemon inside ktproxy's host
+# namespace ($KTP_CLI: its bridge and iptables stay there), its state in
+# $KTP_TMP, its containers under the test's cgroup, an image imported from
+# a busybox-static rootfs the test makes (no registry).
+DOCKER_SOCK="$KTP_TMP/dk/d.sock"
+docker_t() { docker -H "unix://$DOCKER_SOCK" "$@"; }
+stop_dockerd() {
+    [ -e "$KTP_TMP/dk" ] || return 0
+    { docker_t ps -aq 2>/dev/null || true; } | xargs -r docker -H "unix://$DOCKER_SOCK" rm -f >/dev/null 2>&1 || true
+    [ ! -s "$KTP_TMP/dk/d.pid" ] || kill "$(cat "$KTP_TMP/dk/d.pid")" 2>/dev/null || true
+    for _ in $(seq 100); do [ -e "$KTP_TMP/dk/d.pid" ] || break; sleep 0.1; done
+    local d
+    for d in /sys/fs/cgroup/*/"ktp-test-$KTP_ID-docker"; do [ ! -d "$d" ] || rmdir "$d" || true; done
+    # dockerd bind-mounts its data root onto itself.
+    { grep -o " $KTP_TMP/dk[^ ]*" /proc/mounts || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+}
+KTP_EXTRA_CLEANUP+=(stop_dockerd)
+
+# Starts dockerd; prints why not and returns 1 when it cannot run here.
+start_dockerd() {
+    command -v dockerd >/dev/null || { echo "dockerd is not installed (scripts/setup installs docker.io)"; return 1; }
+    command -v busybox >/dev/null || { echo "busybox is not installed (busybox-static)"; return 1; }
+    mkdir -p "$KTP_TMP/dk"
+    in_cli dockerd --data-root "$KTP_TMP/dk/data" --exec-root "$KTP_TMP/dk/x" --pidfile "$KTP_TMP/dk/d.pid" \
+        -H "unix://$DOCKER_SOCK" --storage-driver vfs --bip 172.30.0.1/24 \
+        --cgroup-parent "/ktp-test-$KTP_ID-docker" >"$KTP_TMP/dk/log" 2>&1 &
+    disown $!
+    for _ in $(seq 150); do docker_t info >/dev/null 2>&1 && break; sleep 0.1; done
+    if ! docker_t info >/dev/null 2>&1; then
+        echo "dockerd did not start: $(grep -iE 'level=(error|fatal)|failed' "$KTP_TMP/dk/log" | tail -1)"
+        return 1
+    fi
+    local r="$KTP_TMP/dk/rootfs"
+    mkdir -p "$r/bin" "$r/tmp"
+    cp "$(command -v busybox)" "$r/bin/busybox"
+    for a in sh sleep wget cat echo; do ln -sf busybox "$r/bin/$a"; done
+    tar -C "$r" -c . | docker_t import - "ktp-test-$KTP_ID:busybox" >/dev/null ||
+        { echo "docker import failed"; return 1; }
+}
+
+test_real_docker_container_is_proxied_by_its_cgroup_and_another_is_not() {
+    trap 'stop_ktproxy; stop_dockerd' EXIT
+    local why
+    if ! why=$(start_dockerd); then
+        echo "    SKIP real Docker: $why" >&2
+        return 0
+    fi
+    local img="ktp-test-$KTP_ID:busybox" a b cg out
+    a=$(docker_t run -d "$img" sleep 600) || fail "docker run failed"
+    b=$(docker_t run -d "$img" sleep 600) || fail "docker run (second) failed"
+    cg="$(ktp_cgroup2_mount)/ktp-test-$KTP_ID-docker/$a"
+    [ -d "$cg" ] || fail "the container's cgroup2 directory $cg is not there"
+    KTP_CG_ARG="$cg" start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening" ||
+        fail "no listener in the Docker container's namespace"
+    out=$(docker_t exec "$a" wget -qO- "http://$KTP_SRV4/") || fail "wget in container a failed"
+    expect_eq "$out" "hello from the server host" "wget in the proxied Docker container"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=wget" || fail "ktproxy did not relay container a's wget"
+    out=$(docker_t exec "$b" wget -qO- "http://$KTP_SRV4/") || fail "wget in container b failed"
+    expect_eq "$out" "hello from the server host" "wget in the other Docker container"
+    sleep 0.3
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=wget" "$KTP_LOG")" 1 "relayed wgets (b goes direct)"
+    stop_ktproxy
+}
+
 run_all_tests "$0"
 finish
