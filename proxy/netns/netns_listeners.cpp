@@ -78,19 +78,9 @@ NetnsListeners::~NetnsListeners()
     }
     if (rb_)
         ring_buffer__free(rb_);
-    std::lock_guard lock(mu_);
     for (auto& [inode, e] : known_)
         if (e.port4)
             bpf_map_delete_elem(cfg_.map_fd, &e.ns->cookie);
-}
-
-size_t NetnsListeners::served() const
-{
-    std::lock_guard lock(mu_);
-    size_t n = 0;
-    for (const auto& [inode, e] : known_)
-        n += e.port4 != 0;
-    return n;
 }
 
 void NetnsListeners::start()
@@ -171,7 +161,6 @@ void NetnsListeners::scan()
         } else if (!it->second.port4 && --it->second.misses <= -kRetryScans) {
             // No listener could be opened there (its loopback was down):
             // forget it, so that this pid meets it afresh.
-            std::lock_guard lock(mu_);
             known_.erase(it);
             meet(p);
         }
@@ -182,7 +171,6 @@ void NetnsListeners::scan()
             if (e.port4)
                 e.misses = 0;
             if (!e.port4 && !seen.count(it->first)) {
-                std::lock_guard lock(mu_);
                 it = known_.erase(it);
                 continue;
             }
@@ -195,8 +183,7 @@ void NetnsListeners::scan()
             ++it;
             continue;
         }
-        drop(it->first, e);
-        std::lock_guard lock(mu_);
+        drop(e);
         it = known_.erase(it);
     }
 }
@@ -246,7 +233,6 @@ void NetnsListeners::open_in(pid_t pid, UniqueFd fd, uint64_t inode)
         log::warn("container namespace of pid {}: cannot open ktproxy's listener there ({}); its connects go "
                   "{} until it can (retried every {} ms)",
                   pid, e.what(), "direct (or are refused with --fail-closed)", kScanMs * kRetryScans);
-        std::lock_guard lock(mu_);
         known_[inode] = Entry{nullptr, 0, 0, 0};
         return;
     }
@@ -277,20 +263,18 @@ void NetnsListeners::open_in(pid_t pid, UniqueFd fd, uint64_t inode)
     }
     ports_.insert(e.port4);
     {
-        std::lock_guard lock(mu_);
         known_[inode] = std::move(e);
     }
     log::info("container namespace {} (pid {}): listening on {}, egress {}", ns->cookie, pid, where,
               cfg_.egress_host ? "host" : "container");
 }
 
-void NetnsListeners::drop(uint64_t inode, Entry& e)
+void NetnsListeners::drop(Entry& e)
 {
     bpf_map_delete_elem(cfg_.map_fd, &e.ns->cookie);
     cfg_.take_back(e.ns->cookie);
     ports_.erase(e.port4);
     log::info("container namespace {} gone (no process of the cgroup in it): listener closed", e.ns->cookie);
-    (void)inode;
 }
 
 }  // namespace ktp

@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -56,7 +55,6 @@ public:
     // Scans once on the calling thread (the namespaces present at start are
     // served before "ready"), then starts the thread.
     void start();
-    size_t served() const;
 
     // How often the cgroup tree is scanned: a namespace whose processes all
     // left is dropped after two scans without one.
@@ -73,7 +71,7 @@ private:
     void scan();
     void meet(pid_t pid);
     void open_in(pid_t pid, UniqueFd fd, uint64_t inode);
-    void drop(uint64_t inode, Entry& e);
+    void drop(Entry& e);
     static int on_event(void* self, void* data, size_t size);
 
     NetnsListenersConfig cfg_;
@@ -83,8 +81,7 @@ private:
     UniqueFd inotify_;  // the cgroup tree: new cgroups, populated ones
     std::set<std::string> watched_;  // cgroup directories with watches
     std::thread thread_;
-    mutable std::mutex mu_;
-    std::map<uint64_t, Entry> known_;  // by nsfs inode
+    std::map<uint64_t, Entry> known_;  // by nsfs inode; only the thread (or start(), before it) touches it
     std::set<uint16_t> ports_;         // ports of the namespace listeners
     std::vector<pid_t> pending_;       // pids of ring buffer events, met after the poll
 };
