@@ -23,7 +23,7 @@
 enum ktp_counter {
 	KTP_CTR_REDIRECTED = 0,     /* connect rewritten to the proxy */
 	KTP_CTR_SKIPPED_MARK,       /* socket carries the proxy's SO_MARK */
-	KTP_CTR_SKIPPED_NETNS,      /* socket lives in another network namespace */
+	KTP_CTR_SKIPPED_NETNS,      /* socket in another network namespace that has no listener (yet) */
 	KTP_CTR_SKIPPED_LOCAL,      /* loopback / unspecified destination */
 	KTP_CTR_ORIG_DST_ANSWERED,  /* getsockopt(SO_ORIGINAL_DST) answered */
 	KTP_CTR_ORIG_DST_MISSED,    /* asked on the proxy's socket, no entry */
@@ -85,6 +85,35 @@ struct ktp_tuple {
 	__u16 dst_port;    /* network byte order */
 	__u16 family;      /* KTP_AF_INET or KTP_AF_INET6 (wire family) */
 	__u16 _pad;
+};
+
+/* ktproxy's listener inside another network namespace (a container's):
+ * connects from sockets of that namespace are rewritten to it, since
+ * ktproxy's own listener is out of their reach. Map ktp_netns_listeners
+ * (bpf/sock_netns.h): key = the namespace's cookie (__u64,
+ * SO_NETNS_COOKIE), value = this struct. Owner: ktproxy's netns registry
+ * (proxy/netns/netns_listeners.cpp) writes an entry once the listener
+ * exists and deletes it when no process of the cgroup is left in that
+ * namespace. Ports are unique across the namespaces of one instance (and
+ * differ from the host listener's), so a hand-off tuple names one
+ * namespace. */
+struct ktp_netns_listener {
+	__u32 ip4;      /* network order */
+	__u32 ip6[4];   /* network order; valid with KTP_NL_IP6 */
+	__u16 port4;    /* network order; 0: no listener */
+	__u16 port6;    /* network order */
+	__u32 flags;    /* KTP_NL_* */
+	__u32 _pad;
+};
+#define KTP_NL_IP6 1u
+
+/* Ring buffer ktp_netns_events: a connect from a namespace that has no
+ * listener yet, so that ktproxy opens one at once (the connect itself is
+ * passed, or refused with --fail-closed). */
+struct ktp_netns_event {
+	__u64 cookie;  /* the socket's netns cookie */
+	__u32 pid;     /* tgid of the connecting process */
+	__u32 _pad;
 };
 
 /* Routing rules compiled for the connect hooks (proxy/kernel/route_compiler.cpp).

@@ -39,6 +39,9 @@ const volatile __u8 ktp_have_ip6 = 0;          /* an IPv6 listener exists */
 const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's sockets and listeners */
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
 
+#include "sock_netns.h"
+#include "sock_cgmatch.h"
+
 static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !sk)
@@ -47,11 +50,7 @@ static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf
 		ktp_count(KTP_CTR_SKIPPED_MARK);
 		return 1;
 	}
-	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie) {
-		ktp_count(KTP_CTR_SKIPPED_NETNS);
-		return 1;
-	}
-	return 0;
+	return ktp_cgroup_unmatched();
 }
 
 /* Whatever a connect becomes, an earlier redirected connect of the same
@@ -67,23 +66,25 @@ static __always_inline void ktp_forget(struct bpf_sock *sk)
  * CAP_NET_RAW can set: after ktproxy died (--fail-closed keeps these hooks),
  * a local user who binds the port must not receive the cgroup's connections.
  * The lookup is the kernel's own listener lookup (most specific bind wins),
- * so it finds what the connect would reach. v6: the IPv6 listener. */
-static __always_inline int ktp_listener_is_ours(struct bpf_sock_addr *ctx, int v6)
+ * so it finds what the connect would reach, in the socket's namespace.
+ * v6: the IPv6 listener. */
+static __always_inline int ktp_listener_is_ours(struct bpf_sock_addr *ctx,
+						const struct ktp_netns_listener *l, int v6)
 {
 	struct bpf_sock_tuple tup = {};
 	struct bpf_sock *sk;
 	__u32 state, mark;
 
 	if (v6) {
-		tup.ipv6.daddr[0] = ktp_proxy_ip6[0];
-		tup.ipv6.daddr[1] = ktp_proxy_ip6[1];
-		tup.ipv6.daddr[2] = ktp_proxy_ip6[2];
-		tup.ipv6.daddr[3] = ktp_proxy_ip6[3];
-		tup.ipv6.dport = ktp_proxy_port;
+		tup.ipv6.daddr[0] = l->ip6[0];
+		tup.ipv6.daddr[1] = l->ip6[1];
+		tup.ipv6.daddr[2] = l->ip6[2];
+		tup.ipv6.daddr[3] = l->ip6[3];
+		tup.ipv6.dport = l->port6;
 		sk = bpf_sk_lookup_tcp(ctx, &tup, sizeof(tup.ipv6), KTP_CURRENT_NETNS, 0);
 	} else {
-		tup.ipv4.daddr = ktp_proxy_ip4;
-		tup.ipv4.dport = ktp_proxy_port;
+		tup.ipv4.daddr = l->ip4;
+		tup.ipv4.dport = l->port4;
 		sk = bpf_sk_lookup_tcp(ctx, &tup, sizeof(tup.ipv4), KTP_CURRENT_NETNS, 0);
 	}
 	if (!sk)
@@ -97,10 +98,12 @@ static __always_inline int ktp_listener_is_ours(struct bpf_sock_addr *ctx, int v
 /* The proxy verdict: remember the destination on the app's socket. Returns
  * -1 when the caller must rewrite the connect to ktproxy's listener, 1 to
  * let it go out untouched, 0 to fail it (refused: no listener of ktproxy's
- * is there). */
+ * is there). l: the listener of the socket's namespace, filled here. */
 static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_sock *sk,
-					const __u32 dst[4], __u32 port, int v6_listener)
+					const __u32 dst[4], __u32 port, int v6_listener,
+					struct ktp_netns_listener *l)
 {
+	__u64 cookie;
 	struct ktp_orig_dst *od;
 	__u64 id;
 	__u32 dev;
@@ -112,7 +115,14 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 		ktp_count(KTP_CTR_SKIPPED_BOUND);
 		return 1;
 	}
-	if (!ktp_listener_is_ours(ctx, v6_listener)) {
+	/* 127.0.0.1 in a container is the container's own loopback: the
+	 * connect goes to ktproxy's listener in that namespace. */
+	cookie = bpf_get_netns_cookie(ctx);
+	if (!ktp_listener_of(cookie, l))
+		return ktp_netns_unknown(cookie);
+	if (v6_listener && !(l->flags & KTP_NL_IP6))
+		return 1;
+	if (!ktp_listener_is_ours(ctx, l, v6_listener)) {
 		/* What the app would see of a dead proxy: connection refused. */
 		ktp_count(KTP_CTR_NO_LISTENER);
 		bpf_set_retval(-KTP_ECONNREFUSED);
@@ -148,6 +158,7 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 SEC("cgroup/connect4")
 int ktp_connect4(struct bpf_sock_addr *ctx)
 {
+	struct ktp_netns_listener l = {};
 	struct bpf_sock *sk;
 	__u32 dst[4];
 	int verdict;
@@ -170,11 +181,11 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 		return verdict;
 	if (ktp_dead_dst_refuse(dst, ctx->user_port))
 		return 0;
-	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, 0);
+	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, 0, &l);
 	if (verdict >= 0)
 		return verdict;
-	ctx->user_ip4 = ktp_proxy_ip4;
-	ctx->user_port = ktp_proxy_port;
+	ctx->user_ip4 = l.ip4;
+	ctx->user_port = l.port4;
 	ktp_count(KTP_CTR_REDIRECTED);
 	return 1;
 }
@@ -182,6 +193,7 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect6")
 int ktp_connect6(struct bpf_sock_addr *ctx)
 {
+	struct ktp_netns_listener l = {};
 	struct bpf_sock *sk;
 	__u32 dst[4];
 	int mapped, verdict;
@@ -210,7 +222,7 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		return 1;
 	if (ktp_dead_dst_refuse(dst, ctx->user_port))
 		return 0;
-	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, !mapped);
+	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, !mapped, &l);
 	if (verdict >= 0)
 		return verdict;
 	if (mapped) {
@@ -218,14 +230,15 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
 		ctx->user_ip6[2] = bpf_htonl(0xffff);
-		ctx->user_ip6[3] = ktp_proxy_ip4;
+		ctx->user_ip6[3] = l.ip4;
+		ctx->user_port = l.port4;
 	} else {
-		ctx->user_ip6[0] = ktp_proxy_ip6[0];
-		ctx->user_ip6[1] = ktp_proxy_ip6[1];
-		ctx->user_ip6[2] = ktp_proxy_ip6[2];
-		ctx->user_ip6[3] = ktp_proxy_ip6[3];
+		ctx->user_ip6[0] = l.ip6[0];
+		ctx->user_ip6[1] = l.ip6[1];
+		ctx->user_ip6[2] = l.ip6[2];
+		ctx->user_ip6[3] = l.ip6[3];
+		ctx->user_port = l.port6;
 	}
-	ctx->user_port = ktp_proxy_port;
 	ktp_count(KTP_CTR_REDIRECTED);
 	return 1;
 }
@@ -317,15 +330,14 @@ static __always_inline void ktp_tuple_from_sockops(struct bpf_sock_ops *skops,
 	t->family = ktp_wire_family(t->dst_addr);
 }
 
-/* Is this address and port ktproxy's listener (addr v4-mapped for IPv4)? */
-static __always_inline int ktp_is_listener_addr(const __u32 a[4], __u16 port_net)
+/* Is this address and port the listener l (addr v4-mapped for IPv4)? */
+static __always_inline int ktp_is_listener_addr(const struct ktp_netns_listener *l,
+						const __u32 a[4], __u16 port_net)
 {
-	if (port_net != ktp_proxy_port)
-		return 0;
 	if (ktp_is_v4mapped(a))
-		return a[3] == ktp_proxy_ip4;
-	return ktp_have_ip6 && a[0] == ktp_proxy_ip6[0] && a[1] == ktp_proxy_ip6[1] &&
-	       a[2] == ktp_proxy_ip6[2] && a[3] == ktp_proxy_ip6[3];
+		return port_net == l->port4 && a[3] == l->ip4;
+	return (l->flags & KTP_NL_IP6) && port_net == l->port6 && a[0] == l->ip6[0] &&
+	       a[1] == l->ip6[1] && a[2] == l->ip6[2] && a[3] == l->ip6[3];
 }
 
 /* Moves a connection's hand-off entry into the storage of ktproxy's side of
@@ -351,6 +363,7 @@ static __always_inline struct ktp_orig_dst *ktp_adopt(struct bpf_sock *sk, const
 SEC("sockops")
 int ktp_sockops(struct bpf_sock_ops *skops)
 {
+	struct ktp_netns_listener l = {};
 	struct ktp_tuple t = {};
 	struct ktp_orig_dst *od;
 	struct bpf_sock *sk;
@@ -389,11 +402,12 @@ int ktp_sockops(struct bpf_sock_ops *skops)
 		if (!sk)
 			break;
 		ktp_tuple_from_sockops(skops, &t, 1);
-		if (!ktp_is_listener_addr(t.dst_addr, t.dst_port))
-			break;
 		/* In the root cgroup this program sees every host's socket:
-		 * the same address and port in another netns is not ours. */
-		if (bpf_get_netns_cookie(skops) != ktp_netns_cookie)
+		 * the same address and port in another netns is not ours, unless
+		 * it is ktproxy's listener of that namespace. */
+		if (!ktp_listener_of(bpf_get_netns_cookie(skops), &l))
+			break;
+		if (!ktp_is_listener_addr(&l, t.dst_addr, t.dst_port))
 			break;
 		KTP_LOAD(mark, sk->mark);
 		if (mark != ktp_mark)
@@ -449,15 +463,16 @@ static __always_inline void ktp_read_sk(struct bpf_sock *sk, struct ktp_sk_view 
 	KTP_LOAD(v->remote[3], sk->dst_ip6[3]);
 }
 
-/* Is this ktproxy's accepted socket? Its local end is the listener, and it
- * carries the listener's mark (a child socket inherits it). */
-static __always_inline int ktp_is_proxy_socket(const struct ktp_sk_view *v)
+/* Is this ktproxy's accepted socket? Its local end is the listener l of its
+ * namespace, and it carries the listener's mark (a child socket inherits it). */
+static __always_inline int ktp_is_proxy_socket(const struct ktp_sk_view *v,
+					       const struct ktp_netns_listener *l)
 {
 	if (v->mark != ktp_mark)
 		return 0;
 	if (v->family != KTP_AF_INET && v->family != KTP_AF_INET6)
 		return 0;
-	return ktp_is_listener_addr(v->local, bpf_htons((__u16)v->local_port));
+	return ktp_is_listener_addr(l, v->local, bpf_htons((__u16)v->local_port));
 }
 
 /* The proxy's accepted socket: local = the app's dst, remote = the app's src. */
@@ -474,6 +489,7 @@ SEC("cgroup/getsockopt")
 int ktp_getsockopt(struct bpf_sockopt *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
+	struct ktp_netns_listener l = {};
 	struct ktp_orig_dst *od;
 	struct ktp_tuple t = {};
 	struct ktp_sk_view v = {};
@@ -489,9 +505,9 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 	if (!sk)
 		return 1;
 	ktp_read_sk(sk, &v);
-	if (!ktp_is_proxy_socket(&v))
+	if (!ktp_listener_of(bpf_get_netns_cookie(ctx), &l))
 		return 1;
-	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie)
+	if (!ktp_is_proxy_socket(&v, &l))
 		return 1;
 	od = bpf_sk_storage_get(&ktp_conn_dst, sk, 0, 0);
 	if (!od) {

@@ -1,6 +1,7 @@
 // CLI11 wiring for ktproxy's flags and their validation.
 #include "config/options.h"
 
+#include "config/cgroup_glob.h"
 #include "config/config_file.h"
 #include "base/sock_addr.h"
 
@@ -40,6 +41,12 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "how bytes are relayed: buffers (io_uring recv/send into provided buffers) or splice (a pipe "
                    "per direction, bytes never copied to user space; --buffers then bounds the pipes per worker)")
         ->check(CLI::IsMember({"buffers", "splice"}))
+        ->capture_default_str();
+    app.add_option("--egress", o.egress,
+                   "where a container's connections leave from: container (its own network namespace, its routes "
+                   "and NAT) or host (ktproxy's namespace: a container with loopback only reaches what ktproxy "
+                   "lets it)")
+        ->check(CLI::IsMember({"container", "host"}))
         ->capture_default_str();
     app.add_option("--workers", o.workers, "event loop threads (0: one per CPU)")
         ->check(CLI::Range(0u, 256u))
@@ -399,6 +406,11 @@ std::unique_ptr<CLI::App> make_app(std::string_view sub, Options& opts)
         use_strict_config(*app);
         app->add_option("--cgroup", opts.cgroup,
                         "cgroup2 directory to intercept, absolute or relative to the cgroup2 mount");
+        app->add_option("--cgroup-match", opts.cgroup_match,
+                        "repeatable: intercept only the cgroups (existing and future) whose path relative to the "
+                        "cgroup2 mount matches this glob (* within a level, ** any depth), and their descendants")
+            ->allow_extra_args(false)
+            ->take_all();
         add_proxy_options(*app, opts);
         add_instance_options(*app, opts);
     }
@@ -462,6 +474,15 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
 
     auto app = make_app("", opts);
     ParseResult r = parse_app(*app, argc, argv, opts);
+    if (r.run && opts.cgroup.empty() && !opts.cgroup_match.empty()) {
+        opts.cgroup = cgroup_glob_prefix(opts.cgroup_match);
+        if (opts.cgroup.empty()) {
+            r.run = false;
+            r.exit_code = 2;
+            r.message = "--cgroup-match: the patterns share no literal parent directory; give --cgroup too";
+            return r;
+        }
+    }
     if (r.run && opts.cgroup.empty() && opts.gateway_ifaces.empty()) {
         r.run = false;
         r.exit_code = 2;

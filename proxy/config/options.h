@@ -30,6 +30,11 @@ struct Options {
     // cgroup2 directory whose processes are intercepted: absolute, or relative
     // to the cgroup2 mount ("app" -> /sys/fs/cgroup/app).
     std::string cgroup;
+    // --cgroup-match: glob patterns of cgroup paths relative to the cgroup2
+    // mount ("system.slice/docker-*.scope", "kubepods.slice/**"); only the
+    // cgroups below --cgroup that match (and their descendants) are
+    // intercepted. Without --cgroup, it is the patterns' literal prefix.
+    std::vector<std::string> cgroup_match;
     // Listener addresses; the BPF hooks rewrite IPv4 connects to listen4 and
     // IPv6 connects to listen6. An empty listen6 disables IPv6 interception.
     std::string listen4 = "127.0.0.1";
@@ -50,6 +55,9 @@ struct Options {
     // How the relay moves bytes: "buffers" (recv/send with io_uring provided
     // buffers) or "splice" (a pipe per direction, splice(2); docs/performance.md).
     std::string relay = "splice";
+    // Where connections from a process in another network namespace (a
+    // container) leave from: "container" (that namespace) or "host" (ktproxy's).
+    std::string egress = "container";
     // Event loop threads; 0 = one per CPU.
     uint32_t workers = 0;
     // Seconds without bytes moving either way after which a relayed

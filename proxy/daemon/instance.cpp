@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "daemon/cgroup_match.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
 #include "daemon/listeners.h"
@@ -20,6 +21,7 @@
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
 #include "daemon/workers.h"
+#include "netns/netns_listeners.h"
 
 #include <linux/capability.h>
 #include <malloc.h>
@@ -100,13 +102,25 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     require_privileges();
     // A bad --proxy-user stops here, before anything is made.
     const DropTarget drop_to = resolve_proxy_user(o.proxy_user, o.proxy_user != "ktproxy");
-    const bool drop = geteuid() == 0 && drop_to.uid != 0;
+    bool drop = geteuid() == 0 && drop_to.uid != 0;
     warn_if_config_exposed(o);
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     SignalFd signals({SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGQUIT});
 
     InstanceCgroups cgroups = InstanceCgroups::resolve(o);
+    // Containers (processes of the cgroup in another network namespace)
+    // are served by listeners and sockets made inside their namespaces
+    // (setns), which a dropped relay cannot do and the helper does not do
+    // for it yet: such an instance keeps root, and says so.
+    const bool containers =
+        cgroups.app && (!o.cgroup_match.empty() || cgroup_has_other_netns(cgroups.app->path));
+    if (drop && containers) {
+        log::warn("privileges: the relay keeps root: it serves containers (processes of {} in another network "
+                  "namespace{}), whose listeners and sockets it opens inside their namespaces",
+                  cgroups.app->path, o.cgroup_match.empty() ? "" : ", or --cgroup-match");
+        drop = false;
+    }
     Routing routing = build_routing(o);
     const unsigned nworkers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
     ListenerPlan listeners = open_listeners(o, nworkers, cgroups.app.has_value(), !o.gateway_ifaces.empty());
@@ -155,6 +169,27 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     workers.start();
     if (udp)
         udp->start(kernel.sock()->udp_flows_fd(), kernel.sock()->udp_conn6_fd());
+    // Containers of the cgroup (other network namespaces) get listeners of
+    // their own; a dropped relay cannot enter them: their connects stay
+    // direct (refused with --fail-closed), counted as skipped_netns.
+    std::unique_ptr<NetnsListeners> netns;
+    std::unique_ptr<CgroupMatch> match;
+    if (cgroups.app && kernel.sock() && !o.cgroup_match.empty())
+        match = std::make_unique<CgroupMatch>(cgroup2_mount(), o.cgroup_match, kernel.sock()->cgroups_fd());
+    if (cgroups.app && kernel.sock() && !drop) {
+        netns = std::make_unique<NetnsListeners>(NetnsListenersConfig{
+            cgroups.app->path, listeners.netns_cookie, listeners.listen4->port(), listeners.listen6.has_value(),
+            o.mark, o.egress == "host", kernel.sock()->netns_listeners_fd(), kernel.sock()->netns_events_fd(),
+            [&workers](std::vector<Listener> ls) { workers.add_listeners(std::move(ls)); },
+            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); },
+            match ? std::function<void(const std::set<std::string>&)>(
+                        [&match](const std::set<std::string>& dirs) { match->sync(dirs); })
+                  : nullptr,
+            match ? std::function<bool(const std::string&)>(
+                        [&match](const std::string& d) { return match->wanted(d); })
+                  : nullptr});
+        netns->start();
+    }
     log_ready(o, listeners, cgroups, workers.count(), routing, kernel);
 
     int exit_code = supervisor.run();

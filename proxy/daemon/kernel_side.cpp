@@ -19,6 +19,8 @@ KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::strin
         hc.listen6 = l.listen6;
         hc.mark = o.mark;
         hc.netns_cookie = l.netns_cookie;
+        hc.netns_refuse = o.fail_closed;
+        hc.cgroup_filter = !o.cgroup_match.empty();
         hc.max_conns = o.max_conns;
         hc.udp_port = l.udp_port;
         if (o.fail_closed) {

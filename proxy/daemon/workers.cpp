@@ -82,6 +82,17 @@ WorkerSnapshot Workers::gather(bool with_conns)
     return all;
 }
 
+void Workers::add_listeners(std::vector<Listener> ls)
+{
+    loops_[next_.fetch_add(1) % loops_.size()]->add_listeners(std::move(ls));
+}
+
+void Workers::remove_listeners(uint64_t netns_cookie)
+{
+    for (auto& l : loops_)
+        l->remove_listeners(netns_cookie);
+}
+
 void Workers::drain(std::chrono::milliseconds at_most) const
 {
     auto deadline = std::chrono::steady_clock::now() + at_most;

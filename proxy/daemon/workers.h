@@ -8,6 +8,7 @@
 #include "loop/listener.h"
 #include "ops/stats.h"
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -36,12 +37,17 @@ public:
     // Every worker's snapshot, merged (a worker that does not answer within
     // a second is left out).
     WorkerSnapshot gather(bool with_conns);
+    // A namespace's listeners go to one worker (round robin); removal asks
+    // every worker. Thread-safe.
+    void add_listeners(std::vector<Listener> ls);
+    void remove_listeners(uint64_t netns_cookie);
     // Waits until no connection is open, or the deadline.
     void drain(std::chrono::milliseconds at_most) const;
 
 private:
     std::vector<std::unique_ptr<EventLoop>> loops_;
     std::vector<std::thread> threads_;
+    std::atomic<size_t> next_{0};
 };
 
 }  // namespace ktp

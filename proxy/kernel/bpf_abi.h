@@ -37,6 +37,13 @@ static_assert(offsetof(ktp_udp_flow, last_ns) == 64);
 static_assert(offsetof(ktp_udp_flow, flags) == 72);
 static_assert(offsetof(ktp_udp_flow, filed_port) == 76);
 static_assert(sizeof(ktp_udp_sock) == 8 * KTP_UDP_SOCK_KEYS + 8);
+static_assert(sizeof(ktp_netns_listener) == 32);
+static_assert(offsetof(ktp_netns_listener, ip6) == 4);
+static_assert(offsetof(ktp_netns_listener, port4) == 20);
+static_assert(offsetof(ktp_netns_listener, port6) == 22);
+static_assert(offsetof(ktp_netns_listener, flags) == 24);
+static_assert(sizeof(ktp_netns_event) == 16);
+static_assert(offsetof(ktp_netns_event, pid) == 8);
 
 static_assert(KTP_AF_INET == 2 && KTP_AF_INET6 == 10);
 

@@ -139,6 +139,8 @@ SockHooks::SockHooks(const HookConfig& cfg)
     }
     skel_->rodata->ktp_mark = cfg.mark;
     skel_->rodata->ktp_netns_cookie = cfg.netns_cookie;
+    skel_->rodata->ktp_netns_refuse = cfg.netns_refuse ? 1 : 0;
+    skel_->rodata->ktp_cgroup_filter = cfg.cgroup_filter ? 1 : 0;
 
     bpf_map__set_max_entries(skel_->maps.ktp_handoff, cfg.max_conns);
     skel_->rodata->ktp_udp_port = htons(cfg.udp_port);
@@ -356,6 +358,9 @@ bool SockHooks::dry_run() const
 int SockHooks::events_fd() const { return bpf_map__fd(skel_->maps.ktp_events); }
 
 int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
+int SockHooks::netns_listeners_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_listeners); }
+int SockHooks::netns_events_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_events); }
+int SockHooks::cgroups_fd() const { return bpf_map__fd(skel_->maps.ktp_cgroups); }
 
 int SockHooks::udp_flows_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_flows); }
 

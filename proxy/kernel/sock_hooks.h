@@ -26,6 +26,11 @@ struct HookConfig {
     std::optional<SockAddr> listen6;
     uint32_t mark = 0;
     uint64_t netns_cookie = 0;
+    // --fail-closed: a connect from a namespace without a listener yet is
+    // refused, not passed.
+    bool netns_refuse = false;
+    // --cgroup-match: only the cgroups in ktp_cgroups are intercepted.
+    bool cgroup_filter = false;
     uint32_t max_conns = 65536;
     // ktproxy's UDP relay port (0: UDP is not intercepted; proxy/udp/).
     uint16_t udp_port = 0;
@@ -89,6 +94,11 @@ public:
     int udp_flows_fd() const;
     // Connected IPv6 UDP flows by app socket cookie, until the relay files them.
     int udp_conn6_fd() const;
+    // Per-namespace listeners (bpf/sock_netns.h): the map the netns
+    // registry fills, and the ring buffer of unknown namespaces.
+    int netns_listeners_fd() const;
+    int netns_events_fd() const;
+    int cgroups_fd() const;  // ktp_cgroups (bpf/sock_cgmatch.h)
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

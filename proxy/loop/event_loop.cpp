@@ -61,6 +61,52 @@ std::future<WorkerSnapshot> EventLoop::snapshot(bool with_conns)
     return f;
 }
 
+void EventLoop::add_listeners(std::vector<Listener> ls)
+{
+    {
+        std::lock_guard lock(requests_mu_);
+        for (auto& l : ls)
+            adds_.push_back(std::move(l));
+    }
+    ring_.wake();
+}
+
+void EventLoop::remove_listeners(uint64_t netns_cookie)
+{
+    {
+        std::lock_guard lock(requests_mu_);
+        removes_.push_back(netns_cookie);
+    }
+    ring_.wake();
+}
+
+void EventLoop::apply_listener_changes()
+{
+    std::vector<Listener> adds;
+    std::vector<uint64_t> removes;
+    {
+        std::lock_guard lock(requests_mu_);
+        adds.swap(adds_);
+        removes.swap(removes_);
+    }
+    for (auto& l : adds) {
+        netns_listeners_.push_back(std::move(l));
+        tcp_.listen(netns_listeners_.back());
+    }
+    for (uint64_t cookie : removes)
+        for (auto& l : netns_listeners_) {
+            if (l.netns_cookie != cookie || l.closing)
+                continue;
+            l.closing = true;
+            io_uring_sqe* s = ring_.sqe();
+            io_uring_prep_cancel64(s, pack(&l, kAccept), 0);
+            io_uring_sqe_set_data64(s, pack(nullptr, kIgnore));
+        }
+    // Accepted connections keep their namespace (Conn::egress), not a
+    // pointer to the listener: a closed one can go at once.
+    netns_listeners_.remove_if([](const Listener& l) { return l.closed; });
+}
+
 void EventLoop::answer_snapshots()
 {
     std::vector<SnapshotRequest> reqs;
@@ -150,6 +196,7 @@ void EventLoop::sweep()
     if (cfg_.idle_timeout > 0)
         sweep_idle();
     sweep_half_closed();
+    apply_listener_changes();
 }
 
 void EventLoop::sweep_half_closed()
@@ -270,6 +317,7 @@ void EventLoop::on_completion(const Completion& cq)
 {
     if (cq.tag == kWake) {
         answer_snapshots();
+        apply_listener_changes();
         if (!stop_.load())
             ring_.arm_wake();
         return;

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <list>
 #include <mutex>
 #include <vector>
 
@@ -41,6 +42,11 @@ public:
     // batches; with_conns adds one entry per live connection.
     std::future<WorkerSnapshot> snapshot(bool with_conns);
     size_t live_connections() const { return pool_.live(); }
+    // Thread-safe: start serving these listeners (one namespace's), or stop
+    // serving every listener of a namespace (its accept is cancelled, the
+    // listener closed once the cancel completed).
+    void add_listeners(std::vector<Listener> ls);
+    void remove_listeners(uint64_t netns_cookie);
 
 private:
     // Makes o the handler of tag's completions. The UDP datagram path and
@@ -54,6 +60,7 @@ private:
     void ended(Conn& c) override;
 
     void answer_snapshots();
+    void apply_listener_changes();
     void sweep();
     void sweep_idle();
     void sweep_half_closed();
@@ -83,6 +90,9 @@ private:
     };
     std::mutex requests_mu_;
     std::vector<SnapshotRequest> requests_;
+    std::vector<Listener> adds_;          // under requests_mu_
+    std::vector<uint64_t> removes_;       // under requests_mu_
+    std::list<Listener> netns_listeners_; // stable addresses: accepts point at them
     WorkerSnapshot stats_;  // closed-connection totals; only the worker touches it
 };
 

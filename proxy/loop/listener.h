@@ -4,6 +4,7 @@
 #include "base/sock_addr.h"
 #include "base/unique_fd.h"
 #include "loop/ring.h"
+#include "netns/netns.h"
 
 #include <cstdint>
 #include <string_view>
@@ -17,6 +18,14 @@ struct alignas(kUserDataAlign) Listener {  // the object of its accepts' user_da
     // Gateway listener (IP_TRANSPARENT): packets are handed to it by the TC
     // program, and an accepted socket's local address is the destination.
     bool transparent = false;
+    // A listener inside another network namespace (a container's, opened by
+    // proxy/netns/netns_listeners.cpp); 0 for ktproxy's own.
+    uint64_t netns_cookie = 0;
+    // Where its connections leave from: that namespace, or null for
+    // ktproxy's own (--egress host).
+    NetnsRef egress;
+    bool closing = false;  // its namespace is gone: accept cancelled, not re-armed
+    bool closed = false;   // the last accept completed: the worker may drop it
 };
 
 // Binds and listens; `what` names the flag for the error line. Port 0 binds

@@ -7,6 +7,7 @@
 #include "base/unique_fd.h"
 #include "loop/pipe_pool.h"
 #include "loop/ring.h"
+#include "netns/netns.h"
 #include "relay/relay.h"
 #include "route/router.h"
 #include "tcp/conn_proc.h"
@@ -34,6 +35,9 @@ struct alignas(kUserDataAlign) Conn {
     // The listener the app connected to (the cgroup path; null for the
     // gateway, whose clients are not on this host): the app socket's peer.
     const SockAddr* local = nullptr;
+    // The namespace the upstream socket is made in (a container's); null:
+    // ktproxy's own.
+    NetnsRef egress;
     ConnProc proc;  // who connected (the connect hooks' record); unknown for the gateway
     Relay relay;
     uint32_t inflight = 0;      // submitted operations not yet completed

@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "kernel/bpf_abi.h"
 #include "loop/sock_cmd.h"
+#include "netns/netns.h"
 #include "relay/driver.h"
 #include "route/sniff.h"
 #include "dns/name_memory.h"
@@ -127,9 +128,15 @@ void TcpSetup::on_completion(const Completion& cq)
 
 void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
 {
-    if (!(flags & IORING_CQE_F_MORE) && !stopping_.load())
-        listen(l);
+    if (!(flags & IORING_CQE_F_MORE)) {
+        if (l.closing)
+            l.closed = true;
+        else if (!stopping_.load())
+            listen(l);
+    }
     if (res < 0) {
+        if (l.closing)
+            return;
         log::warn("accept on {}: {}", l.addr.to_string(), errno_text(-res));
         return;
     }
@@ -150,7 +157,11 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
         if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &od, &len) != 0 || len != sizeof(od))
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
         c.orig = orig_of(od);
-        c.local = &l.addr;
+        // A container's listener (and the app's socket) are not in this
+        // namespace, where the half-closed sweep asks sock_diag about the
+        // app's socket: it is left out of that sweep.
+        c.local = l.netns_cookie ? nullptr : &l.addr;
+        c.egress = l.egress;
         c.proc.pid = od.pid;
         c.proc.tid = od.tid;
         c.proc.uid = od.uid;
@@ -301,7 +312,8 @@ void TcpSetup::dial(Conn& c)
         }
     }
 
-    c.fd[1] = UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    c.fd[1] = c.egress ? stream_socket_in(c.egress->fd.get(), target->family())
+                       : UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (c.fd[1])
         FixedFiles::opened();
     if (!c.fd[1])

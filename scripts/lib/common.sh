@@ -17,7 +17,8 @@ ktp_require_root() {
 KTP_BUILD_PKGS=(meson ninja-build pkg-config g++ clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
                 liburing-dev libfmt-dev libcli11-dev catch2 libclang-rt-14-dev scdoc)
 KTP_TEST_PKGS=(iproute2 iptables nftables curl socat python3 nginx-light netcat-openbsd util-linux coreutils procps iperf3 jq
-               openssl microsocks dante-server tinyproxy golang-go pv binutils tcpdump dnsmasq-base bind9-dnsutils)
+               openssl microsocks dante-server tinyproxy golang-go pv binutils tcpdump dnsmasq-base bind9-dnsutils
+               docker.io busybox-static)
 
 # Installs the named packages that are missing; apt-get update only if needed.
 ktp_install() {

@@ -104,3 +104,23 @@ TEST_CASE("listen addresses no connection can be made to and accepted on are ref
         CHECK(parse({"--cgroup", "x", flag, addr}, o).run);
     }
 }
+
+TEST_CASE("--cgroup-match alone hooks the patterns' literal parent; --egress takes container or host")
+{
+    Options o;
+    auto r = parse({"--cgroup-match", "system.slice/docker-*.scope", "--cgroup-match", "system.slice/libpod-*.scope",
+                    "--egress", "host"},
+                   o);
+    REQUIRE(r.run);
+    CHECK(o.cgroup == "system.slice");
+    CHECK(o.cgroup_match.size() == 2);
+    CHECK(o.egress == "host");
+    Options bad;
+    auto b = parse({"--cgroup-match", "*.scope"}, bad);
+    CHECK_FALSE(b.run);
+    CHECK(b.exit_code == 2);
+    Options d;
+    REQUIRE(parse({"--cgroup", "app"}, d).run);
+    CHECK(d.egress == "container");
+    CHECK(d.cgroup_match.empty());
+}

@@ -1,0 +1,32 @@
+// --cgroup-match: keeps the connect hooks' set of intercepted cgroups
+// (ktp_cgroups, bpf/sock_cgmatch.h) equal to the cgroups of the tree that
+// match a pattern, and their descendants. Fed by the namespace thread's
+// scan of the tree (every 100 ms, and on inotify events).
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace ktp {
+
+class CgroupMatch {
+public:
+    CgroupMatch(std::string mount, std::vector<std::string> globs, int map_fd);
+
+    // Is this cgroup directory (absolute) intercepted: it or an ancestor
+    // matches?
+    bool wanted(const std::string& dir) const;
+    // dirs: every cgroup directory of the tree, as just walked. Adds the
+    // ids of the wanted ones to the map, deletes those no longer there.
+    void sync(const std::set<std::string>& dirs);
+
+private:
+    std::string mount_;
+    std::vector<std::string> globs_;
+    int map_fd_;
+    std::set<uint64_t> ids_;
+};
+
+}  // namespace ktp

@@ -1,0 +1,93 @@
+// ktproxy's listeners inside the network namespaces of the intercepted
+// cgroup's processes (containers): 127.0.0.1 there is the container's own
+// loopback, so a connect from it is redirected to a listener opened in that
+// same namespace (bpf/sock_netns.h). A dedicated thread meets the
+// namespaces (a scan of the cgroup tree, every 100 ms and at once on an
+// inotify event of the tree: a new cgroup, a cgroup's first process; and
+// the hooks' ring buffer events for a connect from an unknown one), opens their listeners and hands them
+// to the workers, and drops a namespace's listener and map entry once no
+// process of the cgroup is left in it.
+#pragma once
+
+#include "base/unique_fd.h"
+#include "loop/listener.h"
+#include "netns/netns.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct ring_buffer;
+
+namespace ktp {
+
+struct NetnsListenersConfig {
+    std::string cgroup_path;   // the intercepted cgroup (its whole subtree is scanned)
+    uint64_t host_cookie = 0;  // ktproxy's own namespace: served by the host listeners
+    uint16_t host_port = 0;    // never used by a namespace listener (hand-off tuples stay unique)
+    bool want6 = true;         // also ::1 (where the namespace has it)
+    uint32_t mark = 0;         // SO_MARK of the listeners, as the host's
+    bool egress_host = false;  // --egress host: connections leave from ktproxy's namespace
+    int map_fd = -1;           // ktp_netns_listeners
+    int events_fd = -1;        // ktp_netns_events
+    // Hands a namespace's listeners to a worker / asks the workers to close
+    // every listener of a namespace.
+    std::function<void(std::vector<Listener>)> give;
+    std::function<void(uint64_t)> take_back;
+    // --cgroup-match: each scan's cgroup directories, before their pids are
+    // looked at; and which of them are intercepted (null: all).
+    std::function<void(const std::set<std::string>&)> on_tree;
+    std::function<bool(const std::string&)> wanted;
+};
+
+// Whether a process of the cgroup's tree lives in another network namespace
+// than ktproxy's (a container): such an instance opens sockets inside it.
+bool cgroup_has_other_netns(const std::string& cgroup_path);
+
+class NetnsListeners {
+public:
+    explicit NetnsListeners(NetnsListenersConfig cfg);
+    ~NetnsListeners();  // stops the thread, deletes the map entries
+    NetnsListeners(const NetnsListeners&) = delete;
+    NetnsListeners& operator=(const NetnsListeners&) = delete;
+
+    // Scans once on the calling thread (the namespaces present at start are
+    // served before "ready"), then starts the thread.
+    void start();
+
+    // How often the cgroup tree is scanned: a namespace whose processes all
+    // left is dropped after two scans without one.
+    static constexpr int kScanMs = 100;
+
+private:
+    struct Entry {
+        NetnsRef ns;
+        uint16_t port4 = 0, port6 = 0;  // 0: no listener (none could be opened)
+        int misses = 0;
+    };
+
+    void run();
+    void scan();
+    void meet(pid_t pid);
+    void open_in(pid_t pid, UniqueFd fd, uint64_t inode);
+    void drop(Entry& e);
+    static int on_event(void* self, void* data, size_t size);
+
+    NetnsListenersConfig cfg_;
+    uint64_t host_inode_ = 0;
+    ring_buffer* rb_ = nullptr;
+    UniqueFd stop_fd_;  // eventfd
+    UniqueFd inotify_;  // the cgroup tree: new cgroups, populated ones
+    std::set<std::string> watched_;  // cgroup directories with watches
+    std::thread thread_;
+    std::map<uint64_t, Entry> known_;  // by nsfs inode; only the thread (or start(), before it) touches it
+    std::set<uint16_t> ports_;         // ports of the namespace listeners
+    std::vector<pid_t> pending_;       // pids of ring buffer events, met after the poll
+};
+
+}  // namespace ktp

@@ -1,0 +1,357 @@
+#!/bin/bash
+# End-to-end tests of containers: processes of the intercepted cgroup that
+# live in their own network namespace, made the way Docker makes them (a
+# netns behind a Linux bridge with NAT, a cgroup of their own). ktproxy
+# opens a listener inside each such namespace; connects there are redirected
+# to it, and the upstream connection leaves from the container's namespace
+# (or ktproxy's with --egress host).
+#
+#   ktproxy's host = $KTP_CLI: bridge kb$ID 172.31.0.1/24, MASQUERADE toward
+#   the server host ($KTP_SRV, nginx and an echo server).
+#   container X = netns ktp${ID}kX, eth0 172.31.0.N on the bridge, cgroup
+#   $KTP_CG/X (intercepted) or $KTP_CG_PARENT/X (not), an init process
+#   (sleep) as runc's, and a server on its own 127.0.0.1:8080.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+skip_unless_root
+
+ktp_topo_up
+start_nginx
+start_echo 9000
+BR="kb${KTP_ID}"
+CTRS=()  # names of the containers made, for cleanup
+
+(cd "$(dirname "$0")/goclient" && HOME="$KTP_TMP/go" GOCACHE="$KTP_TMP/go/cache" GO111MODULE=off CGO_ENABLED=0 \
+    timeout 300 go build -o "$KTP_TMP/goclient" main.go) || ktp_die "building the Go client failed"
+
+# The host side of the containers' network, inside the test's namespaces only.
+ip -n "$KTP_CLI" link add "$BR" type bridge
+ip -n "$KTP_CLI" addr add 172.31.0.1/24 dev "$BR"
+ip -n "$KTP_CLI" link set "$BR" up
+in_cli sysctl -qw net.ipv4.ip_forward=1
+in_cli iptables -t nat -A POSTROUTING -s 172.31.0.0/24 ! -o "$BR" -j MASQUERADE ||
+    ktp_die "iptables MASQUERADE in $KTP_CLI failed"
+
+ctr_ns() { echo "ktp${KTP_ID}k$1"; }
+ctr_cg() { if [ "$2" = in ]; then echo "$KTP_CG/$1"; else echo "$KTP_CG_PARENT/$1"; fi; }
+
+# ctr_start NAME N in|out [lo]: a container with address 172.31.0.N (or only
+# a loopback with "lo"), its cgroup inside the intercepted one or beside it,
+# its init and its local server. Prints nothing; its init's pid is in
+# $KTP_TMP/NAME.init.
+ctr_start() {
+    local name=$1 n=$2 where=$3 net=${4:-bridge} ns cg
+    ns=$(ctr_ns "$name")
+    cg=$(ctr_cg "$name" "$where")
+    CTRS+=("$name:$where")
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    if [ "$net" = bridge ]; then
+        ip -n "$KTP_CLI" link add "kc${KTP_ID}$name" type veth peer name eth0 netns "$ns"
+        ip -n "$KTP_CLI" link set "kc${KTP_ID}$name" master "$BR" up
+        ip -n "$ns" addr add "172.31.0.$n/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" route add default via 172.31.0.1
+    fi
+    mkdir -p "$cg"
+    date +%s%N > "$KTP_TMP/$name.t0"
+    # As runc's init: in its namespace first, then moved into its cgroup.
+    nsenter --net="/run/netns/$ns" sh -c 'echo $$ > "$1/cgroup.procs" && exec sleep 600' sh "$cg" &
+    echo $! > "$KTP_TMP/$name.init"
+    KTP_PIDS+=("$!")
+    disown $!
+    # Its own server on its own loopback: answers with the peer it sees.
+    [ -z "${CTR_NO_SERVER:-}" ] || return 0
+    nsenter --net="/run/netns/$ns" sh -c 'echo $$ > "$1/cgroup.procs" && exec socat -T5 \
+        TCP4-LISTEN:8080,bind=0.0.0.0,reuseaddr,fork SYSTEM:"echo peer=\$SOCAT_PEERADDR; cat >/dev/null"' sh "$cg" &
+    KTP_PIDS+=("$!")
+    disown $!
+    ktp_wait_port "$ns" 8080
+}
+
+# ctr_stop NAME: every process of the container killed, its netns deleted.
+ctr_stop() {
+    local name=$1 where cg ns
+    where=$(printf '%s\n' "${CTRS[@]}" | sed -n "s/^$name://p" | tail -1)
+    cg=$(ctr_cg "$name" "$where")
+    ns=$(ctr_ns "$name")
+    if [ -d "$cg" ]; then
+        echo 1 > "$cg/cgroup.kill" || true
+        for _ in $(seq 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.05; done
+    fi
+    ip -n "$KTP_CLI" link del "kc${KTP_ID}$name" 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+}
+# Whatever a test left (its CTRS lived in its subshell): every container
+# cgroup and namespace of this run.
+cleanup_ctrs() {
+    local cg ns
+    for cg in "$KTP_CG"/*/ "$KTP_CG_PARENT"/*/; do
+        cg=${cg%/}
+        [ -d "$cg" ] && [ "$cg" != "$KTP_CG" ] && [ "$cg" != "$KTP_CG_PROXY" ] || continue
+        echo 1 > "$cg/cgroup.kill"
+        for _ in $(seq 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.05; done
+    done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^ktp${KTP_ID}k"); do
+        ip netns del "$ns"
+    done
+}
+KTP_EXTRA_CLEANUP+=(cleanup_ctrs)
+
+# in_ctr NAME CMD...: CMD inside the container (its cgroup and netns).
+in_ctr() {
+    local name=$1 where
+    shift
+    where=$(printf '%s\n' "${CTRS[@]}" | sed -n "s/^$name://p" | tail -1)
+    # Namespace first, then the cgroup (as `docker exec` does): a process of
+    # the cgroup is never seen in the namespace it came from.
+    nsenter --net="/run/netns/$(ctr_ns "$name")" sh -c 'cg=$1; shift; echo $$ > "$cg/cgroup.procs" && exec "$@"' \
+        sh "$(ctr_cg "$name" "$where")" "$@"
+}
+
+# Entries of this ktproxy's per-namespace listener map.
+netns_map_entries() {
+    # The map ids of ktproxy's fds (fdinfo), then the one with that name
+    # (the kernel keeps 15 characters of it).
+    local id
+    id=$(sed -n 's/^map_id:\s*//p' "/proc/$KTP_PID"/fdinfo/* 2>/dev/null | sort -un | while read -r m; do
+        bpftool -j map show id "$m" | jq -r 'select(.name | startswith("ktp_netns_list")) | .id'
+    done | head -1)
+    [ -n "$id" ] || { echo "?"; return; }
+    bpftool -j map dump id "$id" | jq length
+}
+
+test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ctr_start a 2 in
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening on 127.0.0.1:[0-9]+" ||
+        { cat "$KTP_LOG" >&2; fail "no listener opened in the container's namespace"; }
+    local port
+    port=$(sed -nE 's/.*container namespace [0-9]+ \(pid [0-9]+\): listening on 127.0.0.1:([0-9]+).*/\1/p' "$KTP_LOG" | head -1)
+    nsenter --net="/run/netns/$(ctr_ns a)" ss -Hltn "sport = :$port" | grep -q LISTEN ||
+        fail "the listener 127.0.0.1:$port is not inside the container's namespace"
+    local out
+    out=$(in_ctr a curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from the container failed"
+    expect_eq "$out" "hello from the server host" "curl through ktproxy"
+    wait_log "$KTP_LOG" "conn client=127.0.0.1:[0-9]+ orig=$KTP_SRV4:80 .* end=eof pid=[0-9]+ comm=curl" ||
+        { tail -5 "$KTP_LOG" >&2; fail "ktproxy did not relay the container's curl"; }
+    out=$(in_ctr a "$KTP_TMP/goclient" "http://$KTP_SRV4/" 2>&1) || fail "Go client from the container failed: $out"
+    expect_match "$out" "^200 " "Go client through ktproxy"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .* comm=goclient" ||
+        { tail -5 "$KTP_LOG" >&2; fail "ktproxy did not relay the container's Go client"; }
+    # Its own loopback is its own: reached directly, never relayed.
+    out=$(in_ctr a socat -T3 - TCP:127.0.0.1:8080 </dev/null)
+    expect_match "$out" "peer=127.0.0.1" "the container's own 127.0.0.1 server"
+    expect_no_file_match "$KTP_LOG" "orig=127.0.0.1:8080" "ktproxy log"
+    # Egress from the container's namespace: a neighbour on the bridge sees
+    # the container's own address, as without ktproxy.
+    ctr_start n 9 out
+    out=$(in_ctr a socat -T3 - TCP:172.31.0.9:8080 </dev/null)
+    expect_match "$out" "peer=172.31.0.2" "source address seen by the neighbour (egress container)"
+    wait_log "$KTP_LOG" "orig=172.31.0.9:8080 " || fail "the connect to the neighbour was not relayed"
+    ctr_stop n
+}
+
+test_container_outside_the_cgroup_is_not_proxied() {
+    trap 'stop_ktproxy; ctr_stop b' EXIT
+    ctr_start b 3 out
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    local out
+    out=$(in_ctr b curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from the other container failed"
+    expect_eq "$out" "hello from the server host" "direct curl"
+    sleep 0.3
+    expect_no_file_match "$KTP_LOG" "orig=$KTP_SRV4:80" "ktproxy log"
+    expect_no_file_match "$KTP_LOG" "container namespace" "ktproxy log"
+}
+
+test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
+    trap 'stop_ktproxy; ctr_stop c; ctr_stop d' EXIT
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    local t0 t1 init
+    CTR_NO_SERVER=1 ctr_start c 4 in
+    t0=$(cat "$KTP_TMP/c.t0")
+    init=$(cat "$KTP_TMP/c.init")
+    for _ in $(seq 1000); do
+        grep -q "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG" && break
+        sleep 0.005
+    done
+    t1=$(date +%s%N)
+    grep -q "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG" ||
+        { cat "$KTP_LOG" >&2; fail "no listener for the container started after ktproxy"; }
+    ktp_log "container c: listener seen in the log $(( (t1 - t0) / 1000000 )) ms after its init started (pid $init)"
+    local out
+    out=$(in_ctr c curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from the new container failed"
+    expect_eq "$out" "hello from the server host" "curl"
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 1 "relayed curls"
+    # The slow path: a container whose very first process connects at once
+    # (no init first). Fail-open: that connect passes or is relayed, it
+    # never fails; the hook's event opens the listener.
+    ip netns add "$(ctr_ns d)"; ip -n "$(ctr_ns d)" link set lo up
+    CTRS+=("d:in")
+    ip -n "$KTP_CLI" link add "kc${KTP_ID}d" type veth peer name eth0 netns "$(ctr_ns d)"
+    ip -n "$KTP_CLI" link set "kc${KTP_ID}d" master "$BR" up
+    ip -n "$(ctr_ns d)" addr add 172.31.0.5/24 dev eth0
+    ip -n "$(ctr_ns d)" link set eth0 up
+    ip -n "$(ctr_ns d)" route add default via 172.31.0.1
+    mkdir -p "$KTP_CG/d"
+    t0=$(date +%s%N)
+    out=$(in_ctr d curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "first connect of a new container failed"
+    expect_eq "$out" "hello from the server host" "first curl of container d"
+    out=$(in_ctr d sh -c 'for i in $(seq 50); do curl -sS --max-time 5 "$0" && exit 0; sleep 0.01; done; exit 1' \
+        "http://$KTP_SRV4/") || fail "container d"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening" 5 || fail "no listener for container d"
+    t1=$(date +%s%N)
+    ktp_log "container d: first connect to listener $(( (t1 - t0) / 1000000 )) ms"
+}
+
+test_stopped_containers_leave_no_listener_fd_or_map_entry() {
+    trap 'stop_ktproxy; ctr_stop e' EXIT
+    local cycles=${KTP_CTR_CYCLES:-20} i fds0=0 fds1 ents
+    [ "$cycles" -ge 3 ] || cycles=3
+    start_ktproxy --log-level info --workers 2 || fail "ktproxy did not start"
+    for i in $(seq "$cycles"); do
+        ctr_start e 6 in
+        for _ in $(seq 100); do
+            [ "$(grep -c "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG")" -ge "$i" ] && break
+            sleep 0.05
+        done
+        [ "$(grep -c "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG")" -ge "$i" ] ||
+            fail "cycle $i: no listener"
+        in_ctr e curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "cycle $i: curl failed"
+        ctr_stop e
+        CTRS=("${CTRS[@]/e:in}")
+        for _ in $(seq 60); do
+            [ "$(grep -c "container namespace [0-9]* gone" "$KTP_LOG")" -ge "$i" ] && break
+            sleep 0.05
+        done
+        [ "$(grep -c "container namespace [0-9]* gone" "$KTP_LOG")" -ge "$i" ] ||
+            { tail -5 "$KTP_LOG" >&2; fail "cycle $i: the stopped container's listener was not released"; }
+        # After two cycles (one per worker, round robin): the workers' pooled pipes and their handles
+        # on ktproxy's own namespace (for --egress container) exist by then.
+        if [ "$i" = 2 ]; then
+            sleep 1.5
+            fds0=$(ls "/proc/$KTP_PID/fd" | wc -l)
+        fi
+    done
+    ents=$(netns_map_entries)
+    expect_eq "$ents" 0 "ktp_netns_listeners entries after $cycles start/stop cycles"
+    # The closed listeners leave the workers at their next sweep.
+    for _ in $(seq 100); do
+        fds1=$(ls "/proc/$KTP_PID/fd" | wc -l)
+        [ "$fds1" -le "$fds0" ] && break
+        sleep 0.1
+    done
+    [ "$fds1" -le "$fds0" ] || {
+        ls -l "/proc/$KTP_PID/fd" | awk '{print $NF}' | sed 's/[0-9]*]$//' | sort | uniq -c >&2
+        fail "ktproxy holds $fds1 fds after $cycles cycles, $fds0 before"
+    }
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" "$cycles" "relayed curls"
+}
+
+test_egress_host_lets_a_loopback_only_container_out_through_ktproxy_alone() {
+    trap 'stop_ktproxy; ctr_stop f' EXIT
+    ctr_start f 7 in lo
+    in_ctr f curl -sS --max-time 3 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null &&
+        fail "a loopback-only container reached the server without ktproxy"
+    start_ktproxy --log-level info --egress host --rule 'port=9000 block' || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening on .* egress host" ||
+        { cat "$KTP_LOG" >&2; fail "no listener in the loopback-only container"; }
+    local out
+    out=$(in_ctr f curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl through ktproxy (egress host) failed"
+    expect_eq "$out" "hello from the server host" "curl (egress host)"
+    wait_log "$NGINX_LOG" "^$KTP_CLI4 " || fail "nginx did not see ktproxy's host address: $(tail -1 "$NGINX_LOG")"
+    out=$(echo hi | in_ctr f socat -T3 - "TCP:$KTP_SRV4:9000" 2>&1) && fail "a blocked port was reachable: $out"
+    expect_match "$out" "Operation not permitted" "connect to a blocked port"
+}
+
+test_cgroup_match_intercepts_matching_cgroups_existing_and_future_only() {
+    trap 'stop_ktproxy; ctr_stop ma; ctr_stop mb; ctr_stop g' EXIT
+    ctr_start ma 11 in
+    ctr_start g 12 in
+    # --cgroup (the harness's) is the tree; only m* below it is intercepted.
+    start_ktproxy --log-level info --cgroup-match "ktp-test-$KTP_ID/app/m*" || fail "ktproxy did not start"
+    local out
+    out=$(in_ctr ma curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from ma failed"
+    expect_eq "$out" "hello from the server host" "curl from ma"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "ma (matching, existing) was not relayed"
+    out=$(in_ctr g curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from g failed"
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 1 "relayed curls after g (not matching)"
+    expect_no_file_match "$KTP_LOG" "app/g" "ktproxy log"
+    ctr_start mb 13 in
+    wait_log "$KTP_LOG" "cgroup-match: intercepting .*/app/mb" || fail "mb (matching, new) not followed"
+    out=$(in_ctr mb curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from mb failed"
+    for _ in $(seq 40); do
+        [ "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" = 2 ] && break
+        sleep 0.05
+    done
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 2 "relayed curls after mb (matching, new)"
+}
+
+# Real Docker (Debian's docker.io), its daemon inside ktproxy's host
+# namespace ($KTP_CLI: its bridge and iptables stay there), its state in
+# $KTP_TMP, its containers under the test's cgroup, an image imported from
+# a busybox-static rootfs the test makes (no registry).
+DOCKER_SOCK="$KTP_TMP/dk/d.sock"
+docker_t() { docker -H "unix://$DOCKER_SOCK" "$@"; }
+stop_dockerd() {
+    [ -e "$KTP_TMP/dk" ] || return 0
+    { docker_t ps -aq 2>/dev/null || true; } | xargs -r docker -H "unix://$DOCKER_SOCK" rm -f >/dev/null 2>&1 || true
+    [ ! -s "$KTP_TMP/dk/d.pid" ] || kill "$(cat "$KTP_TMP/dk/d.pid")" 2>/dev/null || true
+    for _ in $(seq 100); do [ -e "$KTP_TMP/dk/d.pid" ] || break; sleep 0.1; done
+    local d
+    for d in /sys/fs/cgroup/*/"ktp-test-$KTP_ID-docker"; do [ ! -d "$d" ] || rmdir "$d" || true; done
+    # dockerd bind-mounts its data root onto itself.
+    { grep -o " $KTP_TMP/dk[^ ]*" /proc/mounts || true; } | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+}
+KTP_EXTRA_CLEANUP+=(stop_dockerd)
+
+# Starts dockerd; prints why not and returns 1 when it cannot run here.
+start_dockerd() {
+    command -v dockerd >/dev/null || { echo "dockerd is not installed (scripts/setup installs docker.io)"; return 1; }
+    command -v busybox >/dev/null || { echo "busybox is not installed (busybox-static)"; return 1; }
+    mkdir -p "$KTP_TMP/dk"
+    in_cli dockerd --data-root "$KTP_TMP/dk/data" --exec-root "$KTP_TMP/dk/x" --pidfile "$KTP_TMP/dk/d.pid" \
+        -H "unix://$DOCKER_SOCK" --storage-driver vfs --bip 172.30.0.1/24 \
+        --cgroup-parent "/ktp-test-$KTP_ID-docker" >"$KTP_TMP/dk/log" 2>&1 &
+    disown $!
+    for _ in $(seq 150); do docker_t info >/dev/null 2>&1 && break; sleep 0.1; done
+    if ! docker_t info >/dev/null 2>&1; then
+        echo "dockerd did not start: $(grep -iE 'level=(error|fatal)|failed' "$KTP_TMP/dk/log" | tail -1)"
+        return 1
+    fi
+    local r="$KTP_TMP/dk/rootfs"
+    mkdir -p "$r/bin" "$r/tmp"
+    cp "$(command -v busybox)" "$r/bin/busybox"
+    for a in sh sleep wget cat echo; do ln -sf busybox "$r/bin/$a"; done
+    tar -C "$r" -c . | docker_t import - "ktp-test-$KTP_ID:busybox" >/dev/null ||
+        { echo "docker import failed"; return 1; }
+}
+
+test_real_docker_container_is_proxied_by_its_cgroup_and_another_is_not() {
+    trap 'stop_ktproxy; stop_dockerd' EXIT
+    local why
+    if ! why=$(start_dockerd); then
+        echo "    SKIP real Docker: $why" >&2
+        return 0
+    fi
+    local img="ktp-test-$KTP_ID:busybox" a b cg out
+    a=$(docker_t run -d "$img" sleep 600) || fail "docker run failed"
+    b=$(docker_t run -d "$img" sleep 600) || fail "docker run (second) failed"
+    cg="$(ktp_cgroup2_mount)/ktp-test-$KTP_ID-docker/$a"
+    [ -d "$cg" ] || fail "the container's cgroup2 directory $cg is not there"
+    KTP_CG_ARG="$cg" start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening" ||
+        fail "no listener in the Docker container's namespace"
+    out=$(docker_t exec "$a" wget -qO- "http://$KTP_SRV4/") || fail "wget in container a failed"
+    expect_eq "$out" "hello from the server host" "wget in the proxied Docker container"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=wget" || fail "ktproxy did not relay container a's wget"
+    out=$(docker_t exec "$b" wget -qO- "http://$KTP_SRV4/") || fail "wget in container b failed"
+    expect_eq "$out" "hello from the server host" "wget in the other Docker container"
+    sleep 0.3
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=wget" "$KTP_LOG")" 1 "relayed wgets (b goes direct)"
+    stop_ktproxy
+}
+
+run_all_tests "$0"
+finish
