@@ -101,8 +101,10 @@ private:
             case 'f': out += '\f'; break;
             case 'u':
                 // Names in a ruleset are ASCII; anything else only needs to stay one character.
-                if (i_ + 4 > s_.size())
+                if (i_ + 4 > s_.size()) {
+                    fail("\\u escape cut short");
                     return false;
+                }
                 i_ += 4;
                 out += '?';
                 break;

@@ -78,3 +78,11 @@ TEST_CASE("iptables-save rules that match or set ktproxy's marks")
     CHECK_FALSE(legacy.nf_tables);
     CHECK(legacy.tables == std::set<std::string>{"ip6 raw"});
 }
+
+TEST_CASE("JSON cut inside a \\u escape is an error, not an all-clear")
+{
+    // A truncated read (or a hostile ruleset) ending in "\u12": the parser
+    // must say why it stopped, or doctor reports every rule as read.
+    NftScan s = scan_nft_json(R"({"nftables": [{"rule": {"family": "inet", "table": "t", "chain": "\u12)", kMarks);
+    CHECK_FALSE(s.error.empty());
+}
