@@ -86,3 +86,18 @@ TEST_CASE("JSON cut inside a \\u escape is an error, not an all-clear")
     NftScan s = scan_nft_json(R"({"nftables": [{"rule": {"family": "inet", "table": "t", "chain": "\u12)", kMarks);
     CHECK_FALSE(s.error.empty());
 }
+
+TEST_CASE("control characters in a ruleset's names and comments do not reach doctor's report")
+{
+    // A chain named with a newline (nft's JSON escapes it as \n) would forge
+    // a line of the text report; an ESC would drive the terminal.
+    NftScan s = scan_nft_json(
+        R"({"nftables": [{"rule": {"family": "inet", "table": "t", "chain": "c\nok    instance  fine\u001b", "handle": 2, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 27508}}]}}]})",
+        kMarks);
+    REQUIRE(s.hits.size() == 1);
+    CHECK(s.hits[0].rule == "nft inet t chain c?ok    instance  fine? handle 2");
+    IptablesScan i = scan_iptables_save(
+        "*mangle\n-A OUTPUT -m mark --mark 0x6b74 -m comment --comment \"x\x1b[2Jy\" -j ACCEPT\nCOMMIT\n", "ip", kMarks);
+    REQUIRE(i.hits.size() == 1);
+    CHECK(i.hits[0].rule.find('\x1b') == std::string::npos);
+}
