@@ -487,12 +487,13 @@ ParseResult parse_command_line(int argc, const char* const* argv, Options& opts)
         r.run = false;
         r.exit_code = 2;
         r.message = "--cgroup is required (or --gateway-iface, or `ktproxy run -- CMD`; see ktproxy --help)";
-    } else if (r.run && opts.dry_run && opts.cgroup.empty()) {
-        // The gateway's TC program has no dry run: it would proxy for real.
+    } else if (r.run && opts.dry_run && !opts.gateway_ifaces.empty()) {
+        // The gateway's TC program has no dry run: beside --cgroup it would
+        // still redirect and block forwarded connections.
         r.run = false;
         r.exit_code = 2;
-        r.message = "--dry-run: needs --cgroup (it covers the cgroup's connect hooks; forwarded traffic of "
-                    "--gateway-iface has no dry run)";
+        r.message = "--dry-run: not with --gateway-iface (forwarded traffic has no dry run: it would still be "
+                    "proxied and blocked); dry-run the rules on --cgroup alone";
     }
     return r;
 }

@@ -553,6 +553,7 @@ void check_netfilter(Checks& out, const Options& o)
     std::vector<NetfilterHit> hits;
     std::vector<std::string> read, unreadable;
     std::set<std::string> iptables_nft_tables;
+    bool too_long = false;
     for (const auto& [tool, family] : {std::pair<const char*, const char*>{"iptables-save", "ip"},
                                        std::pair<const char*, const char*>{"ip6tables-save", "ip6"}}) {
         probe::ToolRun r = probe::run_tool({tool});
@@ -566,12 +567,20 @@ void check_netfilter(Checks& out, const Options& o)
         if (scan.nf_tables)
             iptables_nft_tables.insert(scan.tables.begin(), scan.tables.end());
         hits.insert(hits.end(), scan.hits.begin(), scan.hits.end());
-        read.push_back(tool);
+        // Rules past the cut went unseen: no all-clear from part of them.
+        too_long |= r.truncated;
+        if (r.truncated)
+            unreadable.push_back(fmt::format("{}: output over 16 MiB, only its start was read", tool));
+        else
+            read.push_back(tool);
     }
     if (probe::ToolRun r = probe::run_tool({"nft", "-j", "list", "ruleset"}); r.found) {
         NftScan scan = r.status == 0 ? scan_nft_json(r.out, marks, iptables_nft_tables) : NftScan{};
+        too_long |= r.truncated;
         if (r.status != 0)
             unreadable.push_back(fmt::format("nft: {}", r.err.empty() ? "failed" : r.err));
+        else if (r.truncated)
+            unreadable.push_back("nft -j list ruleset: output over 16 MiB, not read");
         else if (!scan.error.empty())
             unreadable.push_back(fmt::format("nft -j list ruleset: not nft's JSON ({})", scan.error));
         else
@@ -597,7 +606,7 @@ void check_netfilter(Checks& out, const Options& o)
     }
     if (!unreadable.empty()) {
         add(out, "netfilter", CheckStatus::warn, fmt::format("cannot read the rules: {}", fmt::join(unreadable, "; ")),
-            "run ktproxy doctor as root");
+            too_long ? "look for the marks by hand (nft -a list ruleset, iptables-save)" : "run ktproxy doctor as root");
         return;
     }
     add(out, "netfilter", CheckStatus::ok,

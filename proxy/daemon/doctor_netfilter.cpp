@@ -101,8 +101,10 @@ private:
             case 'f': out += '\f'; break;
             case 'u':
                 // Names in a ruleset are ASCII; anything else only needs to stay one character.
-                if (i_ + 4 > s_.size())
+                if (i_ + 4 > s_.size()) {
+                    fail("\\u escape cut short");
                     return false;
+                }
                 i_ += 4;
                 out += '?';
                 break;
@@ -289,6 +291,18 @@ void scan_expr(const Json& e, const std::vector<MarkUse>& marks, std::vector<std
     }
 }
 
+// Names and comments in a ruleset are whoever wrote it's: a newline or an
+// escape sequence in them must not forge lines of doctor's report or drive
+// the terminal.
+std::string printable(std::string_view s)
+{
+    std::string out(s);
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+            c = '?';
+    return out;
+}
+
 std::optional<uint64_t> hex_or_dec(std::string_view s)
 {
     if (s.empty())
@@ -340,8 +354,8 @@ NftScan scan_nft_json(std::string_view json, const std::vector<MarkUse>& marks, 
         for (const Json& e : exprs->items)
             scan_expr(e, marks, found);
         for (auto& f : found)
-            out.hits.push_back({fmt::format("nft {} {} chain {} handle {}", family, table, rule->str("chain"),
-                                            rule->str("handle")),
+            out.hits.push_back({printable(fmt::format("nft {} {} chain {} handle {}", family, table,
+                                                      rule->str("chain"), rule->str("handle"))),
                                 std::move(f)});
     }
     return out;
@@ -393,7 +407,7 @@ IptablesScan scan_iptables_save(std::string_view text, const std::string& family
                 else if (set && (m & mu.value) != 0 && (v & m) == (mu.value & m))
                     hit = fmt::format("sets {} {:#x}/{:#x} ({} {:#x})", what, v, m, mu.flag, mu.value);
                 if (!hit.empty())
-                    out.hits.push_back({fmt::format("{} -t {} {}", cmd, table, line), std::move(hit)});
+                    out.hits.push_back({printable(fmt::format("{} -t {} {}", cmd, table, line)), std::move(hit)});
             }
         }
     }

@@ -397,7 +397,9 @@ ToolRun run_tool(const std::vector<std::string>& argv)
             std::string& dst = i == 0 ? r.out : r.err;
             if (n > 0 && dst.size() < kMax) {
                 dst.append(buf, static_cast<size_t>(n));
-            } else if (n <= 0) {
+            } else if (n > 0) {
+                r.truncated |= i == 0;
+            } else {
                 ::close(p[i].fd);
                 p[i].fd = -1;
             }

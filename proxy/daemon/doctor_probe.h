@@ -62,6 +62,7 @@ struct ToolRun {
     int status = -1;     // exit status; -1 when it did not exit normally in time
     std::string out;     // stdout
     std::string err;     // the first line of stderr
+    bool truncated = false;  // stdout went past 16 MiB: `out` is only its start
 };
 ToolRun run_tool(const std::vector<std::string>& argv);
 

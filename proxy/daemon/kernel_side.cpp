@@ -12,6 +12,7 @@
 namespace ktp {
 
 KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::string& name)
+    : fail_closed_(o.fail_closed)
 {
     if (l.listen4) {
         HookConfig hc;
@@ -56,6 +57,18 @@ void KernelSide::set_dry_run(bool on)
 {
     if (sock_)
         sock_->set_dry_run(on);
+}
+
+std::string KernelSide::dry_run_refusal() const
+{
+    if (!sock_)
+        return "this instance has no connect hooks (gateway only): no dry run";
+    if (gateway_)
+        return "this instance also runs a gateway (--gateway-iface), whose forwarded traffic has no dry run: it "
+               "would still be proxied and blocked";
+    if (fail_closed_)
+        return "this instance runs with --fail-closed, and a dry run lets connections out directly";
+    return {};
 }
 
 void KernelSide::attach_gateway()

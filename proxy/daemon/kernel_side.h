@@ -31,6 +31,10 @@ public:
 
     // The socket hooks' dry run (no-op without them: a gateway alone has none).
     void set_dry_run(bool on);
+    // Why this instance cannot dry-run ("" if it can): no connect hooks, a
+    // gateway that would go on proxying, or pinned hooks (--fail-closed)
+    // that would go on letting connections out if ktproxy died.
+    std::string dry_run_refusal() const;
     bool dry_run() const { return sock_ && sock_->dry_run(); }
 
     Counters counters() const;
@@ -51,6 +55,7 @@ public:
 private:
     std::unique_ptr<SockHooks> sock_;
     std::unique_ptr<GatewayHooks> gateway_;
+    bool fail_closed_ = false;
 };
 
 }  // namespace ktp

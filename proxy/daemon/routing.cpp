@@ -78,6 +78,12 @@ void reload(int argc, const char* const* argv, KernelSide& kernel, RouterSlot& s
         count.refuse(pr.exit_code == 0 ? std::string("--help or --version on the command line") : pr.message);
         return;
     }
+    // Checked before anything is swapped: the file may have dropped
+    // fail-closed or gateway-iface, which this running instance still has.
+    if (std::string why = kernel.dry_run_refusal(); fresh.dry_run && !why.empty()) {
+        count.refuse("--dry-run: " + why);
+        return;
+    }
     try {
         Routing next = build_routing(fresh);
         kernel.set_routes(next);

@@ -48,11 +48,8 @@ Supervisor::Supervisor(Parts parts)
 
 std::string Supervisor::switch_dry_run(bool on)
 {
-    if (!p_.kernel.sock())
-        return "error: this instance has no connect hooks (gateway only): no dry run\n";
-    if (on && p_.options.fail_closed)
-        return "error: dry run refused: this instance runs with --fail-closed, and a dry run lets connections out "
-               "directly\n";
+    if (std::string why = p_.kernel.dry_run_refusal(); !why.empty() && (on || !p_.kernel.sock()))
+        return fmt::format("error: dry run refused: {}\n", why);
     try {
         const bool was = p_.kernel.dry_run();
         p_.kernel.set_dry_run(on);

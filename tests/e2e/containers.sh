@@ -167,7 +167,10 @@ test_container_outside_the_cgroup_is_not_proxied() {
 
 test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
     trap 'stop_ktproxy; ctr_stop c; ctr_stop d' EXIT
-    start_ktproxy --log-level info || fail "ktproxy did not start"
+    # No container at start: a relay that dropped root could not enter the
+    # later ones' namespaces (see test_dropped_relay_leaves_later_containers_alone);
+    # --proxy-user root keeps it able to.
+    start_ktproxy --log-level info --proxy-user root || fail "ktproxy did not start"
     local t0 t1 init
     CTR_NO_SERVER=1 ctr_start c 4 in
     t0=$(cat "$KTP_TMP/c.t0")
@@ -205,11 +208,36 @@ test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
     ktp_log "container d: first connect to listener $(( (t1 - t0) / 1000000 )) ms"
 }
 
+test_dropped_relay_leaves_later_containers_alone() {
+    # The documented limit of the privilege drop: with no container in the
+    # cgroup at start the relay drops root, and a container started later
+    # is not served (its connect goes direct, counted as skipped_netns),
+    # while one present at start makes the relay keep root, with a warning.
+    trap 'stop_ktproxy; ctr_stop g; ctr_stop h' EXIT
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    expect_no_file_match "$KTP_LOG" "keeps root" "ktproxy log without containers"
+    local before out
+    before=$(ktp_counter skipped_netns)
+    ctr_start g 7 in
+    out=$(in_ctr g curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from the later container failed"
+    expect_eq "$out" "hello from the server host" "direct curl"
+    sleep 0.3
+    expect_no_file_match "$KTP_LOG" "orig=$KTP_SRV4:80" "ktproxy log"
+    [ "$(ktp_counter skipped_netns)" -gt "$before" ] || fail "skipped_netns did not count the container's connect"
+    stop_ktproxy || fail "ktproxy exit status $?"
+    ctr_stop g
+    ctr_start h 8 in
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    expect_file_match "$KTP_LOG" "relay keeps root: it serves containers" "ktproxy log with a container at start"
+    out=$(in_ctr h curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from the container failed"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 " || fail "the container's connect was not relayed"
+}
+
 test_stopped_containers_leave_no_listener_fd_or_map_entry() {
     trap 'stop_ktproxy; ctr_stop e' EXIT
     local cycles=${KTP_CTR_CYCLES:-20} i fds0=0 fds1 ents
     [ "$cycles" -ge 3 ] || cycles=3
-    start_ktproxy --log-level info --workers 2 || fail "ktproxy did not start"
+    start_ktproxy --log-level info --workers 2 --proxy-user root || fail "ktproxy did not start"
     for i in $(seq "$cycles"); do
         ctr_start e 6 in
         for _ in $(seq 100); do

@@ -186,6 +186,25 @@ test_doctor_netfilter_rules_on_ktproxy_marks() {
     expect_eq "$(check_status ip-rules)" ok "ip-rules check once the rule is gone"
 }
 
+test_doctor_netfilter_output_too_long_is_not_an_all_clear() {
+    # An iptables-save (a stand-in first in PATH) whose rules run past what
+    # doctor reads, the rule on --mark last: doctor must not say no rule
+    # uses the mark when it read only part of them.
+    mkdir -p "$KTP_TMP/fakebin"
+    cat > "$KTP_TMP/fakebin/iptables-save" <<'SH'
+#!/bin/sh
+echo '*mangle'
+head -c 18000000 /dev/zero | tr '\0' '#' | fold -w 100
+echo
+echo '-A OUTPUT -m mark --mark 0x6b74 -j ACCEPT'
+echo 'COMMIT'
+SH
+    chmod +x "$KTP_TMP/fakebin/iptables-save"
+    PATH="$KTP_TMP/fakebin:$PATH" doctor
+    expect_eq "$(check_status netfilter)" warn "netfilter check"
+    expect_match "$(check_field netfilter verdict)" 'iptables-save: .*over 16 MiB' "verdict"
+}
+
 test_doctor_foreign_tc_filter_on_a_gateway_interface() {
     # A TC filter of someone else's, before ktproxy's priority, in the test's netns.
     cat > "$KTP_TMP/foreign_tc.bpf.c" <<'C'

@@ -222,6 +222,26 @@ test_dry_run_refuses_fail_closed() {
     unpin_ours
 }
 
+test_sighup_cannot_dry_run_a_fail_closed_instance() {
+    # The file said fail-closed at start; edited to a dry run without it, a
+    # SIGHUP must not switch the pinned hooks, which would go on letting
+    # connections out directly if ktproxy died.
+    printf 'fail-closed = true\nrule = ["port=9000 block"]\n' > "$KTP_TMP/fc.toml"
+    start_dry --log-level info --control "$CTL" --config "$KTP_TMP/fc.toml" || fail "ktproxy did not start"
+    printf 'dry-run = true\nrule = ["port=9000 block"]\n' > "$KTP_TMP/fc.toml"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" 'reload refused|reloaded:' 5 || fail "no reload line"
+    expect_file_match "$KTP_LOG" 'reload refused, keeping the rules in force: .*--fail-closed'
+    status_json
+    expect_eq "$(sj .dry_run)" false "status dry_run"
+    app_start
+    app_connect 9000
+    expect_match "$APP_LINE" 'error=Operation not permitted' "port 9000 after the refused reload"
+    app_stop
+    stop_ktproxy || fail "ktproxy exited $?"
+    unpin_ours
+}
+
 test_dry_run_log_is_rate_limited() {
     start_dry --log-level info --dry-run --control "$CTL" "${RULES[@]}" || fail "ktproxy did not start"
     # 1000 connects (refused at once: nothing listens on 9009) within a

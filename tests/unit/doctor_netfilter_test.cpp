@@ -78,3 +78,26 @@ TEST_CASE("iptables-save rules that match or set ktproxy's marks")
     CHECK_FALSE(legacy.nf_tables);
     CHECK(legacy.tables == std::set<std::string>{"ip6 raw"});
 }
+
+TEST_CASE("JSON cut inside a \\u escape is an error, not an all-clear")
+{
+    // A truncated read (or a hostile ruleset) ending in "\u12": the parser
+    // must say why it stopped, or doctor reports every rule as read.
+    NftScan s = scan_nft_json(R"({"nftables": [{"rule": {"family": "inet", "table": "t", "chain": "\u12)", kMarks);
+    CHECK_FALSE(s.error.empty());
+}
+
+TEST_CASE("control characters in a ruleset's names and comments do not reach doctor's report")
+{
+    // A chain named with a newline (nft's JSON escapes it as \n) would forge
+    // a line of the text report; an ESC would drive the terminal.
+    NftScan s = scan_nft_json(
+        R"({"nftables": [{"rule": {"family": "inet", "table": "t", "chain": "c\nok    instance  fine\u001b", "handle": 2, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 27508}}]}}]})",
+        kMarks);
+    REQUIRE(s.hits.size() == 1);
+    CHECK(s.hits[0].rule == "nft inet t chain c?ok    instance  fine? handle 2");
+    IptablesScan i = scan_iptables_save(
+        "*mangle\n-A OUTPUT -m mark --mark 0x6b74 -m comment --comment \"x\x1b[2Jy\" -j ACCEPT\nCOMMIT\n", "ip", kMarks);
+    REQUIRE(i.hits.size() == 1);
+    CHECK(i.hits[0].rule.find('\x1b') == std::string::npos);
+}

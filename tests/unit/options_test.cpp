@@ -124,3 +124,23 @@ TEST_CASE("--cgroup-match alone hooks the patterns' literal parent; --egress tak
     CHECK(d.egress == "container");
     CHECK(d.cgroup_match.empty());
 }
+
+TEST_CASE("--dry-run is refused where forwarded traffic would still be proxied for real")
+{
+    // The gateway's TC program has no dry run: beside --cgroup it would go on
+    // redirecting and blocking forwarded connections while the log says "dry run".
+    for (std::vector<const char*> args : {std::vector<const char*>{"--gateway-iface", "br0", "--dry-run"},
+                                          std::vector<const char*>{"--cgroup", "app", "--gateway-iface", "br0",
+                                                                   "--dry-run"}}) {
+        Options o;
+        auto r = parse(args, o);
+        INFO(r.message);
+        CHECK_FALSE(r.run);
+        CHECK(r.exit_code == 2);
+        CHECK(one_line(r.message));
+        CHECK(r.message.find("--dry-run") != std::string::npos);
+        CHECK(r.message.find("--gateway-iface") != std::string::npos);
+    }
+    Options o;
+    CHECK(parse({"--cgroup", "app", "--dry-run"}, o).run);
+}
