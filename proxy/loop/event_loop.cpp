@@ -127,9 +127,6 @@ void EventLoop::answer_snapshots()
         r.bytes_c2s += c->relay.bytes(Dir::ClientToUpstream);
         r.bytes_s2c += c->relay.bytes(Dir::UpstreamToClient);
     }
-    if (std::any_of(reqs.begin(), reqs.end(), [](const SnapshotRequest& r) { return r.with_conns; }))
-        for (Conn* c = pool_.live_head(); c; c = c->live_next)
-            learn_addresses(*c);
     for (auto& req : reqs) {
         WorkerSnapshot snap = base;
         if (req.with_conns)
@@ -173,8 +170,6 @@ void EventLoop::unreachable(const Conn& c, int err)
 
 void EventLoop::ended(Conn& c)
 {
-    if (log::enabled(log::Level::info))
-        learn_addresses(c);
     log_conn(c);
     if (auto it = stats_.routes.find(c.route_name); it != stats_.routes.end() && it->second.active > 0) {
         --it->second.active;

@@ -96,6 +96,7 @@ void RelayDriver::drop_buffer_ring()
 void RelayDriver::start(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c)
 {
     c.relaying = true;
+    learn_addresses(c);
     to_fixed(c);
     // splice(2) is a plain syscall and needs ordinary fds: a connection moved
     // to the fixed-file table (the process's fds are running short) relays
@@ -128,7 +129,6 @@ void RelayDriver::to_fixed(Conn& c)
     // splice: the upstream's goes too, whatever the count is by now.
     if (c.slot[0] < 0 && !fixed_.over_budget())
         return;
-    learn_addresses(c);
     fixed_.move_in(c.fd[0], c.slot[0]);
     fixed_.move_in(c.fd[1], c.slot[1]);
 }

@@ -122,9 +122,7 @@ struct alignas(kUserDataAlign) Conn {
 };
 
 // The client's address and the upstream socket's local one (once relaying),
-// if not known yet: the log line and status show them, no decision needs
-// them, so they are asked of the kernel only when shown, or before the
-// sockets' ordinary fds go into the fixed-file table.
+// if not known yet: asked at accept and when relaying starts.
 void learn_addresses(Conn& c);
 
 // Marks an SQE as working on k (a fixed-table slot or an ordinary fd).

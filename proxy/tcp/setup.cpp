@@ -143,6 +143,9 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     Conn& c = pool_.alloc(router_.load(std::memory_order_acquire), now_);
     c.fd[0] = UniqueFd(res);
     FixedFiles::opened();
+    // Asked now, not when shown (docs/performance.md, issue 19: lazily, the
+    // restart test of tests/e2e/hostile.sh saw connections no line named).
+    learn_addresses(c);
 
     if (l.transparent) {
         // Gateway: the TC program handed the SYN to this listener; the
@@ -176,10 +179,8 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     // Not where a fixed socket cannot be reset (SO_LINGER through io_uring
     // needs Linux 6.7: see FixedFiles::can_reset): a failed setup must still
     // reset the client, as the destination's refusal would have.
-    if (fixed_.can_reset() && fixed_.over_budget()) {
-        learn_addresses(c);
+    if (fixed_.can_reset() && fixed_.over_budget())
         fixed_.move_in(c.fd[0], c.slot[0]);
-    }
 
     // The name the app resolved this address from, if its DNS went through
     // ktproxy: domain rules match on it unless sniffing finds another.

@@ -73,7 +73,8 @@ at_most() {  # at_most NAME LIMIT
 }
 
 # Before issue 19: 7 setsockopt, 2 close, 2 shutdown, a getpeername and a
-# getsockname per connection, whichever relay. The closes stay close(2).
+# getsockname per connection, whichever relay. The closes stay close(2), and
+# getpeername/getsockname stay (docs/performance.md).
 check_setup_and_teardown() {
     if kernel_has_sock_cmd; then
         at_most setsockopt 0.05
@@ -82,9 +83,9 @@ check_setup_and_teardown() {
     fi
     at_most close 2.05
     at_most shutdown 1.05
-    # Nobody reads the per-connection log at --log-level warn.
-    at_most getpeername 0
-    at_most getsockname 0
+    # Kept: asked lazily they made hostile.sh's restart test fail.
+    at_most getpeername 1
+    at_most getsockname 1
 }
 
 test_splice_relay_sets_up_and_tears_down_without_syscalls_of_its_own() {
