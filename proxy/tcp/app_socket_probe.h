@@ -8,17 +8,12 @@
 #pragma once
 
 #include "base/sock_addr.h"
-#include "base/unique_fd.h"
+#include "kernel/sock_diag.h"
 
 namespace ktp {
 
 class AppSocketProbe {
 public:
-    // Opens the netlink socket now, while setup may still open sockets; if
-    // that fails every answer is unknown and half-closed relays wait, as
-    // they did before.
-    AppSocketProbe();
-
     enum class Holder {
         app,      // a process holds the socket: it may still read
         none,     // the socket is orphaned, in TIME_WAIT/FIN_WAIT2 or gone
@@ -32,7 +27,9 @@ public:
     Holder holder(const SockAddr& app, const SockAddr& peer);
 
 private:
-    UniqueFd nl_;  // NETLINK_SOCK_DIAG
+    // Made with the worker, while setup may still open sockets; if it has
+    // no netlink socket every answer is unknown and such relays wait.
+    SockDiag diag_;
 };
 
 }  // namespace ktp
