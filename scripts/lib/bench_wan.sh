@@ -43,21 +43,7 @@ http { access_log off; client_body_temp_path $d; proxy_temp_path $d; fastcgi_tem
 CONF
     ktp_wan_bg nginx -c "$d/nginx.conf"
     ktp_wan_bg microsocks -i "$KTP_WAN4" -p 1080
-    cp /etc/passwd "$d/passwd"
-    cp /etc/shadow "$d/shadow"
-    echo "ktpuser:x:60999:60999::/nonexistent:/usr/sbin/nologin" >> "$d/passwd"
-    echo "ktpuser:$(openssl passwd -6 s3cret):19000:0:99999:7:::" >> "$d/shadow"
-    cat > "$d/danted.conf" <<CONF
-logoutput: $d/danted.log
-internal: $KTP_WAN4 port = 1081
-external: $KTP_WAN4
-socksmethod: username
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }
-socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect }
-CONF
+    ktp_dante_setup "$d" "$KTP_WAN4" 1081
     unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
         exec nsenter --net=/run/netns/$KTP_WAN danted -f '$d/danted.conf' -N 2" &
     KTP_PIDS+=("$!")

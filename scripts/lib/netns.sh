@@ -12,6 +12,7 @@
 # process, namespace, cgroup and file it made, on every path.
 
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/upstreams.sh"
 
 KTP_ID="${KTP_ID:-$$}"
 KTP_CLI="ktp${KTP_ID}c"

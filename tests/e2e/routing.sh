@@ -21,29 +21,8 @@ start_dante() {
     # dante checks user/password against the system's passwd/shadow and
     # resolves names with /etc/hosts: give it its own copies in a private
     # mount namespace, so the host's files are never touched.
-    cp /etc/passwd "$d/passwd"
-    cp /etc/shadow "$d/shadow"
-    echo "ktpuser:x:60999:60999::/nonexistent:/usr/sbin/nologin" >> "$d/passwd"
-    echo "ktpuser:$(openssl passwd -6 s3cret):19000:0:99999:7:::" >> "$d/shadow"
+    ktp_dante_setup "$d" "$KTP_SRV4" 1080
     printf '127.0.0.1 localhost\n%s a.test b.test c.test\n' "$KTP_SRV4" > "$d/hosts"
-    cat > "$d/danted.conf" <<CONF
-logoutput: $d/danted.log
-internal: $KTP_SRV4 port = 1080
-external: $KTP_SRV4
-socksmethod: username
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass {
-    from: 0.0.0.0/0 to: 0.0.0.0/0
-    log: connect error
-}
-socks pass {
-    from: 0.0.0.0/0 to: 0.0.0.0/0
-    command: connect
-    log: connect error
-}
-CONF
     ktp_bg unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
         mount --bind '$d/hosts' /etc/hosts && exec nsenter --net=/run/netns/$KTP_SRV danted -f '$d/danted.conf' -N 1"
     ktp_wait_port "$KTP_SRV" 1080

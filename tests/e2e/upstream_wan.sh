@@ -17,32 +17,10 @@ start_dante() {
     local d="$KTP_TMP/dante"
     mkdir -p "$d"
     chmod 755 "$KTP_TMP" "$d"
-    cp /etc/passwd "$d/passwd"
-    cp /etc/shadow "$d/shadow"
-    echo "ktpuser:x:60999:60999::/nonexistent:/usr/sbin/nologin" >> "$d/passwd"
-    echo "ktpuser:$(openssl passwd -6 s3cret):19000:0:99999:7:::" >> "$d/shadow"
-    cat > "$d/danted.conf" <<CONF
-logoutput: $d/danted.log
-internal: $KTP_SRV4 port = 1080
-external: $KTP_SRV4
-socksmethod: username
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass {
-    from: 0.0.0.0/0 to: 0.0.0.0/0
-    log: connect error
-}
-socks block {
+    ktp_dante_setup "$d" "$KTP_SRV4" 1080 "socks block {
     from: 0.0.0.0/0 to: 0.0.0.0/0 port = 9105
     log: connect error
-}
-socks pass {
-    from: 0.0.0.0/0 to: 0.0.0.0/0
-    command: connect
-    log: connect error
-}
-CONF
+}"
     ktp_bg unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
         exec nsenter --net=/run/netns/$KTP_SRV danted -f '$d/danted.conf' -N 1"
     ktp_wait_port "$KTP_SRV" 1080
