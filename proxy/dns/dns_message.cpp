@@ -168,6 +168,11 @@ std::string refusal(std::string_view query, uint8_t rcode)
     out[4] = 0, out[5] = 1;  // one question: the first
     for (int i = 6; i < 12; ++i)
         out[i] = 0;
+    // The question is copied, not rebuilt: a name whose pointer reaches a
+    // label that runs past the question (it parsed in the whole query) would
+    // not parse in the reply. No resolver sends such a query: no answer.
+    if (auto back = parse_question(out); !back || back->name != q->name)
+        return {};
     return out;
 }
 

@@ -186,6 +186,9 @@ test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
     local out
     out=$(in_ctr c curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from the new container failed"
     expect_eq "$out" "hello from the server host" "curl"
+    # The conn line is written once ktproxy has closed both sides, which
+    # can be just after curl is done.
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the curl was not relayed"
     expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 1 "relayed curls"
     # The slow path: a container whose very first process connects at once
     # (no init first). Fail-open: that connect passes or is relayed, it

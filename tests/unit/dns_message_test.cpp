@@ -111,6 +111,17 @@ TEST_CASE("a refusal keeps the question and sets QR and the rcode")
     CHECK(dns::refusal("junk", dns::kRcodeRefused).empty());
 }
 
+TEST_CASE("no refusal for a question whose pointer reaches past the question")
+{
+    // Found by the fuzzer: the name's pointer goes back to a byte of its own
+    // first label, read there as a 32-byte label that runs into the bytes
+    // after the question. The query parses; a reply holding only the
+    // question would not, so none is made.
+    std::string q = header(1, 0x0100, 1, 0) + "\x04\x00\x01\x20\x01\xc0\x0f"s + u16(1) + u16(1) + std::string(40, '\0');
+    REQUIRE(dns::parse_question(q));
+    CHECK(dns::refusal(q, dns::kRcodeNxdomain).empty());
+}
+
 TEST_CASE("the name memory maps answered addresses to the name, until the TTL is long past")
 {
     NameMemory m;
