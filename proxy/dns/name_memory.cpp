@@ -1,6 +1,8 @@
 // The name memory's LRU.
 #include "dns/name_memory.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 namespace ktp {
@@ -30,7 +32,8 @@ void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
     std::lock_guard lock(mu_);
     for (const dns::Address& ad : a.addresses) {
         std::string k = key_of(ad);
-        Clock::time_point until = now + std::chrono::seconds(ad.ttl) + kGrace;
+        // A TTL is the answering server's word, up to 2^32 s: an hour at most.
+        Clock::time_point until = now + std::chrono::seconds(std::min<uint32_t>(ad.ttl, kMaxTtl)) + kGrace;
         if (auto it = index_.find(k); it != index_.end()) {
             it->second->name = a.question.name;
             it->second->until = until;

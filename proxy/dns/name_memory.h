@@ -25,6 +25,7 @@ public:
     // push it out.
     static constexpr size_t kCapacity = 16384;
     static constexpr std::chrono::seconds kGrace{300};
+    static constexpr uint32_t kMaxTtl = 3600;  // seconds of a TTL believed
 
     using Clock = std::chrono::steady_clock;
 

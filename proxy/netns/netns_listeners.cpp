@@ -118,7 +118,11 @@ void NetnsListeners::run()
     pollfd fds[3] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
     auto next_scan = std::chrono::steady_clock::now();
     for (;;) {
-        int wait_ms = static_cast<int>(std::max<int64_t>(
+        // With no container namespace known, nothing can go away and a new
+        // one announces itself (a new cgroup, a cgroup's first process, a
+        // connect from it): no periodic scan, whose reading of the tree
+        // would cost a host without containers work (and heap) every 100 ms.
+        int wait_ms = known_.empty() ? -1 : static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now())
                    .count()));
         int n = ::poll(fds, 3, wait_ms);
@@ -141,7 +145,7 @@ void NetnsListeners::run()
             }
             next_scan = std::chrono::steady_clock::now();
         }
-        if (std::chrono::steady_clock::now() >= next_scan) {
+        if (!known_.empty() && std::chrono::steady_clock::now() >= next_scan) {
             scan();
             next_scan = std::chrono::steady_clock::now() + std::chrono::milliseconds(kScanMs);
         }

@@ -184,8 +184,10 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
 
     // The name the app resolved this address from, if its DNS went through
     // ktproxy: domain rules match on it unless sniffing finds another.
-    if (cfg_.names)
+    if (cfg_.names) {
         c.domain = cfg_.names->lookup(c.orig);
+        c.domain_remembered = !c.domain.empty();
+    }
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
         if (!c.setup[idx(Dir::ClientToUpstream)])
@@ -229,7 +231,7 @@ void TcpSetup::on_sniff(Conn& c, int res)
         if (r.status == SniffResult::need_more && c.sniff_len < SetupChunks::kSniff)
             return sniff_more(c);
         if (r.status == SniffResult::found)
-            c.domain = r.domain;
+            c.domain = r.domain, c.domain_remembered = false;
     }
     // Timeout (-ECANCELED), EOF (0: the relay's recv sees it again), or
     // enough bytes: decide with what we know.
@@ -293,7 +295,12 @@ void TcpSetup::dial(Conn& c)
     const SockAddr* target = &c.orig;
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
         target = &c.upstream->addr;
-        Target t{c.domain, c.orig};
+        // A remembered name is whatever a DNS server the cgroup's apps chose
+        // answered: given to the upstream, it would let one app send
+        // another's connection to any host (answer "evil.example" for the
+        // victim's address). The upstream gets the address the app
+        // connected to; the name still routes and is logged.
+        Target t{c.domain_remembered ? std::string() : c.domain, c.orig};
         // A warm session is past the greeting: only the CONNECT is left.
         UniqueFd warm = sessions_ ? sessions_->take(c.router, *c.upstream) : UniqueFd();
         auto phase = warm ? Socks5Handshake::Phase::connect_only : Socks5Handshake::Phase::full;
