@@ -306,9 +306,23 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
 bool UdpRelay::dns_query(Flow& f, std::string_view query)
 {
     auto q = dns::parse_question(query);
-    if (!q || q->response)
-        return true;  // not a query ktproxy understands: forwarded as it is, to the resolver asked
     auto router = router_.load();
+    if (!q || q->response) {
+        // Not a query ktproxy can read a name from (a resolver may still
+        // read one: forward pointers, obsolete label types): forwarded as
+        // it is only where no name could route it elsewhere, or it would
+        // carry a proxied or blocked name out direct.
+        const std::string none;
+        Decision d = router->decide(f.dst, &none);
+        const bool direct = d.action.kind != ActionKind::block &&
+                            !(d.action.kind == ActionKind::proxy && d.upstream &&
+                              d.upstream->url.kind != UpstreamUrl::Kind::direct);
+        if (router->has_domain_rules() || !direct) {
+            log::debug("dns {}[{}] to {}: a message ktproxy cannot read a name from; dropped", f.comm, f.pid, f.dst);
+            return false;
+        }
+        return true;
+    }
     Decision d = router->decide(f.dst, &q->name);
     if (d.action.kind == ActionKind::block) {
         std::string r = dns::refusal(query, cfg_.dns_block_rcode);
