@@ -239,6 +239,19 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 log::debug("UDP relay: datagram from {} with no flow (released or swept); dropped", app);
                 continue;
             }
+            if (!v6 && !f) {
+                // A token names one app socket (val.cookie), but any local
+                // process can send to it: only that socket gets a flow, or
+                // others would borrow its destination and an fd apiece.
+                sockaddr_in token{};
+                token.sin_family = AF_INET;
+                token.sin_port = htons(port_);
+                token.sin_addr.s_addr = key.addr;
+                if (!udp4_sender_is(app, SockAddr(reinterpret_cast<sockaddr*>(&token), sizeof(token)), val.cookie)) {
+                    log::debug("UDP relay: datagram from {} to a token of another socket; dropped", app);
+                    continue;
+                }
+            }
             SockAddr dst = SockAddr::from_orig_dst(val.od);
             if (f && !(f->dst.to_string() == dst.to_string())) {
                 close_flow(*f);
