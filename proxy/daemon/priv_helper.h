@@ -53,6 +53,8 @@ public:
     void finish();
 
     pid_t pid() const { return pid_; }
+    // Readable (EOF) only once the helper is gone: it never speaks unasked.
+    int fd() const { return sock_.get(); }
 
 private:
     PrivHelper(UniqueFd sock, pid_t pid) : sock_(std::move(sock)), pid_(pid) {}

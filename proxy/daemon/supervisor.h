@@ -70,6 +70,7 @@ private:
     std::optional<CgroupFollower> follower_;
     std::unique_ptr<Child> child_;
     PrivHelper* helper_ = nullptr;
+    bool helper_lost_ = false;
     ReloadCount reloads_;
     DryRunLog dry_log_;
     std::optional<DryRunEvents> dry_events_;

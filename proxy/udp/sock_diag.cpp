@@ -20,4 +20,10 @@ std::optional<uint64_t> udp6_socket_cookie(const SockAddr& local, const SockAddr
     return a.cookie;
 }
 
+bool udp4_sender_is(const SockAddr& local, const SockAddr& remote, uint64_t cookie)
+{
+    SockDiagAnswer a = SockDiag().lookup(IPPROTO_UDP, remote, local);
+    return a.status == SockDiagAnswer::failed || (a.status == SockDiagAnswer::found && a.cookie == cookie);
+}
+
 }  // namespace ktp

@@ -14,4 +14,9 @@ namespace ktp {
 // caller's network namespace; nullopt if none or on any failure.
 std::optional<uint64_t> udp6_socket_cookie(const SockAddr& local, const SockAddr& remote);
 
+// Does the socket that sends from `local` to `remote` (a relay token, IPv4)
+// have this cookie? A failed lookup (no sock_diag) answers yes: the check
+// guards against borrowed tokens, it must not stop the relay.
+bool udp4_sender_is(const SockAddr& local, const SockAddr& remote, uint64_t cookie);
+
 }  // namespace ktp

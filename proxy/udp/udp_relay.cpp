@@ -239,6 +239,19 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 log::debug("UDP relay: datagram from {} with no flow (released or swept); dropped", app);
                 continue;
             }
+            if (!v6 && !f) {
+                // A token names one app socket (val.cookie), but any local
+                // process can send to it: only that socket gets a flow, or
+                // others would borrow its destination and an fd apiece.
+                sockaddr_in token{};
+                token.sin_family = AF_INET;
+                token.sin_port = htons(port_);
+                token.sin_addr.s_addr = key.addr;
+                if (!udp4_sender_is(app, SockAddr(reinterpret_cast<sockaddr*>(&token), sizeof(token)), val.cookie)) {
+                    log::debug("UDP relay: datagram from {} to a token of another socket; dropped", app);
+                    continue;
+                }
+            }
             SockAddr dst = SockAddr::from_orig_dst(val.od);
             if (f && !(f->dst.to_string() == dst.to_string())) {
                 close_flow(*f);
@@ -306,9 +319,23 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
 bool UdpRelay::dns_query(Flow& f, std::string_view query)
 {
     auto q = dns::parse_question(query);
-    if (!q || q->response)
-        return true;  // not a query ktproxy understands: forwarded as it is, to the resolver asked
     auto router = router_.load();
+    if (!q || q->response) {
+        // Not a query ktproxy can read a name from (a resolver may still
+        // read one: forward pointers, obsolete label types): forwarded as
+        // it is only where no name could route it elsewhere, or it would
+        // carry a proxied or blocked name out direct.
+        const std::string none;
+        Decision d = router->decide(f.dst, &none);
+        const bool direct = d.action.kind != ActionKind::block &&
+                            !(d.action.kind == ActionKind::proxy && d.upstream &&
+                              d.upstream->url.kind != UpstreamUrl::Kind::direct);
+        if (router->has_domain_rules() || !direct) {
+            log::debug("dns {}[{}] to {}: a message ktproxy cannot read a name from; dropped", f.comm, f.pid, f.dst);
+            return false;
+        }
+        return true;
+    }
     Decision d = router->decide(f.dst, &q->name);
     if (d.action.kind == ActionKind::block) {
         std::string r = dns::refusal(query, cfg_.dns_block_rcode);

@@ -6,7 +6,8 @@
 # query whose name is routed to an upstream never leaks to the resolver; the
 # name memory routes a server-speaks-first TCP protocol by its domain rule
 # through microsocks (which gets the name); 10,000 queries from short-lived
-# sockets leave no flow state.
+# sockets leave no flow state; a query whose name ktproxy cannot read does
+# not go to the resolver direct past a domain rule.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -163,6 +164,31 @@ print(s.recv(200).decode().strip())'") || fail "client failed: $out"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line with the remembered name"
     stop_ktproxy TERM || true
+}
+
+test_unparsed_query_does_not_leak_direct() {
+    # A query whose name ktproxy cannot read (a forward compression pointer,
+    # which dnsmasq follows) for secret.test, routed proxy=m: the forwarder
+    # must not hand it to the resolver direct from the client host.
+    local out
+    stop_every_ktproxy
+    start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=secret.test proxy=m" ||
+        fail "ktproxy did not start"
+    out=$(in_app "$PY" -c '
+import socket, struct, sys
+q = struct.pack("!HHHHHH", 4242, 0x0100, 1, 0, 0, 0) + b"\xc0\x12" + struct.pack("!HH", 1, 1)
+q += b"\x06secret\x04test\x00"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, (sys.argv[1], 53))
+try:
+    s.recvfrom(4096)
+    print("answered")
+except OSError:
+    print("unanswered")' "$KTP_SRV4") || fail "client failed: $out"
+    stop_ktproxy TERM || true
+    expect_eq "$out" unanswered "the unreadable query's fate"
+    expect_no_file_match "$DNSMASQ_LOG" "secret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
 }
 
 test_dns_block_nxdomain() {

@@ -162,6 +162,24 @@ test_sighup_rereads_a_root_only_config_through_the_helper() {
     stop_ktproxy
 }
 
+test_relay_stops_when_the_helper_dies() {
+    # Without its helper the relay can neither reattach a recreated cgroup,
+    # reread a root-only config nor undo setup: it says so and exits
+    # non-zero (the unit restarts it) instead of running on half-blind.
+    trap stop_ktproxy EXIT
+    start_ktproxy || fail "ktproxy did not start"
+    local helper
+    helper=$(helper_pid)
+    [ -n "$helper" ] || fail "no privileged helper process under $KTP_PID"
+    kill -KILL "$helper"
+    for _ in $(seq 100); do [ -s "$KTP_LOG.rc" ] && break; sleep 0.1; done
+    [ -s "$KTP_LOG.rc" ] || fail "the relay ran on for 10 s after its helper $helper was killed"
+    local rc=0
+    stop_ktproxy || rc=$?
+    expect_eq "$rc" 1 "the relay's exit status"
+    expect_file_match "$KTP_LOG" "privileged helper .pid $helper. died" "log"
+}
+
 test_proxy_user_root_keeps_every_privilege() {
     trap stop_ktproxy EXIT
     start_ktproxy --proxy-user root || fail "ktproxy did not start"

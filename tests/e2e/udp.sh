@@ -4,7 +4,8 @@
 # in the app cgroup over IPv4, IPv6 and v4-mapped IPv6, 10,000 datagrams with
 # checksums; replies seen from the original destination; a block rule failing
 # sendto with EPERM; a process outside the cgroup untouched; short-lived
-# sockets leaving no flow state; kill -9 failing open (and --fail-closed not).
+# sockets leaving no flow state; a process outside the cgroup sending to an
+# app socket's token gets no flow; kill -9 failing open (and --fail-closed not).
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -145,6 +146,43 @@ print(ok)")
         sleep 0.2
     done
     expect_eq "$n" 0 "ktp_udp_flows entries after the sockets closed"
+}
+
+test_another_process_cannot_borrow_a_flow_token() {
+    # A process outside the cgroup sending to an app socket's token from 100
+    # ports of its own: the token belongs to the app's socket, so the relay
+    # opens no upstream socket (and sends nothing) for any of them.
+    local token fds_before fds_after port
+    port=$(sed -n 's/.*UDP relay on port \([0-9]*\).*/\1/p' "$KTP_LOG" | head -1)
+    in_app "$PY" -c '
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], 7000))
+s.send(b"mine")
+s.recv(100)
+time.sleep(6)' "$KTP_SRV4" &
+    local app=$!
+    for _ in $(seq 50); do
+        token=$(in_cli ss -Hun state established "dport = :$port" | awk '{ print $NF }' | grep '^127\.' | head -1)
+        [ -n "$token" ] && break
+        sleep 0.1
+    done
+    [ -n "$token" ] || { kill "$app"; fail "no app socket connected to a token"; }
+    fds_before=$(ls "/proc/$KTP_PID/fd" | wc -l)
+    in_cli "$PY" -c '
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+socks = []
+for i in range(100):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"borrowed", (host, int(port)))
+    socks.append(s)' "$token"
+    sleep 1
+    fds_after=$(ls "/proc/$KTP_PID/fd" | wc -l)
+    kill "$app" 2>/dev/null; wait "$app" 2>/dev/null
+    [ "$fds_after" -lt $((fds_before + 10)) ] ||
+        fail "the relay opened $((fds_after - fds_before)) fds for 100 senders borrowing token $token"
 }
 
 test_kill9_fails_open_and_fail_closed_fails() {
