@@ -49,4 +49,11 @@ std::optional<Answer> parse_answer(std::string_view msg);
 // query has no parsable question.
 std::string refusal(std::string_view query, uint8_t rcode);
 
+// ktproxy's own answer to an A or AAAA query (fake mode): the query's header
+// and question with QR, RA = RD, NOERROR and one record for the question's
+// name (a pointer to it) holding addr with the given TTL; no record when addr
+// is null (NODATA: the name exists, not this type). Empty if the query has
+// no parsable question or addr's family is not the question's type.
+std::string address_answer(std::string_view query, const Address* addr, uint32_t ttl);
+
 }  // namespace ktp::dns

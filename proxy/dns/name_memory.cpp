@@ -1,6 +1,8 @@
 // The name memory's LRU.
 #include "dns/name_memory.h"
 
+#include "dns/fake_pool.h"
+
 #include <cstring>
 
 namespace ktp {
@@ -48,6 +50,8 @@ void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
 
 std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) const
 {
+    if (fake_ && fake_->contains(addr))
+        return fake_->lookup(addr, now);
     uint32_t m[4];
     addr.to_mapped(m);
     std::string k = key_of(reinterpret_cast<const uint8_t*>(m));
@@ -58,6 +62,8 @@ std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) cons
     lru_.splice(lru_.begin(), lru_, it->second);
     return it->second->name;
 }
+
+bool NameMemory::is_fake(const SockAddr& addr) const { return fake_ && fake_->contains(addr); }
 
 size_t NameMemory::size() const
 {
