@@ -168,6 +168,10 @@ std::string refusal(std::string_view query, uint8_t rcode)
     out[4] = 0, out[5] = 1;  // one question: the first
     for (int i = 6; i < 12; ++i)
         out[i] = 0;
+    // A name whose pointer leads to labels past the question's end (found
+    // by the fuzzer) does not survive the cut: no answer rather than a broken one.
+    if (!parse_question(out))
+        return {};
     return out;
 }
 

@@ -320,7 +320,8 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, q->name, q->qtype, f.dst,
                   d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default",
                   cfg_.dns_block_rcode == dns::kRcodeNxdomain ? "NXDOMAIN" : "REFUSED");
-        send_to_app(f, r.data(), r.size());
+        if (!r.empty())
+            send_to_app(f, r.data(), r.size());
         return false;
     }
     if (d.action.kind == ActionKind::proxy && d.upstream && d.upstream->url.kind != UpstreamUrl::Kind::direct) {

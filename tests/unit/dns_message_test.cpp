@@ -130,6 +130,16 @@ TEST_CASE("the name memory maps answered addresses to the name, until the TTL is
     CHECK(m.lookup(addr, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).empty());
 }
 
+TEST_CASE("a query whose name's pointer leads past the question gets no refusal and no fake answer")
+{
+    // Found by the fuzzer: the cut at the question's end broke the name.
+    const std::string q = "\x01\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x18\x0d\x0d\x0d\x0d\x0d\x0d\x00\x00\x00\x00\x00\x00\x00\x0d\x0d\x0d\x80\x6c\x65\x00\x00\x01\x00\x01\xc0\x0d\x0d\x00\x01\x00\x02\x00\x00\x00\x00"s;
+    REQUIRE(dns::parse_question(q));
+    CHECK(dns::refusal(q, dns::kRcodeRefused).empty());
+    dns::Address ad;
+    CHECK(dns::address_answer(q, &ad, 1).empty());
+}
+
 TEST_CASE("a fake answer carries the question and one record for it, parsed back as an answer")
 {
     dns::Address ad;
