@@ -90,6 +90,15 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "answer to a DNS query whose name a block rule matches: refused or nxdomain")
         ->check(CLI::IsMember({"refused", "nxdomain"}))
         ->capture_default_str();
+    app.add_option("--dns-mode", o.dns_mode,
+                   "real: DNS queries are forwarded by their route; fake: A/AAAA queries for names routed to a proxy "
+                   "upstream are answered with fake addresses, the name is resolved only at the upstream (needs --udp)")
+        ->check(CLI::IsMember({"real", "fake"}))
+        ->capture_default_str();
+    app.add_option("--fake-range4", o.fake_range4, "IPv4 range of the fake addresses (--dns-mode fake)")
+        ->capture_default_str();
+    app.add_option("--fake-range6", o.fake_range6, "IPv6 range of the fake addresses (--dns-mode fake)")
+        ->capture_default_str();
     app.add_option("--rule", o.rules,
                    "routing rule, repeatable, first match wins: [cidr=NET] [port=N|N-M] [domain=NAME|*.NAME] "
                    "direct|block|proxy=UPSTREAM (see docs/rules.md)")

@@ -81,6 +81,9 @@ struct Options {
     std::string dns_resolver;
     // The answer to a query whose name a `block` rule matches: "refused" or "nxdomain".
     std::string dns_block = "refused";
+    std::string dns_mode = "real";  // real | fake (docs/dns.md)
+    std::string fake_range4 = "198.18.0.0/15";
+    std::string fake_range6 = "fd6b:7470:726f:7879::/64";
 
     // Routing (docs/rules.md): ordered rules, first match wins; named
     // upstreams that `proxy=NAME` refers to; the action when nothing matches.

@@ -18,6 +18,7 @@
 #include "daemon/routing.h"
 #include "dns/name_memory.h"
 #include "udp/udp_relay.h"
+#include "dns/fake_pool.h"
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
 #include "daemon/workers.h"
@@ -126,7 +127,14 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     ListenerPlan listeners = open_listeners(o, nworkers, cgroups.app.has_value(), !o.gateway_ifaces.empty());
 
     RouterSlot router(routing.router);
-    NameMemory names;
+    // Fake mode: built (and its ranges checked) before anything is attached.
+    std::unique_ptr<FakePool> fake;
+    if (o.dns_mode == "fake") {
+        if (!o.udp)
+            fail("--dns-mode fake needs --udp: the cgroup's DNS queries are answered by the UDP relay");
+        fake = std::make_unique<FakePool>(o.fake_range4, o.fake_range6);
+    }
+    NameMemory names(fake.get());
     std::unique_ptr<UdpRelay> udp;
     if (o.udp && cgroups.app && listeners.listen4) {
         UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout, std::nullopt,

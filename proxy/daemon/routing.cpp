@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace ktp {
@@ -17,7 +18,25 @@ namespace ktp {
 Routing build_routing(const Options& o)
 {
     auto router = std::make_shared<const Router>(o.rules, o.upstreams, o.default_action, o.upstream_groups);
-    auto kernel = compile_routes(router->rules());
+    std::vector<Rule> kernel_rules = router->rules();
+    if (o.dns_mode == "fake") {
+        // Fake mode: the hooks send every connect to a fake address to
+        // ktproxy, whatever the rules say (a cidr rule may say direct), so
+        // that none goes out on the network: ktproxy refuses what it cannot
+        // route by name (tcp/setup.cpp).
+        std::vector<Rule> fake;
+        const std::pair<const char*, const std::string*> ranges[] = {{"--fake-range4", &o.fake_range4},
+                                                                     {"--fake-range6", &o.fake_range6}};
+        for (const auto& [flag, range] : ranges) {
+            const std::string& text = *range;
+            auto c = parse_cidr(text);
+            if (auto* f = std::get_if<ParseFailure>(&c))
+                fail("{} {}: {}", flag, text, f->message);
+            fake.push_back(Rule{std::get<Cidr>(c), std::nullopt, std::nullopt, Action{ActionKind::proxy, "fake"}, text});
+        }
+        kernel_rules.insert(kernel_rules.begin(), fake.begin(), fake.end());
+    }
+    auto kernel = compile_routes(kernel_rules);
     return Routing{router, std::move(kernel), to_kernel_action(router->default_action())};
 }
 

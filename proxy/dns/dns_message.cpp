@@ -176,4 +176,29 @@ std::string refusal(std::string_view query, uint8_t rcode)
     return out;
 }
 
+std::string address_answer(std::string_view query, const Address* addr, uint32_t ttl)
+{
+    std::string out = refusal(query, 0);
+    if (out.empty())
+        return out;
+    auto q = parse_question(out);
+    if (!addr)
+        return out;
+    if (q->qclass != 1 || q->qtype != (addr->v6 ? kTypeAaaa : kTypeA))
+        return {};
+    out[6] = 0, out[7] = 1;  // one answer
+    const size_t len = addr->v6 ? 16 : 4;
+    // The owner: a pointer to the question's name, just past the header.
+    out += char(0xc0);
+    out += char(12);
+    out += char(q->qtype >> 8);
+    out += char(q->qtype & 0xff);
+    out += char(0), out += char(1);  // class IN
+    for (int shift = 24; shift >= 0; shift -= 8)
+        out += char(ttl >> shift & 0xff);
+    out += char(0), out += char(len);
+    out.append(reinterpret_cast<const char*>(addr->bytes.data()), len);
+    return out;
+}
+
 }  // namespace ktp::dns

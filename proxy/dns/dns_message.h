@@ -46,7 +46,15 @@ std::optional<Answer> parse_answer(std::string_view msg);
 
 // The answer to a query ktproxy will not forward: the query's header and
 // question with QR set, RA = RD, the given rcode and no records. Empty if the
-// query has no parsable question.
+// query has no parsable question, or one whose name does not survive the cut
+// at the question's end (a pointer to labels past it).
 std::string refusal(std::string_view query, uint8_t rcode);
+
+// ktproxy's own answer to an A or AAAA query (fake mode): the query's header
+// and question with QR, RA = RD, NOERROR and one record for the question's
+// name (a pointer to it) holding addr with the given TTL; no record when addr
+// is null (NODATA: the name exists, not this type). Empty if the query has
+// no parsable question or addr's family is not the question's type.
+std::string address_answer(std::string_view query, const Address* addr, uint32_t ttl);
 
 }  // namespace ktp::dns

@@ -1,8 +1,9 @@
 // The name memory's LRU.
 #include "dns/name_memory.h"
 
-#include <algorithm>
+#include "dns/fake_pool.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace ktp {
@@ -51,6 +52,8 @@ void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
 
 std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) const
 {
+    if (fake_ && fake_->contains(addr))
+        return fake_->lookup(addr, now);
     uint32_t m[4];
     addr.to_mapped(m);
     std::string k = key_of(reinterpret_cast<const uint8_t*>(m));
@@ -61,6 +64,8 @@ std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) cons
     lru_.splice(lru_.begin(), lru_, it->second);
     return it->second->name;
 }
+
+bool NameMemory::is_fake(const SockAddr& addr) const { return fake_ && fake_->contains(addr); }
 
 size_t NameMemory::size() const
 {

@@ -18,8 +18,13 @@
 
 namespace ktp {
 
+class FakePool;
+
 class NameMemory {
 public:
+    // fake: the fake address table (--dns-mode fake), consulted first; may be null.
+    explicit NameMemory(FakePool* fake = nullptr) : fake_(fake) {}
+
     // An entry lives for its TTL plus kGrace (resolver caches in the app and
     // the OS keep addresses a little past it), or until kCapacity newer ones
     // push it out.
@@ -30,11 +35,17 @@ public:
     using Clock = std::chrono::steady_clock;
 
     void remember(const dns::Answer& a, Clock::time_point now = Clock::now());
-    // The name for an address, "" if none is remembered (or it expired).
+    // The name for an address, "" if none is remembered (or it expired);
+    // for a fake address, the name it was handed out for.
     std::string lookup(const SockAddr& addr, Clock::time_point now = Clock::now()) const;
     size_t size() const;
+    // Is addr one of the fake ranges' (fake mode)? Such an address is only
+    // ever reached through an upstream, by its name.
+    bool is_fake(const SockAddr& addr) const;
+    FakePool* fake() const { return fake_; }
 
 private:
+    FakePool* fake_;
     struct Entry {
         std::string key;
         std::string name;

@@ -92,7 +92,8 @@ struct alignas(kUserDataAlign) Conn {
     std::string domain;
     // domain came from the name memory (the cgroup's DNS answers), not
     // from this connection's own bytes: it routes, it is logged, but the
-    // upstream is given the address (see TcpSetup::dial).
+    // upstream is given the address (see TcpSetup::dial). Not for the name
+    // of a fake address (--dns-mode fake), which ktproxy handed out itself.
     bool domain_remembered = false;
     bool sniffed = false;
     uint32_t sniff_len = 0;  // client bytes at the start of setup[c2u]

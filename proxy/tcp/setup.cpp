@@ -186,7 +186,10 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     // ktproxy: domain rules match on it unless sniffing finds another.
     if (cfg_.names) {
         c.domain = cfg_.names->lookup(c.orig);
-        c.domain_remembered = !c.domain.empty();
+        // A fake address's name is ktproxy's own record (it answered the
+        // query itself), and the upstream must get it: the address means
+        // nothing outside.
+        c.domain_remembered = !c.domain.empty() && !cfg_.names->is_fake(c.orig);
     }
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
@@ -242,6 +245,20 @@ void TcpSetup::on_sniff(Conn& c, int res)
 void TcpSetup::route(Conn& c, const std::string* domain)
 {
     Decision d = c.router->decide(c.orig, domain ? domain : &c.domain);
+    if (cfg_.names && cfg_.names->is_fake(c.orig)) {
+        // A fake address never goes out on the network: only an upstream
+        // reached with the name it stands for may take the connection.
+        const bool by_upstream = d.action.kind == ActionKind::proxy && d.upstream &&
+                                 (d.upstream->url.kind != UpstreamUrl::Kind::direct || !d.upstream->members.empty()) &&
+                                 !c.domain.empty();
+        if (!by_upstream) {
+            c.route_name = "block";
+            observer_.routed(c);
+            return relay_.fail(c, End::blocked,
+                               c.domain.empty() ? "fake address ktproxy did not hand out (or expired)"
+                                                : fmt::format("fake address of {} routed direct", c.domain));
+        }
+    }
     if (d.action.kind == ActionKind::block) {
         c.route_name = "block";
         observer_.routed(c);

@@ -5,6 +5,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "dns/dns_message.h"
+#include "dns/fake_pool.h"
 #include "dns/name_memory.h"
 #include "kernel/bpf_abi.h"
 #include "udp/sock_diag.h"
@@ -279,7 +280,11 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 } else if (!name.empty()) {
                     nf->via = name + " ";
                 }
-                if (d.action.kind == ActionKind::block) {
+                if (names_ && names_->is_fake(dst)) {
+                    // Never on the real network; UDP through upstreams is not there yet.
+                    nf->drop = true;
+                    nf->via += "fake address (dropped)";
+                } else if (d.action.kind == ActionKind::block) {
                     nf->drop = true;
                     nf->via += "block";
                 } else if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
@@ -342,10 +347,13 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, q->name, q->qtype, f.dst,
                   d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default",
                   cfg_.dns_block_rcode == dns::kRcodeNxdomain ? "NXDOMAIN" : "REFUSED");
-        send_to_app(f, r.data(), r.size());
+        if (!r.empty())
+            send_to_app(f, r.data(), r.size());
         return false;
     }
     if (d.action.kind == ActionKind::proxy && d.upstream && d.upstream->url.kind != UpstreamUrl::Kind::direct) {
+        if (fake_answer(f, *q, query))
+            return false;
         // DNS over TCP through the upstream's tunnel: the query never goes
         // out direct, whatever happens to it there.
         if (!dns_pool_)
@@ -372,6 +380,31 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         return false;
     }
     log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, q->name, q->qtype, f.dst);
+    return true;
+}
+
+bool UdpRelay::fake_answer(Flow& f, const dns::Question& q, std::string_view query)
+{
+    FakePool* fake = names_ ? names_->fake() : nullptr;
+    if (!fake || q.qclass != 1 || (q.qtype != dns::kTypeA && q.qtype != dns::kTypeAaaa) || q.name.empty())
+        return false;
+    const bool v6 = q.qtype == dns::kTypeAaaa;
+    std::optional<dns::Address> a;
+    // AAAA without IPv6 relaying: NODATA, so the app uses the A answer.
+    if (!v6 || cfg_.listen6) {
+        a = fake->address_for(q.name, v6);
+        if (!a) {
+            log::warn("dns {}[{}] {}: every fake address is in use; the query goes through the upstream", f.comm,
+                      f.pid, q.name);
+            return false;
+        }
+    }
+    std::string r = dns::address_answer(query, a ? &*a : nullptr, FakePool::kTtl);
+    if (r.empty())
+        return false;
+    log::debug("dns {}[{}] {} type {} to {}: fake {}", f.comm, f.pid, q.name, q.qtype, f.dst,
+               a ? "address" : "NODATA");
+    send_to_app(f, r.data(), r.size());
     return true;
 }
 

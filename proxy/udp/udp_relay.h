@@ -10,6 +10,7 @@
 #include "base/sock_addr.h"
 #include "base/unique_fd.h"
 #include "loop/loop_config.h"
+#include "dns/dns_message.h"
 #include "udp/dns_upstream.h"
 
 #include "ktproxy_shared.h"
@@ -61,6 +62,9 @@ private:
     // A datagram of a flow to port 53: false when the forwarder answered or
     // dropped it itself instead of forwarding it.
     bool dns_query(Flow& f, std::string_view query);
+    // Fake mode: answers an A/AAAA query for a proxied name itself; false
+    // when it did not (other types, or the table is full).
+    bool fake_answer(Flow& f, const dns::Question& q, std::string_view query);
     void send_to_app(Flow& f, const char* data, size_t len);
     // Thread-safe: a reply to the app from its token (IPv4) or the IPv6 relay socket.
     static bool send_reply(int out, const SockAddr& app, uint32_t token, bool v6, const char* data, size_t len);

@@ -30,7 +30,7 @@ expect() {
     fi
 }
 
-expect "--fail-closed" --fa
+expect "--fail-closed" --fai
 expect "--gateway-iface --gateway-mark --gateway-table" --cgroup app --gate
 expect "doctor" do
 expect "ctl" ct

@@ -5,9 +5,14 @@
 # address; a domain rule blocks a name (REFUSED, dnsmasq never asked); a
 # query whose name is routed to an upstream never leaks to the resolver; the
 # name memory routes a server-speaks-first TCP protocol by its domain rule
-# through microsocks (which gets the name); 10,000 queries from short-lived
+# through microsocks (which gets the address: the name only routes); 10,000 queries from short-lived
 # sockets leave no flow state; a query whose name ktproxy cannot read does
-# not go to the resolver direct past a domain rule.
+# not go to the resolver direct past a domain rule. Fake mode (--dns-mode fake): dig gets an
+# address of 198.18.0.0/15, curl to the name reaches the server through
+# microsocks, which is given the name; no port-53 packet leaves the client
+# host and dnsmasq is never asked; a connect to a fake address ktproxy did
+# not hand out, or one a rule routes direct, is refused and reaches nobody; a
+# name routed direct still resolves for real.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -33,9 +38,13 @@ ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $
 # from DNS answers routes a connection but the upstream is given the address
 # (an app answering its own queries must not steer another app's
 # connection), so the banner says the server host's own address.
-printf '127.0.0.1 localhost banner.test\n' > "$KTP_TMP/hosts"
+printf '127.0.0.1 localhost banner.test fakeweb.test\n' > "$KTP_TMP/hosts"
 ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
     exec nsenter --net=/run/netns/$KTP_SRV microsocks -i $KTP_SRV4 -p 1081 > '$KTP_TMP/microsocks.log' 2>&1"
+# The web server fake mode's curl reaches (by name, through microsocks).
+mkdir -p "$KTP_TMP/www"
+printf 'fake page\n' > "$KTP_TMP/www/fake.txt"
+ktp_bg in_srv "$PY" -m http.server 8088 --bind 127.0.0.1 --directory "$KTP_TMP/www"
 ktp_wait_port "$KTP_SRV" 1081
 ktp_wait_port "$KTP_SRV" 2525
 for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
@@ -199,6 +208,78 @@ test_dns_block_nxdomain() {
     stop_ktproxy TERM || true
     expect_match "$out" "status: NXDOMAIN" "dig status for a blocked name with --dns-block nxdomain"
     expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
+}
+
+# in_app_resolving CMD...: CMD in the app cgroup with dnsmasq as its resolver
+# and no names in /etc/hosts.
+in_app_resolving() {
+    printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts && exec \"\$@\"" sh "$@"
+}
+
+# connect_result IP PORT: "refused" when the connect is refused or reset
+# before any byte, else what the server said.
+connect_result() {
+    in_app "$PY" -c '
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    d = s.recv(200)
+    print("refused" if not d else d.decode().strip())
+except (ConnectionRefusedError, ConnectionResetError):
+    print("refused")
+except OSError as e:
+    print("error:", e)' "$1" "$2"
+}
+
+test_fake_mode_names_go_to_the_upstream_and_no_dns_leaks() {
+    local out cap tcpdump_pid
+    stop_every_ktproxy
+    start_ktproxy --udp --dns-mode fake --upstream "m=socks5://$KTP_SRV4:1081" --default proxy=m \
+        --rule "domain=web.test direct" || fail "ktproxy did not start"
+    cap="$KTP_TMP/fake-leak.pcap"
+    ktp_bg in_srv tcpdump -i "kv${KTP_ID}s" -n -U -w "$cap" "port 53 and (src host $KTP_CLI4 or src host $KTP_CLI6)"
+    tcpdump_pid="${KTP_PIDS[-1]}"
+    sleep 1
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" fakeweb.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status in fake mode"
+    expect_match "$out" "fakeweb\.test\..*IN[[:space:]]+A[[:space:]]+198\.1[89]\.[0-9]+\.[0-9]+" "a fake address"
+    out=$(in_app_resolving curl -sS --max-time 10 http://fakeweb.test:8088/fake.txt 2>&1) || fail "curl failed: $out"
+    expect_eq "$out" "fake page" "the page, through microsocks by name"
+    sleep 0.5
+    kill "$tcpdump_pid"
+    sleep 0.5
+    expect_eq "$(tcpdump -r "$cap" -n 2>/dev/null | wc -l)" 0 "port-53 packets from the client host on the wire"
+    expect_eq "$(queries_for fakeweb.test)" 0 "queries for fakeweb.test that reached dnsmasq"
+    expect_file_match "$KTP_TMP/microsocks.log" "fakeweb\.test" "microsocks' log (given the name)"
+    wait_log "$KTP_LOG" "orig=198\.1[89]\.[0-9.]+:8088 .*route=m .*domain=fakeweb.test" ||
+        fail "no conn line routing the fake address by its name"
+    # A name routed direct keeps real DNS: dnsmasq answers the client host.
+    out=$(in_app dig +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "web\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "the real address of a direct name"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] web.test from $KTP_CLI4" "dnsmasq log (direct name)"
+    stop_ktproxy TERM || true
+}
+
+test_fake_mode_refuses_unknown_and_direct_fake_addresses() {
+    local out before
+    stop_every_ktproxy
+    # The cidr rule would send fake addresses out direct: they are refused.
+    start_ktproxy --udp --dns-mode fake --upstream "m=socks5://$KTP_SRV4:1081" --default proxy=m \
+        --rule "cidr=198.18.0.0/15 port=2526 direct" || fail "ktproxy did not start"
+    before=$(wc -l < "$KTP_TMP/microsocks.log")
+    expect_eq "$(connect_result 198.19.255.200 2525)" refused "a connect to a fake address never handed out"
+    expect_eq "$(connect_result fd6b:7470:726f:7879::4242 2525)" refused "the same over IPv6"
+    wait_log "$KTP_LOG" "fake address ktproxy did not hand out" || fail "no log line for the unknown fake address"
+    out=$(in_app dig +short +time=3 +tries=1 @"$KTP_SRV4" banner.test A 2>&1)
+    expect_match "$out" "^198\.1[89]\." "banner.test's fake address"
+    expect_eq "$(connect_result "$out" 2525)" "220 banner for 127.0.0.1" "the fake address, through microsocks"
+    expect_eq "$(connect_result "$out" 2526)" refused "the fake address on a port routed direct"
+    wait_log "$KTP_LOG" "fake address of banner.test routed direct" || fail "no log line for the direct fake address"
+    expect_eq "$(wc -l < "$KTP_TMP/microsocks.log")" "$((before + 1))" "microsocks connects (the one by name only)"
+    stop_ktproxy TERM || true
 }
 
 start_main_ktproxy() {

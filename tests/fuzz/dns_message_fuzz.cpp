@@ -1,7 +1,8 @@
 // Fuzzes the DNS message parser (proxy/dns/dns_message.cpp). Beyond memory
 // safety: a parsed name is at most 253 bytes plus dots, an answer never has
 // more addresses than records read, and a refusal of a query parses back as
-// a response with the same name.
+// a response with the same name, and a fake answer to it parses back with
+// the address it holds.
 #include "dns/dns_message.h"
 #include "fuzz_check.h"
 
@@ -23,6 +24,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     if (!r.empty()) {
         auto rq = dns::parse_question(r);
         check(rq && rq->response && rq->rcode == dns::kRcodeNxdomain && q && rq->name == q->name);
+        // Fake mode's answer: parses back with the one address it was given.
+        dns::Address ad;
+        ad.v6 = q->qtype == dns::kTypeAaaa;
+        ad.bytes[0] = 198;
+        std::string fa = dns::address_answer(in, &ad, 1);
+        if (q->qclass == 1 && (q->qtype == dns::kTypeA || q->qtype == dns::kTypeAaaa)) {
+            auto a = dns::parse_answer(fa);
+            check(a && a->question.name == q->name && a->addresses.size() == 1 && a->addresses[0].bytes[0] == 198);
+        } else {
+            check(fa.empty());
+        }
     }
     return 0;
 }

@@ -1,6 +1,7 @@
 // DNS message parsing for the forwarder and the name memory: questions,
 // answers with CNAME chains and compression, refusals, and hostile input.
 #include "dns/dns_message.h"
+#include "dns/fake_pool.h"
 #include "dns/name_memory.h"
 #include "ops/report.h"
 #include "ops/stats.h"
@@ -138,6 +139,102 @@ TEST_CASE("the name memory maps answered addresses to the name, until the TTL is
     CHECK(m.lookup(*SockAddr::parse_ip("::ffff:10.0.0.9", 1), now) == "db.corp.example");
     CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.8", 1), now).empty());
     CHECK(m.lookup(addr, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).empty());
+}
+
+TEST_CASE("a query whose name's pointer leads past the question gets no refusal and no fake answer")
+{
+    // Found by the fuzzer: the cut at the question's end broke the name.
+    const std::string q = "\x01\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x0d\x18\x0d\x0d\x0d\x0d\x0d\x0d\x00\x00\x00\x00\x00\x00\x00\x0d\x0d\x0d\x80\x6c\x65\x00\x00\x01\x00\x01\xc0\x0d\x0d\x00\x01\x00\x02\x00\x00\x00\x00"s;
+    REQUIRE(dns::parse_question(q));
+    CHECK(dns::refusal(q, dns::kRcodeRefused).empty());
+    dns::Address ad;
+    CHECK(dns::address_answer(q, &ad, 1).empty());
+}
+
+TEST_CASE("a fake answer carries the question and one record for it, parsed back as an answer")
+{
+    dns::Address ad;
+    ad.bytes = {198, 18, 0, 1};
+    std::string q = query("Proxied.Example");
+    std::string r = dns::address_answer(q, &ad, 1);
+    auto a = dns::parse_answer(r);
+    REQUIRE(a);
+    CHECK(a->question.id == 0x1234);
+    CHECK(a->question.rcode == 0);
+    CHECK(a->question.name == "proxied.example");
+    REQUIRE(a->addresses.size() == 1);
+    CHECK(!a->addresses[0].v6);
+    CHECK(a->addresses[0].bytes[0] == 198);
+    CHECK(a->addresses[0].bytes[3] == 1);
+    CHECK(a->addresses[0].ttl == 1);
+    CHECK((uint8_t(r[2]) & 0x81) == 0x81);  // QR, RD kept
+    // AAAA: 16 bytes; NODATA: no record; the wrong family or a response: nothing.
+    dns::Address v6;
+    v6.v6 = true;
+    v6.bytes[0] = 0xfd;
+    auto a6 = dns::parse_answer(dns::address_answer(query("x.example", dns::kTypeAaaa), &v6, 1));
+    REQUIRE(a6);
+    REQUIRE(a6->addresses.size() == 1);
+    CHECK(a6->addresses[0].v6);
+    auto nodata = dns::parse_answer(dns::address_answer(query("x.example", dns::kTypeAaaa), nullptr, 1));
+    REQUIRE(nodata);
+    CHECK(nodata->addresses.empty());
+    CHECK(dns::address_answer(query("x.example", dns::kTypeAaaa), &ad, 1).empty());
+    CHECK(dns::address_answer(header(1, 0x8180, 1, 0) + name("x.example") + u16(1) + u16(1), &ad, 1).empty());
+    CHECK(dns::address_answer("\x12\x34"s, &ad, 1).empty());
+}
+
+TEST_CASE("the fake pool gives each name its own address and knows it back")
+{
+    FakePool pool("198.18.0.0/15", "fd6b:7470:726f:7879::/64");
+    auto t0 = FakePool::Clock::now();
+    auto a = pool.address_for("a.example", false, t0);
+    auto b = pool.address_for("b.example", false, t0);
+    auto a6 = pool.address_for("a.example", true, t0);
+    REQUIRE(a);
+    REQUIRE(b);
+    REQUIRE(a6);
+    CHECK(a->bytes != b->bytes);
+    CHECK(pool.address_for("a.example", false, t0)->bytes == a->bytes);
+    auto sa = SockAddr::parse_ip("198.18.0.1", 443);
+    auto sb = SockAddr::parse_ip("198.18.0.2", 443);
+    auto s6 = SockAddr::parse_ip("fd6b:7470:726f:7879::1", 443);
+    CHECK(pool.lookup(*sa, t0) == "a.example");
+    CHECK(pool.lookup(*sb, t0) == "b.example");
+    CHECK(pool.lookup(*s6, t0) == "a.example");
+    // In the range but never handed out: fake, and no name.
+    auto never = SockAddr::parse_ip("198.19.255.200", 80);
+    CHECK(pool.contains(*never));
+    CHECK(pool.lookup(*never, t0).empty());
+    CHECK(!pool.contains(*SockAddr::parse_ip("10.0.0.1", 80)));
+    CHECK(!pool.contains(*SockAddr::parse_ip("fd00::1", 80)));
+}
+
+TEST_CASE("a full fake pool reuses the oldest address only once nothing used it for the hold time")
+{
+    FakePool pool("10.99.0.0/29", "fd6b::/64");  // 6 usable addresses
+    REQUIRE(pool.capacity() == 6);
+    auto t0 = FakePool::Clock::now();
+    for (int i = 0; i < 6; ++i)
+        REQUIRE(pool.address_for("n" + std::to_string(i) + ".example", false, t0));
+    CHECK(!pool.address_for("late.example", false, t0 + std::chrono::seconds(1)));
+    // n0 is connected to again: n1 is now the oldest.
+    auto later = t0 + FakePool::kHold + std::chrono::seconds(1);
+    CHECK(pool.lookup(*SockAddr::parse_ip("10.99.0.1", 80), later) == "n0.example");
+    auto r = pool.address_for("late.example", false, later);
+    REQUIRE(r);
+    CHECK(r->bytes[3] == 2);
+    CHECK(pool.lookup(*SockAddr::parse_ip("10.99.0.2", 80), later) == "late.example");
+    CHECK(pool.lookup(*SockAddr::parse_ip("10.99.0.1", 80), later) == "n0.example");
+    CHECK(pool.size() == 6);
+}
+
+TEST_CASE("bad fake ranges are refused with the flag's name")
+{
+    CHECK_THROWS_WITH(FakePool("198.18.0.0", "fd00::/64"), Catch::Contains("--fake-range4"));
+    CHECK_THROWS_WITH(FakePool("198.18.0.0/31", "fd00::/64"), Catch::Contains("--fake-range4"));
+    CHECK_THROWS_WITH(FakePool("198.18.0.0/15", "fd00::/32"), Catch::Contains("--fake-range6"));
+    CHECK_THROWS_WITH(FakePool("198.18.0.0/15", "nope/64"), Catch::Contains("--fake-range6"));
 }
 
 TEST_CASE("status names every kernel counter, the UDP ones included")
