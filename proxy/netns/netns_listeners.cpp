@@ -117,12 +117,16 @@ void NetnsListeners::run()
 {
     pollfd fds[3] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
     auto next_scan = std::chrono::steady_clock::now();
+    auto busy_until = next_scan;  // start() scanned, and watches the tree
     for (;;) {
         // With no container namespace known, nothing can go away and a new
         // one announces itself (a new cgroup, a cgroup's first process, a
-        // connect from it): no periodic scan, whose reading of the tree
-        // would cost a host without containers work (and heap) every 100 ms.
-        int wait_ms = known_.empty() ? -1 : static_cast<int>(std::max<int64_t>(
+        // connect from it); scans go on for a second after such an event
+        // (a process may join a new cgroup before its watch is added), then
+        // stop: reading the tree every 100 ms would cost a host without
+        // containers work (and heap) for nothing.
+        const bool scanning = !known_.empty() || std::chrono::steady_clock::now() < busy_until;
+        int wait_ms = !scanning ? -1 : static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now())
                    .count()));
         int n = ::poll(fds, 3, wait_ms);
@@ -144,8 +148,10 @@ void NetnsListeners::run()
             while (::read(inotify_.get(), buf, sizeof(buf)) > 0) {
             }
             next_scan = std::chrono::steady_clock::now();
+            busy_until = next_scan + std::chrono::seconds(1);
         }
-        if (!known_.empty() && std::chrono::steady_clock::now() >= next_scan) {
+        if ((!known_.empty() || std::chrono::steady_clock::now() < busy_until) &&
+            std::chrono::steady_clock::now() >= next_scan) {
             scan();
             next_scan = std::chrono::steady_clock::now() + std::chrono::milliseconds(kScanMs);
         }

@@ -96,8 +96,11 @@ in_cli() { nsenter --net="/run/netns/$KTP_CLI" "$@"; }
 in_srv() { nsenter --net="/run/netns/$KTP_SRV" "$@"; }
 # Runs a command inside the app cgroup on the client host.
 in_app() {
-    sh -c 'cg=$1 ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="/run/netns/$ns" "$@"' \
-        sh "$KTP_CG" "$KTP_CLI" "$@"
+    # Namespace first, then the cgroup (as `docker exec` does): a process of
+    # the cgroup is never seen in another namespace, which ktproxy would
+    # take for a container's.
+    nsenter --net="/run/netns/$KTP_CLI" sh -c 'cg=$1; shift; echo $$ > "$cg/cgroup.procs" && exec "$@"' \
+        sh "$KTP_CG" "$@"
 }
 
 # Starts a background process and remembers it for cleanup. in_cli/in_srv as

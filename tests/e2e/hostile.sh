@@ -56,8 +56,8 @@ remember_bg() { echo "$1" >> "$KTP_TMP/bg.pids"; }
 # signals reach it.
 app_bg() {
     local out="$1"; shift
-    sh -c 'cg=$1 ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="/run/netns/$ns" "$@"' \
-        sh "$KTP_CG" "$KTP_CLI" "$@" > "$out" &
+    nsenter --net="/run/netns/$KTP_CLI" sh -c 'cg=$1; shift; echo $$ > "$cg/cgroup.procs" && exec "$@"' \
+        sh "$KTP_CG" "$@" > "$out" &
     BG=$!
     remember_bg "$BG"
 }

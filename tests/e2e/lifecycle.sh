@@ -37,8 +37,8 @@ KTP_EXTRA_CLEANUP+=("kill_left_instances")
 
 # in_cg CGROUP CMD...: CMD in that cgroup, on the client host.
 in_cg() {
-    sh -c 'cg=$1 ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="/run/netns/$ns" "$@"' \
-        sh "$1" "$KTP_CLI" "${@:2}"
+    nsenter --net="/run/netns/$KTP_CLI" sh -c 'cg=$1; shift; echo $$ > "$cg/cgroup.procs" && exec "$@"' \
+        sh "$1" "${@:2}"
 }
 
 # curl_via_ktproxy CGROUP LOG: a request from the cgroup, which LOG's
