@@ -96,8 +96,8 @@ test_installed_doctor_and_completion() {
     in_cli "$BIN" doctor --cgroup "$KTP_CG" > "$KTP_TMP/doctor.txt" || { cat "$KTP_TMP/doctor.txt" >&2; fail "doctor exited $?"; }
     local got
     got=$(bash -c '. /usr/share/bash-completion/completions/ktproxy
-        COMP_WORDS=(ktproxy --fa); COMP_CWORD=1; _ktproxy; echo "${COMPREPLY[*]}"')
-    expect_eq "$got" "--fail-closed" "completion of ktproxy --fa"
+        COMP_WORDS=(ktproxy --fai); COMP_CWORD=1; _ktproxy; echo "${COMPREPLY[*]}"')
+    expect_eq "$got" "--fail-closed" "completion of ktproxy --fai"
 }
 
 test_remove_purge_stops_instances_and_leaves_nothing() {
