@@ -51,8 +51,12 @@ test_ten_thousand_concurrent_connections_held_then_each_echoed() {
     expect_match "$out" '(^| )failed=0( |$)' "failed connections"
     echo "    ktproxy RSS with 10000 connections held: $((rss / 1024)) MiB" >&2
     # A ceiling, not a benchmark: relay buffers are shared, so idle
-    # connections must not cost buffer memory each.
-    [ "$rss" -lt $((128 * 1024)) ] || fail "RSS $((rss / 1024)) MiB with 10000 idle connections (ceiling 128 MiB)"
+    # connections must not cost buffer memory each (15 MiB measured on the
+    # real build). ASan keeps freed memory in quarantine and shadows what is
+    # touched (160 MiB measured): a looser ceiling there.
+    local ceiling=64
+    ldd "$KTPROXY" 2>/dev/null | grep -q libasan && ceiling=256
+    [ "$rss" -lt $((ceiling * 1024)) ] || fail "RSS $((rss / 1024)) MiB with 10000 idle connections (ceiling $ceiling MiB)"
 }
 
 test_slow_reader_keeps_memory_bounded_and_data_intact() {
