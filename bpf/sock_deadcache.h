@@ -28,10 +28,9 @@ struct {
 	__type(value, struct ktp_dead_val);
 } ktp_dead_dst SEC(".maps");
 
-/* 1 when dst:port (v4-mapped, port network order) is known dead: the
- * connect is to fail now, with the recorded errno (bpf_set_retval, Linux >=
- * 5.18; without it the hook's 0 would mean EPERM). */
-static __always_inline int ktp_dead_dst_refuse(const __u32 dst[4], __u32 port_net)
+/* The live entry for dst:port (v4-mapped, port network order), or 0 when
+ * none or expired. */
+static __always_inline struct ktp_dead_val *ktp_dead_dst_live(const __u32 dst[4], __u32 port_net)
 {
 	struct ktp_dead_key key = {};
 	struct ktp_dead_val *v;
@@ -43,6 +42,18 @@ static __always_inline int ktp_dead_dst_refuse(const __u32 dst[4], __u32 port_ne
 	key.port = (__u16)port_net;
 	v = bpf_map_lookup_elem(&ktp_dead_dst, &key);
 	if (!v || bpf_ktime_get_ns() >= v->until_ns)
+		return 0;
+	return v;
+}
+
+/* 1 when dst:port is known dead: the connect is to fail now, with the
+ * recorded errno (bpf_set_retval, Linux >= 5.18; without it the hook's 0
+ * would mean EPERM). */
+static __always_inline int ktp_dead_dst_refuse(const __u32 dst[4], __u32 port_net)
+{
+	struct ktp_dead_val *v = ktp_dead_dst_live(dst, port_net);
+
+	if (!v)
 		return 0;
 	bpf_set_retval(v->err < 0 ? v->err : -v->err);
 	return 1;

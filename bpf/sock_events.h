@@ -42,16 +42,7 @@ static __always_inline int ktp_dry_run_on(void)
  * the connect's return value. */
 static __always_inline int ktp_dead_dst_known(const __u32 dst[4], __u32 port_net)
 {
-	struct ktp_dead_key key = {};
-	struct ktp_dead_val *v;
-
-	key.addr[0] = dst[0];
-	key.addr[1] = dst[1];
-	key.addr[2] = dst[2];
-	key.addr[3] = dst[3];
-	key.port = (__u16)port_net;
-	v = bpf_map_lookup_elem(&ktp_dead_dst, &key);
-	return v && bpf_ktime_get_ns() < v->until_ns;
+	return ktp_dead_dst_live(dst, port_net) != 0;
 }
 
 /* The dry run of one connect (past the skips that apply in any mode: the
