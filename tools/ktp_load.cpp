@@ -233,16 +233,37 @@ struct ShortConn {
     uint64_t start_ns = 0;
 };
 
+// One failed connection, for --fail-log: when (wall clock) and why.
+struct FailEvent {
+    double unix_s;
+    const char* kind;
+    int err;
+};
+
+double unix_now() {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+// Pacing for `rate --per-second`: a steady arrival rate, as a soak needs,
+// instead of "as fast as the slots free up".
+struct Pace {
+    double per_second = 0;  // 0: unpaced
+    bool log_failures = false;
+};
+
 struct ShortResult {
     uint64_t done = 0, ok = 0, bytes = 0;
     Failures fail;
+    std::vector<FailEvent> fail_log;
     std::vector<double> lat_us;
     double seconds = 0;
     bool timed_out = false;
 };
 
 ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, const RequestSpec& req,
-                      double timeout_s, double conn_timeout_s) {
+                      double timeout_s, double conn_timeout_s, const Pace& pace = {}) {
     Epoll ep;
     std::vector<ShortConn> slots(concurrency);
     ShortResult r;
@@ -252,14 +273,24 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
     const uint64_t deadline = t0 + static_cast<uint64_t>(timeout_s * 1e9);
     const auto conn_timeout_ns = static_cast<uint64_t>(conn_timeout_s * 1e9);
     char buf[65536];
+    std::vector<size_t> idle;  // paced: slots waiting for their start time
+    auto due = [&](uint64_t now) -> uint64_t {
+        if (pace.per_second <= 0) return total;
+        auto d = static_cast<uint64_t>(static_cast<double>(now - t0) / 1e9 * pace.per_second) + 1;
+        return std::min(d, total);
+    };
+    auto note_failure = [&](const char* kind, int err) {
+        if (pace.log_failures) r.fail_log.push_back({unix_now(), kind, err});
+    };
 
-    auto finish = [&](size_t i, bool ok, uint64_t* fail_counter) {
+    auto finish = [&](size_t i, bool ok, uint64_t* fail_counter, const char* kind = "", int err = 0) {
         ShortConn& c = slots[i];
         if (ok) {
             ++r.ok;
             r.lat_us.push_back(static_cast<double>(now_ns() - c.start_ns) / 1000.0);
         } else if (fail_counter) {
             ++*fail_counter;
+            note_failure(kind, err);
         }
         r.bytes += c.received;
         ++r.done;
@@ -278,7 +309,7 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
                 ep.mod(c.fd.get(), EPOLLOUT, i);
                 return true;
             }
-            finish(i, false, &r.fail.io);
+            finish(i, false, &r.fail.io, "send", n < 0 ? errno : 0);
             return false;
         }
         // Raw bytes: half-close so that an echo or discard server ends the exchange.
@@ -289,6 +320,10 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
     };
     auto launch = [&](size_t i) {
         while (launched < total) {
+            if (launched >= due(now_ns())) {
+                idle.push_back(i);
+                return;
+            }
             ++launched;
             ShortConn& c = slots[i];
             c.sent = c.received = 0;
@@ -297,6 +332,7 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
             if (!s.fd) {
                 c.state = ShortConn::State::Idle;
                 ++r.fail.connect;
+                note_failure("connect", s.error);
                 ++r.done;
                 continue;
             }
@@ -322,7 +358,12 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
             r.timed_out = true;
             break;
         }
-        int n = ep.wait(events.data(), static_cast<int>(events.size()), 50);
+        while (!idle.empty() && launched < due(now)) {
+            size_t i = idle.back();
+            idle.pop_back();
+            launch(i);
+        }
+        int n = ep.wait(events.data(), static_cast<int>(events.size()), pace.per_second > 0 ? 2 : 50);
         for (int k = 0; k < n; ++k) {
             auto i = static_cast<size_t>(events[k].data.u64);
             ShortConn& c = slots[i];
@@ -332,7 +373,7 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
             case ShortConn::State::Connecting: {
                 int err = socket_error(c.fd.get());
                 if (err != 0) {
-                    finish(i, false, &r.fail.connect);
+                    finish(i, false, &r.fail.connect, "connect", err);
                     launch(i);
                     break;
                 }
@@ -355,12 +396,12 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
                     }
                     if (got < 0 && errno == EAGAIN) break;
                     if (got < 0) {
-                        finish(i, false, &r.fail.io);
+                        finish(i, false, &r.fail.io, "recv", errno);
                     } else if (req.http && (c.received < 12 || std::memcmp(c.head, "HTTP/1.", 7) != 0 ||
                                             std::memcmp(c.head + 8, " 200", 4) != 0)) {
-                        finish(i, false, &r.fail.bad_response);
+                        finish(i, false, &r.fail.bad_response, "response");
                     } else if (!req.http && c.received == 0 && !req.bytes.empty()) {
-                        finish(i, false, &r.fail.bad_response);
+                        finish(i, false, &r.fail.bad_response, "response");
                     } else {
                         finish(i, true, nullptr);
                     }
@@ -375,7 +416,7 @@ ShortResult run_short(const Endpoint& to, uint64_t total, unsigned concurrency, 
             last_sweep = now;
             for (size_t i = 0; i < slots.size(); ++i) {
                 if (slots[i].state != ShortConn::State::Idle && now - slots[i].start_ns > conn_timeout_ns) {
-                    finish(i, false, &r.fail.timeout);
+                    finish(i, false, &r.fail.timeout, "timeout");
                     launch(i);
                 }
             }
@@ -405,6 +446,10 @@ RequestSpec make_request(const std::string& http_path, int raw_bytes, const Endp
 }
 
 int report_short(const char* mode, const ShortResult& r, uint64_t total, unsigned concurrency) {
+    // "fail UNIXTIME KIND ERRNO-NAME": the soak matches these against the
+    // server's down windows.
+    for (const FailEvent& f : r.fail_log)
+        fmt::print("fail {:.3f} {} {}\n", f.unix_s, f.kind, f.err ? strerrorname_np(f.err) : "-");
     std::vector<double> lat = r.lat_us;
     double cps = r.seconds > 0 ? static_cast<double>(r.ok) / r.seconds : 0;
     fmt::print("mode={} conns={} concurrency={} ok={} {} seconds={:.3f} conns_per_s={:.1f} "
@@ -725,6 +770,11 @@ int main(int argc, char** argv) {
     rate->add_option("--http", http_path, "path of the HTTP/1.0 GET (the default request)")->capture_default_str();
     rate->add_option("--conn-timeout", conn_timeout_s, "seconds one connection may take")
         ->capture_default_str()->check(CLI::Range(0.01, 3600.0));
+    Pace pace;
+    rate->add_option("--per-second", pace.per_second, "start connections at this steady rate (needs --concurrency "
+                                                      "above rate x connection time)")
+        ->check(CLI::Range(1.0, 1e6));
+    rate->add_flag("--fail-log", pace.log_failures, "print `fail UNIXTIME KIND ERRNO` for each failed connection");
     common(rate);
 
     auto* lat = app.add_subcommand("latency", "N sequential connect+request+response; p50/p99/max in microseconds");
@@ -790,7 +840,7 @@ int main(int argc, char** argv) {
             RequestSpec req = make_request(http_path, raw_bytes, to);
             if (rate->parsed()) {
                 raise_nofile(concurrency + 64);
-                auto r = run_short(to, conns, concurrency, req, timeout_s, conn_timeout_s);
+                auto r = run_short(to, conns, concurrency, req, timeout_s, conn_timeout_s, pace);
                 return report_short("rate", r, conns, concurrency);
             }
             raise_nofile(64);
