@@ -419,8 +419,14 @@ void TcpSetup::on_connect(Conn& c, int res)
             observer_.unreachable(c, res == -ECANCELED ? ETIMEDOUT : -res);
         // The app asked for a connection that cannot be made: tell it with a
         // reset, as the destination itself would have.
+        // EADDRNOTAVAIL here is almost always this host's ephemeral ports
+        // run dry (TIME_WAIT at a high connection rate): say what to change.
+        const char* hint = res == -EADDRNOTAVAIL ? " (no free local port: widen net.ipv4.ip_local_port_range "
+                                                   "or set net.ipv4.tcp_tw_reuse=1)"
+                                                 : "";
         return relay_.fail(c, why,
-                           fmt::format("{}: {}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res)));
+                           fmt::format("{}: {}{}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res),
+                                       hint));
     }
     if (c.hs)
         return start_handshake(c);

@@ -581,6 +581,38 @@ print('held', flush=True); time.sleep(30)" > "$KTP_TMP/crowd.out"
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 
+test_egress_out_of_ports_resets_the_app_and_says_why() {
+    # At a high connection rate the host's ephemeral ports run dry
+    # (TIME_WAIT) on ktproxy's connect to the destination, where a direct
+    # app would get EADDRNOTAVAIL from connect(). Here the client
+    # namespace has one ephemeral port and the apps bind their own ports:
+    # the first relayed connection holds the port, the second must be
+    # reset (not hang) and the log line must name the fix.
+    local range
+    range=$(in_cli sysctl -n net.ipv4.ip_local_port_range)
+    KTP_EXTRA_CLEANUP+=("in_cli sysctl -qw net.ipv4.ip_local_port_range='$range'")
+    start_ktproxy || fail "ktproxy did not start"
+    in_cli sysctl -qw net.ipv4.ip_local_port_range="40000 40000"
+    local out
+    out=$(in_app timeout 10 python3 -c "
+import socket
+a = socket.socket(); a.bind(('0.0.0.0', 50001)); a.settimeout(3)
+a.connect(('$KTP_SRV4', 9000)); a.sendall(b'a'); assert a.recv(1) == b'a'
+b = socket.socket(); b.bind(('0.0.0.0', 50002)); b.settimeout(3)
+try:
+    b.connect(('$KTP_SRV4', 9000)); b.sendall(b'b'); got = b.recv(1)
+    print('second: ' + ('eof' if got == b'' else 'data'))
+except ConnectionResetError:
+    print('second: reset')
+except socket.timeout:
+    print('second: hung')
+" 2>&1)
+    in_cli sysctl -qw net.ipv4.ip_local_port_range="$range"
+    expect_eq "$out" "second: reset" "the second app connection"
+    expect_file_match "$KTP_LOG" "end=error .*no free local port: widen net.ipv4.ip_local_port_range" "the log line's hint"
+    stop_ktproxy || fail "ktproxy exit status $?"
+}
+
 test_soak_new_connections_fail_only_while_the_server_is_down() {
     # scripts/soak's CI version: 60 s, 1,000 held, 100 new/s, the server
     # killed and restarted every 20 s (its own namespaces and ktproxy).
