@@ -262,51 +262,6 @@ def cmd_streamers(a):
                 pass
 
 
-def cmd_paced(a):
-    """RATE new connections a second for DURATION: connect, one byte echoed,
-    close. Each failure is printed as "fail UNIXTIME KIND" (for the soak to
-    match against the upstream's down windows), then a summary line."""
-    import asyncio
-    fails = []
-    ok = [0]
-
-    async def one():
-        w = None
-        try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(a.host, a.port), 5)
-            w.write(b"k")
-            await w.drain()
-            if await asyncio.wait_for(r.readexactly(1), 5) != b"k":
-                raise OSError("wrong echo")
-            ok[0] += 1
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
-            fails.append((time.time(), type(e).__name__))
-        finally:
-            if w is not None:
-                w.close()
-
-    async def main():
-        tasks = set()
-        start = time.monotonic()
-        n = 0
-        while time.monotonic() - start < a.duration:
-            due = int((time.monotonic() - start) * a.rate)
-            while n < due:
-                t = asyncio.ensure_future(one())
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
-                n += 1
-            await asyncio.sleep(0.01)
-        if tasks:
-            await asyncio.wait(tasks, timeout=15)
-        return n
-
-    n = asyncio.run(main())
-    for t, kind in fails:
-        print(f"fail {t:.3f} {kind}")
-    kv(made=n, ok=ok[0], failed=len(fails))
-
-
 # --- identity: which server did each connection reach -----------------------
 
 def cmd_identity(a):
@@ -481,8 +436,6 @@ def main():
     s.add_argument("--kinds", default="clean,client_rst,server_rst,refused,stuck")
     s = sub.add_parser("streamers"); s.add_argument("host"); s.add_argument("port", type=int)
     s.add_argument("--conns", type=int, default=20); s.add_argument("--timeout", type=float, default=30)
-    s = sub.add_parser("paced"); s.add_argument("host"); s.add_argument("port", type=int)
-    s.add_argument("--rate", type=float, required=True); s.add_argument("--duration", type=float, required=True)
     s = sub.add_parser("identity"); s.add_argument("host"); s.add_argument("ports")
     s.add_argument("--conns", type=int, required=True); s.add_argument("--seed", type=int, default=1)
     s.add_argument("--send", action="store_true")
