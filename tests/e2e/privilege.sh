@@ -162,11 +162,11 @@ test_sighup_rereads_a_root_only_config_through_the_helper() {
     stop_ktproxy
 }
 
-# config_dir_with_block: a root-only directory with a root-only config that
-# blocks port 80; sets CONF.
+# config_dir_with_block: a new root-only directory (CONF_DIR) with a
+# root-only config (CONF) that blocks port 80.
 config_dir_with_block() {
-    mkdir -m 700 "$KTP_TMP/confdir"
-    CONF="$KTP_TMP/confdir/ktproxy.toml"
+    CONF_DIR=$(mktemp -d "$KTP_TMP/confdir.XXXXXX") || fail "mktemp -d"
+    CONF="$CONF_DIR/ktproxy.toml"
     echo 'rule = ["port=80 block"]' > "$CONF"
     chmod 600 "$CONF"
 }
@@ -210,7 +210,7 @@ test_sighup_reads_no_symlink_or_second_name_put_in_the_configs_place() {
     wait_log "$KTP_LOG" "reload refused.*config $CONF: has 2 hard links" || fail "a hard link in the config's place was not refused"
     port80_blocked || fail "port 80 opened through the hard link"
     rm -f "$CONF" && echo 'rule = ["port=80 proxy=direct"]' > "$CONF" && chmod 600 "$CONF"
-    chmod 777 "$KTP_TMP/confdir"
+    chmod 777 "$CONF_DIR"
     kill -HUP "$KTP_PID"
     wait_log "$KTP_LOG" "reload refused.*config $CONF: its directory is writable by group or others" ||
         fail "a config in a directory others can write was not refused"
