@@ -408,11 +408,27 @@ ToolRun run_tool(const std::vector<std::string>& argv)
     for (auto& f : p)
         if (f.fd >= 0)
             ::close(f.fd);
-    if (timed_out)
-        kill(pid, SIGKILL);
+    // A tool may close its pipes and stay (or hand them to a child and
+    // hang): the exit gets what is left of the same 5 s, not forever.
     int status = 0;
-    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !timed_out)
+    bool exited = false;
+    while (!timed_out) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid || (w < 0 && errno != EINTR)) {
+            exited = w == pid;
+            break;
+        }
+        if (std::chrono::steady_clock::now() >= deadline)
+            timed_out = true;
+        else
+            usleep(10000);
+    }
+    if (timed_out) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    } else if (exited && WIFEXITED(status)) {
         r.status = WEXITSTATUS(status);
+    }
     if (auto nl = r.err.find('\n'); nl != std::string::npos)
         r.err.resize(nl);
     if (timed_out)

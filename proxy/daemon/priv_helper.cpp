@@ -5,9 +5,9 @@
 
 #include "base/error.h"
 #include "base/log.h"
-#include "base/text_file.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
+#include "daemon/pinned_config.h"
 #include "daemon/privileges.h"
 #include "daemon/seccomp_filter.h"
 
@@ -108,25 +108,6 @@ void close_relay_fds(int keep)
         ::close(fd);
 }
 
-std::string read_whole(const std::string& path)
-{
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    if (!fd)
-        fail_errno("read {}", path);
-    std::string out;
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-        if (n < 0)
-            fail_errno("read {}", path);
-        if (n == 0)
-            return out;
-        out.append(buf, static_cast<size_t>(n));
-        if (out.size() > kMaxReply)
-            fail("read {}: larger than {} bytes", path, kMaxReply);
-    }
-}
-
 // Undoes setup in the order shut_down would: leftovers die while the hooks
 // still hold them, then the hooks go, then the lock and the cgroup.
 void tear_down(PrivHelper::Held& h)
@@ -140,7 +121,7 @@ void tear_down(PrivHelper::Held& h)
     ::unlink(h.control_path.c_str());
 }
 
-[[noreturn]] void serve(PrivHelper::Held h, int sock, pid_t parent)
+[[noreturn]] void serve(PrivHelper::Held h, const PinnedConfig& config, int sock, pid_t parent)
 {
     prctl(PR_SET_NAME, "ktproxy-priv", 0, 0, 0);
     // The relay's death (however it dies) ends the helper too: a killed
@@ -170,9 +151,9 @@ void tear_down(PrivHelper::Held& h)
         try {
             switch (static_cast<PrivRequest>(req.type)) {
             case PrivRequest::read_config:
-                if (h.config_file.empty())
+                if (config.empty())
                     fail("no --config file was given at start");
-                body = read_whole(h.config_file);
+                body = config.read(kMaxReply);
                 break;
             case PrivRequest::reattach: {
                 if (!h.cgroups.app || !h.kernel.sock())
@@ -218,13 +199,16 @@ std::unique_ptr<PrivHelper> PrivHelper::start(Held held)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         fail_errno("privileged helper: socketpair");
     UniqueFd mine(sv[0]), theirs(sv[1]);
+    // Pinned before the fork, as root: the helper rereads from this
+    // directory only (pinned_config.h says why).
+    PinnedConfig config(held.config_file);
     const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         fail_errno("privileged helper: fork");
     if (pid == 0) {
         mine.reset();
-        serve(std::move(held), theirs.release(), parent);
+        serve(std::move(held), config, theirs.release(), parent);
     }
     return std::unique_ptr<PrivHelper>(new PrivHelper(std::move(mine), pid));
 }

@@ -205,6 +205,20 @@ SH
     expect_match "$(check_field netfilter verdict)" 'iptables-save: .*over 16 MiB' "verdict"
 }
 
+test_doctor_tool_that_closes_its_pipes_and_stays_is_cut_off() {
+    # An nft (a stand-in first in PATH) that closes stdout and stderr, then
+    # sleeps: doctor must give it up after its 5 s, say so in one line, and
+    # finish (it waited for the exit without a bound).
+    mkdir -p "$KTP_TMP/fakebin-mute"
+    printf '#!/bin/sh\nexec >&- 2>&-\nexec sleep 60\n' > "$KTP_TMP/fakebin-mute/nft"
+    chmod +x "$KTP_TMP/fakebin-mute/nft"
+    PATH="$KTP_TMP/fakebin-mute:$PATH" timeout 30 nsenter --net="/run/netns/$KTP_CLI" "$KTPROXY" doctor --json \
+        > "$KTP_TMP/doctor.json" 2> "$KTP_TMP/doctor.err"
+    local rc=$?
+    [ "$rc" -ne 124 ] || fail "doctor still waiting for the mute nft after 30 s"
+    expect_match "$(check_field netfilter verdict)" 'nft: no answer within 5 s' "verdict"
+}
+
 test_doctor_foreign_tc_filter_on_a_gateway_interface() {
     # A TC filter of someone else's, before ktproxy's priority, in the test's netns.
     cat > "$KTP_TMP/foreign_tc.bpf.c" <<'C'

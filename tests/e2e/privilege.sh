@@ -162,6 +162,62 @@ test_sighup_rereads_a_root_only_config_through_the_helper() {
     stop_ktproxy
 }
 
+# config_dir_with_block: a new root-only directory (CONF_DIR) with a
+# root-only config (CONF) that blocks port 80.
+config_dir_with_block() {
+    CONF_DIR=$(mktemp -d "$KTP_TMP/confdir.XXXXXX") || fail "mktemp -d"
+    CONF="$CONF_DIR/ktproxy.toml"
+    echo 'rule = ["port=80 block"]' > "$CONF"
+    chmod 600 "$CONF"
+}
+port80_blocked() { ! in_app curl -sS --max-time 3 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null; }
+
+test_sighup_sees_a_config_replaced_editor_style() {
+    # Editors write a new file and rename it over the old one: a new inode
+    # at the same name, which the helper must read (it keeps the directory,
+    # not the file, open).
+    trap stop_ktproxy EXIT
+    config_dir_with_block
+    start_ktproxy --config "$CONF" || fail "ktproxy did not start"
+    port80_blocked || fail "port 80 not blocked"
+    echo 'rule = ["port=80 proxy=direct"]' > "$CONF.new"
+    chmod 600 "$CONF.new"
+    mv -f "$CONF.new" "$CONF"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reloaded:" || fail "no reload after the file was replaced"
+    in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "port 80 still blocked after reload"
+    stop_ktproxy
+}
+
+test_sighup_reads_no_symlink_or_second_name_put_in_the_configs_place() {
+    # The helper reads the config with root's rights: what the relay could
+    # put at that name later (a symlink, a hard link to another root-only
+    # file) must be refused, and so must a directory others can write. The
+    # "secret" here is itself a config that would open port 80.
+    trap stop_ktproxy EXIT
+    config_dir_with_block
+    local secret="$KTP_TMP/secret.toml"
+    echo 'rule = ["port=80 proxy=direct"]' > "$secret"
+    chmod 600 "$secret"
+    start_ktproxy --config "$CONF" || fail "ktproxy did not start"
+    port80_blocked || fail "port 80 not blocked"
+    ln -s "$secret" "$CONF.link" && mv -fT "$CONF.link" "$CONF"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reload refused.*config $CONF: is a symlink" || fail "a symlink in the config's place was not refused"
+    port80_blocked || fail "port 80 opened by the symlink's target"
+    ln -f "$secret" "$CONF.hard" && mv -fT "$CONF.hard" "$CONF"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reload refused.*config $CONF: has 2 hard links" || fail "a hard link in the config's place was not refused"
+    port80_blocked || fail "port 80 opened through the hard link"
+    rm -f "$CONF" && echo 'rule = ["port=80 proxy=direct"]' > "$CONF" && chmod 600 "$CONF"
+    chmod 777 "$CONF_DIR"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reload refused.*config $CONF: its directory is writable by group or others" ||
+        fail "a config in a directory others can write was not refused"
+    port80_blocked || fail "port 80 opened from a directory others can write"
+    stop_ktproxy
+}
+
 test_relay_stops_when_the_helper_dies() {
     # Without its helper the relay can neither reattach a recreated cgroup,
     # reread a root-only config nor undo setup: it says so and exits
