@@ -80,6 +80,7 @@ Router::Router(const std::vector<std::string>& rules, const std::vector<std::str
             if (std::find(g->members.begin(), g->members.end(), m) != g->members.end())
                 fail("--upstream-group {}: '{}' is listed twice", name, member);
             g->members.push_back(m);
+            m->health->grouped.store(true, std::memory_order_relaxed);
         }
         upstreams_.push_back(std::move(g));
     }

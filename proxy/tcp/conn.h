@@ -106,6 +106,7 @@ struct alignas(kUserDataAlign) Conn {
     bool warm = false;   // the upstream socket came from the warm session pool
     const Upstream* group = nullptr;  // the upstream group `upstream` was picked from
     bool retried = false;             // set up again on the group's next member once
+    std::chrono::steady_clock::time_point dialed;  // the upstream proxy connect began (its health's RTT sample)
     uint32_t early = 0;  // client bytes sent with the CONNECT request (optimistic data)
 
     // Once relaying, both sockets usually live only in the ring's fixed-file

@@ -343,6 +343,13 @@ void TcpSetup::dial(Conn& c)
         FixedFiles::opened();
     if (!c.fd[1])
         return relay_.fail(c, End::error, fmt::format("upstream socket(): {}", errno_text(errno)));
+    if (c.hs && c.upstream->url.tfo) {
+        // The connect then completes at once when a cookie is known, and the
+        // greeting (or request) goes out in the SYN.
+        int one = 1;
+        if (setsockopt(c.fd[1].get(), IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof(one)) != 0)
+            return relay_.fail(c, End::error, fmt::format("TCP_FASTOPEN_CONNECT on upstream socket: {}", errno_text(errno)));
+    }
     if (opts_by_ring_) {
         queue_upstream_options(c);
     } else {
@@ -359,6 +366,12 @@ void TcpSetup::dial(Conn& c)
     s->flags |= IOSQE_IO_LINK;
     ++c.inflight;
     c.timeout = connect_timeout_;
+    c.dialed = now_;
+    // A group member that does not answer in about two of its usual connect
+    // times is given up for the next member (upstream_health.h); the last
+    // one left gets the whole timeout.
+    if (c.hs && c.group && !c.retried && c.group->members.size() > 1)
+        c.timeout = to_timespec(c.upstream->health->connect_bound(cfg_.connect_timeout));
     ring_.link_timeout(&c, c.timeout);
     ++c.inflight;
 }
@@ -428,8 +441,11 @@ void TcpSetup::on_connect(Conn& c, int res)
                            fmt::format("{}: {}{}", what, res == -ECANCELED ? "connect timed out" : errno_text(-res),
                                        hint));
     }
-    if (c.hs)
+    if (c.hs) {
+        if (!c.upstream->url.tfo)  // with a cookie, it completed before any packet left
+            c.upstream->health->connected_in(now_ - c.dialed);
         return start_handshake(c);
+    }
     relay_.start(c, c.sniff_len, 0);
 }
 

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "upstream/upstream_health.h"
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -22,8 +23,11 @@ namespace ktp {
 namespace {
 
 // Gives up on a fill streak's back-off growth here: an upstream that comes
-// back is warm again within this long.
-constexpr double kMaxBackoff = 5.0;
+// back is warm again within this long. Under UpstreamHealth::kBackoff: a
+// dead group member is probed again before its back-off ends, so it stays
+// down, and connections never find it dead themselves (one more round trip).
+constexpr double kMaxBackoff = 2.5;
+static_assert(kMaxBackoff < UpstreamHealth::kBackoff.count());
 
 }  // namespace
 
@@ -87,8 +91,15 @@ UniqueFd SessionPools::take(const std::shared_ptr<const Router>& r, const Upstre
     while (!p.ready.empty()) {
         // The youngest: the likeliest still open at the far end.
         Session& s = *p.ready.back();
-        if (now_ - s.born > max_age || !alive(s.fd.get())) {
+        if (now_ - s.born > max_age) {
             // Its watch has not reported yet; it would have.
+            ++counts_.expired;
+            drop(s);
+            continue;
+        }
+        if (!alive(s.fd.get())) {
+            // Closed at the far end, and its watch has not reported yet.
+            p.health->suspect(now_);
             ++counts_.dropped;
             drop(s);
             continue;
@@ -158,21 +169,27 @@ void SessionPools::open_one(Pool& p)
     }
     p.sessions.push_back(std::move(owned));
     ++p.filling;
-    ring_.reserve(2);
-    io_uring_sqe* e = ring_.sqe();
+    io_uring_sqe* e = pair_sqe();
     io_uring_prep_connect(e, s.fd.get(), p.addr.get(), p.addr.size());
-    io_uring_sqe_set_data64(e, pack(&s, kPoolIo));
-    e->flags |= IOSQE_IO_LINK;
-    s.ts = connect_timeout_;
-    link(s);
-    s.inflight += 2;
+    // A refill is a group member's health probe: bounded as its connections are.
+    with_timeout(s, e, to_timespec(p.health->connect_bound(cfg_.connect_timeout)));
 }
 
-void SessionPools::link(Session& s)
+io_uring_sqe* SessionPools::pair_sqe()
 {
+    ring_.reserve(2);  // the operation and its linked timeout, in one submission
+    return ring_.sqe();
+}
+
+void SessionPools::with_timeout(Session& s, io_uring_sqe* e, const __kernel_timespec& ts)
+{
+    io_uring_sqe_set_data64(e, pack(&s, kPoolIo));
+    e->flags |= IOSQE_IO_LINK;
+    s.ts = ts;
     io_uring_sqe* t = ring_.sqe();
     io_uring_prep_link_timeout(t, &s.ts, 0);
     io_uring_sqe_set_data64(t, pack(&s, kPoolTimeout));
+    s.inflight += 2;
 }
 
 void SessionPools::backoff(Pool& p)
@@ -203,6 +220,7 @@ void SessionPools::on_completion(const Completion& cq)
     case Session::State::connecting:
         if (res < 0)
             return fail(s, res == -ECANCELED ? "connect timed out" : errno_text(-res));
+        s.pool->health->connected_in(now_ - s.born);
         if (s.pool->url.kind != UpstreamUrl::Kind::socks5)
             return become_ready(s);  // HTTP CONNECT: nothing to say before the request
         s.hs = std::make_unique<Socks5Handshake>(s.pool->url.user, s.pool->url.password, Target{},
@@ -224,10 +242,15 @@ void SessionPools::on_completion(const Completion& cq)
         return step(s, s.hs->feed(std::string_view(s.in, s.in_len)));
     case Session::State::ready:
         // The watch: readable (EOF, RST, stray bytes) or its pool-age passed.
-        if (res == -ECANCELED)
+        if (res == -ECANCELED) {
             ++counts_.expired;
-        else
+        } else {
+            // Closed by the far end: a restart or a kill closes them all,
+            // before the next connection could learn it from a refusal.
+            // Skipped until the refill (drop's) answers for it.
             ++counts_.dropped;
+            s.pool->health->suspect(now_);
+        }
         return drop(s);
     case Session::State::closing:
         break;
@@ -270,14 +293,9 @@ void SessionPools::send_more(Session& s)
 void SessionPools::arm_recv(Session& s)
 {
     s.state = Session::State::receiving;
-    ring_.reserve(2);
-    io_uring_sqe* e = ring_.sqe();
+    io_uring_sqe* e = pair_sqe();
     io_uring_prep_recv(e, s.fd.get(), s.in + s.in_len, sizeof(s.in) - s.in_len, 0);
-    io_uring_sqe_set_data64(e, pack(&s, kPoolIo));
-    e->flags |= IOSQE_IO_LINK;
-    s.ts = connect_timeout_;
-    link(s);
-    s.inflight += 2;
+    with_timeout(s, e, connect_timeout_);
 }
 
 void SessionPools::become_ready(Session& s)
@@ -298,14 +316,9 @@ void SessionPools::become_ready(Session& s)
     p.ready.push_back(&s);
     // Watch it while it waits: any readiness is the end of it; the linked
     // timeout is its pool-age.
-    ring_.reserve(2);
-    io_uring_sqe* e = ring_.sqe();
+    io_uring_sqe* e = pair_sqe();
     io_uring_prep_poll_add(e, s.fd.get(), POLLIN | POLLRDHUP);
-    io_uring_sqe_set_data64(e, pack(&s, kPoolIo));
-    e->flags |= IOSQE_IO_LINK;
-    s.ts = to_timespec(p.url.pool_age);
-    link(s);
-    s.inflight += 2;
+    with_timeout(s, e, to_timespec(p.url.pool_age));
 }
 
 void SessionPools::fail(Session& s, const std::string& why)

@@ -82,8 +82,10 @@ private:
 
     void fill(Pool& p);
     void open_one(Pool& p);
-    // The linked timeout (s.ts) of the SQE just queued with IOSQE_IO_LINK.
-    void link(Session& s);
+    // An SQE with room for its linked timeout behind it.
+    io_uring_sqe* pair_sqe();
+    // e (from pair_sqe, prepared) becomes s's operation, bounded by ts.
+    void with_timeout(Session& s, io_uring_sqe* e, const __kernel_timespec& ts);
     // Fills pause for a while after a failure, longer after each in a row.
     void backoff(Pool& p);
     void step(Session& s, HandshakeStep st);

@@ -25,7 +25,7 @@ inline const Upstream* pick_member(const Upstream& group, std::chrono::steady_cl
             continue;
         if (u->health->up(now))
             return u;
-        if (!soonest || u->health->down_until.load() < soonest->health->down_until.load())
+        if (!soonest || u->health->usable_at() < soonest->health->usable_at())
             soonest = u;
     }
     return soonest;

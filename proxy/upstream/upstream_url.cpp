@@ -153,7 +153,7 @@ Result<UpstreamUrl> parse_upstream_url(std::string_view text)
         return failure(fmt::format("unknown scheme '{}' (use socks5://, http:// or direct)", scheme));
     }
 
-    // Options: ?pool=N&pool-age=SECONDS&optimistic=on|off.
+    // Options: ?pool=N&pool-age=SECONDS&optimistic=on|off&tfo=on|off.
     // After the user info: a password may hold a '?'.
     size_t info_end = rest.rfind('@');
     if (size_t q = rest.find('?', info_end == std::string_view::npos ? 0 : info_end); q != std::string_view::npos) {
@@ -183,15 +183,16 @@ Result<UpstreamUrl> parse_upstream_url(std::string_view text)
                 if (!v)
                     return failure(fmt::format("bad pool-age={} (expected 0.1-86400 seconds)", value));
                 u.pool_age = *v;
-            } else if (key == "optimistic") {
+            } else if (key == "optimistic" || key == "tfo") {
+                bool& flag = key == "tfo" ? u.tfo : u.optimistic;
                 if (value == "on" || value == "1" || value == "true")
-                    u.optimistic = true;
+                    flag = true;
                 else if (value == "off" || value == "0" || value == "false")
-                    u.optimistic = false;
+                    flag = false;
                 else
-                    return failure(fmt::format("bad optimistic={} (expected on or off)", value));
+                    return failure(fmt::format("bad {}={} (expected on or off)", key, value));
             } else {
-                return failure(fmt::format("unknown option '{}' (known: pool, pool-age, optimistic)", key));
+                return failure(fmt::format("unknown option '{}' (known: pool, pool-age, optimistic, tfo)", key));
             }
         }
     }

@@ -27,6 +27,10 @@ struct UpstreamUrl {
     unsigned pool = kDefaultPool;
     double pool_age = kDefaultPoolAge;  // seconds
     bool optimistic = false;
+    // TCP Fast Open toward the upstream (TCP_FASTOPEN_CONNECT): once the
+    // kernel holds the server's cookie, a cold connection's first handshake
+    // message rides in the SYN. Needs a server with TFO enabled.
+    bool tfo = false;
     static constexpr unsigned kDefaultPool = 4;
     static constexpr unsigned kMaxPool = 64;
     static constexpr double kDefaultPoolAge = 30;

@@ -12,17 +12,23 @@
 #          time is nil next to a round trip; direct needs 2 (SYN, request).
 #   rate   short connections/s, 50 at a time (ktp-load rate).
 #   bulk   MB/s of one 32 MiB download (curl).
+# And failover: a group of two microsocks (warm pools), TTFB of requests in a
+# row with both up, right after the first is killed, and after the back-off.
 
 . "$HERE/lib/netns.sh"
 . "$HERE/lib/wan.sh"
 
 WAN_RTTS="${KTP_BENCH_WAN_RTTS:-10 50}"
-WAN_LAT="${KTP_BENCH_WAN_LAT:-200}"
-WAN_RATE="${KTP_BENCH_WAN_RATE:-500}"
+WAN_LAT="${KTP_BENCH_WAN_LAT:-100}"
+WAN_RATE="${KTP_BENCH_WAN_RATE:-300}"
+# proxychains4 runs ktp-load's non-blocking connects one at a time (its
+# connect() blocks for the whole handshake): 5 a second at 50 ms.
+WAN_RATE_PC="${KTP_BENCH_WAN_RATE_PC:-60}"
+WAN_FAILOVER_N="${KTP_BENCH_WAN_FAILOVER_N:-20}"
 WAN_OUT="${KTP_BENCH_WAN_OUT:-$KTP_BUILD/bench-wan.md}"
 WAN_STARTED=$(date +%s)
 progress() { printf '[bench-wan %3ds] %s\n' "$(( $(date +%s) - WAN_STARTED ))" "$*" >&2; }
-[ "$QUICK" = 1 ] && { WAN_RTTS="${KTP_BENCH_WAN_RTTS:-10}"; WAN_LAT="${KTP_BENCH_WAN_LAT:-30}"; WAN_RATE=100; }
+[ "$QUICK" = 1 ] && { WAN_RTTS="${KTP_BENCH_WAN_RTTS:-10}"; WAN_LAT="${KTP_BENCH_WAN_LAT:-30}"; WAN_RATE=100; WAN_RATE_PC=20; }
 KTPLOAD="$KTP_BUILD/tools/ktp-load"
 RS_PORT=12345
 
@@ -41,23 +47,18 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d;
        scgi_temp_path $d; server { listen $KTP_WAN_DST4:80 backlog=4096; root $d/html; } }
 CONF
+    # TCP Fast Open accepted by every listener of the far host (its own
+    # namespace's setting: 0x400 needs no socket option from the servers),
+    # for ktproxy's tfo=on rows; the other clients never ask for it.
+    in_wan sysctl -qw net.ipv4.tcp_fastopen=1027
     ktp_wan_bg nginx -c "$d/nginx.conf"
     ktp_wan_bg microsocks -i "$KTP_WAN4" -p 1080
     ktp_dante_setup "$d" "$KTP_WAN4" 1081
     unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
         exec nsenter --net=/run/netns/$KTP_WAN danted -f '$d/danted.conf' -N 2" &
     KTP_PIDS+=("$!")
-    cat > "$d/tinyproxy.conf" <<CONF
-Port 8888
-Listen $KTP_WAN4
-Timeout 60
-LogLevel Critical
-MaxClients 200
-Allow 10.202.0.0/24
-ConnectPort 80
-BasicAuth ktpuser s3cret
-CONF
-    ktp_wan_bg tinyproxy -d -c "$d/tinyproxy.conf"
+    ktp_tinyproxy_setup "$d/tinyproxy" "$KTP_WAN4" 8888 10.202.0.0/24 80 Critical
+    ktp_wan_bg tinyproxy -d -c "$d/tinyproxy/tinyproxy.conf"
     local p
     for p in 80 1080 1081 8888; do ktp_wait_port "$KTP_WAN" "$p" || ktp_die "WAN server on port $p did not start"; done
 }
@@ -95,6 +96,7 @@ wan_mode_up() {  # wan_mode_up MODE UPSTREAM
             case "$mode" in
                 ktproxy-cold) opts="pool=0&optimistic=off" ;;
                 ktproxy-cold-opt) opts="pool=0&optimistic=on" ;;
+                ktproxy-cold-tfo) opts="pool=0&optimistic=off&tfo=on" ;;
                 ktproxy-warm) opts="pool=8&optimistic=off" ;;
                 ktproxy-warm-opt) opts="pool=8&optimistic=on" ;;
             esac
@@ -141,7 +143,8 @@ wan_client() {  # wan_client MODE CMD...
 # keeps the bytes (dante; microsocks drops them, tinyproxy is HTTP).
 wan_modes() {
     case "$1" in
-        dante) echo "ktproxy-cold ktproxy-cold-opt ktproxy-warm ktproxy-warm-opt proxychains redsocks" ;;
+        dante) echo "ktproxy-cold ktproxy-cold-tfo ktproxy-warm ktproxy-warm-opt proxychains redsocks" ;;
+        microsocks) echo "ktproxy-cold ktproxy-cold-tfo ktproxy-warm proxychains redsocks" ;;
         *) echo "ktproxy-cold ktproxy-warm proxychains redsocks" ;;
     esac
 }
@@ -152,7 +155,9 @@ wan_measure() {  # wan_measure RTT UPSTREAM MODE: one table row
         --conn-timeout 10 --timeout 600 2>/dev/null)
     p50=$(sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<< "$lat")
     p99=$(sed -n 's/.*p99_us=\([0-9.]*\).*/\1/p' <<< "$lat")
-    rate=$(wan_client "$mode" "$KTPLOAD" rate --to "$KTP_WAN_DST4:80" --conns "$WAN_RATE" --concurrency 50 \
+    local conns="$WAN_RATE"
+    [ "$mode" = proxychains ] && conns="$WAN_RATE_PC"
+    rate=$(wan_client "$mode" "$KTPLOAD" rate --to "$KTP_WAN_DST4:80" --conns "$conns" --concurrency 50 \
         --http /index.html --conn-timeout 20 --timeout 600 2>/dev/null | sed -n 's/.*conns_per_s=\([0-9.]*\).*/\1/p')
     bulk=$(wan_client "$mode" curl -s -o /dev/null --max-time 120 -w '%{speed_download}' \
         "http://$KTP_WAN_DST4/bulk.bin" 2>/dev/null)
@@ -162,6 +167,46 @@ wan_measure() {  # wan_measure RTT UPSTREAM MODE: one table row
     [ -n "$bulk" ] && bulk=$(awk -v b="$bulk" 'BEGIN { printf "%.1f", b / 1e6 }')
     printf '| %s ms | %s | %s | %s | %s | %s | %s |\n' "$rtt" "$up" "$mode" "$rtts50" "$rtts99" "${rate:-na}" \
         "${bulk:-na}"
+}
+
+# wan_failover RTT: rows of the failover table. The first member dies just
+# before the second phase's first connection; each phase's p50 and max are in
+# RTTs, its extra the p50 minus the p50 with both up (a max is as much the
+# shared machine's scheduling as the proxy's).
+wan_failover() {
+    local rtt="$1" a b
+    ktp_wan_bg microsocks -i "$KTP_WAN4" -p 1090
+    a=$!
+    ktp_wan_bg microsocks -i "$KTP_WAN4" -p 1091
+    b=$!
+    ktp_wait_port "$KTP_WAN" 1090 && ktp_wait_port "$KTP_WAN" 1091 || { ktp_log "failover: microsocks did not start"; return 1; }
+    start_ktproxy --workers 1 --upstream "a=socks5://$KTP_WAN4:1090?pool=4" \
+        --upstream "b=socks5://$KTP_WAN4:1091?pool=4" --upstream-group g=a,b --default proxy=g >/dev/null 2>&1 \
+        || { ktp_log "failover: ktproxy did not start"; kill "$a" "$b"; return 1; }
+    sleep "$(awk -v r="$rtt" 'BEGIN { print 0.5 + 4 * r / 1000 }')"
+    local phase out base=""
+    for phase in "both up" "a killed" "after back-off"; do
+        case "$phase" in
+            "a killed") kill "$a" ;;
+            "after back-off") sleep 3.5 ;;
+        esac
+        out=$(in_app "$KTPLOAD" latency --to "$KTP_WAN_DST4:80" --count "$WAN_FAILOVER_N" --http /index.html \
+            --conn-timeout 10 --timeout 120 2>/dev/null)
+        local p50 max failed
+        p50=$(sed -n 's/.*p50_us=\([0-9.]*\).*/\1/p' <<< "$out")
+        max=$(sed -n 's/.*max_us=\([0-9.]*\).*/\1/p' <<< "$out")
+        failed=$(sed -n 's/.* failed=\([0-9]*\).*/\1/p' <<< "$out")
+        [ -z "$base" ] && base="$p50"
+        printf '| %s ms | %s | %s | %s | %s | %s |\n' "$rtt" "$phase" \
+            "$(awk -v u="${p50:-0}" -v r="$rtt" 'BEGIN { printf "%.2f", u / 1000 / r }')" \
+            "$(awk -v u="${max:-0}" -v r="$rtt" 'BEGIN { printf "%.2f", u / 1000 / r }')" \
+            "$(awk -v u="${p50:-0}" -v b="${base:-0}" -v r="$rtt" 'BEGIN { printf "%.2f", (u - b) / 1000 / r }')" \
+            "${failed:-na}"
+    done
+    stop_ktproxy >/dev/null 2>&1
+    KTP_PID=""
+    kill "$b" 2>/dev/null
+    return 0
 }
 
 bench_wan_main() {
@@ -176,6 +221,8 @@ bench_wan_main() {
     for rtt in $WAN_RTTS; do
         ktp_wan_up "$rtt"
         wan_servers
+        progress "WAN ${rtt} ms: failover"
+        wan_failover "$rtt" >> "$KTP_TMP/failover"
         progress "WAN ${rtt} ms: direct"
         wan_measure "$rtt" "-" direct >> "$KTP_TMP/table"
         for up in dante microsocks tinyproxy; do
@@ -201,5 +248,11 @@ bench_wan_main() {
             "TTFB over $WAN_LAT sequential requests, rate over $WAN_RATE connections"
         echo
         cat "$KTP_TMP/table"
+        echo
+        echo "Failover: group g=a,b (microsocks each, pool=4), $WAN_FAILOVER_N requests in a row per phase"
+        echo
+        echo "| RTT | phase | TTFB p50 (RTT) | max (RTT) | p50 - p50 both up (RTT) | failed |"
+        echo "|-----|-------|----------------|-----------|-------------------------|--------|"
+        cat "$KTP_TMP/failover"
     } | tee "$WAN_OUT"
 }

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Configuration of the upstream proxies from Debian that the suites and the
-# bench start (dante with a password). Sourced by netns.sh.
+# bench start (dante with a password, tinyproxy). Sourced by netns.sh.
 
 # ktp_dante_setup DIR ADDR PORT [RULES]: writes DIR/passwd and DIR/shadow,
 # copies of the system's with the test user ktpuser (password s3cret) added,
@@ -36,4 +36,27 @@ socks pass {
     log: connect error
 }
 CONF
+}
+
+# ktp_tinyproxy_setup DIR ADDR PORT ALLOW "CONNECTPORT..." [LOGLEVEL]: writes
+# DIR/tinyproxy.conf for an HTTP CONNECT proxy on ADDR:PORT with Basic auth
+# (ktpuser/s3cret) that serves clients from ALLOW (a subnet) and CONNECTs only
+# to the ports listed; it logs at LOGLEVEL (default Connect: each CONNECT is
+# a line) to DIR/tinyproxy.log. DIR is made writable for tinyproxy, which
+# drops to nobody.
+ktp_tinyproxy_setup() {
+    local d="$1" addr="$2" port="$3" allow="$4" ports="$5" level="${6:-Connect}" p
+    mkdir -p "$d"
+    chmod 777 "$d"
+    {
+        echo "Port $port"
+        echo "Listen $addr"
+        echo "Timeout 60"
+        echo "LogFile \"$d/tinyproxy.log\""
+        echo "LogLevel $level"
+        echo "MaxClients 200"
+        echo "Allow $allow"
+        for p in $ports; do echo "ConnectPort $p"; done
+        echo "BasicAuth ktpuser s3cret"
+    } > "$d/tinyproxy.conf"
 }

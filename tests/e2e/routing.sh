@@ -39,22 +39,7 @@ start_microsocks() {
 
 start_tinyproxy() {
     local d="$KTP_TMP/tinyproxy"
-    mkdir -p "$d"
-    chmod 777 "$d"
-    cat > "$d/tinyproxy.conf" <<CONF
-Port 8888
-Listen $KTP_SRV4
-Timeout 30
-LogFile "$d/tinyproxy.log"
-LogLevel Connect
-MaxClients 50
-Allow 10.201.0.0/24
-ConnectPort 80
-ConnectPort 443
-ConnectPort 8083
-ConnectPort 9000
-BasicAuth ktpuser s3cret
-CONF
+    ktp_tinyproxy_setup "$d" "$KTP_SRV4" 8888 10.201.0.0/24 "80 443 8083 9000"
     ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/dante/hosts' /etc/hosts &&
         exec nsenter --net=/run/netns/$KTP_SRV tinyproxy -d -c '$d/tinyproxy.conf'"
     ktp_wait_port "$KTP_SRV" 8888

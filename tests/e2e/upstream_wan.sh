@@ -36,19 +36,7 @@ declare -A MICRO_PID
 
 start_tinyproxy() {
     local d="$KTP_TMP/tinyproxy"
-    mkdir -p "$d"
-    chmod 777 "$d"
-    cat > "$d/tinyproxy.conf" <<CONF
-Port 8888
-Listen $KTP_SRV4
-Timeout 30
-LogFile "$d/tinyproxy.log"
-LogLevel Connect
-MaxClients 50
-Allow 10.201.0.0/24
-ConnectPort 8083
-BasicAuth ktpuser s3cret
-CONF
+    ktp_tinyproxy_setup "$d" "$KTP_SRV4" 8888 10.201.0.0/24 8083
     ktp_bg in_srv tinyproxy -d -c "$d/tinyproxy.conf"
     ktp_wait_port "$KTP_SRV" 8888
     TINYPROXY_LOG="$d/tinyproxy.log"
@@ -59,8 +47,9 @@ start_microsocks 1081
 start_microsocks 1082
 start_microsocks 1083
 start_microsocks 1084
+start_microsocks 1085
 start_tinyproxy
-sed -i "s|listen $KTP_SRV4:80 backlog=4096;|listen $KTP_SRV4:80 backlog=4096; listen $KTP_SRV4:8081; listen $KTP_SRV4:8082; listen $KTP_SRV4:8083; listen $KTP_SRV4:8084; listen $KTP_SRV4:8085; listen $KTP_SRV4:8086;|" \
+sed -i "s|listen $KTP_SRV4:80 backlog=4096;|listen $KTP_SRV4:80 backlog=4096; listen $KTP_SRV4:8081; listen $KTP_SRV4:8082; listen $KTP_SRV4:8083; listen $KTP_SRV4:8084; listen $KTP_SRV4:8085; listen $KTP_SRV4:8086; listen $KTP_SRV4:8087;|" \
     "$KTP_TMP/nginx/nginx.conf"
 in_srv nginx -c "$KTP_TMP/nginx/nginx.conf" -s reload
 ktp_wait_port "$KTP_SRV" 8086
@@ -69,8 +58,36 @@ ktp_wait_port "$KTP_SRV" 8086
 ktp_bg in_srv socat -u TCP-LISTEN:9105,bind=$KTP_SRV4,reuseaddr,fork "OPEN:$KTP_TMP/9105.bytes,append"
 ktp_wait_port "$KTP_SRV" 9105
 
+# A far host (tools/ktp-delay, 800 ms RTT) with two microsocks and a port
+# that swallows SYNs, for the failover tests: a round trip that long makes
+# the moment between a member's death and its first refused connect wide
+# enough to see which member a connection picks in it.
+. "$(dirname "$0")/../../scripts/lib/wan.sh"
+ktp_wan_up 800
+start_wan_microsocks() {  # start_wan_microsocks PORT
+    ktp_wan_bg sh -c "exec microsocks -i $KTP_WAN4 -p $1 >> '$KTP_TMP/wan-microsocks.$1.log' 2>&1"
+    WAN_MICRO_PID[$1]=$!
+    ktp_wait_port "$KTP_WAN" "$1"
+}
+declare -A WAN_MICRO_PID
+start_wan_microsocks 1180
+start_wan_microsocks 1181
+in_wan iptables -A INPUT -p tcp --dport 1182 -j DROP
+mkdir -p "$KTP_TMP/far"
+echo far > "$KTP_TMP/far/index.html"
+for p in 8090 8091; do
+    ktp_wan_bg python3 -m http.server "$p" --bind "$KTP_WAN_DST4" --directory "$KTP_TMP/far" 2>/dev/null
+    ktp_wait_port "$KTP_WAN" $p
+done
+
 # One worker, so that the pools' sizes are the counts seen at the upstreams.
-start_ktproxy --workers 1 --control "$KTP_TMP/ctl.sock" \
+# The connect timeout is long, so that a connection left to it fails its
+# client's curl (--max-time 20) by far: a group must not need it.
+start_ktproxy --workers 1 --control "$KTP_TMP/ctl.sock" --connect-timeout 30 \
+    --upstream "w1=socks5://$KTP_WAN4:1180?pool=2" --upstream "w2=socks5://$KTP_WAN4:1181?pool=2" \
+    --upstream-group "wg=w1,w2" --rule "port=8090 proxy=wg" \
+    --upstream "bh=socks5://$KTP_WAN4:1182?pool=0" --upstream "w3=socks5://$KTP_WAN4:1181?pool=2" \
+    --upstream-group "bg=bh,w3" --rule "port=8091 proxy=bg" \
     --upstream "m3=socks5://$KTP_SRV4:1083?pool=1" --upstream "m4=socks5://$KTP_SRV4:1084?pool=1" \
     --upstream-group "grp=m3,m4" --rule "port=80 proxy=grp" \
     --upstream "gone=socks5://$KTP_SRV4:1099?pool=0" --upstream "m5=socks5://$KTP_SRV4:1084?pool=0" \
@@ -83,6 +100,7 @@ start_ktproxy --workers 1 --control "$KTP_TMP/ctl.sock" \
     --rule "port=8081 proxy=dante" --rule "port=9105 proxy=dante" --rule "port=8082 proxy=micro" \
     --rule "port=9106 proxy=micro" --rule "port=8083 proxy=tiny" --rule "port=8084 proxy=cold" \
     --rule "port=8085 proxy=m2" \
+    --upstream "mopt=socks5://$KTP_SRV4:1085?pool=1&optimistic=on" --rule "port=8087 proxy=mopt" \
     || ktp_die "ktproxy did not start"
 
 # Established connections from the client host to an upstream's port.
@@ -205,13 +223,39 @@ test_optimistic_request_arrives_intact_through_dante_warm_and_cold() {
     [[ "$(conn_line "${out##* }")" != *early=* ]] || fail "optimistic data sent to microsocks"
 }
 
+test_microsocks_drops_optimistic_data_so_it_is_off_by_default() {
+    # Why optimistic=off is the default for socks5 (docs/usage.md): microsocks
+    # 1.0 reads the bytes behind the CONNECT request along with it and drops
+    # them; the destination never gets the request and the app waits.
+    # ktproxy waits 5 ms at most for the app's first bytes: on a loaded
+    # machine curl may be later, and its request then follows the reply
+    # (which microsocks relays). A few tries until one went early.
+    local i out rc line
+    for i in 1 2 3 4 5 6; do
+        wait_sessions 1085 1
+        out=$(in_app curl -sS --max-time 3 -o /dev/null -w '%{local_port}' "http://$KTP_SRV4:8087/index.html" 2>/dev/null)
+        rc=$?
+        line=$(conn_line "$out")
+        [[ "$line" == *early=* ]] && break
+        expect_eq "$rc" 0 "curl through microsocks, its request sent after the reply (try $i)"
+    done
+    expect_match "$line" "route=mopt .*early=[1-9]" "a request that went with the CONNECT"
+    expect_eq "$rc" 28 "curl through microsocks with its request behind the CONNECT (28: timed out waiting for the answer)"
+}
+
 test_refused_connect_bytes_reach_no_server() {
-    local rc
-    in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4:9105/secret-request" 2>/dev/null
-    rc=$?
-    expect_ne "$rc" 0 "curl through a refused CONNECT"
-    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9105 .*end=upstream" || fail "no end=upstream line for the refused CONNECT"
-    expect_match "$(grep "orig=$KTP_SRV4:9105" "$KTP_LOG" | tail -1)" "early=[1-9]" "the request went with the CONNECT"
+    local rc i out line
+    # Until one request went with the CONNECT (a curl later than ktproxy's
+    # 5 ms wait sends it after the refusal: not at all).
+    for i in 1 2 3 4 5 6; do
+        out=$(in_app curl -sS --max-time 5 -o /dev/null -w '%{local_port}' "http://$KTP_SRV4:9105/secret-request" 2>/dev/null)
+        rc=$?
+        expect_ne "$rc" 0 "curl through a refused CONNECT (try $i)"
+        line=$(conn_line "$out")
+        expect_match "$line" "orig=$KTP_SRV4:9105 .*end=upstream" "the refused CONNECT's line (try $i)"
+        [[ "$line" == *early=* ]] && break
+    done
+    expect_match "$line" "early=[1-9]" "the request went with the CONNECT"
     wait_log "$DANTE_LOG" "block.*9105" 2 || fail "dante did not log the block"
     sleep 0.5
     expect_eq "$(stat -c %s "$KTP_TMP/9105.bytes")" 0 "bytes that reached the server on 9105"
@@ -269,17 +313,72 @@ test_group_retries_once_on_the_next_member_when_setup_fails() {
     expect_match "$(ktp_status)" "upstream gone \(group g2\): down" "the refusing member"
 }
 
+# far PORT: one request to the far host through ktproxy; prints "STATUS LOCALPORT".
+far() {
+    in_app curl -sS --max-time 20 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_WAN_DST4:$1/"
+}
+served() { grep -c "connected to" "$KTP_TMP/wan-microsocks.$1.log"; }
+
+test_group_skips_a_killed_member_before_its_first_refusal() {
+    # Both members warm; the first dies. Its idle sessions see the far end
+    # close half a round trip later; its refill is refused a whole round trip
+    # after that. A connection made in between must go to w2 at once, not
+    # try w1 first (a refused connect, then w2: one more round trip, and
+    # more when w2's warm sessions are used up).
+    wait_sessions 1180 2
+    wait_sessions 1181 4  # w2's and w3's pools
+    local out i w2_before line
+    out=$(far 8090)
+    expect_eq "${out%% *}" 200 "HTTP status through wg with both members up"
+    wait_log "$KTP_TMP/wan-microsocks.1180.log" "connected to" || fail "w1 did not carry the first request"
+    # Both of w1's sessions ready (one is the refill after that request):
+    # one dying mid-greeting would mark w1 down by itself.
+    wait_sessions 1180 2
+    sleep 2
+    w2_before=$(served 1181)
+    kill "${WAN_MICRO_PID[1180]}"
+    for _ in $(seq 100); do
+        [ "$(session_ports 1180 | wc -l)" -eq 0 ] && break
+        sleep 0.05
+    done
+    expect_eq "$(session_ports 1180 | wc -l)" 0 "w1's idle sessions closed"
+    for i in 1 2 3; do
+        out=$(far 8090)
+        expect_eq "${out%% *}" 200 "HTTP status with w1 dead (request $i)"
+        line=$(conn_line "${out##* }")
+        expect_match "$line" "route=wg .*end=eof" "conn line $i"
+    done
+    expect_eq "$(( $(served 1181) - w2_before ))" 3 "requests w2 carried"
+    expect_match "$(ktp_status)" "group wg: retried=0" "connections that tried the dead member first"
+    expect_match "$(ktp_status)" "upstream w1 \(group wg\): down" "status of w1"
+    ! grep -E "route=wg .*end=(upstream|reset|refused|timeout|error)" "$KTP_LOG" || fail "a client saw a failure"
+}
+
+test_group_bounds_the_connect_to_a_member_that_swallows_syns() {
+    # bh never answers a SYN; --connect-timeout is 30 s. The connection goes
+    # to w3 after a bound of about two of bh's connect times (1 s before any
+    # was seen), well before curl gives up.
+    local out
+    out=$(far 8091)
+    expect_eq "${out%% *}" 200 "HTTP status through bg"
+    expect_match "$(conn_line "${out##* }")" "route=bg .*end=eof" "conn line"
+    expect_match "$(ktp_status)" "group bg: retried=1" "retries counted"
+    expect_match "$(ktp_status)" "upstream bh \(group bg\): down" "the silent member"
+    out=$(far 8091)
+    expect_eq "${out%% *}" 200 "HTTP status through bg, bh skipped"
+    expect_match "$(ktp_status)" "group bg: retried=1" "no retry once bh is down"
+}
+
 test_ktp_delay_link_carries_traffic_and_stops_on_sigterm() {
-    # The bench's WAN link (scripts/lib/wan.sh): a far host reachable only
-    # through ktp-delay; SIGTERM ends it with its counts, and the far host's
+    # The bench's WAN link (scripts/lib/wan.sh, up since the start, 800 ms):
+    # a far host reachable only through ktp-delay; SIGTERM ends it with its counts, and the far host's
     # address is unreachable once it is gone (no other path exists).
-    . "$(dirname "$0")/../../scripts/lib/wan.sh"
-    ktp_wan_up 20
     ktp_wan_bg socat TCP-LISTEN:7000,bind=$KTP_WAN_DST4,reuseaddr,fork EXEC:cat
     ktp_wait_port "$KTP_WAN" 7000
-    expect_eq "$(printf 'over the link' | in_cli timeout 5 socat -t 2 - TCP:$KTP_WAN_DST4:7000)" "over the link" "echo"
+    expect_eq "$(printf 'over the link' | in_cli timeout 8 socat -t 2 - TCP:$KTP_WAN_DST4:7000)" "over the link" "echo"
     kill -TERM "$KTP_WAN_DELAY_PID"
-    wait "$KTP_WAN_DELAY_PID" 2>/dev/null
+    # Started by the suite, not by this test's subshell: no wait(1) for it.
+    wait_log "$KTP_TMP/ktp-delay.log" "stopped;" || fail "ktp-delay did not stop on SIGTERM"
     expect_file_match "$KTP_TMP/ktp-delay.log" "stopped; A->B [1-9][0-9]* forwarded 0 dropped" "ktp-delay's last line"
     ! in_cli timeout 3 socat -T 1 /dev/null TCP:$KTP_WAN_DST4:7000,connect-timeout=1 2>/dev/null || fail "reachable without the link"
     ktp_wan_down

@@ -151,6 +151,8 @@ TEST_CASE("warm-session and optimistic-data options after '?'")
     CHECK(d.pool == UpstreamUrl::kDefaultPool);
     CHECK_FALSE(d.optimistic);  // microsocks drops bytes behind its request (upstream_url.h)
     CHECK(parse_ok("socks5://h?optimistic=on").optimistic);
+    CHECK_FALSE(d.tfo);
+    CHECK(parse_ok("socks5://h?tfo=on").tfo);
     UpstreamUrl u = parse_ok("socks5://u:p%3Fq@h:1080?pool=0&pool-age=2.5&optimistic=off");
     CHECK(u.pool == 0);
     CHECK(u.pool_age == 2.5);
