@@ -58,10 +58,12 @@ test_every_ktproxy_process_runs_with_least_privilege() {
     printf '    helper pid %s: Uid %s CapEff %s NoNewPrivs %s Seccomp %s\n' "$helper" \
         "$(status_field "$helper" Uid)" "$(status_field "$helper" CapEff)" \
         "$(status_field "$helper" NoNewPrivs)" "$(status_field "$helper" Seccomp)"
-    # uid 0 with CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_KILL CAP_DAC_OVERRIDE.
+    # uid 0 with CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_KILL CAP_DAC_OVERRIDE,
+    # and, as the instance has an app cgroup whose containers it may serve,
+    # CAP_SYS_ADMIN (setns) and CAP_SYS_PTRACE (their /proc/PID/ns/net).
     expect_eq "$(status_field "$helper" Uid)" "0 0 0 0" "helper Uid"
-    expect_eq "$(status_field "$helper" CapEff)" 000000c000001022 "helper CapEff"
-    expect_eq "$(status_field "$helper" CapBnd)" 000000c000001022 "helper CapBnd"
+    expect_eq "$(status_field "$helper" CapEff)" 000000c000281022 "helper CapEff"
+    expect_eq "$(status_field "$helper" CapBnd)" 000000c000281022 "helper CapBnd"
     expect_eq "$(status_field "$helper" NoNewPrivs)" 1 "helper NoNewPrivs"
     expect_eq "$(status_field "$helper" Seccomp)" 2 "helper Seccomp"
     # The helper holds no socket of the relay: no listener, no connection.
