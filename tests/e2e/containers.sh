@@ -191,7 +191,7 @@ test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
     expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 1 "relayed curls"
     ctr_start_no_init d 5
     t0=$(date +%s%N)
-    first_connect_never_direct d 3
+    first_connect_never_direct d 2
     wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/d\): listening" 5 || fail "no listener for container d"
     t1=$(date +%s%N)
     ktp_log "container d: first connect to listener $(( (t1 - t0) / 1000000 )) ms"
@@ -212,36 +212,46 @@ ctr_start_no_init() {
 }
 
 # first_connect_never_direct NAME TOTAL: the container's very first process
-# connects at once (before ktproxy can have met its namespace), then tries
-# again until two requests got through. Every request that reached the
-# server must have been relayed (TOTAL conn lines of curls in the log, one
-# from before): the first connect is refused while the listener is opened,
-# never passed (issue 14: "never a leak").
+# joins its cgroup and connects at once, microseconds later (before ktproxy
+# can have met its namespace); then curl tries until a request gets
+# through. The first connect must be refused or relayed, never passed
+# (issue 14: "never a leak"); TOTAL: curls relayed in the log by then.
 first_connect_never_direct() {
-    local name=$1 total=$2 ok
-    # Each line printed is one answer from the server.
-    ok=$(in_ctr "$name" sh -c 'n=0; for i in $(seq 100); do curl -sS --max-time 5 "$0" 2>/dev/null && n=$((n+1)); [ $n -ge 2 ] && exit 0; sleep 0.02; done; exit 1' \
-        "http://$KTP_SRV4/" | grep -c "hello from the server host") || fail "container $name never got through"
-    expect_eq "$ok" 2 "answers to container $name"
+    local name=$1 total=$2 first
+    first=$(nsenter --net="/run/netns/$(ctr_ns "$name")" python3 -c "
+import os, socket, sys
+open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect(('$KTP_SRV4', 80))
+except ConnectionRefusedError:
+    print('refused'); sys.exit(0)
+s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
+print('connected', s.recv(4096).decode(errors='replace').splitlines()[0])" "$KTP_CG/$name") || fail "first connect of $name"
+    ktp_log "container $name: first process's connect: $first"
+    in_ctr "$name" sh -c 'for i in $(seq 100); do curl -sS --max-time 5 "$0" 2>/dev/null && exit 0; sleep 0.02; done; exit 1' \
+        "http://$KTP_SRV4/" >/dev/null || fail "container $name never got through"
     for _ in $(seq 40); do
         [ "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" -ge "$total" ] && break
         sleep 0.05
     done
-    sleep 0.3
-    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" "$total" "relayed curls (one fewer: a first connect went direct)"
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" "$total" "relayed curls"
+    case "$first" in
+        refused) ;;
+        connected*) wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=python3" 2 ||
+            fail "container $name's first connect went direct (not in ktproxy's log)" ;;
+        *) fail "first connect of $name: $first" ;;
+    esac
 }
 
-# The pins a --fail-closed instance of this run leaves (its hooks stay
-# attached after it stops): removed, as `ktproxy cleanup` would, but only
-# this run's.
-drop_own_pins() { rm -rf /sys/fs/bpf/ktproxy/"ktp-test-${KTP_ID}"_*; }
-KTP_EXTRA_CLEANUP+=(drop_own_pins)
-
 test_first_connect_of_a_new_container_is_refused_not_passed_with_fail_closed() {
-    trap 'stop_ktproxy; drop_own_pins; ctr_stop d' EXIT
+    # The pins it leaves (its hooks stay attached after it stops) are
+    # removed as `ktproxy cleanup` would, but only this run's.
+    trap 'stop_ktproxy; rm -rf /sys/fs/bpf/ktproxy/"ktp-test-${KTP_ID}"_*; ctr_stop d' EXIT
     start_ktproxy --log-level info --fail-closed || fail "ktproxy did not start"
     ctr_start_no_init d 5
-    first_connect_never_direct d 2
+    first_connect_never_direct d 1
 }
 
 test_dropped_relay_serves_containers_met_at_start_and_later() {
@@ -294,6 +304,54 @@ test_helper_refuses_a_namespace_outside_the_cgroup() {
     grep "netns self-test:" "$KTP_LOG" | sed 's/^/    /'
     expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $cookie: .*not one of the intercepted cgroup's \(refused\)" "the helper's answer for n"
     expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $mine: ALLOWED" "the helper's answer for a"
+}
+
+test_status_shows_a_container_connection_and_listener_namespace() {
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ctr_start a 2 in
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/a\): listening" || fail "no listener for container a"
+    local cookie ctl="/run/ktproxy/ktp-test-${KTP_ID}_app.sock"
+    cookie=$(sed -nE 's/.*container namespace ([0-9]+) \(cgroup [^)]*\/a\): listening.*/\1/p' "$KTP_LOG" | head -1)
+    # A connection held open from the container.
+    in_ctr a python3 -c "
+import socket, time
+s = socket.create_connection(('$KTP_SRV4', 9000), timeout=3); s.sendall(b'x'); s.recv(1); time.sleep(3)" &
+    local held=$!
+    local j=""
+    for _ in $(seq 40); do
+        j=$("$KTPROXY" status --control "$ctl" --json) || fail "status --json failed"
+        [ "$(jq '.connections | length' <<<"$j")" -ge 1 ] && break
+        sleep 0.05
+    done
+    expect_eq "$(jq -r '.connections[0].netns' <<<"$j")" "$cookie" "a connection's netns in status --json"
+    expect_match "$(jq -r '.connections[0].container' <<<"$j")" "/app/a$" "a connection's container cgroup"
+    expect_eq "$(jq -r --arg c "$cookie" '[.netns_listeners[] | select(.netns == ($c | tonumber))] | length' <<<"$j")" 2 \
+        "container a's listeners (127.0.0.1 and ::1) in status --json"
+    local t
+    t=$("$KTPROXY" status --control "$ctl") || fail "status failed"
+    expect_match "$t" "$KTP_SRV4:9000 .* $cookie .*/app/a" "the connection's line in status"
+    expect_match "$t" "container netns $cookie cgroup .*/app/a listening 127.0.0.1:" "the listener's line in status"
+    wait "$held"
+}
+
+test_half_closed_check_releases_a_container_connection() {
+    # As hostile.sh's half_closed_case, from a container: the app's socket
+    # is in the container's namespace, asked through a sock_diag socket the
+    # helper made there.
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ktp_bg in_srv python3 -c "
+import socket, time
+s = socket.socket(); s.bind(('$KTP_SRV4', 9006)); s.listen(0); time.sleep(60)"
+    ktp_wait_port "$KTP_SRV" 9006
+    ctr_start a 2 in
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/a\): listening" || fail "no listener for container a"
+    in_ctr a python3 -c "
+import socket, time
+s = socket.create_connection(('$KTP_SRV4', 9006), timeout=3); time.sleep(0.2); s.close()" || fail "client"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9006 .* end=dead .*app closed its socket" 8 ||
+        { tail -3 "$KTP_LOG" >&2; fail "the container's half-closed relay was not released"; }
 }
 
 test_stopped_containers_leave_no_listener_fd_or_map_entry() {
