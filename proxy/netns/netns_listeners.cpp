@@ -149,8 +149,9 @@ void NetnsListeners::scan()
     try {
         found = cfg_.maker->scan();
     } catch (const Error& e) {
-        // The helper is gone: the supervisor stops the instance.
-        log::warn("container namespaces: {}", e.what());
+        // The helper is gone (or finished: the instance is stopping); the
+        // supervisor says so and stops the instance.
+        log::debug("container namespaces: {}", e.what());
         return;
     }
     std::set<uint64_t> seen;
