@@ -7,12 +7,14 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 namespace ktp {
 
@@ -45,11 +47,55 @@ NetnsEnter::~NetnsEnter()
     }
 }
 
+namespace {
+// Few enough that a stopped container's stock is no burden, enough that a
+// burst of connects rarely empties it before the refill comes.
+constexpr unsigned kBatch = 16;
+}  // namespace
+
+NetnsRefills::NetnsRefills() : event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+void NetnsRefills::ask(std::weak_ptr<const Netns> ns)
+{
+    {
+        std::lock_guard lock(mu_);
+        want_.push_back(std::move(ns));
+    }
+    uint64_t one = 1;
+    (void)!::write(event.get(), &one, sizeof(one));
+}
+
+std::vector<std::weak_ptr<const Netns>> NetnsRefills::take()
+{
+    uint64_t n;
+    (void)!::read(event.get(), &n, sizeof(n));
+    std::lock_guard lock(mu_);
+    return std::exchange(want_, {});
+}
+
+void Netns::refill() const
+{
+    for (int i = 0; i < 2; ++i) {
+        {
+            std::lock_guard lock(mu_);
+            if (!asked_[i])
+                continue;
+        }
+        std::vector<UniqueFd> got;
+        try {
+            got = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+        } catch (const Error& e) {
+            log::debug("container namespace {}: refill: {}", cookie, e.what());
+        }
+        std::lock_guard lock(mu_);
+        asked_[i] = false;
+        for (auto& s : got)
+            spare_[i].push_back(std::move(s));
+    }
+}
+
 UniqueFd Netns::egress_socket(int family) const
 {
-    // Few enough that a stopped container's stock is no burden, enough
-    // that a burst of connects costs one round trip per this many.
-    constexpr unsigned kBatch = 16;
     const int i = family == AF_INET6 ? 1 : 0;
     std::lock_guard lock(mu_);
     if (spare_[i].empty()) {
@@ -67,6 +113,10 @@ UniqueFd Netns::egress_socket(int family) const
     }
     UniqueFd s = std::move(spare_[i].back());
     spare_[i].pop_back();
+    if (refills && spare_[i].size() < kBatch / 2 && !asked_[i]) {
+        asked_[i] = true;
+        refills->ask(weak_from_this());
+    }
     return s;
 }
 

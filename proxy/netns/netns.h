@@ -21,22 +21,42 @@
 namespace ktp {
 
 class NetnsSockets;
+class Netns;
+
+// Refills of the namespaces' egress stocks off the workers' path: a worker
+// that takes a stock below half asks, the namespace thread makes the
+// sockets (a helper round trip there costs no connection anything). Asks
+// that nobody serves any more (at stop) only leave the stock to be
+// refilled by the worker itself when it runs out.
+struct NetnsRefills {
+    NetnsRefills();
+    void ask(std::weak_ptr<const Netns> ns);
+    std::vector<std::weak_ptr<const Netns>> take();
+
+    UniqueFd event;  // eventfd: written on each ask
+private:
+    std::mutex mu_;
+    std::vector<std::weak_ptr<const Netns>> want_;
+};
 
 // One container namespace as the relay knows it: shared by ktproxy's
 // listener there and every connection accepted on it. The relay never
 // enters it: its sockets come from `maker` (proxy/netns/netns_broker.h).
-class Netns {
+class Netns : public std::enable_shared_from_this<Netns> {
 public:
     Netns(uint64_t cookie, std::string cgroup, NetnsSockets* maker) : cookie(cookie), cgroup(std::move(cgroup)), maker_(maker) {}
 
     const uint64_t cookie;     // SO_NETNS_COOKIE: what the BPF hooks see
     const std::string cgroup;  // the cgroup of the first of its processes met (for status)
     SockAddr listen4, listen6;  // ktproxy's listeners there; set before the Netns is shared
+    std::shared_ptr<NetnsRefills> refills;  // set before it is shared; null: the worker refills
 
     // A fresh TCP socket made in the namespace (errno set and an invalid fd
     // on failure). Taken from a small stock the maker refills in batches: a
     // helper round trip per connection would cost more than the connect.
     UniqueFd egress_socket(int family) const;
+    // Tops up the stocks a worker asked for (the namespace thread).
+    void refill() const;
     // Whether an app still holds its end (tcp/app_socket_probe.h), asked
     // of this namespace's socket table.
     SockDiagAnswer diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const;
@@ -45,6 +65,7 @@ private:
     NetnsSockets* maker_;  // outlives every connection (the instance's broker, or the helper's client)
     mutable std::mutex mu_;
     mutable std::vector<UniqueFd> spare_[2];  // AF_INET, AF_INET6
+    mutable bool asked_[2] = {false, false};   // a refill is on its way
     mutable std::unique_ptr<SockDiag> diag_;
     mutable bool diag_failed_ = false;
 };

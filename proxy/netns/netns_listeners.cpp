@@ -49,6 +49,9 @@ NetnsListeners::NetnsListeners(NetnsListenersConfig cfg) : cfg_(std::move(cfg))
     inotify_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!inotify_)
         fail_errno("inotify for the cgroup tree");
+    refills_ = std::make_shared<NetnsRefills>();
+    if (!refills_->event)
+        fail_errno("eventfd for the containers' socket refills");
     rb_ = ring_buffer__new(cfg_.events_fd, &NetnsListeners::on_event, this, nullptr);
     if (!rb_)
         fail_errno("ring buffer of unknown namespaces (ktp_netns_events)");
@@ -89,7 +92,10 @@ int NetnsListeners::on_event(void* self, void* data, size_t size)
 
 void NetnsListeners::run()
 {
-    pollfd fds[3] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
+    pollfd fds[4] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0},
+                     {stop_fd_.get(), POLLIN, 0},
+                     {inotify_.get(), POLLIN, 0},
+                     {refills_->event.get(), POLLIN, 0}};
     auto next_scan = std::chrono::steady_clock::now();
     auto busy_until = next_scan;  // start() scanned, and watches the tree
     for (;;) {
@@ -103,11 +109,15 @@ void NetnsListeners::run()
         int wait_ms = !scanning ? -1 : static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now())
                    .count()));
-        int n = ::poll(fds, 3, wait_ms);
+        int n = ::poll(fds, 4, wait_ms);
         if (n < 0 && errno != EINTR)
             fail_errno("poll");
         if (fds[1].revents)
             return;
+        if (n > 0 && fds[3].revents)
+            for (auto& w : refills_->take())
+                if (auto ns = w.lock())
+                    ns->refill();
         if (n > 0 && fds[0].revents) {
             // A connect from a namespace without a listener: serve it now,
             // not at the next scan (one scan for a burst of events).
@@ -230,6 +240,7 @@ void NetnsListeners::open_in(const NetnsFound& f)
         known_[f.cookie] = Entry{nullptr, 0, 0, 0};
         return;
     }
+    ns->refills = refills_;
     ns->listen4 = ls[0].addr;
     if (ls.size() > 1)
         ns->listen6 = ls[1].addr;

@@ -86,6 +86,7 @@ private:
     std::thread thread_;
     std::map<uint64_t, Entry> known_;  // by cookie; only the thread (or start(), before it) touches it
     std::set<uint16_t> ports_;         // ports of the namespace listeners
+    std::shared_ptr<NetnsRefills> refills_;
     bool event_ = false;               // a ring buffer event: scan now
 };
 
