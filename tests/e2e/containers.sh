@@ -284,6 +284,20 @@ test_dropped_relay_serves_containers_met_at_start_and_later() {
     [ "$uid" != 0 ] || fail "the relay runs as root"
 }
 
+test_root_relay_serves_a_container_itself() {
+    # --proxy-user root: no helper; the relay makes the namespace's sockets
+    # (the same broker, in process).
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ctr_start a 2 in
+    start_ktproxy --log-level info --proxy-user root || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/a\): listening" || fail "no listener for container a"
+    local out
+    out=$(in_ctr a curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from container a failed"
+    expect_eq "$out" "hello from the server host" "curl through a root relay"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the root relay did not relay container a's curl"
+    expect_eq "$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")" 0 "the root relay's uid"
+}
+
 test_helper_refuses_a_namespace_outside_the_cgroup() {
     # A relay asking the helper for a socket in a namespace its scan of the
     # cgroup did not find (here: container n's, outside the cgroup) is
