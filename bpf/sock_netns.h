@@ -23,6 +23,22 @@ struct {
 	__uint(max_entries, 4096);
 } ktp_netns_events SEC(".maps");
 
+/* Namespaces a connect came from before ktproxy had a listener there:
+ * cookie -> ktime of the first such connect. Written here; ktproxy deletes
+ * a namespace's entry when it opens (or drops) its listener; LRU bounds
+ * the rest (a namespace that goes away before ktproxy meets it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u64);
+} ktp_netns_pending SEC(".maps");
+
+/* How long a namespace's connects are refused, without --fail-closed,
+ * while ktproxy opens its listener (tens of ms); past it ktproxy could not
+ * open one (the namespace's loopback is down...) and fail-open passes. */
+#define KTP_NETNS_GRACE_NS (3ull * 1000000000ull)
+
 /* The listener for sockets of namespace `cookie`; 0 when there is none. */
 static __always_inline int ktp_listener_of(__u64 cookie, struct ktp_netns_listener *out)
 {
@@ -48,11 +64,15 @@ static __always_inline int ktp_listener_of(__u64 cookie, struct ktp_netns_listen
 
 /* A connect to redirect from a namespace without a listener: tell ktproxy
  * (a full ring only loses the hint; the next connect sends another), then
- * pass it (counted skipped_netns) or refuse it. Returns the program's
- * verdict. */
+ * refuse it (counted skipped_netns): the hooks are attached, so ktproxy
+ * runs and is opening that namespace's listener; passing the connect
+ * would let a container's first connects out past it. Without
+ * --fail-closed, a namespace still without a listener after the grace
+ * time is passed. Returns the program's verdict. */
 static __always_inline int ktp_netns_unknown(__u64 cookie)
 {
 	struct ktp_netns_event *e;
+	__u64 now, *first;
 
 	e = bpf_ringbuf_reserve(&ktp_netns_events, sizeof(*e), 0);
 	if (e) {
@@ -62,8 +82,14 @@ static __always_inline int ktp_netns_unknown(__u64 cookie)
 		bpf_ringbuf_submit(e, 0);
 	}
 	ktp_count(KTP_CTR_SKIPPED_NETNS);
-	if (!ktp_netns_refuse)
-		return 1;
+	if (!ktp_netns_refuse) {
+		now = bpf_ktime_get_ns();
+		first = bpf_map_lookup_elem(&ktp_netns_pending, &cookie);
+		if (!first)
+			bpf_map_update_elem(&ktp_netns_pending, &cookie, &now, BPF_NOEXIST);
+		else if (now - *first >= KTP_NETNS_GRACE_NS)
+			return 1;
+	}
 	bpf_set_retval(-111 /* ECONNREFUSED */);
 	return 0;
 }

@@ -110,18 +110,6 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     SignalFd signals({SIGINT, SIGTERM, SIGUSR1, SIGHUP, SIGQUIT});
 
     InstanceCgroups cgroups = InstanceCgroups::resolve(o);
-    // Containers (processes of the cgroup in another network namespace)
-    // are served by listeners and sockets made inside their namespaces
-    // (setns), which a dropped relay cannot do and the helper does not do
-    // for it yet: such an instance keeps root, and says so.
-    const bool containers =
-        cgroups.app && (!o.cgroup_match.empty() || cgroup_has_other_netns(cgroups.app->path));
-    if (drop && containers) {
-        log::warn("privileges: the relay keeps root: it serves containers (processes of {} in another network "
-                  "namespace{}), whose listeners and sockets it opens inside their namespaces",
-                  cgroups.app->path, o.cgroup_match.empty() ? "" : ", or --cgroup-match");
-        drop = false;
-    }
     Routing routing = build_routing(o);
     const unsigned nworkers = o.workers ? o.workers : std::max(1u, std::thread::hardware_concurrency());
     ListenerPlan listeners = open_listeners(o, nworkers, cgroups.app.has_value(), !o.gateway_ifaces.empty());
@@ -149,6 +137,25 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
+    // Containers (processes of the cgroup in another network namespace) are
+    // served by sockets made inside their namespaces: by the privileged
+    // helper once dropped, else by the relay itself. Whichever makes them
+    // outlives the workers (their connections ask it for sockets).
+    std::optional<NetnsBrokerConfig> broker_cfg;
+    if (cgroups.app && kernel.sock()) {
+        std::function<bool(const std::string&)> wanted;
+        if (!o.cgroup_match.empty()) {
+            auto filter = std::make_shared<CgroupMatch>(cgroup2_mount(), o.cgroup_match, -1);
+            wanted = [filter](const std::string& d) { return filter->wanted(d); };
+        }
+        std::string mount = cgroup2_mount();
+        while (mount.size() > 1 && mount.back() == '/')
+            mount.pop_back();
+        broker_cfg = NetnsBrokerConfig{cgroups.app->path, mount, o.mark, wanted};
+    }
+    std::unique_ptr<NetnsBroker> local_broker;
+    if (broker_cfg && !drop)
+        local_broker = std::make_unique<NetnsBroker>(*broker_cfg);
     LoopConfig lc = loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1);
     lc.names = udp ? &names : nullptr;
     Workers workers(lc, std::move(listeners.sets), router);
@@ -165,7 +172,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // no root; before the workers start, as capabilities are per thread.
     std::unique_ptr<PrivHelper> priv;
     if (drop) {
-        priv = PrivHelper::start({kernel, cgroups, supervisor.control_path(), supervisor.command_pid(), o.config_file});
+        priv = PrivHelper::start(
+            {kernel, cgroups, supervisor.control_path(), supervisor.command_pid(), o.config_file, broker_cfg});
         drop_privileges(drop_to);
         install_seccomp(SeccompProfile::relay);
         supervisor.use_helper(priv.get());
@@ -178,16 +186,16 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     if (udp)
         udp->start(kernel.sock()->udp_flows_fd(), kernel.sock()->udp_conn6_fd());
     // Containers of the cgroup (other network namespaces) get listeners of
-    // their own; a dropped relay cannot enter them: their connects stay
-    // direct (refused with --fail-closed), counted as skipped_netns.
+    // their own, made by the helper (dropped) or the relay (root).
     std::unique_ptr<NetnsListeners> netns;
     std::unique_ptr<CgroupMatch> match;
     if (cgroups.app && kernel.sock() && !o.cgroup_match.empty())
         match = std::make_unique<CgroupMatch>(cgroup2_mount(), o.cgroup_match, kernel.sock()->cgroups_fd());
-    if (cgroups.app && kernel.sock() && !drop) {
+    if (broker_cfg) {
         netns = std::make_unique<NetnsListeners>(NetnsListenersConfig{
             cgroups.app->path, listeners.netns_cookie, listeners.listen4->port(), listeners.listen6.has_value(),
             o.mark, o.egress == "host", kernel.sock()->netns_listeners_fd(), kernel.sock()->netns_events_fd(),
+            kernel.sock()->netns_pending_fd(), priv ? static_cast<NetnsSockets*>(priv.get()) : local_broker.get(),
             [&workers](std::vector<Listener> ls) { workers.add_listeners(std::move(ls)); },
             [&workers](uint64_t cookie) { workers.remove_listeners(cookie); },
             match ? std::function<void(const std::set<std::string>&)>(
@@ -197,6 +205,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                         [&match](const std::string& d) { return match->wanted(d); })
                   : nullptr});
         netns->start();
+        netns_self_test(priv ? static_cast<NetnsSockets&>(*priv) : *local_broker);
     }
     log_ready(o, listeners, cgroups, workers.count(), routing, kernel);
 

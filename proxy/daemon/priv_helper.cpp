@@ -1,6 +1,8 @@
-// The helper's loop and its client. Requests are a fixed 8-byte header
-// (type, one int); replies are (status, length) and at most kMaxReply bytes:
-// a status of 0 carries the config bytes, any other an error line.
+// The helper's loop and its client. Requests are a fixed 24-byte header
+// (type, an int, and a namespace cookie, socket kind, port and count for
+// netns_sockets); replies are (status, length) and at most kMaxReply bytes:
+// a status of 0 carries the config bytes or the scan's list, any other an
+// error line. netns_sockets' fds ride on the reply's header (SCM_RIGHTS).
 #include "daemon/priv_helper.h"
 
 #include "base/error.h"
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -32,7 +35,12 @@ namespace {
 struct Request {
     uint32_t type;
     int32_t arg;
+    uint64_t cookie;
+    uint32_t kind;
+    uint16_t port;
+    uint16_t count;
 };
+static_assert(sizeof(Request) == 24);
 struct ReplyHead {
     int32_t status;
     uint32_t len;
@@ -60,6 +68,71 @@ bool io_full(int fd, void* buf, size_t n, bool reading, int timeout_ms)
             continue;
         if (k <= 0)
             return false;
+        p += k;
+        n -= static_cast<size_t>(k);
+    }
+    return true;
+}
+
+// The reply's header, with fds attached to its first byte.
+bool send_head(int fd, const void* head, size_t n, const std::vector<UniqueFd>& fds)
+{
+    if (fds.empty())
+        return io_full(fd, const_cast<void*>(head), n, false, -1);
+    iovec iov{const_cast<void*>(head), n};
+    std::vector<char> ctl(CMSG_SPACE(sizeof(int) * fds.size()));
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.data();
+    m.msg_controllen = ctl.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    for (size_t i = 0; i < fds.size(); ++i) {
+        int v = fds[i].get();
+        std::memcpy(CMSG_DATA(c) + i * sizeof(int), &v, sizeof(int));
+    }
+    ssize_t k;
+    do
+        k = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (k < 0 && errno == EINTR);
+    if (k <= 0)
+        return false;
+    return io_full(fd, static_cast<char*>(const_cast<void*>(head)) + k, n - static_cast<size_t>(k), false, -1);
+}
+
+// The reply's header and whatever fds came with it (close-on-exec).
+bool recv_head(int fd, void* head, size_t n, std::vector<UniqueFd>& fds, int timeout_ms)
+{
+    auto* p = static_cast<char*>(head);
+    while (n > 0) {
+        pollfd pfd{fd, POLLIN, 0};
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        iovec iov{p, n};
+        alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * NetnsSockets::kMaxBatch)];
+        msghdr m{};
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof(ctl);
+        ssize_t k = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
+                    int v;
+                    std::memcpy(&v, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                    fds.emplace_back(v);
+                }
         p += k;
         n -= static_cast<size_t>(k);
     }
@@ -133,8 +206,11 @@ void tear_down(PrivHelper::Held& h)
     UniqueFd command;
     if (h.command > 0)
         command = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, h.command, 0)));
+    std::unique_ptr<NetnsBroker> netns;
     try {
-        limit_helper_capabilities();
+        if (h.netns)
+            netns = std::make_unique<NetnsBroker>(std::move(*h.netns));
+        limit_helper_capabilities(netns != nullptr);
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
             fail_errno("PR_SET_NO_NEW_PRIVS");
         install_seccomp(SeccompProfile::helper);
@@ -148,6 +224,7 @@ void tear_down(PrivHelper::Held& h)
             _exit(0);  // the relay died without asking to finish: leave everything as a kill would
         int32_t status = 0;
         std::string body;
+        std::vector<UniqueFd> fds;
         try {
             switch (static_cast<PrivRequest>(req.type)) {
             case PrivRequest::read_config:
@@ -176,6 +253,23 @@ void tear_down(PrivHelper::Held& h)
             case PrivRequest::finish:
                 tear_down(h);
                 break;
+            case PrivRequest::netns_scan:
+                if (!netns)
+                    fail("no app cgroup: no container namespaces");
+                for (const NetnsFound& f : netns->scan()) {
+                    uint32_t len = static_cast<uint32_t>(f.cgroup.size());
+                    body.append(reinterpret_cast<const char*>(&f.cookie), sizeof(f.cookie));
+                    body.append(reinterpret_cast<const char*>(&len), sizeof(len));
+                    body += f.cgroup;
+                }
+                if (body.size() > kMaxReply)
+                    fail("{} namespaces: too many to answer", body.size() / 12);
+                break;
+            case PrivRequest::netns_sockets:
+                if (!netns)
+                    fail("no app cgroup: no container namespaces");
+                fds = netns->make(req.cookie, static_cast<NetnsSocketKind>(req.kind), req.port, req.count);
+                break;
             default:
                 fail("unknown request {}", req.type);
             }
@@ -184,7 +278,7 @@ void tear_down(PrivHelper::Held& h)
             body = e.what();
         }
         ReplyHead head{status, static_cast<uint32_t>(body.size())};
-        if (!io_full(sock, &head, sizeof(head), false, -1) || !io_full(sock, body.data(), body.size(), false, -1))
+        if (!send_head(sock, &head, sizeof(head), fds) || !io_full(sock, body.data(), body.size(), false, -1))
             _exit(0);
         if (static_cast<PrivRequest>(req.type) == PrivRequest::finish)
             _exit(status == 0 ? 0 : 1);
@@ -210,7 +304,10 @@ std::unique_ptr<PrivHelper> PrivHelper::start(Held held)
         mine.reset();
         serve(std::move(held), config, theirs.release(), parent);
     }
-    return std::unique_ptr<PrivHelper>(new PrivHelper(std::move(mine), pid));
+    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd)
+        fail_errno("privileged helper: pidfd_open");
+    return std::unique_ptr<PrivHelper>(new PrivHelper(std::move(mine), pid, std::move(pidfd)));
 }
 
 PrivHelper::~PrivHelper()
@@ -220,24 +317,61 @@ PrivHelper::~PrivHelper()
         waitpid(pid_, nullptr, 0);
 }
 
-std::string PrivHelper::call(PrivRequest r, int32_t arg)
+std::string PrivHelper::call(PrivRequest r, Args a, std::vector<UniqueFd>* fds)
 {
-    Request req{static_cast<uint32_t>(r), arg};
+    std::lock_guard lock(mu_);
+    Request req{static_cast<uint32_t>(r), a.arg, a.cookie, a.kind, a.port, a.count};
     ReplyHead head{};
+    std::vector<UniqueFd> got;
     if (!sock_ || !io_full(sock_.get(), &req, sizeof(req), false, kReplyTimeoutMs) ||
-        !io_full(sock_.get(), &head, sizeof(head), true, kReplyTimeoutMs) || head.len > kMaxReply)
+        !recv_head(sock_.get(), &head, sizeof(head), got, kReplyTimeoutMs) || head.len > kMaxReply)
         fail("privileged helper (pid {}) did not answer", pid_);
     std::string body(head.len, '\0');
     if (!io_full(sock_.get(), body.data(), body.size(), true, kReplyTimeoutMs))
         fail("privileged helper (pid {}) did not answer", pid_);
     if (head.status != 0)
         fail("{}", body);
+    if (fds)
+        *fds = std::move(got);
     return body;
 }
 
 std::string PrivHelper::read_config() { return call(PrivRequest::read_config); }
 void PrivHelper::reattach() { call(PrivRequest::reattach); }
-void PrivHelper::signal_command(int sig) { call(PrivRequest::signal_command, sig); }
+void PrivHelper::signal_command(int sig) { call(PrivRequest::signal_command, {sig, 0, 0, 0, 0}); }
+
+std::vector<NetnsFound> PrivHelper::scan()
+{
+    std::string b = call(PrivRequest::netns_scan);
+    std::vector<NetnsFound> out;
+    for (size_t at = 0; at + 12 <= b.size();) {
+        NetnsFound f;
+        uint32_t len;
+        std::memcpy(&f.cookie, b.data() + at, 8);
+        std::memcpy(&len, b.data() + at + 8, 4);
+        at += 12;
+        if (len > b.size() - at)
+            break;
+        f.cgroup = b.substr(at, len);
+        at += len;
+        out.push_back(std::move(f));
+    }
+    return out;
+}
+
+std::vector<UniqueFd> PrivHelper::make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count)
+{
+    std::vector<UniqueFd> fds;
+    Args a{};
+    a.cookie = cookie;
+    a.kind = static_cast<uint32_t>(kind);
+    a.port = port;
+    a.count = static_cast<uint16_t>(std::min(count, NetnsSockets::kMaxBatch));
+    call(PrivRequest::netns_sockets, a, &fds);
+    if (fds.empty())
+        fail("privileged helper: no socket in namespace {}", cookie);
+    return fds;
+}
 void PrivHelper::kill_leftovers() { call(PrivRequest::kill_leftovers); }
 
 void PrivHelper::finish()

@@ -1,16 +1,20 @@
 // The privileged half of a dropped instance: a process forked before the
 // drop that keeps root and does, on request over a socketpair, the few
 // things the unprivileged relay cannot (cilium/proxy's privileged_calls
-// has the same shape). Five fixed requests, none taking a path or a pid:
-// the helper acts only on the objects it inherited at fork.
+// has the same shape). Seven fixed requests, none taking a path or a pid:
+// the helper acts only on the objects it inherited at fork, and on the
+// network namespaces its own scan of the intercepted cgroup found.
 #pragma once
 
 #include "base/unique_fd.h"
+#include "netns/netns_broker.h"
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace ktp {
@@ -24,9 +28,16 @@ enum class PrivRequest : uint32_t {
     signal_command = 3,  // pass a stop/reload signal on to `run`'s command (arg: the signal)
     kill_leftovers = 4,  // `run`: kill what is left in the transient cgroup
     finish = 5,          // orderly stop: detach, remove gateway routes, lock, cgroup, control socket
+    // Containers (proxy/netns/netns_broker.h): the namespaces of the
+    // intercepted cgroup's processes (reply: cookie and cgroup of each) ...
+    netns_scan = 6,
+    // ... and sockets made inside one of them, named by a cookie the last
+    // scans returned (args: cookie, kind, port, count; reply: the fds,
+    // passed with SCM_RIGHTS). Any other cookie is refused.
+    netns_sockets = 7,
 };
 
-class PrivHelper {
+class PrivHelper final : public NetnsSockets {
 public:
     // What setup made and the helper's copy of it will undo or change.
     struct Held {
@@ -35,6 +46,10 @@ public:
         std::string control_path;
         pid_t command = 0;  // `run`'s command, 0 otherwise
         std::string config_file;
+        // Set when the instance has an app cgroup: its containers'
+        // namespaces are entered by the helper (CAP_SYS_ADMIN for setns,
+        // CAP_SYS_PTRACE to open another process's namespace).
+        std::optional<NetnsBrokerConfig> netns;
     };
 
     // Forks the helper (which never returns from here) and returns its
@@ -51,17 +66,32 @@ public:
     void kill_leftovers();
     // Waits for the helper to undo setup and exit.
     void finish();
+    // NetnsSockets, answered by the helper's broker.
+    std::vector<NetnsFound> scan() override;
+    std::vector<UniqueFd> make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count) override;
 
     pid_t pid() const { return pid_; }
-    // Readable (EOF) only once the helper is gone: it never speaks unasked.
-    int fd() const { return sock_.get(); }
+    // Readable once the helper is gone (a pidfd: the socket is read by the
+    // namespace thread and workers too, so its readability says nothing).
+    int fd() const { return pidfd_.get(); }
 
 private:
-    PrivHelper(UniqueFd sock, pid_t pid) : sock_(std::move(sock)), pid_(pid) {}
-    std::string call(PrivRequest r, int32_t arg = 0);
+    PrivHelper(UniqueFd sock, pid_t pid, UniqueFd pidfd) : sock_(std::move(sock)), pid_(pid), pidfd_(std::move(pidfd)) {}
+    struct Args {  // value-initialised: all 0
+        int32_t arg;
+        uint64_t cookie;
+        uint32_t kind;
+        uint16_t port;
+        uint16_t count;
+    };
+    std::string call(PrivRequest r, Args a = {}, std::vector<UniqueFd>* fds = nullptr);
 
+    // Requests come from the main thread, the namespace thread and the
+    // workers (egress sockets): one at a time on the socket.
+    std::mutex mu_;
     UniqueFd sock_;
     pid_t pid_;
+    UniqueFd pidfd_;
     bool reaped_ = false;
 };
 

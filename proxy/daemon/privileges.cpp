@@ -5,7 +5,9 @@
 #include "base/log.h"
 #include "base/text_file.h"
 #include "config/options.h"
+#include "netns/netns_broker.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <linux/bpf.h>
@@ -116,11 +118,13 @@ void set_caps(uint64_t keep)
 
 }  // namespace
 
-void limit_helper_capabilities()
+void limit_helper_capabilities(bool containers)
 {
     uint64_t keep = 0;
     for (int cap : {CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_KILL, CAP_DAC_OVERRIDE})
         keep |= 1ull << cap;
+    if (containers)
+        keep |= (1ull << CAP_SYS_ADMIN) | (1ull << CAP_SYS_PTRACE);
     // Under a unit that bounds some of these away (the daemon has no `run`
     // command to signal or cgroup to remove), the helper keeps the rest.
     keep &= permitted_now();
@@ -215,11 +219,37 @@ std::string privilege_self_test()
         ::close(static_cast<int>(raw));
     std::string r_uid = outcome(setuid(0) == 0 ? 0 : -1);
     std::string r_ns = outcome(unshare(CLONE_NEWUSER));
+    // Entering its own namespace again: harmless if it worked, and the
+    // relay must not be able to enter any (containers' sockets come from
+    // the helper).
+    int self_ns = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    std::string r_setns = outcome(self_ns < 0 ? -1 : setns(self_ns, CLONE_NEWNET));
+    if (self_ns >= 0)
+        ::close(self_ns);
     std::string line = fmt::format("privilege self-test: io_uring_setup={} bpf_prog_load={} raw_socket={} setuid0={} "
-                                   "unshare_user={}",
-                                   r_ring, r_prog, r_raw, r_uid, r_ns);
+                                   "unshare_user={} setns_net={}",
+                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns);
     log::info("{}", line);
     return line;
+}
+
+void netns_self_test(NetnsSockets& maker)
+{
+    const char* v = getenv("KTPROXY_PRIV_SELFTEST_NETNS");
+    if (!v || !*v)
+        return;
+    // Cookies separated by commas.
+    for (char* end = nullptr; *v; v = *end ? end + 1 : end) {
+        uint64_t cookie = std::strtoull(v, &end, 10);
+        try {
+            maker.make(cookie, NetnsSocketKind::egress4, 0, 1);
+            log::info("netns self-test: a socket in namespace {}: ALLOWED", cookie);
+        } catch (const Error& e) {
+            log::info("netns self-test: a socket in namespace {}: {}", cookie, e.what());
+        }
+        if (end == v)
+            break;
+    }
 }
 
 }  // namespace ktp

@@ -43,7 +43,10 @@ void drop_privileges(const DropTarget& to);
 // CAP_PERFMON (links and pins), CAP_KILL (`run`'s command, another user's),
 // CAP_DAC_OVERRIDE (the cgroup2 root is 0555: removing `run`'s transient
 // cgroup needs it; also a --config owned by another user). Throws Error.
-void limit_helper_capabilities();
+// containers: the helper also enters the app cgroup's network namespaces
+// (setns needs CAP_SYS_ADMIN; opening another process's /proc/PID/ns/net,
+// CAP_SYS_PTRACE when that process has capabilities the helper lacks).
+void limit_helper_capabilities(bool containers);
 
 // One warning line when the --config file holds upstream passwords and its
 // group or others may read it (as ssh refuses a readable key).
@@ -53,5 +56,10 @@ void warn_if_config_exposed(const Options& o);
 // tries what the drop and seccomp must refuse and logs one line with each
 // call's errno. Returns the line ("" when the variable is not set).
 std::string privilege_self_test();
+// With KTPROXY_PRIV_SELFTEST_NETNS=COOKIE[,COOKIE] (tests only): asks for a
+// socket in each namespace as the relay would and logs the answer; the helper must
+// refuse any namespace its own scan of the cgroup did not find.
+class NetnsSockets;
+void netns_self_test(NetnsSockets& maker);
 
 }  // namespace ktp

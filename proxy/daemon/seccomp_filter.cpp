@@ -36,7 +36,7 @@ constexpr uint32_t kNoSys = SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA);
 constexpr long kDenied[] = {
     __NR_io_uring_setup,  // rings are made before; a new one would escape this filter
     __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev, __NR_mount, __NR_umount2, __NR_pivot_root,
-    __NR_chroot, __NR_setns, __NR_unshare, __NR_kexec_load, __NR_kexec_file_load, __NR_init_module,
+    __NR_chroot, __NR_unshare, __NR_kexec_load, __NR_kexec_file_load, __NR_init_module,
     __NR_finit_module, __NR_delete_module, __NR_reboot, __NR_swapon, __NR_swapoff, __NR_acct,
     __NR_perf_event_open, __NR_userfaultfd, __NR_keyctl, __NR_add_key, __NR_request_key, __NR_open_by_handle_at,
     __NR_name_to_handle_at, __NR_fsopen, __NR_fsconfig, __NR_fsmount, __NR_fspick, __NR_move_mount,
@@ -102,6 +102,17 @@ void install_seccomp(SeccompProfile profile)
 #endif
     for (long nr : kDenied)
         p.when_eq(static_cast<uint32_t>(nr), kDeny);
+    // setns: never in the relay; in the helper only into a network
+    // namespace (the containers' sockets, netns/netns_broker.cpp).
+    if (profile == SeccompProfile::relay) {
+        p.when_eq(__NR_setns, kDeny);
+    } else {
+        p.on_syscall(__NR_setns, [](Program& b) {
+            b.load_arg(1);
+            b.when_eq(CLONE_NEWNET, kAllow);
+            b.ret(kDeny);
+        });
+    }
     if (profile == SeccompProfile::relay) {
         p.on_syscall(__NR_bpf, [](Program& b) {
             b.load_arg(0);

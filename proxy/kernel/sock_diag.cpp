@@ -28,7 +28,9 @@ void copy_addr(const SockAddr& a, __be32 out[4])
 
 }  // namespace
 
-SockDiag::SockDiag() : nl_(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG))
+SockDiag::SockDiag() : SockDiag(UniqueFd(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG))) {}
+
+SockDiag::SockDiag(UniqueFd nl) : nl_(std::move(nl))
 {
     if (nl_) {
         timeval tv{1, 0};

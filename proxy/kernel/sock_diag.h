@@ -26,6 +26,9 @@ public:
     // Opens the netlink socket now (setup may still open sockets; a relay
     // that dropped its privileges may not).
     SockDiag();
+    // A NETLINK_SOCK_DIAG socket made elsewhere (in a container's namespace,
+    // by the privileged helper): lookups then see that namespace's sockets.
+    explicit SockDiag(UniqueFd nl);
 
     // src/dst as the request names them (struct inet_diag_sockid), both of
     // one family. The kernel reads them differently per protocol: TCP looks

@@ -360,6 +360,7 @@ int SockHooks::events_fd() const { return bpf_map__fd(skel_->maps.ktp_events); }
 int SockHooks::dead_dst_fd() const { return bpf_map__fd(skel_->maps.ktp_dead_dst); }
 int SockHooks::netns_listeners_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_listeners); }
 int SockHooks::netns_events_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_events); }
+int SockHooks::netns_pending_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_pending); }
 int SockHooks::cgroups_fd() const { return bpf_map__fd(skel_->maps.ktp_cgroups); }
 
 int SockHooks::udp_flows_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_flows); }

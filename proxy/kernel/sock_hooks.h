@@ -98,6 +98,7 @@ public:
     // registry fills, and the ring buffer of unknown namespaces.
     int netns_listeners_fd() const;
     int netns_events_fd() const;
+    int netns_pending_fd() const;
     int cgroups_fd() const;  // ktp_cgroups (bpf/sock_cgmatch.h)
 
 private:

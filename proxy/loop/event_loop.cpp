@@ -135,7 +135,12 @@ void EventLoop::answer_snapshots()
                                               c->relay.bytes(Dir::ClientToUpstream),
                                               c->relay.bytes(Dir::UpstreamToClient),
                                               std::chrono::duration<double>(now_ - c->started).count(),
-                                              c->proc.pid, c->proc.uid, std::string(comm_text(c->proc).view())});
+                                              c->proc.pid, c->proc.uid, std::string(comm_text(c->proc).view()),
+                                              c->app_ns ? c->app_ns->cookie : 0,
+                                              c->app_ns ? c->app_ns->cgroup : std::string()});
+        for (const Listener& l : netns_listeners_)
+            if (l.ns && !l.closing)
+                snap.netns_listeners.push_back({l.ns->cookie, l.ns->cgroup, l.addr.to_string()});
         req.reply.set_value(std::move(snap));
     }
 }
@@ -208,7 +213,7 @@ void EventLoop::sweep_half_closed()
         if (c->relaying && !c->aborting && c->local && now_ - c->last_active >= quiet &&
             c->relay.state(Dir::ClientToUpstream) == Relay::State::done &&
             c->relay.state(Dir::UpstreamToClient) != Relay::State::done &&
-            app_probe_.holder(c->client, *c->local) == AppSocketProbe::Holder::none)
+            app_probe_.holder(c->client, *c->local, c->app_ns.get()) == AppSocketProbe::Holder::none)
             relay_.fail(*c, End::dead, "the app closed its socket; the destination never answered its FIN");
         c = next;
     }

@@ -21,6 +21,7 @@ struct alignas(kUserDataAlign) Listener {  // the object of its accepts' user_da
     // A listener inside another network namespace (a container's, opened by
     // proxy/netns/netns_listeners.cpp); 0 for ktproxy's own.
     uint64_t netns_cookie = 0;
+    NetnsRef ns;  // that namespace (null for ktproxy's own): status, the half-closed probe
     // Where its connections leave from: that namespace, or null for
     // ktproxy's own (--egress host).
     NetnsRef egress;

@@ -3,15 +3,18 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "netns/netns_broker.h"
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 namespace ktp {
 
@@ -44,23 +47,95 @@ NetnsEnter::~NetnsEnter()
     }
 }
 
-UniqueFd stream_socket_in(int ns_fd, int family)
+namespace {
+// Few enough that a stopped container's stock is no burden, enough that a
+// burst of connects rarely empties it before the refill comes.
+constexpr unsigned kBatch = 16;
+}  // namespace
+
+NetnsRefills::NetnsRefills() : event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+void NetnsRefills::ask(std::weak_ptr<const Netns> ns)
 {
-    // A worker enters and leaves on every upstream socket: its home fd is
-    // opened once per thread.
-    thread_local UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    if (!home)
-        return UniqueFd();
-    if (::setns(ns_fd, CLONE_NEWNET) != 0)
-        return UniqueFd();
-    UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    int err = errno;
-    if (::setns(home.get(), CLONE_NEWNET) != 0) {
-        log::error("cannot return to ktproxy's network namespace (setns: {}): stopping", errno_text(errno));
-        std::abort();
+    {
+        std::lock_guard lock(mu_);
+        want_.push_back(std::move(ns));
     }
-    errno = err;
+    uint64_t one = 1;
+    (void)!::write(event.get(), &one, sizeof(one));
+}
+
+std::vector<std::weak_ptr<const Netns>> NetnsRefills::take()
+{
+    uint64_t n;
+    (void)!::read(event.get(), &n, sizeof(n));
+    std::lock_guard lock(mu_);
+    return std::exchange(want_, {});
+}
+
+void Netns::refill() const
+{
+    for (int i = 0; i < 2; ++i) {
+        {
+            std::lock_guard lock(mu_);
+            if (!asked_[i])
+                continue;
+        }
+        std::vector<UniqueFd> got;
+        try {
+            got = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+        } catch (const Error& e) {
+            log::debug("container namespace {}: refill: {}", cookie, e.what());
+        }
+        std::lock_guard lock(mu_);
+        asked_[i] = false;
+        for (auto& s : got)
+            spare_[i].push_back(std::move(s));
+    }
+}
+
+UniqueFd Netns::egress_socket(int family) const
+{
+    const int i = family == AF_INET6 ? 1 : 0;
+    std::lock_guard lock(mu_);
+    if (spare_[i].empty()) {
+        try {
+            spare_[i] = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+        } catch (const Error& e) {
+            log::warn("container namespace {}: no socket for a connection: {}", cookie, e.what());
+            errno = EPERM;
+            return UniqueFd();
+        }
+    }
+    if (spare_[i].empty()) {
+        errno = EMFILE;
+        return UniqueFd();
+    }
+    UniqueFd s = std::move(spare_[i].back());
+    spare_[i].pop_back();
+    if (refills && spare_[i].size() < kBatch / 2 && !asked_[i]) {
+        asked_[i] = true;
+        refills->ask(weak_from_this());
+    }
     return s;
+}
+
+SockDiagAnswer Netns::diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const
+{
+    std::lock_guard lock(mu_);
+    if (!diag_ && !diag_failed_) {
+        try {
+            auto fds = maker_->make(cookie, NetnsSocketKind::diag, 0, 1);
+            diag_ = std::make_unique<SockDiag>(std::move(fds.at(0)));
+        } catch (const std::exception& e) {
+            // Such relays then wait as before (unknown); said once.
+            log::warn("container namespace {}: no sock_diag socket there ({}): half-closed relays of its "
+                      "connections are not checked",
+                      cookie, e.what());
+            diag_failed_ = true;
+        }
+    }
+    return diag_ ? diag_->lookup(protocol, src, dst) : SockDiagAnswer{};
 }
 
 }  // namespace ktp

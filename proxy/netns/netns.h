@@ -1,24 +1,73 @@
-// Network namespaces as file descriptors: opening a process's, entering one
-// for a while on the calling thread, and making a socket there. A socket
-// keeps the namespace it was made in, so a listener or an upstream socket
-// made inside a container's namespace serves that container from any thread.
+// Network namespaces: opening a process's, entering one for a while on the
+// calling thread (only where that is allowed: the privileged helper, or a
+// relay that kept root), and the relay's handle on a container's namespace.
+// A socket keeps the namespace it was made in, so a listener or an upstream
+// socket made inside a container's namespace serves that container from
+// any thread.
 #pragma once
 
+#include "base/sock_addr.h"
 #include "base/unique_fd.h"
+#include "kernel/sock_diag.h"
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 namespace ktp {
 
-// One namespace, held open (the fd keeps it alive): shared by ktproxy's
-// listener there and every connection accepted on it.
-struct Netns {
-    UniqueFd fd;
-    uint64_t inode = 0;   // nsfs inode: what /proc/PID/ns/net names
-    uint64_t cookie = 0;  // SO_NETNS_COOKIE: what the BPF hooks see
+class NetnsSockets;
+class Netns;
+
+// Refills of the namespaces' egress stocks off the workers' path: a worker
+// that takes a stock below half asks, the namespace thread makes the
+// sockets (a helper round trip there costs no connection anything). Asks
+// that nobody serves any more (at stop) only leave the stock to be
+// refilled by the worker itself when it runs out.
+struct NetnsRefills {
+    NetnsRefills();
+    void ask(std::weak_ptr<const Netns> ns);
+    std::vector<std::weak_ptr<const Netns>> take();
+
+    UniqueFd event;  // eventfd: written on each ask
+private:
+    std::mutex mu_;
+    std::vector<std::weak_ptr<const Netns>> want_;
+};
+
+// One container namespace as the relay knows it: shared by ktproxy's
+// listener there and every connection accepted on it. The relay never
+// enters it: its sockets come from `maker` (proxy/netns/netns_broker.h).
+class Netns : public std::enable_shared_from_this<Netns> {
+public:
+    Netns(uint64_t cookie, std::string cgroup, NetnsSockets* maker) : cookie(cookie), cgroup(std::move(cgroup)), maker_(maker) {}
+
+    const uint64_t cookie;     // SO_NETNS_COOKIE: what the BPF hooks see
+    const std::string cgroup;  // the cgroup of the first of its processes met (for status)
+    SockAddr listen4, listen6;  // ktproxy's listeners there; set before the Netns is shared
+    std::shared_ptr<NetnsRefills> refills;  // set before it is shared; null: the worker refills
+
+    // A fresh TCP socket made in the namespace (errno set and an invalid fd
+    // on failure). Taken from a small stock the maker refills in batches: a
+    // helper round trip per connection would cost more than the connect.
+    UniqueFd egress_socket(int family) const;
+    // Tops up the stocks a worker asked for (the namespace thread).
+    void refill() const;
+    // Whether an app still holds its end (tcp/app_socket_probe.h), asked
+    // of this namespace's socket table.
+    SockDiagAnswer diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const;
+
+private:
+    NetnsSockets* maker_;  // outlives every connection (the instance's broker, or the helper's client)
+    mutable std::mutex mu_;
+    mutable std::vector<UniqueFd> spare_[2];  // AF_INET, AF_INET6
+    mutable bool asked_[2] = {false, false};   // a refill is on its way
+    mutable std::unique_ptr<SockDiag> diag_;
+    mutable bool diag_failed_ = false;
 };
 using NetnsRef = std::shared_ptr<const Netns>;
 
@@ -40,9 +89,5 @@ public:
 private:
     UniqueFd home_;
 };
-
-// socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK) made inside
-// ns_fd; errno set and an invalid fd on failure.
-UniqueFd stream_socket_in(int ns_fd, int family);
 
 }  // namespace ktp

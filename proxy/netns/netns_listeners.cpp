@@ -22,50 +22,24 @@
 namespace ktp {
 namespace {
 
-// Every pid of the cgroup and its descendants, and every cgroup directory
-// of the tree. A cgroup removed while we walk it just ends its part of the
-// walk.
-std::vector<pid_t> cgroup_tree_pids(const std::string& root, std::set<std::string>& dirs,
-                                    const std::function<bool(const std::string&)>& wanted)
+// Every cgroup directory of the tree (inotify watches, --cgroup-match). A
+// cgroup removed while we walk it just ends its part of the walk.
+std::set<std::string> cgroup_tree_dirs(const std::string& root)
 {
-    std::vector<pid_t> out;
-    auto read_procs = [&out, &dirs, &wanted](const std::filesystem::path& dir) {
-        dirs.insert(dir.string());
-        if (wanted && !wanted(dir.string()))
-            return;
-        std::ifstream in(dir / "cgroup.procs");
-        pid_t p;
-        while (in >> p)
-            out.push_back(p);
-    };
-    read_procs(root);
+    std::set<std::string> dirs{root};
     std::error_code ec;
     for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
         if (it->is_directory(ec))
-            read_procs(it->path());
-    return out;
+            dirs.insert(it->path().string());
+    return dirs;
 }
 
 constexpr int kRetryScans = 10;  // a namespace without a usable loopback is tried again after this many scans
 
 }  // namespace
 
-bool cgroup_has_other_netns(const std::string& cgroup_path)
-{
-    std::set<std::string> dirs;
-    const uint64_t self = netns_inode_of_pid(getpid());
-    for (pid_t p : cgroup_tree_pids(cgroup_path, dirs, nullptr))
-        if (uint64_t ino = netns_inode_of_pid(p); ino && ino != self)
-            return true;
-    return false;
-}
-
 NetnsListeners::NetnsListeners(NetnsListenersConfig cfg) : cfg_(std::move(cfg))
 {
-    struct stat st {};
-    if (::stat("/proc/self/ns/net", &st) != 0)
-        fail_errno("stat /proc/self/ns/net");
-    host_inode_ = st.st_ino;
     stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!stop_fd_)
         fail_errno("eventfd for the namespace listeners' thread");
@@ -75,6 +49,9 @@ NetnsListeners::NetnsListeners(NetnsListenersConfig cfg) : cfg_(std::move(cfg))
     inotify_ = UniqueFd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!inotify_)
         fail_errno("inotify for the cgroup tree");
+    refills_ = std::make_shared<NetnsRefills>();
+    if (!refills_->event)
+        fail_errno("eventfd for the containers' socket refills");
     rb_ = ring_buffer__new(cfg_.events_fd, &NetnsListeners::on_event, this, nullptr);
     if (!rb_)
         fail_errno("ring buffer of unknown namespaces (ktp_netns_events)");
@@ -89,9 +66,9 @@ NetnsListeners::~NetnsListeners()
     }
     if (rb_)
         ring_buffer__free(rb_);
-    for (auto& [inode, e] : known_)
+    for (auto& [cookie, e] : known_)
         if (e.port4)
-            bpf_map_delete_elem(cfg_.map_fd, &e.ns->cookie);
+            bpf_map_delete_elem(cfg_.map_fd, &cookie);
 }
 
 void NetnsListeners::start()
@@ -109,13 +86,16 @@ void NetnsListeners::start()
 int NetnsListeners::on_event(void* self, void* data, size_t size)
 {
     if (size >= sizeof(ktp_netns_event))
-        static_cast<NetnsListeners*>(self)->pending_.push_back(static_cast<ktp_netns_event*>(data)->pid);
+        static_cast<NetnsListeners*>(self)->event_ = true;
     return 0;
 }
 
 void NetnsListeners::run()
 {
-    pollfd fds[3] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
+    pollfd fds[4] = {{ring_buffer__epoll_fd(rb_), POLLIN, 0},
+                     {stop_fd_.get(), POLLIN, 0},
+                     {inotify_.get(), POLLIN, 0},
+                     {refills_->event.get(), POLLIN, 0}};
     auto next_scan = std::chrono::steady_clock::now();
     auto busy_until = next_scan;  // start() scanned, and watches the tree
     for (;;) {
@@ -129,19 +109,24 @@ void NetnsListeners::run()
         int wait_ms = !scanning ? -1 : static_cast<int>(std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(next_scan - std::chrono::steady_clock::now())
                    .count()));
-        int n = ::poll(fds, 3, wait_ms);
+        int n = ::poll(fds, 4, wait_ms);
         if (n < 0 && errno != EINTR)
             fail_errno("poll");
         if (fds[1].revents)
             return;
+        if (n > 0 && fds[3].revents)
+            for (auto& w : refills_->take())
+                if (auto ns = w.lock())
+                    ns->refill();
         if (n > 0 && fds[0].revents) {
             // A connect from a namespace without a listener: serve it now,
-            // not at the next scan.
+            // not at the next scan (one scan for a burst of events).
+            event_ = false;
             ring_buffer__consume(rb_);
-            std::vector<pid_t> pids;
-            pids.swap(pending_);
-            for (pid_t p : pids)
-                meet(p);
+            if (event_) {
+                next_scan = std::chrono::steady_clock::now();
+                busy_until = next_scan + std::chrono::seconds(1);
+            }
         }
         if (n > 0 && fds[2].revents) {
             char buf[4096];
@@ -160,9 +145,7 @@ void NetnsListeners::run()
 
 void NetnsListeners::scan()
 {
-    std::set<uint64_t> seen;
-    std::set<std::string> dirs;
-    std::vector<pid_t> pids = cgroup_tree_pids(cfg_.cgroup_path, dirs, cfg_.wanted);
+    std::set<std::string> dirs = cgroup_tree_dirs(cfg_.cgroup_path);
     if (cfg_.on_tree)
         cfg_.on_tree(dirs);
     for (const auto& d : dirs)
@@ -172,30 +155,38 @@ void NetnsListeners::scan()
             inotify_add_watch(inotify_.get(), (d + "/cgroup.events").c_str(), IN_MODIFY);
         }
     watched_ = std::move(dirs);
-    for (pid_t p : pids) {
-        uint64_t ino = netns_inode_of_pid(p);
-        if (!ino || ino == host_inode_ || !seen.insert(ino).second)
-            continue;
-        auto it = known_.find(ino);
+    std::vector<NetnsFound> found;
+    try {
+        found = cfg_.maker->scan();
+    } catch (const Error& e) {
+        // The helper is gone (or finished: the instance is stopping); the
+        // supervisor says so and stops the instance.
+        log::debug("container namespaces: {}", e.what());
+        return;
+    }
+    std::set<uint64_t> seen;
+    for (const NetnsFound& f : found) {
+        seen.insert(f.cookie);
+        auto it = known_.find(f.cookie);
         if (it == known_.end()) {
-            meet(p);
+            open_in(f);
         } else if (!it->second.port4 && --it->second.misses <= -kRetryScans) {
             // No listener could be opened there (its loopback was down):
-            // forget it, so that this pid meets it afresh.
+            // try again.
             known_.erase(it);
-            meet(p);
+            open_in(f);
         }
     }
     for (auto it = known_.begin(); it != known_.end();) {
         Entry& e = it->second;
-        if (seen.count(it->first) || !e.port4) {
+        if (seen.count(it->first)) {
             if (e.port4)
                 e.misses = 0;
-            if (!e.port4 && !seen.count(it->first)) {
-                it = known_.erase(it);
-                continue;
-            }
             ++it;
+            continue;
+        }
+        if (!e.port4) {
+            it = known_.erase(it);
             continue;
         }
         // Two scans in a row without a process of the cgroup in it: the
@@ -209,29 +200,21 @@ void NetnsListeners::scan()
     }
 }
 
-void NetnsListeners::meet(pid_t pid)
+void NetnsListeners::open_in(const NetnsFound& f)
 {
-    UniqueFd fd = open_netns_of_pid(pid);
-    if (!fd)
-        return;  // gone already
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || st.st_ino == host_inode_ || known_.count(st.st_ino))
-        return;
-    open_in(pid, std::move(fd), st.st_ino);
-}
-
-void NetnsListeners::open_in(pid_t pid, UniqueFd fd, uint64_t inode)
-{
-    auto ns = std::make_shared<Netns>();
-    ns->inode = inode;
+    auto ns = std::make_shared<Netns>(f.cookie, f.cgroup, cfg_.maker);
     std::vector<Listener> ls;
+    auto listener = [&](NetnsSocketKind kind, uint16_t port) {
+        Listener l;
+        l.fd = std::move(cfg_.maker->make(f.cookie, kind, port, 1).at(0));
+        l.addr = SockAddr::local_of(l.fd.get());
+        return l;
+    };
     try {
-        NetnsEnter in(fd.get());
         // Ports unique across namespaces: the hand-off map is keyed by the
         // tuple alone (bpf/ktproxy_shared.h, ktp_netns_listener).
         for (int attempt = 0; attempt < 32 && ls.empty(); ++attempt) {
-            Listener l4 = listen_tcp(*SockAddr::parse_ip("127.0.0.1", 0), "container listener", false, false,
-                                     cfg_.mark);
+            Listener l4 = listener(NetnsSocketKind::listen4, 0);
             uint16_t port = l4.addr.port();
             if (port == cfg_.host_port || ports_.count(port))
                 continue;
@@ -243,21 +226,24 @@ void NetnsListeners::open_in(pid_t pid, UniqueFd fd, uint64_t inode)
             // A container without IPv6 (or with that port taken on ::1)
             // keeps its IPv4 listener; its IPv6 connects then go direct.
             try {
-                ls.push_back(listen_tcp(*SockAddr::parse_ip("::1", ls[0].addr.port()), "container listener",
-                                        false, false, cfg_.mark));
+                ls.push_back(listener(NetnsSocketKind::listen6, ls[0].addr.port()));
             } catch (const Error& e) {
-                log::debug("container namespace of pid {}: no IPv6 listener: {}", pid, e.what());
+                log::debug("container namespace {}: no IPv6 listener: {}", f.cookie, e.what());
             }
         }
-        ns->cookie = netns_cookie_of(ls[0].fd.get());
+        if (netns_cookie_of(ls[0].fd.get()) != f.cookie)
+            fail("the listener is not in namespace {}", f.cookie);
     } catch (const Error& e) {
-        log::warn("container namespace of pid {}: cannot open ktproxy's listener there ({}); its connects go "
-                  "{} until it can (retried every {} ms)",
-                  pid, e.what(), "direct (or are refused with --fail-closed)", kScanMs * kRetryScans);
-        known_[inode] = Entry{nullptr, 0, 0, 0};
+        log::warn("container namespace {} (cgroup {}): cannot open ktproxy's listener there ({}); its connects "
+                  "are refused until it can (retried every {} ms; passed after a few seconds without --fail-closed)",
+                  f.cookie, f.cgroup, e.what(), kScanMs * kRetryScans);
+        known_[f.cookie] = Entry{nullptr, 0, 0, 0};
         return;
     }
-    ns->fd = std::move(fd);
+    ns->refills = refills_;
+    ns->listen4 = ls[0].addr;
+    if (ls.size() > 1)
+        ns->listen6 = ls[1].addr;
 
     ktp_netns_listener v{};
     v.ip4 = htonl(INADDR_LOOPBACK);
@@ -270,6 +256,7 @@ void NetnsListeners::open_in(pid_t pid, UniqueFd fd, uint64_t inode)
     NetnsRef ref = ns;
     for (auto& l : ls) {
         l.netns_cookie = ns->cookie;
+        l.ns = ref;
         l.egress = cfg_.egress_host ? nullptr : ref;
     }
     const std::string where = ls[0].addr.to_string() + (ls.size() > 1 ? " and " + ls[1].addr.to_string() : "");
@@ -277,22 +264,24 @@ void NetnsListeners::open_in(pid_t pid, UniqueFd fd, uint64_t inode)
     // Listening before the hooks send anything there.
     cfg_.give(std::move(ls));
     if (bpf_map_update_elem(cfg_.map_fd, &ns->cookie, &v, BPF_ANY) != 0) {
-        log::warn("container namespace of pid {}: ktp_netns_listeners update: {}; its connects go direct", pid,
+        log::warn("container namespace {}: ktp_netns_listeners update: {}; its connects go direct", f.cookie,
                   errno_text(errno));
         cfg_.take_back(ns->cookie);
         return;
     }
+    if (cfg_.pending_fd >= 0)
+        bpf_map_delete_elem(cfg_.pending_fd, &ns->cookie);
     ports_.insert(e.port4);
-    {
-        known_[inode] = std::move(e);
-    }
-    log::info("container namespace {} (pid {}): listening on {}, egress {}", ns->cookie, pid, where,
+    known_[f.cookie] = std::move(e);
+    log::info("container namespace {} (cgroup {}): listening on {}, egress {}", ns->cookie, f.cgroup, where,
               cfg_.egress_host ? "host" : "container");
 }
 
 void NetnsListeners::drop(Entry& e)
 {
     bpf_map_delete_elem(cfg_.map_fd, &e.ns->cookie);
+    if (cfg_.pending_fd >= 0)
+        bpf_map_delete_elem(cfg_.pending_fd, &e.ns->cookie);
     cfg_.take_back(e.ns->cookie);
     ports_.erase(e.port4);
     log::info("container namespace {} gone (no process of the cgroup in it): listener closed", e.ns->cookie);

@@ -4,14 +4,17 @@
 // same namespace (bpf/sock_netns.h). A dedicated thread meets the
 // namespaces (a scan of the cgroup tree, every 100 ms and at once on an
 // inotify event of the tree: a new cgroup, a cgroup's first process; and
-// the hooks' ring buffer events for a connect from an unknown one), opens their listeners and hands them
-// to the workers, and drops a namespace's listener and map entry once no
-// process of the cgroup is left in it.
+// the hooks' ring buffer events for a connect from an unknown one), has
+// their listeners made (proxy/netns/netns_broker.h: by the privileged
+// helper, the relay cannot enter a namespace), hands them to the workers,
+// and drops a namespace's listener and map entry once no process of the
+// cgroup is left in it.
 #pragma once
 
 #include "base/unique_fd.h"
 #include "loop/listener.h"
 #include "netns/netns.h"
+#include "netns/netns_broker.h"
 
 #include <atomic>
 #include <cstdint>
@@ -35,6 +38,8 @@ struct NetnsListenersConfig {
     bool egress_host = false;  // --egress host: connections leave from ktproxy's namespace
     int map_fd = -1;           // ktp_netns_listeners
     int events_fd = -1;        // ktp_netns_events
+    int pending_fd = -1;       // ktp_netns_pending: a namespace's entry goes once its listener is up
+    NetnsSockets* maker = nullptr;  // finds the namespaces, makes their sockets; outlives the connections
     // Hands a namespace's listeners to a worker / asks the workers to close
     // every listener of a namespace.
     std::function<void(std::vector<Listener>)> give;
@@ -44,10 +49,6 @@ struct NetnsListenersConfig {
     std::function<void(const std::set<std::string>&)> on_tree;
     std::function<bool(const std::string&)> wanted;
 };
-
-// Whether a process of the cgroup's tree lives in another network namespace
-// than ktproxy's (a container): such an instance opens sockets inside it.
-bool cgroup_has_other_netns(const std::string& cgroup_path);
 
 class NetnsListeners {
 public:
@@ -73,21 +74,20 @@ private:
 
     void run();
     void scan();
-    void meet(pid_t pid);
-    void open_in(pid_t pid, UniqueFd fd, uint64_t inode);
+    void open_in(const NetnsFound& f);
     void drop(Entry& e);
     static int on_event(void* self, void* data, size_t size);
 
     NetnsListenersConfig cfg_;
-    uint64_t host_inode_ = 0;
     ring_buffer* rb_ = nullptr;
     UniqueFd stop_fd_;  // eventfd
     UniqueFd inotify_;  // the cgroup tree: new cgroups, populated ones
     std::set<std::string> watched_;  // cgroup directories with watches
     std::thread thread_;
-    std::map<uint64_t, Entry> known_;  // by nsfs inode; only the thread (or start(), before it) touches it
+    std::map<uint64_t, Entry> known_;  // by cookie; only the thread (or start(), before it) touches it
     std::set<uint16_t> ports_;         // ports of the namespace listeners
-    std::vector<pid_t> pending_;       // pids of ring buffer events, met after the poll
+    std::shared_ptr<NetnsRefills> refills_;
+    bool event_ = false;               // a ring buffer event: scan now
 };
 
 }  // namespace ktp

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include <iterator>
+#include <set>
 
 namespace ktp {
 
@@ -136,12 +137,18 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     out += fmt::format("{} live connections, {} sockets in fixed-file tables, relay pipes {} in use {} pooled\n",
                        conns.size(), snap.fixed_files_in_use, snap.pipes_in_use, snap.pipes_pooled);
     if (!conns.empty())
-        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>9} {:>8} {:<16} {:>6}  {}\n", "CLIENT",
-                           "DESTINATION", "ROUTE", "C2S", "S2C", "AGE", "PID", "COMM", "UID", "DOMAIN");
+        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>9} {:>8} {:<16} {:>6}  {:<24} {}\n", "CLIENT",
+                           "DESTINATION", "ROUTE", "C2S", "S2C", "AGE", "PID", "COMM", "UID", "DOMAIN", "NETNS");
     for (const auto& c : conns)
-        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>8.1f}s {:>8} {:<16} {:>6}  {}\n", c.client, c.orig,
-                           c.route, c.c2s, c.s2c, c.age_s, c.pid ? fmt::to_string(c.pid) : "-", c.comm,
-                           c.pid ? fmt::to_string(c.uid) : "-", c.domain.empty() ? "-" : c.domain);
+        out += fmt::format("{:<28} {:<28} {:<12} {:>12} {:>12} {:>8.1f}s {:>8} {:<16} {:>6}  {:<24} {}\n", c.client,
+                           c.orig, c.route, c.c2s, c.s2c, c.age_s, c.pid ? fmt::to_string(c.pid) : "-", c.comm,
+                           c.pid ? fmt::to_string(c.uid) : "-", c.domain.empty() ? "-" : c.domain,
+                           c.netns ? fmt::format("{} {}", c.netns, c.container) : "-");
+    // Listeners inside containers' namespaces (a worker each; shown once).
+    std::set<std::pair<uint64_t, std::string>> seen;
+    for (const auto& l : snap.netns_listeners)
+        if (seen.emplace(l.netns, l.addr).second)
+            out += fmt::format("container netns {} cgroup {} listening {}\n", l.netns, l.cgroup, l.addr);
     return out;
 }
 
@@ -180,10 +187,22 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
     for (const auto& c : snap.conns) {
         out += fmt::format(
             "{}{{\"client\":\"{}\",\"orig\":\"{}\",\"route\":\"{}\",\"domain\":\"{}\",\"c2s\":{},\"s2c\":{},"
-            "\"age_s\":{:.3f},\"pid\":{},\"comm\":{},\"uid\":{}}}",
+            "\"age_s\":{:.3f},\"pid\":{},\"comm\":{},\"uid\":{},\"netns\":{},\"container\":{}}}",
             first ? "" : ",", json_escape(c.client), json_escape(c.orig), json_escape(c.route),
             json_escape(c.domain), c.c2s, c.s2c, c.age_s, c.pid ? fmt::to_string(c.pid) : "null",
-            c.pid ? "\"" + json_escape(c.comm) + "\"" : "null", c.pid ? fmt::to_string(c.uid) : "null");
+            c.pid ? "\"" + json_escape(c.comm) + "\"" : "null", c.pid ? fmt::to_string(c.uid) : "null",
+            c.netns ? fmt::to_string(c.netns) : "null",
+            c.netns ? "\"" + json_escape(c.container) + "\"" : "null");
+        first = false;
+    }
+    out += "],\"netns_listeners\":[";
+    first = true;
+    std::set<std::pair<uint64_t, std::string>> shown;
+    for (const auto& l : snap.netns_listeners) {
+        if (!shown.emplace(l.netns, l.addr).second)
+            continue;
+        out += fmt::format("{}{{\"netns\":{},\"cgroup\":\"{}\",\"listen\":\"{}\"}}", first ? "" : ",", l.netns,
+                           json_escape(l.cgroup), json_escape(l.addr));
         first = false;
     }
     out += "]}\n";

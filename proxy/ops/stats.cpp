@@ -15,6 +15,7 @@ void WorkerSnapshot::merge(const WorkerSnapshot& o)
     for (const auto& [key, n] : o.failures)
         failures[key] += n;
     conns.insert(conns.end(), o.conns.begin(), o.conns.end());
+    netns_listeners.insert(netns_listeners.end(), o.netns_listeners.begin(), o.netns_listeners.end());
     fixed_files_in_use += o.fixed_files_in_use;
     pipes_in_use += o.pipes_in_use;
     pipes_pooled += o.pipes_pooled;

@@ -25,6 +25,16 @@ struct ConnInfo {
     // comm_text() prints it.
     uint32_t pid = 0, uid = 0;
     std::string comm = "-";
+    // The app's network namespace when it is a container's (0: ktproxy's
+    // own), and the cgroup ktproxy met it in.
+    uint64_t netns = 0;
+    std::string container;
+};
+
+// A listener of ktproxy's inside a container's namespace.
+struct NetnsListenerInfo {
+    uint64_t netns = 0;
+    std::string cgroup, addr;
 };
 
 struct WorkerSnapshot {
@@ -32,6 +42,7 @@ struct WorkerSnapshot {
     // key: "route/reason", e.g. "corp/upstream-error", "direct/refused"
     std::map<std::string, uint64_t> failures;
     std::vector<ConnInfo> conns;
+    std::vector<NetnsListenerInfo> netns_listeners;
     // Sockets held only in io_uring's fixed-file tables (not in /proc/PID/fd).
     uint64_t fixed_files_in_use = 0;
     // Splice relay pipes: carrying bytes now, and empty ones kept for reuse

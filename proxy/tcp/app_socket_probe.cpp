@@ -8,7 +8,7 @@
 
 namespace ktp {
 
-AppSocketProbe::Holder AppSocketProbe::holder(const SockAddr& app, const SockAddr& peer)
+AppSocketProbe::Holder AppSocketProbe::holder(const SockAddr& app, const SockAddr& peer, const Netns* ns)
 {
     if (app.family() != peer.family() || (app.family() != AF_INET && app.family() != AF_INET6))
         return Holder::unknown;
@@ -20,7 +20,7 @@ AppSocketProbe::Holder AppSocketProbe::holder(const SockAddr& app, const SockAdd
                                  : std::memcmp(&reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, &any6, 16) == 0)
         return Holder::unknown;
     // TCP: src is the socket's own end, the app's.
-    SockDiagAnswer a = diag_.lookup(IPPROTO_TCP, app, peer);
+    SockDiagAnswer a = ns ? ns->diag_lookup(IPPROTO_TCP, app, peer) : diag_.lookup(IPPROTO_TCP, app, peer);
     if (a.status == SockDiagAnswer::failed)
         return Holder::unknown;
     // No inode: no file refers to the socket any more (closed, orphaned, or

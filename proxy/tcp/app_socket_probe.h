@@ -9,6 +9,7 @@
 
 #include "base/sock_addr.h"
 #include "kernel/sock_diag.h"
+#include "netns/netns.h"
 
 namespace ktp {
 
@@ -22,9 +23,10 @@ public:
 
     // app: the app socket's own address (ktproxy's accepted socket's peer);
     // peer: the address it is connected to (ktproxy's listener). Both must
-    // be of one family and live in this network namespace; a wildcard peer
+    // be of one family and live in this network namespace, or in `ns` (a
+    // container's, asked through its own sock_diag socket); a wildcard peer
     // gives unknown.
-    Holder holder(const SockAddr& app, const SockAddr& peer);
+    Holder holder(const SockAddr& app, const SockAddr& peer, const Netns* ns = nullptr);
 
 private:
     // Made with the worker, while setup may still open sockets; if it has

@@ -67,6 +67,7 @@ void ConnPool::release(Conn& c)
     c.router.reset();
     c.hs.reset();
     c.egress.reset();
+    c.app_ns.reset();
     if (c.live_prev)
         c.live_prev->live_next = c.live_next;
     else

@@ -38,6 +38,10 @@ struct alignas(kUserDataAlign) Conn {
     // The namespace the upstream socket is made in (a container's); null:
     // ktproxy's own.
     NetnsRef egress;
+    // The namespace of the listener it came through (a container's; null:
+    // ktproxy's own): status shows it, the half-closed sweep asks its
+    // socket table. Holds *local alive for a container's listener.
+    NetnsRef app_ns;
     ConnProc proc;  // who connected (the connect hooks' record); unknown for the gateway
     Relay relay;
     uint32_t inflight = 0;      // submitted operations not yet completed

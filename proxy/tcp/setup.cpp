@@ -160,10 +160,10 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
         if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &od, &len) != 0 || len != sizeof(od))
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
         c.orig = orig_of(od);
-        // A container's listener (and the app's socket) are not in this
-        // namespace, where the half-closed sweep asks sock_diag about the
-        // app's socket: it is left out of that sweep.
-        c.local = l.netns_cookie ? nullptr : &l.addr;
+        // A container's listener may close (its namespace gone) while the
+        // connection lives on: its address is the namespace's copy.
+        c.app_ns = l.ns;
+        c.local = !l.ns ? &l.addr : l.addr.family() == AF_INET6 ? &l.ns->listen6 : &l.ns->listen4;
         c.egress = l.egress;
         c.proc.pid = od.pid;
         c.proc.tid = od.tid;
@@ -337,7 +337,7 @@ void TcpSetup::dial(Conn& c)
         }
     }
 
-    c.fd[1] = c.egress ? stream_socket_in(c.egress->fd.get(), target->family())
+    c.fd[1] = c.egress ? c.egress->egress_socket(target->family())
                        : UniqueFd(::socket(target->family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (c.fd[1])
         FixedFiles::opened();

@@ -125,10 +125,10 @@ test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
     trap 'stop_ktproxy; ctr_stop a' EXIT
     ctr_start a 2 in
     start_ktproxy --log-level info || fail "ktproxy did not start"
-    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening on 127.0.0.1:[0-9]+" ||
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening on 127.0.0.1:[0-9]+" ||
         { cat "$KTP_LOG" >&2; fail "no listener opened in the container's namespace"; }
     local port
-    port=$(sed -nE 's/.*container namespace [0-9]+ \(pid [0-9]+\): listening on 127.0.0.1:([0-9]+).*/\1/p' "$KTP_LOG" | head -1)
+    port=$(sed -nE 's/.*container namespace [0-9]+ \(cgroup [^)]*\): listening on 127.0.0.1:([0-9]+).*/\1/p' "$KTP_LOG" | head -1)
     nsenter --net="/run/netns/$(ctr_ns a)" ss -Hltn "sport = :$port" | grep -q LISTEN ||
         fail "the listener 127.0.0.1:$port is not inside the container's namespace"
     local out
@@ -167,20 +167,19 @@ test_container_outside_the_cgroup_is_not_proxied() {
 
 test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
     trap 'stop_ktproxy; ctr_stop c; ctr_stop d' EXIT
-    # No container at start: a relay that dropped root could not enter the
-    # later ones' namespaces (see test_dropped_relay_leaves_later_containers_alone);
-    # --proxy-user root keeps it able to.
-    start_ktproxy --log-level info --proxy-user root || fail "ktproxy did not start"
+    # No container at start; the relay drops root (the helper makes the
+    # later container's sockets).
+    start_ktproxy --log-level info || fail "ktproxy did not start"
     local t0 t1 init
     CTR_NO_SERVER=1 ctr_start c 4 in
     t0=$(cat "$KTP_TMP/c.t0")
     init=$(cat "$KTP_TMP/c.init")
     for _ in $(seq 1000); do
-        grep -q "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG" && break
+        grep -q "container namespace [0-9]* (cgroup [^)]*): listening" "$KTP_LOG" && break
         sleep 0.005
     done
     t1=$(date +%s%N)
-    grep -q "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG" ||
+    grep -q "container namespace [0-9]* (cgroup [^)]*): listening" "$KTP_LOG" ||
         { cat "$KTP_LOG" >&2; fail "no listener for the container started after ktproxy"; }
     ktp_log "container c: listener seen in the log $(( (t1 - t0) / 1000000 )) ms after its init started (pid $init)"
     local out
@@ -190,64 +189,197 @@ test_container_started_after_ktproxy_is_proxied_from_its_first_connect() {
     # can be just after curl is done.
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the curl was not relayed"
     expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 1 "relayed curls"
-    # The slow path: a container whose very first process connects at once
-    # (no init first). Fail-open: that connect passes or is relayed, it
-    # never fails; the hook's event opens the listener.
-    ip netns add "$(ctr_ns d)"; ip -n "$(ctr_ns d)" link set lo up
-    CTRS+=("d:in")
-    ip -n "$KTP_CLI" link add "kc${KTP_ID}d" type veth peer name eth0 netns "$(ctr_ns d)"
-    ip -n "$KTP_CLI" link set "kc${KTP_ID}d" master "$BR" up
-    ip -n "$(ctr_ns d)" addr add 172.31.0.5/24 dev eth0
-    ip -n "$(ctr_ns d)" link set eth0 up
-    ip -n "$(ctr_ns d)" route add default via 172.31.0.1
-    mkdir -p "$KTP_CG/d"
+    ctr_start_no_init d 5
     t0=$(date +%s%N)
-    out=$(in_ctr d curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "first connect of a new container failed"
-    expect_eq "$out" "hello from the server host" "first curl of container d"
-    out=$(in_ctr d sh -c 'for i in $(seq 50); do curl -sS --max-time 5 "$0" && exit 0; sleep 0.01; done; exit 1' \
-        "http://$KTP_SRV4/") || fail "container d"
-    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening" 5 || fail "no listener for container d"
+    first_connect_never_direct d 2
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/d\): listening" 5 || fail "no listener for container d"
     t1=$(date +%s%N)
     ktp_log "container d: first connect to listener $(( (t1 - t0) / 1000000 )) ms"
 }
 
-test_dropped_relay_leaves_later_containers_alone() {
-    # The documented limit of the privilege drop: with no container in the
-    # cgroup at start the relay drops root, and a container started later
-    # is not served (its connect goes direct, counted as skipped_netns),
-    # while one present at start makes the relay keep root, with a warning.
+# ctr_start_no_init NAME N: a container's namespace on the bridge and an
+# empty cgroup (in the intercepted one), no process yet.
+ctr_start_no_init() {
+    local name=$1 n=$2
+    ip netns add "$(ctr_ns "$name")"; ip -n "$(ctr_ns "$name")" link set lo up
+    CTRS+=("$name:in")
+    ip -n "$KTP_CLI" link add "kc${KTP_ID}$name" type veth peer name eth0 netns "$(ctr_ns "$name")"
+    ip -n "$KTP_CLI" link set "kc${KTP_ID}$name" master "$BR" up
+    ip -n "$(ctr_ns "$name")" addr add "172.31.0.$n/24" dev eth0
+    ip -n "$(ctr_ns "$name")" link set eth0 up
+    ip -n "$(ctr_ns "$name")" route add default via 172.31.0.1
+    mkdir -p "$KTP_CG/$name"
+}
+
+# first_connect_never_direct NAME TOTAL: the container's very first process
+# joins its cgroup and connects at once, microseconds later (before ktproxy
+# can have met its namespace); then curl tries until a request gets
+# through. The first connect must be refused or relayed, never passed
+# (issue 14: "never a leak"); TOTAL: curls relayed in the log by then.
+first_connect_never_direct() {
+    local name=$1 total=$2 first
+    first=$(nsenter --net="/run/netns/$(ctr_ns "$name")" python3 -c "
+import os, socket, sys
+open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect(('$KTP_SRV4', 80))
+except ConnectionRefusedError:
+    print('refused'); sys.exit(0)
+s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
+print('connected', s.recv(4096).decode(errors='replace').splitlines()[0])" "$KTP_CG/$name") || fail "first connect of $name"
+    ktp_log "container $name: first process's connect: $first"
+    in_ctr "$name" sh -c 'for i in $(seq 100); do curl -sS --max-time 5 "$0" 2>/dev/null && exit 0; sleep 0.02; done; exit 1' \
+        "http://$KTP_SRV4/" >/dev/null || fail "container $name never got through"
+    for _ in $(seq 40); do
+        [ "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" -ge "$total" ] && break
+        sleep 0.05
+    done
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" "$total" "relayed curls"
+    case "$first" in
+        refused) ;;
+        connected*) wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=python3" 2 ||
+            fail "container $name's first connect went direct (not in ktproxy's log)" ;;
+        *) fail "first connect of $name: $first" ;;
+    esac
+}
+
+test_first_connect_of_a_new_container_is_refused_not_passed_with_fail_closed() {
+    # The pins it leaves (its hooks stay attached after it stops) are
+    # removed as `ktproxy cleanup` would, but only this run's.
+    trap 'stop_ktproxy; rm -rf /sys/fs/bpf/ktproxy/"ktp-test-${KTP_ID}"_*; ctr_stop d' EXIT
+    start_ktproxy --log-level info --fail-closed || fail "ktproxy did not start"
+    ctr_start_no_init d 5
+    first_connect_never_direct d 1
+}
+
+test_dropped_relay_serves_containers_met_at_start_and_later() {
+    # The relay drops root whether or not containers are there: their
+    # listeners and sockets come from the helper, the relay never enters a
+    # namespace (setns is refused to it by seccomp).
     trap 'stop_ktproxy; ctr_stop g; ctr_stop h' EXIT
-    start_ktproxy --log-level info || fail "ktproxy did not start"
-    expect_no_file_match "$KTP_LOG" "keeps root" "ktproxy log without containers"
-    local before out
-    before=$(ktp_counter skipped_netns)
-    ctr_start g 7 in
-    out=$(in_ctr g curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from the later container failed"
-    expect_eq "$out" "hello from the server host" "direct curl"
-    sleep 0.3
-    expect_no_file_match "$KTP_LOG" "orig=$KTP_SRV4:80" "ktproxy log"
-    [ "$(ktp_counter skipped_netns)" -gt "$before" ] || fail "skipped_netns did not count the container's connect"
-    stop_ktproxy || fail "ktproxy exit status $?"
-    ctr_stop g
     ctr_start h 8 in
+    KTPROXY_PRIV_SELFTEST=1 start_ktproxy --log-level info || fail "ktproxy did not start"
+    expect_no_file_match "$KTP_LOG" "keeps root" "ktproxy log"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/h\): listening" || fail "no listener for container h"
+    local uid out
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")
+    [ -n "$uid" ] && [ "$uid" != 0 ] || fail "the relay serving a container runs as uid '$uid'"
+    wait_log "$KTP_LOG" "privilege self-test:" || fail "no self-test line"
+    expect_file_match "$KTP_LOG" "setns_net=EPERM" "the relay's setns"
+    out=$(in_ctr h curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from container h failed"
+    expect_eq "$out" "hello from the server host" "curl from h"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "container h's connect was not relayed"
+    ctr_start g 7 in
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/g\): listening" || fail "no listener for container g"
+    out=$(in_ctr g curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from container g failed"
+    expect_eq "$out" "hello from the server host" "curl from g"
+    for _ in $(seq 40); do
+        [ "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" = 2 ] && break
+        sleep 0.05
+    done
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 .*comm=curl" "$KTP_LOG")" 2 "relayed curls (h, then g started later)"
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")
+    [ "$uid" != 0 ] || fail "the relay runs as root"
+}
+
+test_root_relay_serves_a_container_itself() {
+    # --proxy-user root: no helper; the relay makes the namespace's sockets
+    # (the same broker, in process).
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ctr_start a 2 in
+    start_ktproxy --log-level info --proxy-user root || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/a\): listening" || fail "no listener for container a"
+    local out
+    out=$(in_ctr a curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from container a failed"
+    expect_eq "$out" "hello from the server host" "curl through a root relay"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the root relay did not relay container a's curl"
+    expect_eq "$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")" 0 "the root relay's uid"
+}
+
+test_helper_refuses_a_namespace_outside_the_cgroup() {
+    # A relay asking the helper for a socket in a namespace its scan of the
+    # cgroup did not find (here: container n's, outside the cgroup) is
+    # refused; container a's, inside, is served.
+    trap 'stop_ktproxy; ctr_stop a; ctr_stop n' EXIT
+    ctr_start a 2 in
+    ctr_start n 9 out
+    local cookie mine
+    cookie_of() {
+        nsenter --net="/run/netns/$(ctr_ns "$1")" python3 -c \
+            'import socket; print(int.from_bytes(socket.socket().getsockopt(socket.SOL_SOCKET, 71, 8), "little"))'
+    }
+    cookie=$(cookie_of n)
+    mine=$(cookie_of a)
+    [ -n "$cookie" ] && [ -n "$mine" ] || fail "no cookies for namespaces n and a"
+    KTPROXY_PRIV_SELFTEST_NETNS=$cookie,$mine start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "netns self-test: a socket in namespace $mine" || fail "no netns self-test lines"
+    grep "netns self-test:" "$KTP_LOG" | sed 's/^/    /'
+    expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $cookie: .*not one of the intercepted cgroup's \(refused\)" "the helper's answer for n"
+    expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $mine: ALLOWED" "the helper's answer for a"
+}
+
+test_status_shows_a_container_connection_and_listener_namespace() {
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ctr_start a 2 in
     start_ktproxy --log-level info || fail "ktproxy did not start"
-    expect_file_match "$KTP_LOG" "relay keeps root: it serves containers" "ktproxy log with a container at start"
-    out=$(in_ctr h curl -sS --max-time 5 "http://$KTP_SRV4:80/") || fail "curl from the container failed"
-    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 " || fail "the container's connect was not relayed"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/a\): listening" || fail "no listener for container a"
+    local cookie ctl="/run/ktproxy/ktp-test-${KTP_ID}_app.sock"
+    cookie=$(sed -nE 's/.*container namespace ([0-9]+) \(cgroup [^)]*\/a\): listening.*/\1/p' "$KTP_LOG" | head -1)
+    # A connection held open from the container.
+    in_ctr a python3 -c "
+import socket, time
+s = socket.create_connection(('$KTP_SRV4', 9000), timeout=3); s.sendall(b'x'); s.recv(1); time.sleep(3)" &
+    local held=$!
+    local j=""
+    for _ in $(seq 40); do
+        j=$("$KTPROXY" status --control "$ctl" --json) || fail "status --json failed"
+        [ "$(jq '.connections | length' <<<"$j")" -ge 1 ] && break
+        sleep 0.05
+    done
+    expect_eq "$(jq -r '.connections[0].netns' <<<"$j")" "$cookie" "a connection's netns in status --json"
+    expect_match "$(jq -r '.connections[0].container' <<<"$j")" "/app/a$" "a connection's container cgroup"
+    expect_eq "$(jq -r --arg c "$cookie" '[.netns_listeners[] | select(.netns == ($c | tonumber))] | length' <<<"$j")" 2 \
+        "container a's listeners (127.0.0.1 and ::1) in status --json"
+    local t
+    t=$("$KTPROXY" status --control "$ctl") || fail "status failed"
+    expect_match "$t" "$KTP_SRV4:9000 .* $cookie .*/app/a" "the connection's line in status"
+    expect_match "$t" "container netns $cookie cgroup .*/app/a listening 127.0.0.1:" "the listener's line in status"
+    wait "$held"
+}
+
+test_half_closed_check_releases_a_container_connection() {
+    # As hostile.sh's half_closed_case, from a container: the app's socket
+    # is in the container's namespace, asked through a sock_diag socket the
+    # helper made there.
+    trap 'stop_ktproxy; ctr_stop a' EXIT
+    ktp_bg in_srv python3 -c "
+import socket, time
+s = socket.socket(); s.bind(('$KTP_SRV4', 9006)); s.listen(0); time.sleep(60)"
+    ktp_wait_port "$KTP_SRV" 9006
+    ctr_start a 2 in
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/a\): listening" || fail "no listener for container a"
+    in_ctr a python3 -c "
+import socket, time
+s = socket.create_connection(('$KTP_SRV4', 9006), timeout=3); time.sleep(0.2); s.close()" || fail "client"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:9006 .* end=dead .*app closed its socket" 8 ||
+        { tail -3 "$KTP_LOG" >&2; fail "the container's half-closed relay was not released"; }
 }
 
 test_stopped_containers_leave_no_listener_fd_or_map_entry() {
     trap 'stop_ktproxy; ctr_stop e' EXIT
     local cycles=${KTP_CTR_CYCLES:-20} i fds0=0 fds1 ents
     [ "$cycles" -ge 3 ] || cycles=3
-    start_ktproxy --log-level info --workers 2 --proxy-user root || fail "ktproxy did not start"
+    start_ktproxy --log-level info --workers 2 || fail "ktproxy did not start"
     for i in $(seq "$cycles"); do
         ctr_start e 6 in
         for _ in $(seq 100); do
-            [ "$(grep -c "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG")" -ge "$i" ] && break
+            [ "$(grep -c "container namespace [0-9]* (cgroup [^)]*): listening" "$KTP_LOG")" -ge "$i" ] && break
             sleep 0.05
         done
-        [ "$(grep -c "container namespace [0-9]* (pid [0-9]*): listening" "$KTP_LOG")" -ge "$i" ] ||
+        [ "$(grep -c "container namespace [0-9]* (cgroup [^)]*): listening" "$KTP_LOG")" -ge "$i" ] ||
             fail "cycle $i: no listener"
         in_ctr e curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "cycle $i: curl failed"
         ctr_stop e
@@ -286,7 +418,7 @@ test_egress_host_lets_a_loopback_only_container_out_through_ktproxy_alone() {
     in_ctr f curl -sS --max-time 3 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null &&
         fail "a loopback-only container reached the server without ktproxy"
     start_ktproxy --log-level info --egress host --rule 'port=9000 block' || fail "ktproxy did not start"
-    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening on .* egress host" ||
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening on .* egress host" ||
         { cat "$KTP_LOG" >&2; fail "no listener in the loopback-only container"; }
     local out
     out=$(in_ctr f curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl through ktproxy (egress host) failed"
@@ -372,11 +504,15 @@ test_real_docker_container_is_proxied_by_its_cgroup_and_another_is_not() {
     cg="$(ktp_cgroup2_mount)/ktp-test-$KTP_ID-docker/$a"
     [ -d "$cg" ] || fail "the container's cgroup2 directory $cg is not there"
     KTP_CG_ARG="$cg" start_ktproxy --log-level info || fail "ktproxy did not start"
-    wait_log "$KTP_LOG" "container namespace [0-9]+ \(pid [0-9]+\): listening" ||
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening" ||
         fail "no listener in the Docker container's namespace"
     out=$(docker_t exec "$a" wget -qO- "http://$KTP_SRV4/") || fail "wget in container a failed"
     expect_eq "$out" "hello from the server host" "wget in the proxied Docker container"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=wget" || fail "ktproxy did not relay container a's wget"
+    # Served by a relay that dropped root (the helper made its sockets).
+    local uid
+    uid=$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")
+    [ -n "$uid" ] && [ "$uid" != 0 ] || fail "the relay serving a Docker container runs as uid '$uid'"
     out=$(docker_t exec "$b" wget -qO- "http://$KTP_SRV4/") || fail "wget in container b failed"
     expect_eq "$out" "hello from the server host" "wget in the other Docker container"
     sleep 0.3

@@ -58,10 +58,12 @@ test_every_ktproxy_process_runs_with_least_privilege() {
     printf '    helper pid %s: Uid %s CapEff %s NoNewPrivs %s Seccomp %s\n' "$helper" \
         "$(status_field "$helper" Uid)" "$(status_field "$helper" CapEff)" \
         "$(status_field "$helper" NoNewPrivs)" "$(status_field "$helper" Seccomp)"
-    # uid 0 with CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_KILL CAP_DAC_OVERRIDE.
+    # uid 0 with CAP_NET_ADMIN CAP_BPF CAP_PERFMON CAP_KILL CAP_DAC_OVERRIDE,
+    # and, as the instance has an app cgroup whose containers it may serve,
+    # CAP_SYS_ADMIN (setns) and CAP_SYS_PTRACE (their /proc/PID/ns/net).
     expect_eq "$(status_field "$helper" Uid)" "0 0 0 0" "helper Uid"
-    expect_eq "$(status_field "$helper" CapEff)" 000000c000001022 "helper CapEff"
-    expect_eq "$(status_field "$helper" CapBnd)" 000000c000001022 "helper CapBnd"
+    expect_eq "$(status_field "$helper" CapEff)" 000000c000281022 "helper CapEff"
+    expect_eq "$(status_field "$helper" CapBnd)" 000000c000281022 "helper CapBnd"
     expect_eq "$(status_field "$helper" NoNewPrivs)" 1 "helper NoNewPrivs"
     expect_eq "$(status_field "$helper" Seccomp)" 2 "helper Seccomp"
     # The helper holds no socket of the relay: no listener, no connection.
@@ -78,7 +80,7 @@ test_relay_cannot_set_up_io_uring_load_bpf_or_open_raw_sockets() {
     KTPROXY_PRIV_SELFTEST=1 start_ktproxy || fail "ktproxy did not start"
     wait_log "$KTP_LOG" "privilege self-test:" || fail "no self-test line"
     grep "privilege self-test:" "$KTP_LOG" | sed 's/^/    /'
-    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM" "self-test"
+    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM setns_net=EPERM" "self-test"
     # Each worker ring refuses an opcode outside proxy/loop/uring_ops.h.
     wait_log "$KTP_LOG" "ring self-test:" || fail "no ring self-test line"
     grep "ring self-test:" "$KTP_LOG" | sed 's/^/    /'

@@ -1,0 +1,180 @@
+// Finding the cgroup tree's namespaces and making sockets inside them.
+#include "netns/netns_broker.h"
+
+#include "base/error.h"
+#include "base/sock_addr.h"
+#include "loop/listener.h"
+#include "netns/netns.h"
+
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace ktp {
+namespace {
+
+// (pid, its cgroup directory) of every process of the tree whose cgroup is
+// wanted. A cgroup removed while we walk it just ends its part of the walk.
+std::vector<std::pair<int, std::string>> tree_pids(const std::string& root,
+                                                  const std::function<bool(const std::string&)>& wanted)
+{
+    std::vector<std::pair<int, std::string>> out;
+    auto read_procs = [&](const std::filesystem::path& dir) {
+        if (wanted && !wanted(dir.string()))
+            return;
+        std::ifstream in(dir / "cgroup.procs");
+        int p;
+        while (in >> p)
+            out.emplace_back(p, dir.string());
+    };
+    read_procs(root);
+    std::error_code ec;
+    for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_directory(ec))
+            read_procs(it->path());
+    return out;
+}
+
+// The namespace's cookie: that of a socket made inside it.
+uint64_t cookie_in(int ns_fd)
+{
+    NetnsEnter in(ns_fd);
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s)
+        fail_errno("socket in a container namespace");
+    return netns_cookie_of(s.get());
+}
+
+}  // namespace
+
+bool cgroup_file_in_tree(std::string_view proc_pid_cgroup, const std::string& mount, const std::string& root,
+                         std::string* dir)
+{
+    std::istringstream in{std::string(proc_pid_cgroup)};
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("0::", 0) != 0)
+            continue;
+        std::string abs = mount + line.substr(3);
+        while (abs.size() > 1 && abs.back() == '/')
+            abs.pop_back();
+        if (abs != root && abs.rfind(root + "/", 0) != 0)
+            return false;
+        if (dir)
+            *dir = abs;
+        return true;
+    }
+    return false;
+}
+
+NetnsBroker::NetnsBroker(NetnsBrokerConfig cfg) : cfg_(std::move(cfg))
+{
+    struct stat st {};
+    if (::stat("/proc/self/ns/net", &st) != 0)
+        fail_errno("stat /proc/self/ns/net");
+    host_inode_ = st.st_ino;
+}
+
+bool NetnsBroker::in_tree(int pid) const
+{
+    std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+    std::stringstream text;
+    text << f.rdbuf();
+    std::string dir;
+    return cgroup_file_in_tree(text.str(), cfg_.mount, cfg_.cgroup_path, &dir) && (!cfg_.wanted || cfg_.wanted(dir));
+}
+
+std::vector<NetnsFound> NetnsBroker::scan()
+{
+    std::lock_guard lock(mu_);
+    std::set<uint64_t> seen;
+    for (auto& [pid, dir] : tree_pids(cfg_.cgroup_path, cfg_.wanted)) {
+        uint64_t ino = netns_inode_of_pid(pid);
+        if (!ino || ino == host_inode_ || !seen.insert(ino).second)
+            continue;
+        if (auto it = known_.find(ino); it != known_.end()) {
+            it->second.misses = 0;
+            continue;
+        }
+        UniqueFd fd = open_netns_of_pid(pid);
+        struct stat st {};
+        // The pid may have exited and been reused by now: the namespace
+        // opened counts only if that process is (still) in the tree.
+        if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_ino != ino || !in_tree(pid)) {
+            seen.erase(ino);
+            continue;
+        }
+        try {
+            Entry e;
+            e.cookie = cookie_in(fd.get());
+            e.fd = std::move(fd);
+            e.cgroup = dir;
+            known_.emplace(ino, std::move(e));
+        } catch (const Error&) {
+            seen.erase(ino);  // gone meanwhile; met again at the next scan if not
+        }
+    }
+    std::vector<NetnsFound> out;
+    for (auto it = known_.begin(); it != known_.end();) {
+        // Two scans in a row without a process of the tree in it: the
+        // container stopped (the relay drops its listener after as many).
+        if (!seen.count(it->first) && ++it->second.misses >= 2) {
+            it = known_.erase(it);
+            continue;
+        }
+        if (seen.count(it->first))
+            out.push_back({it->second.cookie, it->second.cgroup});
+        ++it;
+    }
+    return out;
+}
+
+std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count)
+{
+    std::lock_guard lock(mu_);
+    const Entry* e = nullptr;
+    for (auto& [ino, k] : known_)
+        if (k.cookie == cookie)
+            e = &k;
+    if (!e)
+        fail("network namespace {} is not one of the intercepted cgroup's (refused)", cookie);
+    std::vector<UniqueFd> out;
+    NetnsEnter in(e->fd.get());
+    switch (kind) {
+    case NetnsSocketKind::listen4:
+    case NetnsSocketKind::listen6: {
+        auto addr = SockAddr::parse_ip(kind == NetnsSocketKind::listen4 ? "127.0.0.1" : "::1", port);
+        out.push_back(listen_tcp(*addr, "container listener", false, false, cfg_.mark).fd);
+        break;
+    }
+    case NetnsSocketKind::egress4:
+    case NetnsSocketKind::egress6:
+        for (unsigned i = 0; i < std::min(std::max(count, 1u), kMaxBatch); ++i) {
+            UniqueFd s(::socket(kind == NetnsSocketKind::egress4 ? AF_INET : AF_INET6,
+                                SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+            if (!s) {
+                if (out.empty())
+                    fail_errno("socket in network namespace {}", cookie);
+                break;
+            }
+            out.push_back(std::move(s));
+        }
+        break;
+    case NetnsSocketKind::diag:
+        out.emplace_back(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+        if (!out.back())
+            fail_errno("sock_diag socket in network namespace {}", cookie);
+        break;
+    default:
+        fail("unknown socket kind {}", static_cast<uint32_t>(kind));
+    }
+    return out;
+}
+
+}  // namespace ktp

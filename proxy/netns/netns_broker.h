@@ -1,0 +1,92 @@
+// What makes sockets inside the network namespaces of the intercepted
+// cgroup's processes (containers). It runs where entering a namespace is
+// allowed: in the privileged helper of a dropped instance (proxy/daemon/
+// priv_helper.cpp), or in the relay itself when it keeps root. It acts only
+// on namespaces its own scan of the cgroup tree found: a request names one
+// by the cookie that scan returned, never by a path or a pid, so a relay
+// that is taken over can get sockets in no other namespace.
+#pragma once
+
+#include "base/unique_fd.h"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ktp {
+
+enum class NetnsSocketKind : uint32_t {
+    listen4 = 1,  // bound to 127.0.0.1:port (0: any free port) and listening, SO_MARK set
+    listen6 = 2,  // the same on ::1
+    egress4 = 3,  // a fresh TCP socket (AF_INET), non-blocking, for a connection leaving from there
+    egress6 = 4,
+    diag = 5,     // a NETLINK_SOCK_DIAG socket: that namespace's socket table
+};
+
+// A namespace the scan found: its cookie (what the hooks see) and the
+// cgroup directory of the first of its processes met.
+struct NetnsFound {
+    uint64_t cookie = 0;
+    std::string cgroup;
+};
+
+// The interface the relay uses (NetnsListeners, the egress sockets): the
+// broker itself, or the helper's client that forwards to it.
+class NetnsSockets {
+public:
+    virtual ~NetnsSockets() = default;
+    // The namespaces (other than ktproxy's) of the cgroup tree's processes now.
+    virtual std::vector<NetnsFound> scan() = 0;
+    // Up to `count` sockets of `kind` made in namespace `cookie` (count is 1
+    // for listeners); throws Error with the reason if none could be made.
+    virtual std::vector<UniqueFd> make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count) = 0;
+
+    static constexpr unsigned kMaxBatch = 32;
+};
+
+// Whether the text of /proc/PID/cgroup puts the process in `root` or below
+// (absolute paths under `mount`); its directory in *dir.
+bool cgroup_file_in_tree(std::string_view proc_pid_cgroup, const std::string& mount, const std::string& root,
+                         std::string* dir);
+
+struct NetnsBrokerConfig {
+    std::string cgroup_path;  // the intercepted cgroup (its whole subtree)
+    std::string mount;        // the cgroup2 mount (to read /proc/PID/cgroup against)
+    uint32_t mark = 0;        // SO_MARK of the listeners
+    // --cgroup-match: which cgroup directories are intercepted (null: all).
+    std::function<bool(const std::string&)> wanted;
+};
+
+class NetnsBroker final : public NetnsSockets {
+public:
+    explicit NetnsBroker(NetnsBrokerConfig cfg);
+
+    std::vector<NetnsFound> scan() override;
+    std::vector<UniqueFd> make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count) override;
+
+    // Is the process's cgroup (per /proc/PID/cgroup) inside the intercepted
+    // tree and wanted? Read after its namespace was opened: a pid reused by
+    // a process outside the tree between the two reads is refused.
+    bool in_tree(int pid) const;
+
+private:
+    struct Entry {
+        UniqueFd fd;  // keeps the namespace (and so its inode and cookie) alive
+        uint64_t cookie = 0;
+        std::string cgroup;
+        int misses = 0;
+    };
+
+    NetnsBrokerConfig cfg_;
+    uint64_t host_inode_ = 0;
+    // In a relay that kept root, the namespace thread scans while workers
+    // ask for egress sockets.
+    std::mutex mu_;
+    std::map<uint64_t, Entry> known_;  // by nsfs inode
+};
+
+}  // namespace ktp

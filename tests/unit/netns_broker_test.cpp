@@ -1,0 +1,38 @@
+// The namespace broker's checks that need no root: which processes count as
+// the intercepted cgroup's, and that a namespace it did not find is refused.
+#include "base/error.h"
+#include "netns/netns_broker.h"
+
+#include <catch2/catch.hpp>
+
+using namespace ktp;
+
+TEST_CASE("a process is in the tree when its 0:: cgroup is the root or below it")
+{
+    const std::string mnt = "/sys/fs/cgroup", root = "/sys/fs/cgroup/system.slice/docker-ab.scope";
+    std::string dir;
+    CHECK(cgroup_file_in_tree("0::/system.slice/docker-ab.scope\n", mnt, root, &dir));
+    CHECK(dir == root);
+    CHECK(cgroup_file_in_tree("1:name=systemd:/x\n0::/system.slice/docker-ab.scope/init\n", mnt, root, &dir));
+    CHECK(dir == root + "/init");
+    // A sibling whose name starts the same is not below it.
+    CHECK_FALSE(cgroup_file_in_tree("0::/system.slice/docker-ab.scope2\n", mnt, root, nullptr));
+    CHECK_FALSE(cgroup_file_in_tree("0::/system.slice\n", mnt, root, nullptr));
+    CHECK_FALSE(cgroup_file_in_tree("0::/\n", mnt, root, nullptr));
+    CHECK_FALSE(cgroup_file_in_tree("", mnt, root, nullptr));
+    CHECK_FALSE(cgroup_file_in_tree("garbage", mnt, root, nullptr));
+}
+
+TEST_CASE("a namespace the broker's scan did not find gets no socket")
+{
+    // An empty tree: the scan finds nothing, so every cookie (this
+    // process's own namespace's included) is refused, whatever the kind.
+    char tmpl[] = "/tmp/ktp-broker-XXXXXX";
+    REQUIRE(mkdtemp(tmpl));
+    NetnsBroker b({tmpl, "/sys/fs/cgroup", 0, nullptr});
+    CHECK(b.scan().empty());
+    for (auto kind : {NetnsSocketKind::listen4, NetnsSocketKind::egress4, NetnsSocketKind::diag})
+        for (uint64_t cookie : {uint64_t(0), uint64_t(1), uint64_t(4096)})
+            CHECK_THROWS_AS(b.make(cookie, kind, 0, 1), Error);
+    rmdir(tmpl);
+}
