@@ -82,6 +82,27 @@ TcpSetup::TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPoo
     opts_by_ring_ = sock_cmd_setsockopt_works();
 }
 
+void TcpSetup::use_sessions(SessionPools& s)
+{
+    sessions_ = &s;
+    s.on_member_down = [this](const UpstreamHealth& h) { member_down(h); };
+}
+
+void TcpSetup::member_down(const UpstreamHealth& h, const Conn* except)
+{
+    for (Conn* c = pool_.live_head(); c; c = c->live_next) {
+        // Only where a retry is allowed (retry_elsewhere): a group, not yet
+        // retried, none of the client's bytes sent.
+        if (c == except || !c->hs || c->aborting || !c->group || c->retried || c->hs->early_handed_out() || !c->upstream ||
+            c->upstream->health.get() != &h)
+            continue;
+        // Nothing matches unless its reply is awaited (-ENOENT, ignored).
+        io_uring_sqe* e = ring_.sqe();
+        io_uring_prep_cancel64(e, pack(c, kHsRecv), 0);
+        io_uring_sqe_set_data64(e, pack(nullptr, kIgnore));
+    }
+}
+
 void TcpSetup::listen(Listener& l)
 {
     io_uring_sqe* s = ring_.sqe();
@@ -278,6 +299,8 @@ bool TcpSetup::retry_elsewhere(Conn& c)
 {
     // Counted against the upstream: a group skips it for a back-off.
     c.upstream->health->failed(now_);
+    if (c.group)
+        member_down(*c.upstream->health, &c);
     // Once the client's bytes went out with a request they may have been
     // passed on: they must never reach the destination a second time.
     if (!c.group || c.retried || (c.hs && c.hs->early_handed_out()))

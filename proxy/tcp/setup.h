@@ -23,6 +23,7 @@ namespace ktp {
 
 class RelayDriver;
 class SessionPools;
+struct UpstreamHealth;
 struct HandshakeStep;
 
 class TcpSetup : public CompletionOwner {
@@ -34,7 +35,11 @@ public:
     // Accepts on l (multishot, re-armed until stopping).
     void listen(Listener& l);
     // Warm upstream sessions to take instead of connecting (upstream/session_pool.h).
-    void use_sessions(SessionPools& s) { sessions_ = &s; }
+    void use_sessions(SessionPools& s);
+    // An upstream was just found down (h: its health): this worker's
+    // connections in a group that wait for its handshake reply go to the
+    // next member now, not at their timeout (cancelled, then retried).
+    void member_down(const UpstreamHealth& h, const Conn* except = nullptr);
     // kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt, kEarlyRecv.
     void on_completion(const Completion& cq) override;
 

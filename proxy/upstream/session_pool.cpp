@@ -331,6 +331,8 @@ void SessionPools::fail(Session& s, const std::string& why)
     ++p.failures;
     --p.filling;
     p.health->failed(now_);
+    if (on_member_down && p.health->grouped.load(std::memory_order_relaxed))
+        on_member_down(*p.health);
     s.state = Session::State::closing;
     s.fd.reset();
     backoff(p);

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -41,6 +42,9 @@ public:
     UniqueFd take(const std::shared_ptr<const Router>& r, const Upstream& u);
     // kPoolIo, kPoolTimeout, kPoolTimer.
     void on_completion(const Completion& cq) override;
+
+    // Called when a refill found its upstream dead (set by TcpSetup).
+    std::function<void(const UpstreamHealth&)> on_member_down;
 
     struct Counts {
         uint64_t hits = 0, misses = 0, opened = 0, failed = 0, expired = 0, dropped = 0;

@@ -72,10 +72,12 @@ start_wan_microsocks() {  # start_wan_microsocks PORT
 declare -A WAN_MICRO_PID
 start_wan_microsocks 1180
 start_wan_microsocks 1181
+start_wan_microsocks 1183
+start_wan_microsocks 1184
 in_wan iptables -A INPUT -p tcp --dport 1182 -j DROP
 mkdir -p "$KTP_TMP/far"
 echo far > "$KTP_TMP/far/index.html"
-for p in 8090 8091; do
+for p in 8090 8091 8092; do
     ktp_wan_bg python3 -m http.server "$p" --bind "$KTP_WAN_DST4" --directory "$KTP_TMP/far" 2>/dev/null
     ktp_wait_port "$KTP_WAN" $p
 done
@@ -88,6 +90,8 @@ start_ktproxy --workers 1 --control "$KTP_TMP/ctl.sock" --connect-timeout 30 \
     --upstream-group "wg=w1,w2" --rule "port=8090 proxy=wg" \
     --upstream "bh=socks5://$KTP_WAN4:1182?pool=0" --upstream "w3=socks5://$KTP_WAN4:1181?pool=2" \
     --upstream-group "bg=bh,w3" --rule "port=8091 proxy=bg" \
+    --upstream "d1=socks5://$KTP_WAN4:1183?pool=1" --upstream "d2=socks5://$KTP_WAN4:1184?pool=1" \
+    --upstream-group "dg=d1,d2" --rule "port=8092 proxy=dg" \
     --upstream "m3=socks5://$KTP_SRV4:1083?pool=1" --upstream "m4=socks5://$KTP_SRV4:1084?pool=1" \
     --upstream-group "grp=m3,m4" --rule "port=80 proxy=grp" \
     --upstream "gone=socks5://$KTP_SRV4:1099?pool=0" --upstream "m5=socks5://$KTP_SRV4:1084?pool=0" \
@@ -367,6 +371,26 @@ test_group_bounds_the_connect_to_a_member_that_swallows_syns() {
     out=$(far 8091)
     expect_eq "${out%% *}" 200 "HTTP status through bg, bh skipped"
     expect_match "$(ktp_status)" "group bg: retried=1" "no retry once bh is down"
+}
+
+test_group_moves_a_waiting_connection_off_a_member_gone_dark() {
+    # d1's host stops answering anything (its warm session included) once
+    # the pool is warm. A connection takes that session and waits for a
+    # CONNECT reply that never comes; the pool's refill (bounded connect)
+    # finds d1 dead, and the waiting connection goes to d2 then, not at the
+    # 30 s handshake timeout.
+    wait_sessions 1183 1
+    wait_sessions 1184 1
+    sleep 2  # greetings done
+    in_wan iptables -A INPUT -p tcp --dport 1183 -j DROP
+    local out
+    out=$(far 8092)
+    expect_eq "${out%% *}" 200 "HTTP status through dg"
+    expect_match "$(conn_line "${out##* }")" "route=dg .*end=eof" "conn line"
+    expect_match "$(ktp_status)" "group dg: retried=1" "the connection moved once"
+    expect_match "$(ktp_status)" "upstream d1 \(group dg\): down" "status of d1"
+    expect_eq "$(served 1183)" 0 "requests d1 carried"
+    expect_eq "$(served 1184)" 1 "requests d2 carried"
 }
 
 test_ktp_delay_link_carries_traffic_and_stops_on_sigterm() {
