@@ -136,17 +136,7 @@ void Ring::link_timeout(const void* owner, const __kernel_timespec& ts)
 
 void Ring::submit_and_wait()
 {
-    int ret;
-    if (std::exchange(quiet_, false)) {
-        // -ETIME: fewer than two completions came within the bound.
-        __kernel_timespec ts{0, kQuietWaitNs};
-        io_uring_cqe* cqe = nullptr;
-        ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 2, &ts, nullptr);
-        if (ret == -ETIME)
-            ret = 0;
-    } else {
-        ret = io_uring_submit_and_wait(&ring_, 1);
-    }
+    int ret = io_uring_submit_and_wait(&ring_, std::exchange(quiet_, false) ? 2 : 1);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
         fail("io_uring_submit_and_wait: {}", errno_text(-ret));
 }

@@ -103,22 +103,17 @@ public:
     // must stay valid until the completion (tagged kLinkTimeout for owner).
     void link_timeout(const void* owner, const __kernel_timespec& ts);
 
-    // Submits what is queued and waits for at least one completion, or, when
-    // a request queued since the last call completes with nothing for the
-    // loop to do (see note_quiet), for two or kQuietWait, whichever first.
+    // Submits what is queued and waits for at least one completion, or for
+    // two when a request queued since the last call completes with nothing
+    // for the loop to do (see note_quiet).
     void submit_and_wait();
     // The SQE just queued completes with no work for the loop once it
     // succeeds: a send whose next recv is already linked behind it (relay/
     // buffer_engine.cpp). It usually completes inside the submitting
     // io_uring_enter; woken by it alone, the loop would only enter again to
-    // sleep. Counted once per batch: with several, two completions may all
-    // be such sends. The bound keeps a send that does not complete (a full
-    // destination) from holding back a real completion (an accept) for
-    // longer than kQuietWait.
+    // sleep. Counted once per batch: with several, the wait could outlast
+    // a real completion until one more arrives (the sweep timer bounds it).
     void note_quiet() { quiet_ = true; }
-    // Longer than a request-reply turn on one host (30-100 us here), short
-    // enough to be no one's latency.
-    static constexpr long kQuietWaitNs = 1'000'000;
     // Hands each completion that arrived to f, decoded.
     template <class F>
     void drain(F&& f);
