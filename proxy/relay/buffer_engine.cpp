@@ -47,6 +47,10 @@ void BufferEngine::recv(Conn& c, Dir d)
 
 void BufferEngine::on_recv(Conn& c, Dir d, int res, uint32_t flags)
 {
+    // A linked recv cancelled because its send stopped short (or failed)
+    // reaches the Relay as a recv it is not waiting for, and is dropped
+    // there: the rest of the chunk goes first, then an ordinary recv.
+    c.prearmed[idx(d)] = false;
     if (flags & IORING_CQE_F_BUFFER) {
         c.held[idx(d)] = static_cast<int32_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         bufs_->taken();
@@ -95,7 +99,27 @@ void BufferEngine::send(Conn& c, const Op& op)
     char* base = c.spill[i]          ? c.spill[i]
                  : c.held[i] >= 0    ? bufs_->addr(static_cast<uint16_t>(c.held[i]))
                                      : c.setup[i];
-    driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags);
+    // A chunk shorter than a buffer is a message, and the direction's next
+    // read (the reply's turn, or the EOF) waits behind it: that recv goes
+    // in now, linked after the send, which then must send all of it
+    // (MSG_WAITALL: the kernel retries a short send; a failure cancels the
+    // recv). One io_uring_enter per chunk fewer: with one connection at a
+    // time, each costs a round of its own (docs/performance.md, issue 19).
+    // Not for full buffers (bulk: a short send comes back as before and the
+    // stall rules above decide), not when the send must not wait, and not
+    // where the direction moves to splice before its next read. Nor while a
+    // linked recv's completion is still to come (a send that stopped short
+    // has its rest sent here before the cancelled recv is seen): at most
+    // one is in flight, so its completion is never taken for another's.
+    const bool link = !(flags & MSG_DONTWAIT) && !c.prearmed[i] && op.len < buffer_size_ &&
+                      driver_.stays_on_buffers(c, op.dir, op.len);
+    if (!link)
+        return driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags);
+    driver_.ring().reserve(2);  // the pair in one submission
+    driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags | MSG_WAITALL, true);
+    driver_.ring().note_quiet();
+    recv(c, op.dir);
+    c.prearmed[i] = true;
 }
 
 void BufferEngine::on_send(Conn& c, Dir d, int res)
