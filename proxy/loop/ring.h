@@ -111,8 +111,10 @@ public:
     // succeeds: a send whose next recv is already linked behind it (relay/
     // buffer_engine.cpp). It usually completes inside the submitting
     // io_uring_enter; woken by it alone, the loop would only enter again to
-    // sleep. Counted once per batch: with several, the wait could outlast
-    // a real completion until one more arrives (the sweep timer bounds it).
+    // sleep. Only for a request that cannot wait (it completes inside
+    // the submitting enter), or the wait for two would hold back a real
+    // completion. Counted once per batch: several such sends may make the
+    // two completions, and the loop then enters once more, as without.
     void note_quiet() { quiet_ = true; }
     // Hands each completion that arrived to f, decoded.
     template <class F>

@@ -70,6 +70,7 @@ void BufferEngine::send(Conn& c, const Op& op)
 {
     const int i = idx(op.dir);
     int flags = MSG_NOSIGNAL;
+    const bool first_try = c.held[i] >= 0 && c.tries[i] == 0;
     if (c.held[i] >= 0) {
         char* ring = bufs_->addr(static_cast<uint16_t>(c.held[i]));
         if (c.tries[i] == 0) {
@@ -100,23 +101,27 @@ void BufferEngine::send(Conn& c, const Op& op)
                  : c.held[i] >= 0    ? bufs_->addr(static_cast<uint16_t>(c.held[i]))
                                      : c.setup[i];
     // A chunk shorter than a buffer is a message, and the direction's next
-    // read (the reply's turn, or the EOF) waits behind it: that recv goes
-    // in now, linked after the send, which then must send all of it
-    // (MSG_WAITALL: the kernel retries a short send; a failure cancels the
-    // recv). One io_uring_enter per chunk fewer: with one connection at a
-    // time, each costs a round of its own (docs/performance.md, issue 19).
-    // Not for full buffers (bulk: a short send comes back as before and the
-    // stall rules above decide), not when the send must not wait, and not
-    // where the direction moves to splice before its next read. Nor while a
-    // linked recv's completion is still to come (a send that stopped short
-    // has its rest sent here before the cancelled recv is seen): at most
-    // one is in flight, so its completion is never taken for another's.
-    const bool link = !(flags & MSG_DONTWAIT) && !c.prearmed[i] && op.len < buffer_size_ &&
+    // read (the reply's turn, or the EOF) waits behind it: on its first
+    // try from a ring buffer, that recv goes in now, linked after the send,
+    // and the submitting io_uring_enter waits for two completions
+    // (Ring::note_quiet): with one connection at a time, the send's own
+    // completion would otherwise wake the loop only to enter again and
+    // sleep (docs/performance.md, issue 19). The send never waits in the
+    // kernel (MSG_DONTWAIT): it completes inside that enter whatever the
+    // destination does, so the wait for two is a wait for one real
+    // completion and holds none back. It must send all (MSG_WAITALL):
+    // fewer bytes or -EAGAIN cancel the recv, and the rest goes again as an
+    // ordinary send (tries is 1 now: the rules above decide). Not for full
+    // buffers (bulk), not where the direction moves to splice before its
+    // next read, and not while a linked recv's completion is still to come
+    // (at most one in flight, so its completion is never taken for
+    // another's).
+    const bool link = first_try && !c.prearmed[i] && op.len < buffer_size_ &&
                       driver_.stays_on_buffers(c, op.dir, op.len);
     if (!link)
         return driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags);
     driver_.ring().reserve(2);  // the pair in one submission
-    driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags | MSG_WAITALL, true);
+    driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags | MSG_DONTWAIT | MSG_WAITALL, true);
     driver_.ring().note_quiet();
     recv(c, op.dir);
     c.prearmed[i] = true;
