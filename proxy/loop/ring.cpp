@@ -136,7 +136,7 @@ void Ring::link_timeout(const void* owner, const __kernel_timespec& ts)
 
 void Ring::submit_and_wait()
 {
-    int ret = io_uring_submit_and_wait(&ring_, 1);
+    int ret = io_uring_submit_and_wait(&ring_, std::exchange(quiet_, false) ? 2 : 1);
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
         fail("io_uring_submit_and_wait: {}", errno_text(-ret));
 }

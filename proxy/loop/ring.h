@@ -103,8 +103,19 @@ public:
     // must stay valid until the completion (tagged kLinkTimeout for owner).
     void link_timeout(const void* owner, const __kernel_timespec& ts);
 
-    // Submits what is queued and waits for at least one completion.
+    // Submits what is queued and waits for at least one completion, or for
+    // two when a request queued since the last call completes with nothing
+    // for the loop to do (see note_quiet).
     void submit_and_wait();
+    // The SQE just queued completes with no work for the loop once it
+    // succeeds: a send whose next recv is already linked behind it (relay/
+    // buffer_engine.cpp). It usually completes inside the submitting
+    // io_uring_enter; woken by it alone, the loop would only enter again to
+    // sleep. Only for a request that cannot wait (it completes inside
+    // the submitting enter), or the wait for two would hold back a real
+    // completion. Counted once per batch: several such sends may make the
+    // two completions, and the loop then enters once more, as without.
+    void note_quiet() { quiet_ = true; }
     // Hands each completion that arrived to f, decoded.
     template <class F>
     void drain(F&& f);
@@ -119,6 +130,7 @@ private:
 
     io_uring ring_{};
     bool live_ = false;
+    bool quiet_ = false;
     UniqueFd wake_fd_;  // eventfd: other threads write, the worker reads
     uint64_t wake_value_ = 0;
     struct alignas(kUserDataAlign) Slot {

@@ -47,6 +47,10 @@ void BufferEngine::recv(Conn& c, Dir d)
 
 void BufferEngine::on_recv(Conn& c, Dir d, int res, uint32_t flags)
 {
+    // A linked recv cancelled because its send stopped short (or failed)
+    // reaches the Relay as a recv it is not waiting for, and is dropped
+    // there: the rest of the chunk goes first, then an ordinary recv.
+    c.prearmed[idx(d)] = false;
     if (flags & IORING_CQE_F_BUFFER) {
         c.held[idx(d)] = static_cast<int32_t>(flags >> IORING_CQE_BUFFER_SHIFT);
         bufs_->taken();
@@ -66,6 +70,7 @@ void BufferEngine::send(Conn& c, const Op& op)
 {
     const int i = idx(op.dir);
     int flags = MSG_NOSIGNAL;
+    const bool first_try = c.held[i] >= 0 && c.tries[i] == 0;
     if (c.held[i] >= 0) {
         char* ring = bufs_->addr(static_cast<uint16_t>(c.held[i]));
         if (c.tries[i] == 0) {
@@ -95,7 +100,31 @@ void BufferEngine::send(Conn& c, const Op& op)
     char* base = c.spill[i]          ? c.spill[i]
                  : c.held[i] >= 0    ? bufs_->addr(static_cast<uint16_t>(c.held[i]))
                                      : c.setup[i];
-    driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags);
+    // A chunk shorter than a buffer is a message, and the direction's next
+    // read (the reply's turn, or the EOF) waits behind it: on its first
+    // try from a ring buffer, that recv goes in now, linked after the send,
+    // and the submitting io_uring_enter waits for two completions
+    // (Ring::note_quiet): with one connection at a time, the send's own
+    // completion would otherwise wake the loop only to enter again and
+    // sleep (docs/performance.md, issue 19). The send never waits in the
+    // kernel (MSG_DONTWAIT): it completes inside that enter whatever the
+    // destination does, so the wait for two is a wait for one real
+    // completion and holds none back. It must send all (MSG_WAITALL):
+    // fewer bytes or -EAGAIN cancel the recv, and the rest goes again as an
+    // ordinary send (tries is 1 now: the rules above decide). Not for full
+    // buffers (bulk), not where the direction moves to splice before its
+    // next read, and not while a linked recv's completion is still to come
+    // (at most one in flight, so its completion is never taken for
+    // another's).
+    const bool link = first_try && !c.prearmed[i] && op.len < buffer_size_ &&
+                      driver_.stays_on_buffers(c, op.dir, op.len);
+    if (!link)
+        return driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags);
+    driver_.ring().reserve(2);  // the pair in one submission
+    driver_.send_bytes(c, op.dir, base + op.offset, op.len, flags | MSG_DONTWAIT | MSG_WAITALL, true);
+    driver_.ring().note_quiet();
+    recv(c, op.dir);
+    c.prearmed[i] = true;
 }
 
 void BufferEngine::on_send(Conn& c, Dir d, int res)

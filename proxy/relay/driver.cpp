@@ -197,11 +197,13 @@ void RelayDriver::sent(Conn& c, Dir d, int res)
     apply(c, c.relay.on_send(d, res));
 }
 
-void RelayDriver::send_bytes(Conn& c, Dir d, const char* p, uint32_t len, int flags)
+void RelayDriver::send_bytes(Conn& c, Dir d, const char* p, uint32_t len, int flags, bool link)
 {
     io_uring_sqe* s = ring_.sqe();
     io_uring_prep_send(s, c.dst(d).fd, p, len, flags);
     on(s, c.dst(d));
+    if (link)
+        s->flags |= IOSQE_IO_LINK;
     io_uring_sqe_set_data64(s, pack(&c, kSend, d));
     ++c.inflight;
 }
@@ -220,7 +222,10 @@ void RelayDriver::apply(Conn& c, const Ops& ops)
             // The previous chunk of this direction is fully sent.
             release(c, op.dir);
             pick_engine(c, op.dir);
-            c.engine[idx(op.dir)]->recv(c, op.dir);
+            // Already in flight: queued linked behind the send just done
+            // (BufferEngine::send).
+            if (!c.prearmed[idx(op.dir)])
+                c.engine[idx(op.dir)]->recv(c, op.dir);
             break;
         case Op::send:
             c.engine[idx(op.dir)]->send(c, op);
@@ -278,6 +283,11 @@ void RelayDriver::release(Conn& c, Dir d)
     }
     if (c.engine[idx(d)])
         c.engine[idx(d)]->release(c, d);
+}
+
+bool RelayDriver::stays_on_buffers(const Conn& c, Dir d, uint32_t len) const
+{
+    return !splice_ || c.relay.bytes(d) + len < splice_after_;
 }
 
 void RelayDriver::pick_engine(Conn& c, Dir d)

@@ -45,8 +45,12 @@ public:
     void received(Conn& c, Dir d, int res);
     // The shared end of a send (or a failed one).
     void sent(Conn& c, Dir d, int res);
-    // An io_uring SEND of len bytes at p to d's destination (kSend).
-    void send_bytes(Conn& c, Dir d, const char* p, uint32_t len, int flags);
+    // An io_uring SEND of len bytes at p to d's destination (kSend);
+    // link: the next request queued runs only once this one sent all.
+    void send_bytes(Conn& c, Dir d, const char* p, uint32_t len, int flags, bool link = false);
+    // d reads on the ring buffers again once its chunk of len bytes is
+    // sent (no move to splice then: see pick_engine).
+    bool stays_on_buffers(const Conn& c, Dir d, uint32_t len) const;
     // d's setup chunk goes back (its bytes moved elsewhere).
     void release_setup_chunk(Conn& c, Dir d) { chunks_.give(c.setup[idx(d)], d); }
     // d's chunk is done: setup chunk, spill chunk and pool unit go back.

@@ -82,6 +82,9 @@ struct alignas(kUserDataAlign) Conn {
     char* spill[2] = {nullptr, nullptr};
     bool stalled[2] = {false, false};
     uint8_t tries[2] = {0, 0};  // 1 once the current ring-buffer chunk's first send went
+    // The direction's next recv went in linked behind the send of its chunk
+    // (BufferEngine::send); cleared by its completion.
+    bool prearmed[2] = {false, false};
 
     // Idle sweep: the kernel's byte counters of both sockets when last
     // asked, and when; bytes moving there count as traffic even while no

@@ -98,6 +98,36 @@ test_buffers_relay_sets_up_and_tears_down_without_syscalls_of_its_own() {
     check_setup_and_teardown
 }
 
+# One client at a time (ktp-load rpc: connect, 64 B, 128 B back, close):
+# nothing batches, so every wake-up of the worker is an io_uring_enter of
+# its own. A short chunk's send carries the next recv linked behind it, and
+# the enter that submits it waits for two completions (Ring::note_quiet):
+# the send's own, posted inside that enter, no longer wakes the loop for
+# nothing. Counted by what the enters ask (min_complete 2: one per chunk
+# sent, two per exchange), not by how many there were, which depends on
+# scheduling (about 6.6-7.1 per connection here against 7.5-8.7 before).
+test_one_client_rpc_send_completions_wake_nobody() {
+    start_quiet || fail "ktproxy did not start"
+    in_srv "$KTP_BUILD/tools/ktp-load" rpc-server --listen "$KTP_SRV4:7070" --timeout 120 >/dev/null 2>&1 &
+    local srv=$! trace="$KTP_TMP/strace.rpc.$$" spid out ok enters quiet
+    KTP_EXTRA_CLEANUP="kill $srv 2>/dev/null; ${KTP_EXTRA_CLEANUP:-}"
+    sleep 0.3
+    strace -f -e trace=io_uring_enter -o "$trace" -p "$KTP_PID" 2>/dev/null &
+    spid=$!
+    sleep 0.5
+    out=$(in_app timeout 60 "$KTP_BUILD/tools/ktp-load" rpc --to "$KTP_SRV4:7070" --clients 1 --conns "$CONNS" --timeout 50)
+    kill -TERM "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    kill "$srv" 2>/dev/null
+    stop_quiet
+    ok=$(printf '%s\n' "$out" | tr ' ' '\n' | sed -n 's/^ok=//p')
+    expect_eq "$ok" "$CONNS" "rpc exchanges completed"
+    enters=$(grep -c 'io_uring_enter(' "$trace")
+    quiet=$(grep -Ec 'io_uring_enter\([0-9]+, [0-9]+, 2,' "$trace")
+    echo "    one client, $CONNS exchanges: $enters io_uring_enter, $quiet waiting for two completions" >&2
+    [ "$quiet" -ge "$CONNS" ] || fail "$quiet enters waited for two completions, want at least one per exchange ($CONNS)"
+}
+
 # Short exchanges go through the ring buffers (no syscall per chunk); a
 # direction that has moved more than a few dozen KiB switches to splice, so
 # bulk bytes still never enter user space.
