@@ -7,10 +7,12 @@
 # sockets leaving no flow state; a process outside the cgroup sending to an
 # app socket's token gets no flow; kill -9 failing open (and --fail-closed not).
 # Through SOCKS5 upstreams (UDP ASSOCIATE, RFC 1928 section 7): dante with a
-# password, 10,000 datagrams each way; udp_tools.py's socks5udp as a hostile
+# password, 10,000 datagrams each way (IPv4; IPv6 destinations through
+# udp_tools.py's relay); udp_tools.py's socks5udp as a hostile
 # relay (short headers, fragments, other senders: dropped), one that refuses
 # UDP and an HTTP upstream (dropped, never direct), one that ends the
 # association (the flow ends; the next datagram gets a new association).
+# --cgroup-match leaves the UDP of cgroups it does not match alone.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -78,6 +80,11 @@ test_unconnected_ipv4_through_dante_udp_associate() {
         fail "no closing log line of the flow through dante"
 }
 test_connected_ipv4_through_dante_udp_associate() { echo_through "$KTP_SRV4" 7003 10000 connected; }
+# IPv6 destinations through a SOCKS5 relay (ATYP 4 headers): udp_tools.py's.
+# dante 1.4.2 here takes the association and the datagrams but relays none
+# to IPv6 (with an IPv6 external address and `to: 0/0` rules too): not
+# understood yet, so not claimed.
+test_ipv6_destination_through_a_socks5_relay() { echo_through "$KTP_SRV6" 7004 1000 connected; }
 
 test_dante_relays_the_datagrams() {
     # The echo server sees dante's address, not the client host's.

@@ -14,7 +14,7 @@ dnsmany HOST COUNT NAME: COUNT short-lived sockets, each one A query for NAME
   and its answer; prints "answered=N".
 socks5udp HOST PORT MODE: a SOCKS5 server (no auth) for UDP ASSOCIATE only,
   answering each datagram itself (an echo, "|from=relay:0" appended).
-  MODE hostile: before each good answer it sends the same answer with a
+  MODE hostile: before each good answer (IPv4) it sends the same answer with a
   short header, FRAG=1, another sender's address and a domain sender.
   MODE refuse: UDP ASSOCIATE is answered REP=7 (command not supported).
   MODE close: a datagram "close" closes the control connection.
@@ -138,15 +138,16 @@ def socks5udp(host, port, mode):
                     d, peer = u.recvfrom(70000)
                 except socket.timeout:
                     continue
-                if len(d) < 10 or d[3] != 1:
+                hlen = {1: 10, 4: 22}.get(d[3] if len(d) > 3 else 0, 0)
+                if not hlen or len(d) < hlen:
                     continue
-                hdr, payload = d[:10], d[10:]
+                hdr, payload = d[:hlen], d[hlen:]
                 if payload == b"close":
                     c.close()
                     u.close()
                     return
                 answer = payload + b"|from=relay:0"
-                if mode == "hostile":
+                if mode == "hostile" and hlen == 10:
                     addr, dport = hdr[4:8], struct.unpack("!H", hdr[8:10])[0]
                     u.sendto(b"\x00\x00", peer)
                     u.sendto(b"\x00\x00\x01" + hdr[3:] + answer, peer)
