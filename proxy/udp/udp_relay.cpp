@@ -511,11 +511,23 @@ void UdpRelay::on_control(Flow& f)
     const auto before = f.assoc->state();
     const auto now = f.assoc->on_control();
     if (now == UdpAssociation::State::closed) {
-        // The association is over (refused, failed, or ended by the
-        // server): so is the flow; its datagrams never go direct.
         log::info("udp {}[{}] {} -> {} via {}: {}", f.comm, f.pid, f.app, f.dst, f.via, f.assoc->error());
-        f.via += " (association closed)";
-        end_flow(f);
+        if (before == UdpAssociation::State::ready) {
+            // Ended by the server: so is the flow; the app's next datagram
+            // asks for a new association.
+            f.via += " (association closed)";
+            end_flow(f);
+            return;
+        }
+        // Never stood (refused, unreachable): the flow drops its datagrams
+        // (never direct) until it idles out, rather than asking the
+        // upstream again for each one.
+        f.via += fmt::format(" ({}: dropped)", f.assoc->error());
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.assoc->control_fd(), nullptr);
+        if (f.assoc->udp_fd() >= 0)
+            epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.assoc->udp_fd(), nullptr);
+        f.assoc.reset();
+        f.drop = true;
         return;
     }
     if (before == UdpAssociation::State::connecting) {

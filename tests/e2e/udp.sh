@@ -110,16 +110,20 @@ test_hostile_relay_bytes_are_dropped() {
     kill -0 "$KTP_PID" || fail "ktproxy died"
 }
 
-# no_answer PORT: one datagram from the app cgroup; "timeout" when nothing answers.
+# no_answer PORT: five datagrams from one socket in the app cgroup, 0.3 s
+# apart; "timeout" when nothing answers any.
 no_answer() {
     in_app "$PY" -c "
 import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
-s.sendto(b'leak?', ('$KTP_SRV4', $1))
-try:
-    print(s.recvfrom(200)[0].decode())
-except socket.timeout:
-    print('timeout')"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.3)
+got = []
+for i in range(5):
+    s.sendto(b'leak?', ('$KTP_SRV4', $1))
+    try:
+        got.append(s.recvfrom(200)[0].decode())
+    except socket.timeout:
+        pass
+print(got[0] if got else 'timeout')"
 }
 
 test_upstream_without_udp_drops_never_direct() {
@@ -127,6 +131,9 @@ test_upstream_without_udp_drops_never_direct() {
     expect_eq "$(no_answer 7005)" timeout "answer through an upstream refusing UDP ASSOCIATE"
     wait_log "$KTP_LOG" "-> $KTP_SRV4:7005 via proxy=refuse: socks5 upstream refused UDP ASSOCIATE" ||
         fail "no log line for the refused association"
+    # Refused once, the flow drops the socket's later datagrams: the
+    # upstream is not asked again for each.
+    expect_eq "$(grep -c refused "$KTP_TMP/refuse.log")" 1 "UDP ASSOCIATE requests for five datagrams of one socket"
     expect_eq "$(no_answer 7007)" timeout "answer through an HTTP upstream"
     wait_log "$KTP_LOG" "-> $KTP_SRV4:7007 via proxy=web \(no UDP through web, an HTTP proxy: dropped\)" ||
         fail "no log line for the flow to the HTTP upstream"

@@ -16,7 +16,8 @@ socks5udp HOST PORT MODE: a SOCKS5 server (no auth) for UDP ASSOCIATE only,
   answering each datagram itself (an echo, "|from=relay:0" appended).
   MODE hostile: before each good answer (IPv4) it sends the same answer with a
   short header, FRAG=1, another sender's address and a domain sender.
-  MODE refuse: UDP ASSOCIATE is answered REP=7 (command not supported).
+  MODE refuse: UDP ASSOCIATE is answered REP=7 (command not supported);
+  prints "refused" each time.
   MODE close: a datagram "close" closes the control connection.
   Prints "association N" per association, flushed.
 """
@@ -120,6 +121,7 @@ def socks5udp(host, port, mode):
                 return
             if mode == "refuse":
                 c.sendall(b"\x05\x07\x00\x01" + bytes(6))
+                print("refused", flush=True)
                 return
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             u.bind((host, 0))
