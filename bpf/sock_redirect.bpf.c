@@ -42,15 +42,40 @@ const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace 
 #include "sock_netns.h"
 #include "sock_cgmatch.h"
 
-static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+/* May this socket be intercepted at all, TCP or UDP? 1 = leave it: no
+ * socket, one of ktproxy's own (--mark: its upstream connections and relay
+ * sockets, so nothing loops), or a process of a cgroup --cgroup-match
+ * leaves out. */
+static __always_inline int ktp_sock_exempt(struct bpf_sock *sk)
 {
-	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !sk)
+	if (!sk)
 		return 1;
 	if (ktp_mark && sk->mark == ktp_mark) {
 		ktp_count(KTP_CTR_SKIPPED_MARK);
 		return 1;
 	}
 	return ktp_cgroup_unmatched();
+}
+
+/* A device-bound socket (SO_BINDTODEVICE, a VRF) cannot reach ktproxy on
+ * loopback: a connect would hang or fail, a datagram go nowhere. 1 = bound. */
+static __always_inline int ktp_sock_bound(struct bpf_sock *sk)
+{
+	__u32 dev;
+
+	KTP_LOAD(dev, sk->bound_dev_if);
+	if (dev) {
+		ktp_count(KTP_CTR_SKIPPED_BOUND);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return 1;
+	return ktp_sock_exempt(sk);
 }
 
 /* Whatever a connect becomes, an earlier redirected connect of the same
@@ -106,15 +131,9 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	__u64 cookie;
 	struct ktp_orig_dst *od;
 	__u64 id;
-	__u32 dev;
 
-	/* A device-bound socket (SO_BINDTODEVICE, a VRF) cannot reach the
-	 * listener on loopback: the connect would hang or fail. */
-	KTP_LOAD(dev, sk->bound_dev_if);
-	if (dev) {
-		ktp_count(KTP_CTR_SKIPPED_BOUND);
+	if (ktp_sock_bound(sk))
 		return 1;
-	}
 	/* 127.0.0.1 in a container is the container's own loopback: the
 	 * connect goes to ktproxy's listener in that namespace. */
 	cookie = bpf_get_netns_cookie(ctx);

@@ -49,26 +49,27 @@ struct {
 	__type(value, struct ktp_udp_flow);
 } ktp_udp_conn6 SEC(".maps");
 
+/* 1 = leave the socket alone: the checks TCP makes (ktp_sock_exempt,
+ * ktp_sock_bound), and the relay lives in ktproxy's own namespace only. */
 static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
-	__u32 dev;
-
-	if (!ktp_udp_port || ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP || !sk)
+	if (!ktp_udp_port || ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
-	if (ktp_mark && sk->mark == ktp_mark) {
-		ktp_count(KTP_CTR_SKIPPED_MARK);
+	if (ktp_sock_exempt(sk))
 		return 1;
-	}
 	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie) {
 		ktp_count(KTP_CTR_SKIPPED_NETNS);
 		return 1;
 	}
-	/* A device-bound socket cannot reach the relay on loopback. */
-	KTP_LOAD(dev, sk->bound_dev_if);
-	if (dev) {
-		ktp_count(KTP_CTR_SKIPPED_BOUND);
-		return 1;
-	}
+	return ktp_sock_bound(sk);
+}
+
+/* No relay socket of ktproxy's on the relay port (it died, --fail-closed
+ * kept the hooks): the datagram or connect fails as a dead peer's would. */
+static __always_inline int ktp_udp_no_relay(void)
+{
+	ktp_count(KTP_CTR_UDP_NO_RELAY);
+	bpf_set_retval(-KTP_ECONNREFUSED);
 	return 0;
 }
 
@@ -228,11 +229,8 @@ static __always_inline __u32 ktp_udp_to_relay4(struct bpf_sock_addr *ctx, const 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	__u32 tok;
 
-	if (!ktp_udp_relay_is_ours(ctx, 0, bpf_htonl(0x7f000001))) {
-		ktp_count(KTP_CTR_UDP_NO_RELAY);
-		bpf_set_retval(-KTP_ECONNREFUSED);
-		return 0;
-	}
+	if (!ktp_udp_relay_is_ours(ctx, 0, bpf_htonl(0x7f000001)))
+		return ktp_udp_no_relay();
 	tok = ktp_udp_token(cookie, dst, port, flags);
 	if (!tok) {
 		ktp_count(KTP_CTR_UDP_MAP_FULL);
@@ -258,71 +256,81 @@ static __always_inline void ktp_udp_keep_peer(struct bpf_sock *sk, const __u32 d
 	od->flags = 0;
 }
 
-SEC("cgroup/sendmsg4")
-int ktp_sendmsg4(struct bpf_sock_addr *ctx)
+/* sendmsg and connect of a UDP socket, either family (v6: from an
+ * AF_INET6 socket): the destination checked, routed, recorded and rewritten
+ * to the relay. connected: connect4/6, which also keep the peer for
+ * getpeername. IPv4 (and v4-mapped) destinations get a token address; native
+ * IPv6 ones are named by the app's port, which a connect has not chosen yet:
+ * kept by the socket's cookie in ktp_udp_conn6 until the relay files it. */
+static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_sock *sk, int v6, int connected)
 {
-	struct bpf_sock *sk;
-	__u32 dst[4], port, r;
+	const __u32 flags = connected ? KTP_UDP_F_CONNECTED : 0;
+	__u32 dst[4], port, r, lport;
 	int verdict;
 
-	KTP_LOAD(sk, ctx->sk);
 	if (ktp_udp_skip(ctx, sk))
 		return 1;
-	if (ktp_is_local4(ctx->user_ip4)) {
-		ktp_count(KTP_CTR_SKIPPED_LOCAL);
-		return 1;
-	}
-	port = ctx->user_port;
-	ktp_map_v4(dst, ctx->user_ip4);
-	verdict = ktp_udp_route(dst, port);
-	if (verdict >= 0)
-		return verdict;
-	r = ktp_udp_to_relay4(ctx, dst, port, 0);
-	if (r <= 1)
-		return r;
-	ctx->user_ip4 = r;
-	ctx->user_port = ktp_udp_port;
-	return 1;
-}
-
-SEC("cgroup/sendmsg6")
-int ktp_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	struct bpf_sock *sk;
-	__u32 dst[4], port, lport;
-	int verdict;
-
-	KTP_LOAD(sk, ctx->sk);
-	if (ktp_udp_skip(ctx, sk))
-		return 1;
-	/* v4-mapped destinations never get here: the kernel sends them
-	 * through udp_sendmsg, whose sendmsg4 hook handles them. */
-	dst[0] = ctx->user_ip6[0];
-	dst[1] = ctx->user_ip6[1];
-	dst[2] = ctx->user_ip6[2];
-	dst[3] = ctx->user_ip6[3];
-	if (ktp_skip_dst6(dst)) {
-		ktp_count(KTP_CTR_SKIPPED_LOCAL);
-		return 1;
+	if (v6) {
+		dst[0] = ctx->user_ip6[0];
+		dst[1] = ctx->user_ip6[1];
+		dst[2] = ctx->user_ip6[2];
+		dst[3] = ctx->user_ip6[3];
+		if (ktp_skip_dst6(dst)) {
+			ktp_count(KTP_CTR_SKIPPED_LOCAL);
+			return 1;
+		}
+	} else {
+		if (ktp_is_local4(ctx->user_ip4)) {
+			ktp_count(KTP_CTR_SKIPPED_LOCAL);
+			return 1;
+		}
+		ktp_map_v4(dst, ctx->user_ip4);
 	}
 	port = ctx->user_port;
 	verdict = ktp_udp_route(dst, port);
 	if (verdict >= 0)
 		return verdict;
+	/* (sendmsg6 never sees a v4-mapped destination: the kernel sends it
+	 * through udp_sendmsg, whose sendmsg4 hook handles it.) */
+	if (!v6 || ktp_is_v4mapped(dst)) {
+		r = ktp_udp_to_relay4(ctx, dst, port, flags);
+		if (r <= 1)
+			return r;
+		if (connected)
+			ktp_udp_keep_peer(sk, dst, port);
+		if (v6) {
+			ctx->user_ip6[0] = 0;
+			ctx->user_ip6[1] = 0;
+			ctx->user_ip6[2] = bpf_htonl(0xffff);
+			ctx->user_ip6[3] = r;
+		} else {
+			ctx->user_ip4 = r;
+		}
+		ctx->user_port = ktp_udp_port;
+		return 1;
+	}
 	if (!ktp_have_ip6)
 		return 1;
-	if (!ktp_udp_relay_is_ours(ctx, 1, 0)) {
-		ktp_count(KTP_CTR_UDP_NO_RELAY);
-		bpf_set_retval(-KTP_ECONNREFUSED);
-		return 0;
+	if (!ktp_udp_relay_is_ours(ctx, 1, 0))
+		return ktp_udp_no_relay();
+	if (connected) {
+		struct ktp_udp_flow fresh = {};
+		__u64 cookie = bpf_get_socket_cookie(ctx);
+
+		ktp_udp_fill(&fresh, dst, port, cookie, flags);
+		r = !bpf_map_update_elem(&ktp_udp_conn6, &cookie, &fresh, BPF_ANY);
+	} else {
+		/* sendmsg has bound the socket (autobind) before this hook runs. */
+		KTP_LOAD(lport, sk->src_port);
+		r = ktp_udp_port_flow(bpf_get_socket_cookie(ctx), bpf_htons((__u16)lport), dst, port, flags);
 	}
-	/* sendmsg has bound the socket (autobind) before this hook runs. */
-	KTP_LOAD(lport, sk->src_port);
-	if (!ktp_udp_port_flow(bpf_get_socket_cookie(ctx), bpf_htons((__u16)lport), dst, port, 0)) {
+	if (!r) {
 		ktp_count(KTP_CTR_UDP_MAP_FULL);
 		return 1;
 	}
 	ktp_count(KTP_CTR_UDP_REDIRECTED);
+	if (connected)
+		ktp_udp_keep_peer(sk, dst, port);
 	ctx->user_ip6[0] = ktp_proxy_ip6[0];
 	ctx->user_ip6[1] = ktp_proxy_ip6[1];
 	ctx->user_ip6[2] = ktp_proxy_ip6[2];
@@ -331,90 +339,33 @@ int ktp_sendmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* connect4 of a UDP socket (called from ktp_connect4). */
-static __always_inline int ktp_udp_connect4(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+SEC("cgroup/sendmsg4")
+int ktp_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	__u32 dst[4], port, r;
-	int verdict;
+	struct bpf_sock *sk;
 
-	if (ktp_udp_skip(ctx, sk))
-		return 1;
-	if (ktp_is_local4(ctx->user_ip4)) {
-		ktp_count(KTP_CTR_SKIPPED_LOCAL);
-		return 1;
-	}
-	port = ctx->user_port;
-	ktp_map_v4(dst, ctx->user_ip4);
-	verdict = ktp_udp_route(dst, port);
-	if (verdict >= 0)
-		return verdict;
-	r = ktp_udp_to_relay4(ctx, dst, port, KTP_UDP_F_CONNECTED);
-	if (r <= 1)
-		return r;
-	ktp_udp_keep_peer(sk, dst, port);
-	ctx->user_ip4 = r;
-	ctx->user_port = ktp_udp_port;
-	return 1;
+	KTP_LOAD(sk, ctx->sk);
+	return ktp_udp_hook(ctx, sk, 0, 0);
 }
 
-/* connect6 of a UDP socket. A native IPv6 flow is named by the app's port,
- * which connect() has not chosen yet when this hook runs: it is kept by the
- * socket's cookie in ktp_udp_conn6 until the relay files it by port. */
+SEC("cgroup/sendmsg6")
+int ktp_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk;
+
+	KTP_LOAD(sk, ctx->sk);
+	return ktp_udp_hook(ctx, sk, 1, 0);
+}
+
+/* connect4/6 of a UDP socket (called from ktp_connect4/6). */
+static __always_inline int ktp_udp_connect4(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
+{
+	return ktp_udp_hook(ctx, sk, 0, 1);
+}
+
 static __always_inline int ktp_udp_connect6(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
-	__u32 dst[4], port, r;
-	int verdict;
-
-	if (ktp_udp_skip(ctx, sk))
-		return 1;
-	dst[0] = ctx->user_ip6[0];
-	dst[1] = ctx->user_ip6[1];
-	dst[2] = ctx->user_ip6[2];
-	dst[3] = ctx->user_ip6[3];
-	if (ktp_skip_dst6(dst)) {
-		ktp_count(KTP_CTR_SKIPPED_LOCAL);
-		return 1;
-	}
-	port = ctx->user_port;
-	verdict = ktp_udp_route(dst, port);
-	if (verdict >= 0)
-		return verdict;
-	if (!ktp_is_v4mapped(dst)) {
-		struct ktp_udp_flow fresh = {};
-		__u64 cookie;
-
-		if (!ktp_have_ip6)
-			return 1;
-		if (!ktp_udp_relay_is_ours(ctx, 1, 0)) {
-			ktp_count(KTP_CTR_UDP_NO_RELAY);
-			bpf_set_retval(-KTP_ECONNREFUSED);
-			return 0;
-		}
-		cookie = bpf_get_socket_cookie(ctx);
-		ktp_udp_fill(&fresh, dst, port, cookie, KTP_UDP_F_CONNECTED);
-		if (bpf_map_update_elem(&ktp_udp_conn6, &cookie, &fresh, BPF_ANY)) {
-			ktp_count(KTP_CTR_UDP_MAP_FULL);
-			return 1;
-		}
-		ktp_count(KTP_CTR_UDP_REDIRECTED);
-		ktp_udp_keep_peer(sk, dst, port);
-		ctx->user_ip6[0] = ktp_proxy_ip6[0];
-		ctx->user_ip6[1] = ktp_proxy_ip6[1];
-		ctx->user_ip6[2] = ktp_proxy_ip6[2];
-		ctx->user_ip6[3] = ktp_proxy_ip6[3];
-		ctx->user_port = ktp_udp_port;
-		return 1;
-	}
-	r = ktp_udp_to_relay4(ctx, dst, port, KTP_UDP_F_CONNECTED);
-	if (r <= 1)
-		return r;
-	ktp_udp_keep_peer(sk, dst, port);
-	ctx->user_ip6[0] = 0;
-	ctx->user_ip6[1] = 0;
-	ctx->user_ip6[2] = bpf_htonl(0xffff);
-	ctx->user_ip6[3] = r;
-	ctx->user_port = ktp_udp_port;
-	return 1;
+	return ktp_udp_hook(ctx, sk, 1, 1);
 }
 
 /* The flow a reply from the relay belongs to, if it is this socket's. */

@@ -2,6 +2,7 @@
 #include "dns/name_memory.h"
 
 #include "dns/fake_pool.h"
+#include "dns/name_text.h"
 
 #include <algorithm>
 #include <cstring>
@@ -28,7 +29,9 @@ std::string key_of(const dns::Address& a)
 
 void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
 {
-    if (a.question.name.empty())
+    // Not plain text (dns/name_text.h): not remembered, so a connection's
+    // log line never carries it.
+    if (a.question.name.empty() || !dns::plain_name(a.question.name))
         return;
     std::lock_guard lock(mu_);
     for (const dns::Address& ad : a.addresses) {

@@ -7,8 +7,11 @@
 #include "dns/dns_message.h"
 #include "dns/fake_pool.h"
 #include "dns/name_memory.h"
+#include "dns/name_text.h"
 #include "kernel/bpf_abi.h"
 #include "udp/sock_diag.h"
+#include "udp/udp_associate.h"
+#include "upstream/upstream_group.h"
 
 #include <bpf/bpf.h>
 #include <fmt/format.h>
@@ -26,8 +29,19 @@
 
 namespace ktp {
 
+// What an epoll event names: a flow's upstream socket or its association's
+// control connection.
+struct EpTag {
+    UdpRelay::Flow* flow;
+    bool control;
+};
+
 struct UdpRelay::Flow {
     std::string key;
+    EpTag tag_up{this, false}, tag_ctl{this, true};
+    // Through a SOCKS5 upstream: its UDP association (then `up` is unused).
+    std::unique_ptr<UdpAssociation> assoc;
+    std::shared_ptr<const Router> router;  // keeps the association's upstream alive across reloads
     UniqueFd up;          // connected to dst, marked; none when dropping
     SockAddr app;         // where replies go (the datagram's source)
     SockAddr dst;         // the original destination
@@ -39,6 +53,8 @@ struct UdpRelay::Flow {
     uint32_t pid = 0;
     std::string comm;
     uint64_t out = 0, in = 0;  // datagrams app -> dst, dst -> app
+    uint64_t dropped = 0;      // datagrams dropped (rules, no UDP at the upstream, hostile replies)
+    bool ended = false;        // the association closed: the next datagram starts a new flow
     std::chrono::steady_clock::time_point last;
 };
 
@@ -65,6 +81,18 @@ UniqueFd relay_socket(int family, const SockAddr& bind_to, uint32_t mark)
     if (bind(fd.get(), bind_to.get(), bind_to.size()) != 0)
         return UniqueFd();
     return fd;
+}
+
+// The upstream a proxy decision names, a group resolved to its first
+// healthy member; null for direct and block. A group's own URL is empty
+// (kind direct): read as such, it would send the query out direct.
+const Upstream* proxy_upstream(const Decision& d)
+{
+    if (d.action.kind != ActionKind::proxy || !d.upstream)
+        return nullptr;
+    if (!d.upstream->members.empty())
+        return pick_member(*d.upstream, std::chrono::steady_clock::now());
+    return d.upstream->url.kind == UpstreamUrl::Kind::direct ? nullptr : d.upstream;
 }
 
 uint64_t monotonic_ns()
@@ -178,9 +206,14 @@ void UdpRelay::run()
                 on_app_datagram(sock4_.get(), false);
             else if (tag == &kTagSock6)
                 on_app_datagram(sock6_.get(), true);
+            else if (auto* t = static_cast<EpTag*>(tag); t->control)
+                on_control(*t->flow);
             else
-                on_upstream(*static_cast<Flow*>(tag));
+                on_upstream(*t->flow);
         }
+        // Flows ended in this batch are freed only now: a later event of
+        // the same batch may still name them.
+        retired_.clear();
         auto now = clock::now();
         if (now >= next_sweep) {
             sweep(now);
@@ -232,7 +265,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
         auto it = flows_.find(fkey);
         Flow* f = it == flows_.end() ? nullptr : it->second.get();
         ktp_udp_flow val{};
-        if (!f || v6) {
+        if (!f || v6 || f->ended) {
             // IPv6 flows follow the socket's last destination: look it up
             // each time (one syscall; an IPv6 app socket sending to many
             // destinations at once is the documented limit).
@@ -254,9 +287,8 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 }
             }
             SockAddr dst = SockAddr::from_orig_dst(val.od);
-            if (f && !(f->dst.to_string() == dst.to_string())) {
-                close_flow(*f);
-                flows_.erase(fkey);
+            if (f && (f->ended || !(f->dst.to_string() == dst.to_string()))) {
+                retire(fkey);
                 f = nullptr;
             }
             if (!f) {
@@ -281,7 +313,8 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                     nf->via = name + " ";
                 }
                 if (names_ && names_->is_fake(dst)) {
-                    // Never on the real network; UDP through upstreams is not there yet.
+                    // Never on the real network, and a relay would need the name
+                    // (ATYP 3) this flow's datagrams do not carry: dropped.
                     nf->drop = true;
                     nf->via += "fake address (dropped)";
                 } else if (d.action.kind == ActionKind::block) {
@@ -289,9 +322,8 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                     nf->via += "block";
                 } else if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
                     // Never direct what the rules send elsewhere: no leak.
-                    nf->drop = true;
-                    nf->via += fmt::format("proxy={} (UDP through an upstream is not supported yet: dropped)",
-                                           d.action.upstream);
+                    nf->router = router;
+                    start_association(*nf, d);
                 } else {
                     nf->via += "direct";
                     nf->up = UniqueFd(socket(dst.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -302,7 +334,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                         nf->up.reset();
                         nf->drop = true;
                     } else {
-                        epoll_add(epoll_.get(), nf->up.get(), nf.get());
+                        epoll_add(epoll_.get(), nf->up.get(), &nf->tag_up);
                     }
                 }
                 log::debug("udp {}[{}] {} -> {} via {}", nf->comm, nf->pid, app, dst, nf->via);
@@ -312,11 +344,15 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
             }
         }
         f->last = std::chrono::steady_clock::now();
-        if (f->drop)
+        if (f->drop) {
+            ++f->dropped;
             continue;
+        }
         if (f->dns && !dns_query(*f, std::string_view(buf.data(), size_t(len))))
             continue;
-        if (send(f->up.get(), buf.data(), size_t(len), MSG_DONTWAIT) >= 0)
+        if (f->assoc)
+            f->assoc->send(f->dst, std::string_view(buf.data(), size_t(len))) ? ++f->out : ++f->dropped;
+        else if (send(f->up.get(), buf.data(), size_t(len), MSG_DONTWAIT) >= 0)
             ++f->out;
     }
 }
@@ -332,9 +368,7 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         // carry a proxied or blocked name out direct.
         const std::string none;
         Decision d = router->decide(f.dst, &none);
-        const bool direct = d.action.kind != ActionKind::block &&
-                            !(d.action.kind == ActionKind::proxy && d.upstream &&
-                              d.upstream->url.kind != UpstreamUrl::Kind::direct);
+        const bool direct = d.action.kind != ActionKind::block && !proxy_upstream(d);
         if (router->has_domain_rules() || !direct) {
             log::debug("dns {}[{}] to {}: a message ktproxy cannot read a name from; dropped", f.comm, f.pid, f.dst);
             return false;
@@ -342,16 +376,17 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         return true;
     }
     Decision d = router->decide(f.dst, &q->name);
+    const std::string shown = dns::printable_name(q->name);  // any bytes: never raw in a text log
     if (d.action.kind == ActionKind::block) {
         std::string r = dns::refusal(query, cfg_.dns_block_rcode);
-        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, q->name, q->qtype, f.dst,
+        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, shown, q->qtype, f.dst,
                   d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default",
                   cfg_.dns_block_rcode == dns::kRcodeNxdomain ? "NXDOMAIN" : "REFUSED");
         if (!r.empty())
             send_to_app(f, r.data(), r.size());
         return false;
     }
-    if (d.action.kind == ActionKind::proxy && d.upstream && d.upstream->url.kind != UpstreamUrl::Kind::direct) {
+    if (const Upstream* up = proxy_upstream(d)) {
         if (fake_answer(f, *q, query))
             return false;
         // DNS over TCP through the upstream's tunnel: the query never goes
@@ -359,13 +394,13 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         if (!dns_pool_)
             dns_pool_ = std::make_unique<DnsUpstreamPool>(cfg_.mark, 4);
         const SockAddr resolver = cfg_.dns_resolver ? *cfg_.dns_resolver : f.dst;
-        log::debug("dns {}[{}] {} type {} to {}: through {} to {}", f.comm, f.pid, q->name, q->qtype, f.dst,
-                   d.upstream->name, resolver);
+        log::debug("dns {}[{}] {} type {} to {}: through {} to {}", f.comm, f.pid, shown, q->qtype, f.dst,
+                   up->name, resolver);
         // What the answer needs, by value: the flow may end before it comes.
         const int out = f.v6 ? sock6_.get() : sock4_.get();
-        DnsUpstreamJob job{router, d.upstream, resolver, std::string(query), nullptr};
-        job.done = [this, out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = q->name, comm = f.comm,
-                    pid = f.pid, via = d.upstream->name](const std::string& answer, const std::string& error) {
+        DnsUpstreamJob job{router, up, resolver, std::string(query), nullptr};
+        job.done = [this, out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = shown, comm = f.comm,
+                    pid = f.pid, via = up->name](const std::string& answer, const std::string& error) {
             if (answer.empty()) {
                 log::info("dns {}[{}] {} via {}: {}; dropped", comm, pid, name, via, error);
                 return;
@@ -376,17 +411,21 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
             send_reply(out, app, token, v6, answer.data(), answer.size());
         };
         if (!dns_pool_->submit(std::move(job)))
-            log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, q->name);
+            log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, shown);
         return false;
     }
-    log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, q->name, q->qtype, f.dst);
+    log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, shown, q->qtype, f.dst);
     return true;
 }
 
 bool UdpRelay::fake_answer(Flow& f, const dns::Question& q, std::string_view query)
 {
     FakePool* fake = names_ ? names_->fake() : nullptr;
-    if (!fake || q.qclass != 1 || (q.qtype != dns::kTypeA && q.qtype != dns::kTypeAaaa) || q.name.empty())
+    // A name that is not plain text gets no fake address: it would be
+    // printed with every connection to it (dns/name_text.h); the query goes
+    // through the upstream as it is.
+    if (!fake || q.qclass != 1 || (q.qtype != dns::kTypeA && q.qtype != dns::kTypeAaaa) || q.name.empty() ||
+        !dns::plain_name(q.name))
         return false;
     const bool v6 = q.qtype == dns::kTypeAaaa;
     std::optional<dns::Address> a;
@@ -439,14 +478,112 @@ bool UdpRelay::send_reply(int out, const SockAddr& app, uint32_t token, bool v6,
     return sendmsg(out, &m, MSG_DONTWAIT) >= 0;
 }
 
+void UdpRelay::start_association(Flow& f, const Decision& d)
+{
+    // A group: its first healthy member (upstream/upstream_group.h).
+    const Upstream* up = proxy_upstream(d);
+    if (!up || up->url.kind != UpstreamUrl::Kind::socks5) {
+        // HTTP CONNECT carries no datagrams; direct would leak.
+        f.drop = true;
+        f.via += fmt::format("proxy={} (no UDP through {}: dropped)", d.action.upstream,
+                             up ? up->name + ", an HTTP proxy" : std::string("an unknown upstream"));
+        return;
+    }
+    f.via += fmt::format("proxy={}", up->name == d.action.upstream ? up->name : d.action.upstream + "/" + up->name);
+    f.assoc = std::make_unique<UdpAssociation>(*up, cfg_.mark);
+    if (f.assoc->state() == UdpAssociation::State::closed) {
+        f.via += fmt::format(" ({}: dropped)", f.assoc->error());
+        f.assoc.reset();
+        f.drop = true;
+        return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT;
+    ev.data.ptr = &f.tag_ctl;
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, f.assoc->control_fd(), &ev) != 0)
+        fail_errno("UDP relay: epoll_ctl add");
+}
+
+void UdpRelay::on_control(Flow& f)
+{
+    if (!f.assoc || f.ended)
+        return;
+    const auto before = f.assoc->state();
+    const auto now = f.assoc->on_control();
+    if (now == UdpAssociation::State::closed) {
+        log::info("udp {}[{}] {} -> {} via {}: {}", f.comm, f.pid, f.app, f.dst, f.via, f.assoc->error());
+        if (before == UdpAssociation::State::ready) {
+            // Ended by the server: so is the flow; the app's next datagram
+            // asks for a new association.
+            f.via += " (association closed)";
+            end_flow(f);
+            return;
+        }
+        // Never stood (refused, unreachable): the flow drops its datagrams
+        // (never direct) until it idles out, rather than asking the
+        // upstream again for each one.
+        f.via += fmt::format(" ({}: dropped)", f.assoc->error());
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.assoc->control_fd(), nullptr);
+        if (f.assoc->udp_fd() >= 0)
+            epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.assoc->udp_fd(), nullptr);
+        f.assoc.reset();
+        f.drop = true;
+        return;
+    }
+    if (before == UdpAssociation::State::connecting) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = &f.tag_ctl;
+        epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, f.assoc->control_fd(), &ev);
+        epoll_add(epoll_.get(), f.assoc->udp_fd(), &f.tag_up);
+    }
+    if (now == UdpAssociation::State::ready && before != now)
+        log::debug("udp {}[{}] {} -> {} via {}: association ready", f.comm, f.pid, f.app, f.dst, f.via);
+}
+
+void UdpRelay::end_flow(Flow& f)
+{
+    if (f.assoc) {
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.assoc->control_fd(), nullptr);
+        if (f.assoc->udp_fd() >= 0)
+            epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.assoc->udp_fd(), nullptr);
+    }
+    f.ended = true;
+}
+
+void UdpRelay::retire(const std::string& key)
+{
+    auto it = flows_.find(key);
+    if (it == flows_.end())
+        return;
+    close_flow(*it->second);
+    retired_.push_back(std::move(it->second));
+    flows_.erase(it);
+}
+
 void UdpRelay::on_upstream(Flow& f)
 {
     static thread_local std::vector<char> buf(kMaxDatagram);
+    const int fd = f.assoc ? f.assoc->udp_fd() : f.up.get();
+    if (f.ended || fd < 0)
+        return;
     for (int b = 0; b < kBatch; ++b) {
-        ssize_t len = recv(f.up.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+        ssize_t len = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
         if (len < 0)
             return;  // EAGAIN, or an ICMP error the app would not have seen on an unconnected socket
         f.last = std::chrono::steady_clock::now();
+        if (f.assoc) {
+            std::string why;
+            auto payload = f.assoc->unwrap(std::string_view(buf.data(), size_t(len)), f.dst, why);
+            if (!payload) {
+                ++f.dropped;
+                log::debug("udp {}[{}] {} -> {} via {}: a datagram from the upstream's relay dropped: {}", f.comm,
+                           f.pid, f.app, f.dst, f.via, why);
+                continue;
+            }
+            send_to_app(f, payload->data(), payload->size());
+            continue;
+        }
         if (f.dns && names_) {
             if (auto a = dns::parse_answer(std::string_view(buf.data(), size_t(len))); a && !a->addresses.empty())
                 names_->remember(*a);
@@ -459,9 +596,12 @@ void UdpRelay::close_flow(Flow& f)
 {
     if (f.up)
         epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, f.up.get(), nullptr);
-    log::info("udp {}[{}] {} -> {} via {}: {} datagrams out, {} in", f.comm, f.pid, f.app, f.dst, f.via, f.out,
-              f.in);
+    if (!f.ended)
+        end_flow(f);
+    log::info("udp {}[{}] {} -> {} via {}: {} datagrams out, {} in, {} dropped", f.comm, f.pid, f.app, f.dst, f.via,
+              f.out, f.in, f.dropped);
     f.up.reset();
+    f.assoc.reset();
 }
 
 void UdpRelay::sweep(std::chrono::steady_clock::time_point now)
@@ -473,8 +613,9 @@ void UdpRelay::sweep(std::chrono::steady_clock::time_point now)
         Flow& f = *it->second;
         ktp_udp_flow val{};
         bool gone = bpf_map_lookup_elem(flows_fd_, &f.map_key, &val) != 0;
-        if (gone || now - f.last > idle) {
+        if (gone || f.ended || now - f.last > idle) {
             close_flow(f);
+            retired_.push_back(std::move(it->second));
             it = flows_.erase(it);
         } else {
             ++it;

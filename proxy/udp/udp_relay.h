@@ -22,6 +22,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 namespace ktp {
 
@@ -58,6 +59,14 @@ private:
     void run();
     void on_app_datagram(int listener_fd, bool v6);
     void on_upstream(Flow& f);
+    // Rules send the flow to an upstream: a SOCKS5 UDP association, or the
+    // flow drops its datagrams (never direct).
+    void start_association(Flow& f, const Decision& d);
+    void on_control(Flow& f);
+    // The flow stops relaying now; it is freed by retire() or the sweep.
+    void end_flow(Flow& f);
+    // Closes and unlists a flow; freed after the current batch of events.
+    void retire(const std::string& key);
     bool file_conn6(const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val);
     // A datagram of a flow to port 53: false when the forwarder answered or
     // dropped it itself instead of forwarding it.
@@ -83,6 +92,7 @@ private:
     // Key: the app's address and port as the relay sees them, plus the token
     // (IPv4) the datagram went to; text form keeps it simple and exact.
     std::unordered_map<std::string, std::unique_ptr<Flow>> flows_;
+    std::vector<std::unique_ptr<Flow>> retired_;
 };
 
 }  // namespace ktp

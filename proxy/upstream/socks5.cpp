@@ -2,6 +2,8 @@
 // need_more consumes nothing, so split delivery is the caller's only concern.
 #include "upstream/socks5.h"
 
+#include "upstream/socks5_udp.h"
+
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
@@ -17,6 +19,7 @@ constexpr uint8_t kNoAuth = 0x00;
 constexpr uint8_t kUserPass = 0x02;
 constexpr uint8_t kNoAcceptable = 0xff;
 constexpr uint8_t kCmdConnect = 0x01;
+constexpr uint8_t kCmdUdpAssociate = 0x03;
 constexpr uint8_t kAtypV4 = 0x01;
 constexpr uint8_t kAtypDomain = 0x03;
 constexpr uint8_t kAtypV6 = 0x04;
@@ -143,7 +146,8 @@ HandshakeStep Socks5Handshake::greeted(size_t consumed)
 
 std::string Socks5Handshake::connect_request()
 {
-    std::string req{char(kVersion), char(kCmdConnect), 0x00};
+    const bool udp = phase_ == Phase::udp_associate;
+    std::string req{char(kVersion), char(udp ? kCmdUdpAssociate : kCmdConnect), 0x00};
     SockAddr a = target_.addr.unmapped();
     if (!target_.domain.empty()) {
         req += char(kAtypDomain);
@@ -179,7 +183,9 @@ HandshakeStep Socks5Handshake::on_connect(std::string_view in)
     uint8_t rep = byte(in, 1);
     target_refused_ = rep != 0x00;
     if (rep != 0x00)
-        return fail(fmt::format("socks5 upstream refused CONNECT: {} (REP=0x{:02x})", socks5_reply_text(rep), rep));
+        return fail(fmt::format("socks5 upstream refused {}: {} (REP=0x{:02x})",
+                                phase_ == Phase::udp_associate ? "UDP ASSOCIATE" : "CONNECT", socks5_reply_text(rep),
+                                rep));
     if (in.size() < 4)
         return step_need_more();
     size_t len = 0;
@@ -196,6 +202,14 @@ HandshakeStep Socks5Handshake::on_connect(std::string_view in)
     }
     if (in.size() < len)
         return step_need_more();
+    if (phase_ == Phase::udp_associate) {
+        // Datagrams go to this address: a name would need resolving here.
+        size_t used = 0;
+        auto at = socks5_parse_address(in.substr(3, len - 3), used);
+        if (!at)
+            return fail("socks5 upstream named its UDP relay by a domain (an address is needed)");
+        relay_ = *at;
+    }
     state_ = State::done;
     return step_done(len);
 }

@@ -9,7 +9,8 @@
 # against the system's files: the caller runs it in a private mount
 # namespace with these copies bound over /etc/passwd and /etc/shadow, so the
 # host's files are never touched. RULES (dante rule blocks, e.g. a
-# `socks block`) come before the final `socks pass`.
+# `socks block`) come before the final `socks pass`, which also allows UDP
+# ASSOCIATE (RFC 1928 section 7) and the replies it relays.
 ktp_dante_setup() {
     local d="$1" addr="$2" port="$3" rules="${4:-}"
     mkdir -p "$d"
@@ -32,7 +33,7 @@ client pass {
 $rules
 socks pass {
     from: 0.0.0.0/0 to: 0.0.0.0/0
-    command: connect
+    command: connect udpassociate udpreply
     log: connect error
 }
 CONF

@@ -29,7 +29,8 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
     --listen-address="$KTP_SRV4" --listen-address="$KTP_SRV6" --port=53 --user=root \
     --log-queries=extra --log-facility="$DNSMASQ_LOG" --pid-file="$KTP_TMP/dnsmasq.pid" \
     --host-record="web.test,$KTP_SRV4,$KTP_SRV6" --host-record="banner.test,$KTP_SRV4" \
-    --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" --cname=alias.test,web.test
+    --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" \
+    --host-record="grouped.test,$KTP_SRV4" --host-record="gosecret.test,$KTP_SRV4" --cname=alias.test,web.test
 # A server that speaks first and says whom it sees: direct, the client host;
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
@@ -39,12 +40,20 @@ ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $
 # (an app answering its own queries must not steer another app's
 # connection), so the banner says the server host's own address.
 printf '127.0.0.1 localhost banner.test fakeweb.test\n' > "$KTP_TMP/hosts"
+# The Go client's HTTP Host (sniffed: the upstream gets that name) resolves
+# at microsocks to the server host.
+printf '%s gosecret.test\n' "$KTP_SRV4" >> "$KTP_TMP/hosts"
 ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
     exec nsenter --net=/run/netns/$KTP_SRV microsocks -i $KTP_SRV4 -p 1081 > '$KTP_TMP/microsocks.log' 2>&1"
 # The web server fake mode's curl reaches (by name, through microsocks).
 mkdir -p "$KTP_TMP/www"
 printf 'fake page\n' > "$KTP_TMP/www/fake.txt"
 ktp_bg in_srv "$PY" -m http.server 8088 --bind 127.0.0.1 --directory "$KTP_TMP/www"
+# The one the Go client reaches by a name its own resolver looked up.
+ktp_bg in_srv "$PY" -m http.server 8089 --bind "$KTP_SRV4" --directory "$KTP_TMP/www"
+# A static Go binary: Go's own resolver (connected UDP sockets), no libc.
+(cd "$(dirname "$0")/goclient" && HOME="$KTP_TMP/go" GOCACHE="$KTP_TMP/go/cache" GO111MODULE=off CGO_ENABLED=0 \
+    timeout 300 go build -o "$KTP_TMP/goclient" main.go) || ktp_die "building the Go client failed"
 ktp_wait_port "$KTP_SRV" 1081
 ktp_wait_port "$KTP_SRV" 2525
 for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
@@ -117,6 +126,53 @@ test_name_routed_to_an_upstream_goes_through_it() {
     ! printf '%s' "$out" | grep -q "unexpected source" || fail "dig saw a reply from an unexpected source"
     expect_file_match "$DNSMASQ_LOG" "query\[A\] secret.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
     expect_no_file_match "$DNSMASQ_LOG" "secret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+}
+
+test_name_routed_to_an_upstream_group_goes_through_its_member() {
+    # proxy=g, a group of m: DNS over TCP through microsocks, never direct
+    # (a group has no URL of its own; read as one, it was direct).
+    local out
+    out=$(in_app dig +time=5 +tries=1 @"$KTP_SRV4" grouped.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig status for a name routed to a group"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] grouped.test from $KTP_SRV4" "dnsmasq log (query via the group)"
+    expect_no_file_match "$DNSMASQ_LOG" "grouped.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+}
+
+test_go_resolver_goes_through_the_forwarder() {
+    # Go's pure resolver (not libc) reads resolv.conf and asks over its own
+    # UDP sockets: the query for a name routed to m goes through microsocks,
+    # never from the client host; the connection by that name follows.
+    local out before
+    before=$(wc -l < "$KTP_TMP/microsocks.log")
+    printf 'nameserver %s\noptions attempts:1 timeout:3\n' "$KTP_SRV4" > "$KTP_TMP/resolv.go.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.go"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.go.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.go' /etc/hosts &&
+        exec '$KTP_TMP/goclient' http://gosecret.test:8089/fake.txt" 2>&1) || fail "goclient failed: $out"
+    expect_match "$out" "^200 10 $KTP_SRV4:8089$" "goclient's answer"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] gosecret.test from $KTP_SRV4" "dnsmasq log (Go's query via microsocks)"
+    expect_no_file_match "$DNSMASQ_LOG" "gosecret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+    [ "$(wc -l < "$KTP_TMP/microsocks.log")" -gt "$before" ] || fail "microsocks saw nothing"
+}
+
+test_hostile_name_is_escaped_in_the_log() {
+    # A label holding a newline, an escape sequence and a space: printed raw
+    # it would forge a log line and drive the reader's terminal.
+    local out
+    out=$(in_app "$PY" -c '
+import socket, struct, sys
+q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+for label in (b"evil\nforged line\x1b[31m", b"x", b"blocked", b"test"):
+    q += bytes([len(label)]) + label
+q += b"\x00" + struct.pack("!HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(q, (sys.argv[1], 53))
+print(s.recvfrom(600)[0][3] & 0x0f)' "$KTP_SRV4") || fail "query failed: $out"
+    expect_eq "$out" 5 "rcode of the blocked hostile name (REFUSED)"
+    wait_log "$KTP_LOG" 'evil\\x0aforged\\x20line\\x1b\[31m\.x\.blocked\.test type 1 .*blocked' ||
+        fail "no escaped log line for the hostile name"
+    expect_no_file_match "$KTP_LOG" "^forged" "a log line forged by the name"
+    ! grep -q $'\x1b' "$KTP_LOG" || fail "an escape byte reached the log"
 }
 
 test_name_memory_routes_a_server_speaks_first_protocol() {
@@ -284,7 +340,9 @@ test_fake_mode_refuses_unknown_and_direct_fake_addresses() {
 
 start_main_ktproxy() {
     start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
-        --rule "domain=secret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m"
+        --rule "domain=*.blocked.test block" \
+        --rule "domain=secret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m" \
+        --upstream-group g=m --rule "domain=grouped.test proxy=g" --rule "domain=gosecret.test proxy=m"
 }
 start_main_ktproxy || ktp_die "ktproxy did not start"
 run_all_tests "$0"

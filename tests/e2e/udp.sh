@@ -6,6 +6,13 @@
 # sendto with EPERM; a process outside the cgroup untouched; short-lived
 # sockets leaving no flow state; a process outside the cgroup sending to an
 # app socket's token gets no flow; kill -9 failing open (and --fail-closed not).
+# Through SOCKS5 upstreams (UDP ASSOCIATE, RFC 1928 section 7): dante with a
+# password, 10,000 datagrams each way (IPv4; IPv6 destinations through
+# udp_tools.py's relay); udp_tools.py's socks5udp as a hostile
+# relay (short headers, fragments, other senders: dropped), one that refuses
+# UDP and an HTTP upstream (dropped, never direct), one that ends the
+# association (the flow ends; the next datagram gets a new association).
+# --cgroup-match leaves the UDP of cgroups it does not match alone.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -14,7 +21,16 @@ PY=/usr/bin/python3
 TOOLS="$(cd "$(dirname "$0")" && pwd)/udp_tools.py"
 
 ktp_topo_up
-ktp_bg in_srv "$PY" "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV6" 7000 "$KTP_SRV4" 7001
+ktp_bg in_srv "$PY" "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV6" 7000 "$KTP_SRV4" 7001 "$KTP_SRV4" 7003 \
+    "$KTP_SRV4" 7005 "$KTP_SRV4" 7007
+DANTE_DIR="$KTP_TMP/dante"
+ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081
+ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
+    exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
+ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1090 hostile > "$KTP_TMP/hostile.log" 2>&1
+ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1091 refuse > "$KTP_TMP/refuse.log" 2>&1
+ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1092 close > "$KTP_TMP/close.log" 2>&1
+for p in 1081 1090 1091 1092; do ktp_wait_port "$KTP_SRV" "$p"; done
 sleep 0.5
 
 remove_my_pins() {
@@ -25,6 +41,9 @@ remove_my_pins() {
     rm -f /run/ktproxy/*"ktp-test-${KTP_ID}"[!0-9]*.pin-owner
 }
 KTP_EXTRA_CLEANUP+=(remove_my_pins)
+# The cgroups below the app cgroup that the --cgroup-match test makes.
+remove_child_cgroups() { rmdir "$KTP_CG/m1" "$KTP_CG/g1" 2>/dev/null; }
+KTP_EXTRA_CLEANUP+=(remove_child_cgroups)
 
 # client HOST COUNT MODE: the echo client in the app cgroup; its summary line.
 client() { in_app "$PY" "$TOOLS" client "$1" 7000 "$2" "$3"; }
@@ -35,38 +54,105 @@ expect_relayed() {
     [ "$after" -gt "$before" ] || fail "udp_redirected did not grow ($before -> $after): not intercepted"
 }
 
-test_unconnected_ipv4_10000_datagrams() {
-    local before out
+# echo_through HOST PORT COUNT MODE: COUNT datagrams each way from the app
+# cgroup, every one back with its checksum, relayed by ktproxy; connected
+# sockets see HOST:PORT as their peer.
+echo_through() {
+    local host="$1" port="$2" count="$3" mode="$4" before out peer=""
     before=$(ktp_counter udp_redirected)
-    out=$(client "$KTP_SRV4" 10000 unconnected) || fail "client: $out"
-    expect_match "$out" "ok=10000 lost=0 bad=0 badsrc=0" "unconnected IPv4"
+    out=$(in_app "$PY" "$TOOLS" client "$host" "$port" "$count" "$mode") || fail "client: $out"
+    [ "$mode" = connected ] && peer=" peer=$host:$port"
+    expect_match "$out" "ok=$count lost=0 bad=0 badsrc=0$peer" "$mode $host:$port"
     expect_relayed "$before"
+}
+
+test_unconnected_ipv4_10000_datagrams() {
+    echo_through "$KTP_SRV4" 7000 10000 unconnected
     wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7000 via direct" 90 ||
         fail "no udp log line for the flow"
 }
+test_connected_ipv4_with_getpeername() { echo_through "$KTP_SRV4" 7000 10000 connected; }
+test_unconnected_ipv6_10000_datagrams() { echo_through "$KTP_SRV6" 7000 10000 unconnected; }
+test_connected_ipv6_with_getpeername() { echo_through "$KTP_SRV6" 7000 10000 connected; }
+test_unconnected_ipv4_through_dante_udp_associate() {
+    echo_through "$KTP_SRV4" 7003 10000 unconnected
+    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7003 via proxy=dante: 10000 datagrams out, 10000 in" 90 ||
+        fail "no closing log line of the flow through dante"
+}
+test_connected_ipv4_through_dante_udp_associate() { echo_through "$KTP_SRV4" 7003 10000 connected; }
+# IPv6 destinations through a SOCKS5 relay (ATYP 4 headers): udp_tools.py's.
+# dante 1.4.2 here takes the association and the datagrams but relays none
+# to IPv6 (with an IPv6 external address and `to: 0/0` rules too): not
+# understood yet, so not claimed.
+test_ipv6_destination_through_a_socks5_relay() { echo_through "$KTP_SRV6" 7004 1000 connected; }
 
-test_connected_ipv4_with_getpeername() {
-    local before out
-    before=$(ktp_counter udp_redirected)
-    out=$(client "$KTP_SRV4" 10000 connected) || fail "client: $out"
-    expect_match "$out" "ok=10000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV4:7000" "connected IPv4"
-    expect_relayed "$before"
+test_dante_relays_the_datagrams() {
+    # The echo server sees dante's address, not the client host's.
+    local out
+    out=$(in_app "$PY" -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b'hi', ('$KTP_SRV4', 7003)); d, src = s.recvfrom(200); print(d.decode(), src[0])")
+    expect_match "$out" "^hi\|from=$KTP_SRV4:[0-9]+ $KTP_SRV4$" "what the server saw through dante"
 }
 
-test_unconnected_ipv6_10000_datagrams() {
-    local before out
-    before=$(ktp_counter udp_redirected)
-    out=$(client "$KTP_SRV6" 10000 unconnected) || fail "client: $out"
-    expect_match "$out" "ok=10000 lost=0 bad=0 badsrc=0" "unconnected IPv6"
-    expect_relayed "$before"
+test_hostile_relay_bytes_are_dropped() {
+    # Each answer comes also with a short header, FRAG=1, another sender's
+    # address, a domain sender and reserved bytes set: only the good one
+    # reaches the app (a second copy would count as bad).
+    # (The relay's six copies per answer may overflow a socket buffer now
+    # and then: loss is not the point here, a copy reaching the app is.)
+    local out ok
+    out=$(in_app "$PY" "$TOOLS" client "$KTP_SRV4" 7004 300 unconnected)
+    expect_match "$out" "bad=0 badsrc=0" "hostile relay"
+    ok=$(sed -n 's/.* ok=\([0-9]*\) .*/\1/p' <<< "$out")
+    [ "${ok:-0}" -ge 270 ] || fail "only ${ok:-0} of 300 answers came back: $out"
+    kill -0 "$KTP_PID" || fail "ktproxy died"
 }
 
-test_connected_ipv6_with_getpeername() {
-    local before out
-    before=$(ktp_counter udp_redirected)
-    out=$(client "$KTP_SRV6" 10000 connected) || fail "client: $out"
-    expect_match "$out" "ok=10000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV6:7000" "connected IPv6"
-    expect_relayed "$before"
+# no_answer PORT: five datagrams from one socket in the app cgroup, 0.3 s
+# apart; "timeout" when nothing answers any.
+no_answer() {
+    in_app "$PY" -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.3)
+got = []
+for i in range(5):
+    s.sendto(b'leak?', ('$KTP_SRV4', $1))
+    try:
+        got.append(s.recvfrom(200)[0].decode())
+    except socket.timeout:
+        pass
+print(got[0] if got else 'timeout')"
+}
+
+test_upstream_without_udp_drops_never_direct() {
+    # An echo server listens on 7005 and 7007: sent direct, they would answer.
+    expect_eq "$(no_answer 7005)" timeout "answer through an upstream refusing UDP ASSOCIATE"
+    wait_log "$KTP_LOG" "-> $KTP_SRV4:7005 via proxy=refuse: socks5 upstream refused UDP ASSOCIATE" ||
+        fail "no log line for the refused association"
+    # Refused once, the flow drops the socket's later datagrams: the
+    # upstream is not asked again for each.
+    expect_eq "$(grep -c refused "$KTP_TMP/refuse.log")" 1 "UDP ASSOCIATE requests for five datagrams of one socket"
+    expect_eq "$(no_answer 7007)" timeout "answer through an HTTP upstream"
+    wait_log "$KTP_LOG" "-> $KTP_SRV4:7007 via proxy=web \(no UDP through web, an HTTP proxy: dropped\)" ||
+        fail "no log line for the flow to the HTTP upstream"
+}
+
+test_association_close_ends_the_flow() {
+    local out
+    out=$(in_app "$PY" -c "
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+dst = ('$KTP_SRV4', 7006)
+s.sendto(b'one', dst); a = s.recvfrom(200)[0]
+s.sendto(b'close', dst); time.sleep(1.5)
+s.sendto(b'two', dst); b = s.recvfrom(200)[0]
+print(a.decode(), b.decode())") || fail "client: $out"
+    expect_eq "$out" "one|from=relay:0 two|from=relay:0" "answers before and after the association ended"
+    wait_log "$KTP_LOG" "-> $KTP_SRV4:7006 via proxy=closer: the upstream closed the association" ||
+        fail "no log line for the ended association"
+    expect_eq "$(grep -c association "$KTP_TMP/close.log")" 2 "associations (the second for the datagram after the end)"
 }
 
 test_v4_mapped_from_an_ipv6_socket() {
@@ -201,6 +287,34 @@ test_kill9_fails_open_and_fail_closed_fails() {
     expect_eq "$rc" ECONNREFUSED "sendto with the pinned hooks of a dead --fail-closed ktproxy"
 }
 
-start_ktproxy --udp --rule "port=7001 block" || ktp_die "ktproxy did not start"
+test_cgroup_match_leaves_unmatched_cgroups_udp_alone() {
+    # --cgroup-match: only app/m* is intercepted. UDP from app/g went to
+    # the relay all the same (the UDP hooks skipped the check TCP makes).
+    # Last: one instance at a time (the main one stops, if still running).
+    local before out
+    stop_ktproxy TERM >/dev/null
+    mkdir -p "$KTP_CG/m1" "$KTP_CG/g1"
+    start_ktproxy --udp --cgroup-match "ktp-test-$KTP_ID/app/m*" || fail "ktproxy --cgroup-match did not start"
+    wait_log "$KTP_LOG" "cgroup-match: intercepting .*/app/m1" || fail "m1 not followed"
+    in_cg() { local cg="$1"; shift; sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$cg" \
+        nsenter --net="/run/netns/$KTP_CLI" "$@"; }
+    before=$(ktp_counter udp_redirected)
+    out=$(in_cg "$KTP_CG/g1" "$PY" "$TOOLS" client "$KTP_SRV4" 7000 50 unconnected) || fail "client in g1: $out"
+    expect_eq "$(ktp_counter udp_redirected)" "$before" "udp_redirected after a client in an unmatched cgroup"
+    out=$(in_cg "$KTP_CG/m1" "$PY" "$TOOLS" client "$KTP_SRV4" 7000 50 unconnected) || fail "client in m1: $out"
+    [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "a client in a matching cgroup was not relayed"
+    stop_ktproxy TERM >/dev/null
+    remove_child_cgroups
+}
+
+start_main_ktproxy() {
+    start_ktproxy --udp --rule "port=7001 block" \
+        --upstream "dante=socks5://ktpuser:s3cret@$KTP_SRV4:1081" --rule "port=7003 proxy=dante" \
+        --upstream "hostile=socks5://$KTP_SRV4:1090" --rule "port=7004 proxy=hostile" \
+        --upstream "refuse=socks5://$KTP_SRV4:1091" --rule "port=7005 proxy=refuse" \
+        --upstream "closer=socks5://$KTP_SRV4:1092" --rule "port=7006 proxy=closer" \
+        --upstream "web=http://$KTP_SRV4:1093" --rule "port=7007 proxy=web"
+}
+start_main_ktproxy || ktp_die "ktproxy did not start"
 run_all_tests "$0"
 finish

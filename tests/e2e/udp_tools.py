@@ -12,6 +12,14 @@ client HOST PORT COUNT MODE: COUNT datagrams (payload: sequence number and a
 sendto HOST PORT: one sendto(), prints "ok" or the errno name.
 dnsmany HOST COUNT NAME: COUNT short-lived sockets, each one A query for NAME
   and its answer; prints "answered=N".
+socks5udp HOST PORT MODE: a SOCKS5 server (no auth) for UDP ASSOCIATE only,
+  answering each datagram itself (an echo, "|from=relay:0" appended).
+  MODE hostile: before each good answer (IPv4) it sends the same answer with a
+  short header, FRAG=1, another sender's address and a domain sender.
+  MODE refuse: UDP ASSOCIATE is answered REP=7 (command not supported);
+  prints "refused" each time.
+  MODE close: a datagram "close" closes the control connection.
+  Prints "association N" per association, flushed.
 """
 import errno
 import hashlib
@@ -93,6 +101,73 @@ def client(host, port, count, mode):
     return 0 if ok == count and bad == 0 and badsrc == 0 else 1
 
 
+def socks5udp(host, port, mode):
+    import threading
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((host, int(port)))
+    lsock.listen(16)
+    count = [0]
+
+    def session(c):
+        c.settimeout(30)
+        try:
+            greet = c.recv(300)
+            if not greet.startswith(b"\x05"):
+                return
+            c.sendall(b"\x05\x00")
+            req = c.recv(300)
+            if len(req) < 4 or req[1] != 3:
+                return
+            if mode == "refuse":
+                c.sendall(b"\x05\x07\x00\x01" + bytes(6))
+                print("refused", flush=True)
+                return
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.bind((host, 0))
+            c.sendall(b"\x05\x00\x00\x01" + socket.inet_aton(host) + struct.pack("!H", u.getsockname()[1]))
+            count[0] += 1
+            print("association %d" % count[0], flush=True)
+            u.settimeout(0.2)
+            c.setblocking(False)
+            while True:
+                try:
+                    if c.recv(10) == b"":
+                        return
+                except BlockingIOError:
+                    pass
+                try:
+                    d, peer = u.recvfrom(70000)
+                except socket.timeout:
+                    continue
+                hlen = {1: 10, 4: 22}.get(d[3] if len(d) > 3 else 0, 0)
+                if not hlen or len(d) < hlen:
+                    continue
+                hdr, payload = d[:hlen], d[hlen:]
+                if payload == b"close":
+                    c.close()
+                    u.close()
+                    return
+                answer = payload + b"|from=relay:0"
+                if mode == "hostile" and hlen == 10:
+                    addr, dport = hdr[4:8], struct.unpack("!H", hdr[8:10])[0]
+                    u.sendto(b"\x00\x00", peer)
+                    u.sendto(b"\x00\x00\x01" + hdr[3:] + answer, peer)
+                    u.sendto(hdr[:8] + struct.pack("!H", (dport + 1) & 0xFFFF) + answer, peer)
+                    u.sendto(b"\x00\x00\x00\x01" + bytes([addr[0] ^ 1]) + addr[1:] + hdr[8:10] + answer, peer)
+                    u.sendto(b"\x00\x00\x00\x03\x04name" + hdr[8:10] + answer, peer)
+                    u.sendto(b"\x00\x01\x00" + hdr[3:] + answer, peer)
+                u.sendto(hdr + answer, peer)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, _ = lsock.accept()
+        threading.Thread(target=session, args=(c,), daemon=True).start()
+
+
 def sendto(host, port):
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -137,6 +212,8 @@ def main():
         sendto(*args)
     elif cmd == "dnsmany":
         dnsmany(*args)
+    elif cmd == "socks5udp":
+        socks5udp(*args)
     else:
         sys.exit("unknown command " + cmd)
 

@@ -3,6 +3,7 @@
 #include "dns/dns_message.h"
 #include "dns/fake_pool.h"
 #include "dns/name_memory.h"
+#include "dns/name_text.h"
 #include "ops/report.h"
 #include "ops/stats.h"
 
@@ -249,4 +250,28 @@ TEST_CASE("status names every kernel counter, the UDP ones included")
     CHECK(std::string(kernel_counter_name(KTP_CTR_UDP_REDIRECTED)) == "udp_redirected");
     InstanceInfo info;
     CHECK_NOTHROW(render_status_text(info, WorkerSnapshot{}));
+}
+
+TEST_CASE("dns names in text logs: hostile bytes escaped, plain names unchanged")
+{
+    CHECK(ktp::dns::printable_name("web.test") == "web.test");
+    CHECK(ktp::dns::plain_name("web.test"));
+    const std::string hostile = "evil\nname\x1b[31m x\\y"s + '\0' + ".test";
+    CHECK(ktp::dns::printable_name(hostile) == "evil\\x0aname\\x1b[31m\\x20x\\\\y\\x00.test");
+    CHECK_FALSE(ktp::dns::plain_name(hostile));
+    CHECK(ktp::dns::printable_name("\xff") == "\\xff");
+}
+
+TEST_CASE("the name memory does not keep a name that is not plain text")
+{
+    NameMemory m;
+    dns::Answer a;
+    a.question.name = "evil\nforged line.test";
+    dns::Address ad;
+    ad.bytes = {10, 0, 0, 7};
+    ad.ttl = 30;
+    a.addresses.push_back(ad);
+    auto now = NameMemory::Clock::now();
+    m.remember(a, now);
+    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.7", 22), now).empty());
 }
