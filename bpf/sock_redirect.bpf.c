@@ -172,6 +172,21 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	return -1;
 }
 
+/* The IPv6 destination the app asked for, into dst; 1 = a destination
+ * ktproxy leaves alone (loopback and the like), counted. TCP and UDP alike. */
+static __always_inline int ktp_dst6_left_alone(struct bpf_sock_addr *ctx, __u32 dst[4])
+{
+	dst[0] = ctx->user_ip6[0];
+	dst[1] = ctx->user_ip6[1];
+	dst[2] = ctx->user_ip6[2];
+	dst[3] = ctx->user_ip6[3];
+	if (ktp_skip_dst6(dst)) {
+		ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		return 1;
+	}
+	return 0;
+}
+
 #include "sock_udp.h"
 
 SEC("cgroup/connect4")
@@ -221,16 +236,8 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 	ktp_forget(sk);
 	if (ctx->type == SOCK_DGRAM)
 		return ktp_udp_connect6(ctx, sk);
-	if (ktp_should_skip(ctx, sk))
+	if (ktp_should_skip(ctx, sk) || ktp_dst6_left_alone(ctx, dst))
 		return 1;
-	dst[0] = ctx->user_ip6[0];
-	dst[1] = ctx->user_ip6[1];
-	dst[2] = ctx->user_ip6[2];
-	dst[3] = ctx->user_ip6[3];
-	if (ktp_skip_dst6(dst)) {
-		ktp_count(KTP_CTR_SKIPPED_LOCAL);
-		return 1;
-	}
 	mapped = ktp_is_v4mapped(dst);
 	if (ktp_dry_run_on())
 		return ktp_dry_run(ctx, sk, dst, mapped || ktp_have_ip6);

@@ -271,14 +271,8 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	if (ktp_udp_skip(ctx, sk))
 		return 1;
 	if (v6) {
-		dst[0] = ctx->user_ip6[0];
-		dst[1] = ctx->user_ip6[1];
-		dst[2] = ctx->user_ip6[2];
-		dst[3] = ctx->user_ip6[3];
-		if (ktp_skip_dst6(dst)) {
-			ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		if (ktp_dst6_left_alone(ctx, dst))
 			return 1;
-		}
 	} else {
 		if (ktp_is_local4(ctx->user_ip4)) {
 			ktp_count(KTP_CTR_SKIPPED_LOCAL);
