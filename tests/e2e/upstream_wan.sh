@@ -309,12 +309,7 @@ test_group_fails_over_to_the_next_member_and_back() {
 test_group_retries_once_on_the_next_member_when_setup_fails() {
     # A group whose first member refuses every TCP connect (nothing
     # listens): each connection is set up again on the second, once.
-    local out
-    out=$(get 8086)
-    expect_eq "${out%% *}" 200 "HTTP status through g2"
-    expect_match "$(conn_line "${out##* }")" "route=g2 .*end=eof" "conn line"
-    expect_match "$(ktp_status)" "group g2: retried=1" "retries counted"
-    expect_match "$(ktp_status)" "upstream gone \(group g2\): down" "the refusing member"
+    group_request get 8086 g2 1 gone down
 }
 
 # far PORT: one request to the far host through ktproxy; prints "STATUS LOCALPORT".
@@ -322,6 +317,17 @@ far() {
     in_app curl -sS --max-time 20 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_WAN_DST4:$1/"
 }
 served() { grep -c "connected to" "$KTP_TMP/wan-microsocks.$1.log"; }
+# group_request FETCH PORT GROUP RETRIED MEMBER STATE: one request through a
+# group (FETCH is get or far) succeeds, its conn line names the group, the
+# group's retry count is RETRIED and MEMBER's state STATE.
+group_request() {
+    local out
+    out=$("$1" "$2")
+    expect_eq "${out%% *}" 200 "HTTP status through $3"
+    expect_match "$(conn_line "${out##* }")" "route=$3 .*end=eof" "conn line"
+    expect_match "$(ktp_status)" "group $3: retried=$4" "retries counted"
+    expect_match "$(ktp_status)" "upstream $5 \\(group $3\\): $6" "state of $5"
+}
 
 test_group_skips_a_killed_member_before_its_first_refusal() {
     # Both members warm; the first dies. Its idle sessions see the far end
@@ -363,11 +369,7 @@ test_group_bounds_the_connect_to_a_member_that_swallows_syns() {
     # to w3 after a bound of about two of bh's connect times (1 s before any
     # was seen), well before curl gives up.
     local out
-    out=$(far 8091)
-    expect_eq "${out%% *}" 200 "HTTP status through bg"
-    expect_match "$(conn_line "${out##* }")" "route=bg .*end=eof" "conn line"
-    expect_match "$(ktp_status)" "group bg: retried=1" "retries counted"
-    expect_match "$(ktp_status)" "upstream bh \(group bg\): down" "the silent member"
+    group_request far 8091 bg 1 bh down
     out=$(far 8091)
     expect_eq "${out%% *}" 200 "HTTP status through bg, bh skipped"
     expect_match "$(ktp_status)" "group bg: retried=1" "no retry once bh is down"
@@ -383,12 +385,7 @@ test_group_moves_a_waiting_connection_off_a_member_gone_dark() {
     wait_sessions 1184 1
     sleep 2  # greetings done
     in_wan iptables -A INPUT -p tcp --dport 1183 -j DROP
-    local out
-    out=$(far 8092)
-    expect_eq "${out%% *}" 200 "HTTP status through dg"
-    expect_match "$(conn_line "${out##* }")" "route=dg .*end=eof" "conn line"
-    expect_match "$(ktp_status)" "group dg: retried=1" "the connection moved once"
-    expect_match "$(ktp_status)" "upstream d1 \(group dg\): down" "status of d1"
+    group_request far 8092 dg 1 d1 down
     expect_eq "$(served 1183)" 0 "requests d1 carried"
     expect_eq "$(served 1184)" 1 "requests d2 carried"
 }
