@@ -9,7 +9,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <string>
+#include <utility>
 
 using namespace ktp;
 using namespace std::string_literals;
@@ -48,6 +50,19 @@ std::string rr(const std::string& owner, unsigned type, unsigned ttl, const std:
     return owner + u16(type) + u16(1) + u32(ttl) + u16(rdata.size()) + rdata;
 }
 
+// An answer for NAME with one IPv4 address, as the forwarder would pass it
+// to the name memory.
+dns::Answer one_address(std::string name, std::array<uint8_t, 4> v4, uint32_t ttl)
+{
+    dns::Answer a;
+    a.question.name = std::move(name);
+    dns::Address ad;
+    for (size_t i = 0; i < v4.size(); ++i)
+        ad.bytes[i] = v4[i];  // IPv4 in the first 4
+    ad.ttl = ttl;
+    a.addresses.push_back(ad);
+    return a;
+}
 }  // namespace
 
 TEST_CASE("a query's question is read, lowercased")
@@ -127,12 +142,7 @@ TEST_CASE("no refusal for a question whose pointer reaches past the question")
 TEST_CASE("the name memory maps answered addresses to the name, until the TTL is long past")
 {
     NameMemory m;
-    dns::Answer a;
-    a.question.name = "db.corp.example";
-    dns::Address ad;
-    ad.bytes = {10, 0, 0, 9};
-    ad.ttl = 30;
-    a.addresses.push_back(ad);
+    dns::Answer a = one_address("db.corp.example", {10, 0, 0, 9}, 30);
     auto now = NameMemory::Clock::now();
     m.remember(a, now);
     auto addr = *SockAddr::parse_ip("10.0.0.9", 5432);
@@ -265,12 +275,7 @@ TEST_CASE("dns names in text logs: hostile bytes escaped, plain names unchanged"
 TEST_CASE("the name memory does not keep a name that is not plain text")
 {
     NameMemory m;
-    dns::Answer a;
-    a.question.name = "evil\nforged line.test";
-    dns::Address ad;
-    ad.bytes = {10, 0, 0, 7};
-    ad.ttl = 30;
-    a.addresses.push_back(ad);
+    dns::Answer a = one_address("evil\nforged line.test", {10, 0, 0, 7}, 30);
     auto now = NameMemory::Clock::now();
     m.remember(a, now);
     CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.7", 22), now).empty());
