@@ -587,7 +587,9 @@ test_egress_out_of_ports_resets_the_app_and_says_why() {
     # app would get EADDRNOTAVAIL from connect(). Here the client
     # namespace has one ephemeral port and the apps bind their own ports:
     # the first relayed connection holds the port, the second must be
-    # reset (not hang) and the log line must name the fix.
+    # reset (not hang) and the log line must name the fix. The apps' ports
+    # are below the ephemeral range, with SO_REUSEADDR: an earlier test's
+    # connection left in TIME_WAIT on one made bind() fail (EADDRINUSE).
     local range
     range=$(in_cli sysctl -n net.ipv4.ip_local_port_range)
     KTP_EXTRA_CLEANUP+=("in_cli sysctl -qw net.ipv4.ip_local_port_range='$range'")
@@ -596,9 +598,9 @@ test_egress_out_of_ports_resets_the_app_and_says_why() {
     local out
     out=$(in_app timeout 10 python3 -c "
 import socket
-a = socket.socket(); a.bind(('0.0.0.0', 50001)); a.settimeout(3)
+a = socket.socket(); a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); a.bind(('0.0.0.0', 20001)); a.settimeout(3)
 a.connect(('$KTP_SRV4', 9000)); a.sendall(b'a'); assert a.recv(1) == b'a'
-b = socket.socket(); b.bind(('0.0.0.0', 50002)); b.settimeout(3)
+b = socket.socket(); b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); b.bind(('0.0.0.0', 20002)); b.settimeout(3)
 try:
     b.connect(('$KTP_SRV4', 9000)); b.sendall(b'b'); got = b.recv(1)
     print('second: ' + ('eof' if got == b'' else 'data'))
