@@ -120,6 +120,13 @@ udp_measure() {
     progress "run $run $kind $mode: $out"
 }
 
+# awk functions of both tables: kv(line, key) reads "key=value" from a
+# sample line; med(list) is the median of a space-separated list.
+UDP_AWK_LIB='
+function kv(s, k,   a, i, n) { n = split(s, a, " "); for (i = 1; i <= n; i++) if (index(a[i], k "=") == 1) return substr(a[i], length(k) + 2); return "" }
+function med(list,   a, n, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }; return n ? a[int((n + 1) / 2)] : "na" }
+'
+
 bench_udp_main() {
     ktp_require_root
     command -v dnsmasq >/dev/null && command -v danted >/dev/null || ktp_die "needs dnsmasq and danted (scripts/setup)"
@@ -148,9 +155,7 @@ bench_udp_main() {
         echo
         echo "| kind | mode | datagrams/s | x direct | p50 µs | p99 µs | added p50 µs | lost | bad |"
         echo "|------|------|-------------|----------|--------|--------|--------------|------|-----|"
-        awk -F'\t' '
-            function kv(s, k,   a, i, n) { n = split(s, a, " "); for (i = 1; i <= n; i++) if (index(a[i], k "=") == 1) return substr(a[i], length(k) + 2); return "" }
-            function med(list,   a, n, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }; return n ? a[int((n + 1) / 2)] : "na" }
+        awk -F'\t' "$UDP_AWK_LIB"'
             { r = kv($4, "rate"); p = kv($4, "p50_us"); q = kv($4, "p99_us"); l = kv($4, "lost"); b = kv($4, "bad")
               k = $2 SUBSEP $3; if (!(k in seen)) { seen[k] = 1; order[++n] = k }
               rate[k] = rate[k] " " r; p50[k] = p50[k] " " p; p99[k] = p99[k] " " q; lost[k] = lost[k] + l; bad[k] = bad[k] + b
@@ -165,9 +170,7 @@ bench_udp_main() {
         echo
         echo "| RSS idle MiB | RSS with flows MiB | KiB per flow | udp_flows | answered | open s | udp_flows after half closed (at s) | after idle timeout (at s) | RSS after MiB |"
         echo "|---|---|---|---|---|---|---|---|---|"
-        awk -F'\t' '
-            function kv(s, k,   a, i, n) { n = split(s, a, " "); for (i = 1; i <= n; i++) if (index(a[i], k "=") == 1) return substr(a[i], length(k) + 2); return "" }
-            function med(list,   a, n, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }; return n ? a[int((n + 1) / 2)] : "na" }
+        awk -F'\t' "$UDP_AWK_LIB"'
             { n++; for (i = 1; i <= nk; i++) v[key[i]] = v[key[i]] " " kv($2, key[i]) }
             BEGIN { nk = split("base_kib rss_kib per_flow_kib flows answered secs after_close close_s after_idle idle_s rss_after_kib", key, " ") }
             END { if (!n) { print "| failed | | | | | | | | |"; exit }
