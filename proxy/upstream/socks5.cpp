@@ -148,23 +148,16 @@ std::string Socks5Handshake::connect_request()
 {
     const bool udp = phase_ == Phase::udp_associate;
     std::string req{char(kVersion), char(udp ? kCmdUdpAssociate : kCmdConnect), 0x00};
-    SockAddr a = target_.addr.unmapped();
     if (!target_.domain.empty()) {
         req += char(kAtypDomain);
         req += char(target_.domain.size());
         req += target_.domain;
-    } else if (a.family() == AF_INET) {
-        req += char(kAtypV4);
-        const auto* sin = reinterpret_cast<const sockaddr_in*>(a.get());
-        req.append(reinterpret_cast<const char*>(&sin->sin_addr), 4);
+        uint16_t port = target_.addr.port();
+        req += char(port >> 8);
+        req += char(port & 0xff);
     } else {
-        req += char(kAtypV6);
-        const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.get());
-        req.append(reinterpret_cast<const char*>(&sin6->sin6_addr), 16);
+        socks5_append_address(req, target_.addr);  // targets are always IPv4 or IPv6
     }
-    uint16_t port = a.port();
-    req += char(port >> 8);
-    req += char(port & 0xff);
     // The server reads exactly the request and relays what follows once
     // connected; refused, it closes and the bytes go nowhere.
     req += early_;

@@ -16,21 +16,28 @@ uint8_t byte(std::string_view s, size_t i) { return static_cast<uint8_t>(s[i]); 
 
 }  // namespace
 
-std::string socks5_udp_header(const SockAddr& dst)
+bool socks5_append_address(std::string& out, const SockAddr& dst)
 {
     const SockAddr a = dst.unmapped();
-    std::string h{0, 0, 0};
     if (a.family() == AF_INET) {
-        h += char(kAtypV4);
-        h.append(reinterpret_cast<const char*>(&reinterpret_cast<const sockaddr_in*>(a.get())->sin_addr), 4);
+        out += char(kAtypV4);
+        out.append(reinterpret_cast<const char*>(&reinterpret_cast<const sockaddr_in*>(a.get())->sin_addr), 4);
     } else if (a.family() == AF_INET6) {
-        h += char(kAtypV6);
-        h.append(reinterpret_cast<const char*>(&reinterpret_cast<const sockaddr_in6*>(a.get())->sin6_addr), 16);
+        out += char(kAtypV6);
+        out.append(reinterpret_cast<const char*>(&reinterpret_cast<const sockaddr_in6*>(a.get())->sin6_addr), 16);
     } else {
-        return {};
+        return false;
     }
-    h += char(a.port() >> 8);
-    h += char(a.port() & 0xff);
+    out += char(a.port() >> 8);
+    out += char(a.port() & 0xff);
+    return true;
+}
+
+std::string socks5_udp_header(const SockAddr& dst)
+{
+    std::string h{0, 0, 0};
+    if (!socks5_append_address(h, dst))
+        return {};
     return h;
 }
 

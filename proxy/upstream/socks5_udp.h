@@ -29,6 +29,11 @@ struct Socks5UdpDatagram {
 // address type: the caller drops such a datagram.
 std::optional<Socks5UdpDatagram> socks5_udp_parse(std::string_view dgram, std::string_view* error = nullptr);
 
+// Appends ATYP ADDR PORT for a (IPv4 or IPv6; v4-mapped as IPv4), as both
+// a CONNECT/UDP ASSOCIATE request and a UDP header carry it. False, and
+// nothing appended, when a is neither.
+bool socks5_append_address(std::string& out, const SockAddr& a);
+
 // ATYP ADDR PORT at the start of in (the BND part of a SOCKS5 reply); used
 // = bytes read. nullopt for a domain, an unknown type or too few bytes.
 std::optional<SockAddr> socks5_parse_address(std::string_view in, size_t& used);
