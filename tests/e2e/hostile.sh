@@ -594,7 +594,15 @@ test_egress_out_of_ports_resets_the_app_and_says_why() {
     range=$(in_cli sysctl -n net.ipv4.ip_local_port_range)
     KTP_EXTRA_CLEANUP+=("in_cli sysctl -qw net.ipv4.ip_local_port_range='$range'")
     start_ktproxy || fail "ktproxy did not start"
-    in_cli sysctl -qw net.ipv4.ip_local_port_range="40000 40000"
+    # The one port must not be in use or in TIME_WAIT from an earlier test's
+    # relayed connection to the same server (CI: the first connection was
+    # then refused too).
+    local port used
+    used=$(in_cli ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+    for port in $(seq 40000 40999); do
+        grep -qx "$port" <<<"$used" || break
+    done
+    in_cli sysctl -qw net.ipv4.ip_local_port_range="$port $port"
     local out
     out=$(in_app timeout 10 python3 -c "
 import socket
