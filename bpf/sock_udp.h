@@ -270,6 +270,11 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 
 	if (ktp_udp_skip(ctx, sk))
 		return 1;
+	/* A dry run rewrites and fails nothing: UDP goes out as it would
+	 * without ktproxy (and is not reported: one event per datagram would
+	 * flood the ring). A socket connected before it began stays so. */
+	if (ktp_dry_run_on())
+		return 1;
 	if (v6) {
 		if (ktp_dst6_left_alone(ctx, dst))
 			return 1;

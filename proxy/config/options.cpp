@@ -77,8 +77,11 @@ void add_proxy_options(CLI::App& app, Options& o)
                    "fail at once with that error, as direct, so apps try the next address (0: off)")
         ->check(CLI::Range(0.0, 3600.0))
         ->capture_default_str();
-    app.add_flag("--udp", o.udp,
-                 "intercept the cgroup's UDP too (sendmsg/connect hooks, relayed direct; docs/architecture.md UDP)");
+    // On by default: without it the cgroup's DNS queries leave the host
+    // directly whatever the rules say (docs/dns.md "Leak model").
+    app.add_flag("--udp,!--no-udp", o.udp,
+                 "intercept the cgroup's UDP and DNS (on by default; --no-udp leaves UDP untouched and DNS goes "
+                 "straight to the resolver; docs/dns.md)");
     app.add_option("--udp-timeout", o.udp_timeout,
                    "seconds an unconnected UDP flow lives without a datagram before its state is dropped")
         ->check(CLI::Range(1.0, 86400.0))
@@ -92,7 +95,7 @@ void add_proxy_options(CLI::App& app, Options& o)
         ->capture_default_str();
     app.add_option("--dns-mode", o.dns_mode,
                    "real: DNS queries are forwarded by their route; fake: A/AAAA queries for names routed to a proxy "
-                   "upstream are answered with fake addresses, the name is resolved only at the upstream (needs --udp)")
+                   "upstream are answered with fake addresses, the name is resolved only at the upstream (not with --no-udp)")
         ->check(CLI::IsMember({"real", "fake"}))
         ->capture_default_str();
     app.add_option("--fake-range4", o.fake_range4, "IPv4 range of the fake addresses (--dns-mode fake)")

@@ -73,8 +73,9 @@ struct Options {
     // hooks' negative cache (its connects fail at once, as direct); 0 = off.
     double dead_cache = 5;
     // UDP from the cgroup through ktproxy's UDP relay (bpf/sock_udp.h,
-    // proxy/udp/), and the seconds an unconnected flow lives without datagrams.
-    bool udp = false;
+    // proxy/udp/), and the seconds an unconnected flow lives without
+    // datagrams. On unless --no-udp: off, the cgroup's DNS leaks direct.
+    bool udp = true;
     double udp_timeout = 60;
     // Where DNS queries routed to an upstream are sent through it (IP or
     // IP:PORT); empty: the resolver the app asked.

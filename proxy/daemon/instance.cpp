@@ -119,7 +119,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     std::unique_ptr<FakePool> fake;
     if (o.dns_mode == "fake") {
         if (!o.udp)
-            fail("--dns-mode fake needs --udp: the cgroup's DNS queries are answered by the UDP relay");
+            fail("--dns-mode fake: not with --no-udp (the cgroup's DNS queries are answered by the UDP relay)");
         fake = std::make_unique<FakePool>(o.fake_range4, o.fake_range6);
     }
     NameMemory names(fake.get());
@@ -159,7 +159,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     LoopConfig lc = loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1);
     lc.names = udp ? &names : nullptr;
     Workers workers(lc, std::move(listeners.sets), router);
-    Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o)});
+    Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o),
+                           listeners.udp_port, listeners.udp_state(o)});
     // Connects queue on the listeners until the workers start.
     if (cgroups.app)
         kernel.attach_sockets(*cgroups.app, *cgroups.own);

@@ -93,12 +93,23 @@ std::string ListenerPlan::where(const Options& o, const std::string& cgroup_path
     if (listen4)
         out = fmt::format("listening on {}{}, cgroup {}", listen4->to_string(),
                           listen6 ? " and " + listen6->to_string() : std::string(), cgroup_path);
-    if (udp_port)
-        out += fmt::format(", UDP relay on port {}", udp_port);
     if (gw4)
         out += fmt::format("{}gateway on {} via {}{}", out.empty() ? "" : ", ", fmt::join(o.gateway_ifaces, ","),
                            gw4->to_string(), gw6 ? " and " + gw6->to_string() : std::string());
+    out += fmt::format("{}{}", out.empty() ? "" : ", ", udp_state(o));
     return out;
+}
+
+std::string ListenerPlan::udp_state(const Options& o) const
+{
+    if (udp_port)
+        return fmt::format("UDP relay on port {}", udp_port);
+    // Never silent: UDP off means the cgroup's DNS queries go out directly.
+    if (!listen4)
+        return "UDP not intercepted (no --cgroup: the gateway proxies forwarded TCP only)";
+    if (!o.udp)
+        return "UDP not intercepted (--no-udp: the cgroup's UDP and DNS go direct)";
+    return "UDP not intercepted";
 }
 
 std::string ListenerPlan::listening(const Options& o) const

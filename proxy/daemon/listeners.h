@@ -23,6 +23,8 @@ struct ListenerPlan {
 
     // "listening on A and B, cgroup P, gateway on IF via G" for the ready line.
     std::string where(const Options& o, const std::string& cgroup_path) const;
+    // "UDP relay on port N", or why UDP is not intercepted: ready line and status.
+    std::string udp_state(const Options& o) const;
     // "A B gateway IF via G" for status.
     std::string listening(const Options& o) const;
 };

@@ -78,6 +78,8 @@ InstanceInfo Supervisor::info() const
     InstanceInfo i;
     i.cgroup = p_.cgroups.app ? p_.cgroups.app->path : "-";
     i.listen = p_.listening;
+    i.udp_port = p_.udp_port;
+    i.udp = p_.udp;
     if (follower_) {
         i.reattached = follower_->reattached();
         i.reattached_ago_s = follower_->since_last_reattach_s();

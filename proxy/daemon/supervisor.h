@@ -37,6 +37,8 @@ public:
         Workers& workers;
         InstanceCgroups& cgroups;
         std::string listening;  // for status
+        uint16_t udp_port;      // for status: 0 when UDP is not intercepted
+        std::string udp;        // for status: ListenerPlan::udp_state()
     };
     // Opens the control socket and the metrics endpoint (their errors come
     // before the hooks are attached) and forks `run`'s command, which waits

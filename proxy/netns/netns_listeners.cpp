@@ -273,8 +273,12 @@ void NetnsListeners::open_in(const NetnsFound& f)
         bpf_map_delete_elem(cfg_.pending_fd, &ns->cookie);
     ports_.insert(e.port4);
     known_[f.cookie] = std::move(e);
-    log::info("container namespace {} (cgroup {}): listening on {}, egress {}", ns->cookie, f.cgroup, where,
-              cfg_.egress_host ? "host" : "container");
+    // The UDP hooks leave other namespaces alone (bpf/sock_udp.h): say so
+    // where the container is first served, as UDP is on by default.
+    log::info("container namespace {} (cgroup {}): listening on {}, egress {}; its UDP and DNS are not "
+              "intercepted (the UDP relay serves ktproxy's own namespace only): they go out from the container "
+              "directly",
+              ns->cookie, f.cgroup, where, cfg_.egress_host ? "host" : "container");
 }
 
 void NetnsListeners::drop(Entry& e)

@@ -121,6 +121,7 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
                        info.last_reload_error.empty() ? "" : " last refusal: " + info.last_reload_error);
     out += fmt::format("dry-run: {} events={} unlogged={}\n", info.dry_run ? "on" : "off", info.dry_run_events,
                        info.dry_run_unlogged);
+    out += fmt::format("udp: {}\n", info.udp);
     for (const auto& [route, r] : snap.routes)
         out += fmt::format("route {}: total={} active={} c2s={} s2c={}\n", route, r.total, r.active, r.bytes_c2s,
                            r.bytes_s2c);
@@ -155,8 +156,10 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
 std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& snap)
 {
     std::string out = fmt::format(
-        "{{\"pid\":{},\"cgroup\":\"{}\",\"listen\":\"{}\",\"uptime_s\":{:.3f},\"reattached\":{},\"kernel\":{{",
-        info.pid, json_escape(info.cgroup), json_escape(info.listen), info.uptime_s, info.reattached);
+        "{{\"pid\":{},\"cgroup\":\"{}\",\"listen\":\"{}\",\"udp_port\":{},\"udp\":\"{}\",\"uptime_s\":{:.3f},"
+        "\"reattached\":{},\"kernel\":{{",
+        info.pid, json_escape(info.cgroup), json_escape(info.listen), info.udp_port, json_escape(info.udp),
+        info.uptime_s, info.reattached);
     for (int i = 0; i < KTP_CTR_MAX; ++i)
         out += fmt::format("{}\"{}\":{}", i ? "," : "", kernel_counter_name(i), info.kernel[i]);
     out += fmt::format(",\"live_tuples\":{}}},\"reloads_applied\":{},\"reloads_refused\":{},"

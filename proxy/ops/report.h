@@ -16,6 +16,10 @@ namespace ktp {
 struct InstanceInfo {
     std::string cgroup;
     std::string listen;  // "127.0.0.1:41234 [::1]:41234"
+    // The UDP relay's port (0: UDP not intercepted) and the ready line's
+    // words for it, which say why when it is off.
+    uint16_t udp_port = 0;
+    std::string udp;
     // Times the hooks were attached again to a cgroup removed and created
     // again at the same path (systemctl restart), and when last.
     uint32_t reattached = 0;

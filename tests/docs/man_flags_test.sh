@@ -15,7 +15,8 @@ trap 'rm -rf "$tmp"' EXIT
 : > "$tmp/list"
 for cmd in "" run status cleanup doctor ctl; do
     # shellcheck disable=SC2086
-    "$ktproxy" $cmd --help | grep -oE '^ +(-[a-z],)?--[a-z0-9-]+' | grep -oE -- '--[a-z0-9-]+' |
+    # A flag with a negated name shows both on one line: --udp,--no-udp{false}.
+    "$ktproxy" $cmd --help | grep -oE '^ +(-[a-z],)?--[a-z0-9-]+(,--[a-z0-9-]+)*' | grep -oE -- '--[a-z0-9-]+' |
         sed "s/^/${cmd:-ktproxy} /" >> "$tmp/help"
 done
 "$ktproxy" --list-flags | sed 's/=$//' >> "$tmp/list"

@@ -4,7 +4,9 @@
 # netns behind a Linux bridge with NAT, a cgroup of their own). ktproxy
 # opens a listener inside each such namespace; connects there are redirected
 # to it, and the upstream connection leaves from the container's namespace
-# (or ktproxy's with --egress host).
+# (or ktproxy's with --egress host). A container's UDP is not intercepted
+# (the UDP relay serves ktproxy's namespace only, UDP on by default there):
+# it goes out from the container unharmed, and the log says so.
 #
 #   ktproxy's host = $KTP_CLI: bridge kb$ID 172.31.0.1/24, MASQUERADE toward
 #   the server host ($KTP_SRV, nginx and an echo server).
@@ -18,6 +20,7 @@ skip_unless_root
 ktp_topo_up
 start_nginx
 start_echo 9000
+ktp_bg in_srv /usr/bin/python3 "$(cd "$(dirname "$0")" && pwd)/udp_tools.py" echo "$KTP_SRV4" 7000
 BR="kb${KTP_ID}"
 CTRS=()  # names of the containers made, for cleanup
 
@@ -151,6 +154,28 @@ test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
     expect_match "$out" "peer=172.31.0.2" "source address seen by the neighbour (egress container)"
     wait_log "$KTP_LOG" "orig=172.31.0.9:8080 " || fail "the connect to the neighbour was not relayed"
     ctr_stop n
+}
+
+test_container_udp_goes_out_untouched_and_the_log_says_so() {
+    # UDP is intercepted by default in ktproxy's own namespace; a
+    # container's is not (no relay socket in its namespace): its datagrams
+    # must still get out and back, skipped by the hooks, and the line that
+    # announces the container says its UDP and DNS are not intercepted.
+    trap 'stop_ktproxy; ctr_stop u' EXIT
+    ctr_start u 4 in
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening on .*; its UDP and DNS are not intercepted" ||
+        { cat "$KTP_LOG" >&2; fail "no line saying the container's UDP is not intercepted"; }
+    local before_skip out
+    before_skip=$(ktp_counter skipped_netns)
+    out=$(in_ctr u /usr/bin/python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b'hi', ('$KTP_SRV4', 7000)); print(s.recvfrom(200)[0].decode())") || fail "UDP from the container: $out"
+    # Out through the bridge's NAT, from the client host's address.
+    expect_match "$out" "^hi\|from=$KTP_CLI4:[0-9]+$" "what the server saw"
+    expect_eq "$(ktp_counter udp_redirected)" 0 "udp_redirected"
+    [ "$(ktp_counter skipped_netns)" -gt "$before_skip" ] || fail "the hooks did not skip the container's datagram"
 }
 
 test_container_outside_the_cgroup_is_not_proxied() {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# End-to-end tests of the DNS forwarder (--udp; proxy/udp/, proxy/dns/):
+# End-to-end tests of the DNS forwarder (on by default; proxy/udp/, proxy/dns/):
 # dnsmasq on the server host as the resolver (it logs every query), dig and
 # Python's getaddrinfo in the app cgroup; replies come from the resolver's
 # address; a domain rule blocks a name (REFUSED, dnsmasq never asked); a
@@ -12,7 +12,10 @@
 # microsocks, which is given the name; no port-53 packet leaves the client
 # host and dnsmasq is never asked; a connect to a fake address ktproxy did
 # not hand out, or one a rule routes direct, is refused and reaches nobody; a
-# name routed direct still resolves for real.
+# name routed direct still resolves for real. Issue 13's first user story as
+# typed, with no UDP flag: `ktproxy run --upstream s=socks5://(dante)
+# --default proxy=s -- curl http://name/` puts no port-53 packet from the
+# client host on the wire, and dnsmasq is asked from dante's side.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -30,7 +33,8 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
     --log-queries=extra --log-facility="$DNSMASQ_LOG" --pid-file="$KTP_TMP/dnsmasq.pid" \
     --host-record="web.test,$KTP_SRV4,$KTP_SRV6" --host-record="banner.test,$KTP_SRV4" \
     --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" \
-    --host-record="grouped.test,$KTP_SRV4" --host-record="gosecret.test,$KTP_SRV4" --cname=alias.test,web.test
+    --host-record="grouped.test,$KTP_SRV4" --host-record="gosecret.test,$KTP_SRV4" --cname=alias.test,web.test \
+    --host-record="story.test,$KTP_SRV4"
 # A server that speaks first and says whom it sees: direct, the client host;
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
@@ -45,6 +49,11 @@ printf '127.0.0.1 localhost banner.test fakeweb.test\n' > "$KTP_TMP/hosts"
 printf '%s gosecret.test\n' "$KTP_SRV4" >> "$KTP_TMP/hosts"
 ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
     exec nsenter --net=/run/netns/$KTP_SRV microsocks -i $KTP_SRV4 -p 1081 > '$KTP_TMP/microsocks.log' 2>&1"
+# dante with a password, as a user would run it (the user story's upstream).
+DANTE_DIR="$KTP_TMP/dante"
+ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1082
+ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
+    exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
 # The web server fake mode's curl reaches (by name, through microsocks).
 mkdir -p "$KTP_TMP/www"
 printf 'fake page\n' > "$KTP_TMP/www/fake.txt"
@@ -55,6 +64,7 @@ ktp_bg in_srv "$PY" -m http.server 8089 --bind "$KTP_SRV4" --directory "$KTP_TMP
 (cd "$(dirname "$0")/goclient" && HOME="$KTP_TMP/go" GOCACHE="$KTP_TMP/go/cache" GO111MODULE=off CGO_ENABLED=0 \
     timeout 300 go build -o "$KTP_TMP/goclient" main.go) || ktp_die "building the Go client failed"
 ktp_wait_port "$KTP_SRV" 1081
+ktp_wait_port "$KTP_SRV" 1082
 ktp_wait_port "$KTP_SRV" 2525
 for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
 
@@ -229,6 +239,37 @@ print(s.recv(200).decode().strip())'") || fail "client failed: $out"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line with the remembered name"
     stop_ktproxy TERM || true
+}
+
+test_run_default_proxy_leaks_no_dns_without_any_udp_flag() {
+    # Issue 13's first user story, the command as a user types it: no --udp.
+    # curl's getaddrinfo asks dnsmasq (its resolv.conf) for story.test; the
+    # query must reach dnsmasq from dante's side only, and curl gets the page
+    # through dante. (Before UDP was on by default, the query went straight
+    # from the client host to dnsmasq: packets on the wire, and dnsmasq's
+    # log said "from $KTP_CLI4".)
+    local out cap tcpdump_pid
+    cap="$KTP_TMP/story.pcap"
+    ktp_bg in_srv tcpdump -i "kv${KTP_ID}s" -n -U -w "$cap" "port 53 and (src host $KTP_CLI4 or src host $KTP_CLI6)"
+    tcpdump_pid="${KTP_PIDS[-1]}"
+    sleep 1
+    printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.story.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.story"
+    out=$(in_cli unshare -m sh -c "mount --bind '$KTP_TMP/resolv.story.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.story' /etc/hosts &&
+        exec timeout 60 '$KTPROXY' run --upstream 's=socks5://ktpuser:s3cret@$KTP_SRV4:1082' --default proxy=s -- \
+            curl -sS --max-time 15 http://story.test:8089/fake.txt" 2>&1) || fail "ktproxy run curl failed: $out"
+    expect_eq "$out" "fake page" "the page, through dante by a name resolved through dante"
+    sleep 0.5
+    kill "$tcpdump_pid"
+    sleep 0.5
+    expect_eq "$(tcpdump -r "$cap" -n 2>/dev/null | wc -l)" 0 "port-53 packets from the client host on the wire"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] story.test from $KTP_SRV4" "dnsmasq log (query via dante)"
+    expect_no_file_match "$DNSMASQ_LOG" "story.test from ($KTP_CLI4|$KTP_CLI6)" "dnsmasq log (a query from the client host)"
+    wait_log "$DANTE_DIR/danted.log" "username%ktpuser@.* -> .* $KTP_SRV4\.53( |$)" ||
+        fail "dante's log shows no DNS-over-TCP connection to dnsmasq"
+    wait_log "$DANTE_DIR/danted.log" "username%ktpuser@.* -> .* $KTP_SRV4\.8089( |$)" ||
+        fail "dante's log shows no connection to the web server"
 }
 
 test_unparsed_query_does_not_leak_direct() {

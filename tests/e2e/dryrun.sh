@@ -6,6 +6,7 @@
 # line naming the process, the destination, the rule and what would have
 # happened, and counters in status --json and the metrics. Switching off and
 # on again at run time changes the next connect of an app that keeps running.
+# UDP (intercepted by default) is left alone too: not redirected, not blocked.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -140,6 +141,33 @@ test_dry_run_reports_and_changes_nothing() {
     expect_file_match "$KTP_TMP/metrics.txt" '^ktproxy_kernel_events_total\{event="dry_run_pass"\} 1$'
     expect_file_match "$KTP_TMP/metrics.txt" '^ktproxy_dry_run_events_total\{logged="yes"\} 4$'
     expect_no_file_match "$KTP_TMP/metrics.txt" 'pid=|comm=' "per-process labels in metrics"
+    stop_ktproxy || fail "ktproxy exited $?"
+}
+
+test_dry_run_leaves_udp_alone() {
+    # UDP is intercepted by default; a dry run must not redirect or block it
+    # either: sendto and connect to a port a rule blocks succeed, and one a
+    # rule proxies is not sent to the relay.
+    start_dry --dry-run --control "$CTL" "${RULES[@]}" || fail "ktproxy did not start"
+    local out
+    out=$(in_app python3 -c '
+import socket
+r = []
+for port, connected in ((9000, False), (9000, True), (9100, False)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if connected:
+            s.connect(("10.201.0.2", port)); s.send(b"x")
+        else:
+            s.sendto(b"x", ("10.201.0.2", port))
+        r.append("ok")
+    except OSError as e:
+        r.append(e.strerror)
+print(" ".join(r))') || fail "the UDP client failed: $out"
+    expect_eq "$out" "ok ok ok" "sendto 9000 (block), connect 9000 (block), sendto 9100 (proxy=direct)"
+    status_json
+    expect_eq "$(sj .kernel.udp_redirected)" 0 "status udp_redirected"
+    expect_eq "$(sj .kernel.blocked)" 0 "status blocked"
     stop_ktproxy || fail "ktproxy exited $?"
 }
 

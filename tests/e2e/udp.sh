@@ -1,5 +1,5 @@
 #!/bin/bash
-# End-to-end tests of UDP interception (--udp; bpf/sock_udp.h, proxy/udp/):
+# End-to-end tests of UDP interception (on by default; bpf/sock_udp.h, proxy/udp/):
 # a Python echo server on the server host, connected and unconnected clients
 # in the app cgroup over IPv4, IPv6 and v4-mapped IPv6, 10,000 datagrams with
 # checksums; replies seen from the original destination; a block rule failing
@@ -12,7 +12,9 @@
 # relay (short headers, fragments, other senders: dropped), one that refuses
 # UDP and an HTTP upstream (dropped, never direct), one that ends the
 # association (the flow ends; the next datagram gets a new association).
-# --cgroup-match leaves the UDP of cgroups it does not match alone.
+# --cgroup-match leaves the UDP of cgroups it does not match alone. --no-udp
+# leaves UDP untouched (the server sees the app's own socket, the counters
+# stay 0) and says so in the ready line and status.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -305,6 +307,43 @@ test_cgroup_match_leaves_unmatched_cgroups_udp_alone() {
     [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "a client in a matching cgroup was not relayed"
     stop_ktproxy TERM >/dev/null
     remove_child_cgroups
+}
+
+test_no_udp_leaves_udp_untouched() {
+    # Last too: its own instance. The ready line and status say UDP is off
+    # and why; a datagram from the cgroup reaches the server from the app's
+    # own socket (through ktproxy it would come from ktproxy's), connected or
+    # not, and ktproxy counts nothing.
+    local out port ctl="$KTP_TMP/noudp.sock"
+    stop_ktproxy TERM >/dev/null
+    start_ktproxy --no-udp --control "$ctl" --rule "port=7001 block" || fail "ktproxy --no-udp did not start"
+    expect_file_match "$KTP_LOG" "ready: .*UDP not intercepted \(--no-udp: the cgroup's UDP and DNS go direct\)" \
+        "the ready line"
+    out=$("$KTPROXY" status --control "$ctl") || fail "status failed: $out"
+    expect_match "$out" "^udp: UDP not intercepted \(--no-udp" "status"
+    out=$("$KTPROXY" status --control "$ctl" --json) || fail "status --json failed"
+    expect_eq "$(jq -r .udp_port <<< "$out")" 0 "status --json udp_port"
+    out=$(in_app "$PY" -c "
+import socket
+for connected in (False, True):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    if connected:
+        s.connect(('$KTP_SRV4', 7000)); s.send(b'hi')
+    else:
+        s.sendto(b'hi', ('$KTP_SRV4', 7000))
+    d, src = s.recvfrom(200)
+    print(d.decode(), s.getsockname()[1], src[0])") || fail "client: $out"
+    while read -r seen port src; do
+        expect_eq "$seen" "hi|from=$KTP_CLI4:$port" "what the server saw (the app's own port $port)"
+        expect_eq "$src" "$KTP_SRV4" "the reply's source"
+    done <<< "$out"
+    expect_eq "$(wc -l <<< "$out")" 2 "answers (unconnected and connected)"
+    # A block rule is for TCP alone now: UDP to the port goes out.
+    expect_eq "$(in_app "$PY" "$TOOLS" sendto "$KTP_SRV4" 7001)" ok "sendto to a port a rule blocks"
+    expect_eq "$(ktp_counter udp_redirected)" 0 "udp_redirected"
+    expect_eq "$(ktp_counter udp_flows)" 0 "udp_flows"
+    expect_no_file_match "$KTP_LOG" "^.*udp python3" "a udp flow line"
+    stop_ktproxy TERM >/dev/null
 }
 
 start_main_ktproxy() {

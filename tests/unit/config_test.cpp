@@ -223,3 +223,34 @@ TEST_CASE("the schema gives every option its kind")
     CHECK(o.relay == "buffers");
     CHECK(o.listen6.empty());
 }
+
+TEST_CASE("udp = false in a config file turns UDP off; the command line wins over it")
+{
+    TempConfig off("udp = false\n");
+    Options o;
+    auto r = parse_with(off, o);
+    INFO(r.message);
+    REQUIRE(r.run);
+    CHECK_FALSE(o.udp);
+    Options cli_on;
+    REQUIRE(parse_with(off, cli_on, {"--udp"}).run);
+    CHECK(cli_on.udp);
+    TempConfig on("udp = true\n");
+    Options on_o;
+    REQUIRE(parse_with(on, on_o).run);
+    CHECK(on_o.udp);
+    Options cli_off;
+    REQUIRE(parse_with(on, cli_off, {"--no-udp"}).run);
+    CHECK_FALSE(cli_off.udp);
+    // The negated name is not a key of its own: one key, one meaning.
+    TempConfig negated("no-udp = true\n");
+    Options n;
+    auto rn = parse_with(negated, n);
+    CHECK_FALSE(rn.run);
+    CHECK(rn.message.find("'no-udp' is not an option") != std::string::npos);
+    TempConfig wrong("udp = \"off\"\n");
+    Options w;
+    auto rw = parse_with(wrong, w);
+    CHECK_FALSE(rw.run);
+    CHECK(rw.message.find("'udp' takes true or false, not a string") != std::string::npos);
+}

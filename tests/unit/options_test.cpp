@@ -144,3 +144,35 @@ TEST_CASE("--dry-run is refused where forwarded traffic would still be proxied f
     Options o;
     CHECK(parse({"--cgroup", "app", "--dry-run"}, o).run);
 }
+
+TEST_CASE("UDP and DNS are intercepted by default; --no-udp turns them off, --udp is accepted")
+{
+    // Off by default, `run --default proxy=s` would send every DNS query out
+    // directly (issue 13's first user story).
+    Options d;
+    REQUIRE(parse({"--cgroup", "app"}, d).run);
+    CHECK(d.udp);
+    Options off;
+    REQUIRE(parse({"--cgroup", "app", "--no-udp"}, off).run);
+    CHECK_FALSE(off.udp);
+    Options on;
+    REQUIRE(parse({"--cgroup", "app", "--udp"}, on).run);
+    CHECK(on.udp);
+    Options run;
+    REQUIRE(parse({"run", "--no-udp", "--", "true"}, run).run);
+    CHECK_FALSE(run.udp);
+    Options run_default;
+    REQUIRE(parse({"run", "--", "true"}, run_default).run);
+    CHECK(run_default.udp);
+    // The last one given wins, as for any flag said twice.
+    Options last_off;
+    REQUIRE(parse({"--cgroup", "app", "--udp", "--no-udp"}, last_off).run);
+    CHECK_FALSE(last_off.udp);
+    Options last_on;
+    REQUIRE(parse({"--cgroup", "app", "--no-udp", "--udp"}, last_on).run);
+    CHECK(last_on.udp);
+    Options bad;
+    auto r = parse({"--cgroup", "app", "--no-udp=maybe"}, bad);
+    CHECK_FALSE(r.run);
+    CHECK(r.exit_code != 0);
+}
