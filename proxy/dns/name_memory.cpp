@@ -6,26 +6,29 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 namespace ktp {
 namespace {
 
-// 16 address bytes (IPv4 v4-mapped): one key for both socket families.
-std::string key_of(const uint8_t* a16) { return std::string(reinterpret_cast<const char*>(a16), 16); }
-
-std::string key_of(const dns::Address& a)
+std::array<uint8_t, 16> key_of(const dns::Address& a)
 {
-    uint8_t k[16] = {};
+    std::array<uint8_t, 16> k{};
     if (a.v6) {
-        std::memcpy(k, a.bytes.data(), 16);
+        std::memcpy(k.data(), a.bytes.data(), 16);
     } else {
         k[10] = k[11] = 0xff;
-        std::memcpy(k + 12, a.bytes.data(), 4);
+        std::memcpy(k.data() + 12, a.bytes.data(), 4);
     }
-    return key_of(k);
+    return k;
 }
 
 }  // namespace
+
+size_t NameMemory::KeyHash::operator()(const Key& k) const noexcept
+{
+    return std::hash<std::string_view>{}(std::string_view(reinterpret_cast<const char*>(k.data()), k.size()));
+}
 
 void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
 {
@@ -35,7 +38,7 @@ void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
         return;
     std::lock_guard lock(mu_);
     for (const dns::Address& ad : a.addresses) {
-        std::string k = key_of(ad);
+        Key k = key_of(ad);
         // A TTL is the answering server's word, up to 2^32 s: an hour at most.
         Clock::time_point until = now + std::chrono::seconds(std::min<uint32_t>(ad.ttl, kMaxTtl)) + kGrace;
         if (auto it = index_.find(k); it != index_.end()) {
@@ -59,7 +62,8 @@ std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) cons
         return fake_->lookup(addr, now);
     uint32_t m[4];
     addr.to_mapped(m);
-    std::string k = key_of(reinterpret_cast<const uint8_t*>(m));
+    Key k;
+    std::memcpy(k.data(), m, k.size());
     std::lock_guard lock(mu_);
     auto it = index_.find(k);
     if (it == index_.end() || it->second->until < now)

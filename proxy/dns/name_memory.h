@@ -9,6 +9,7 @@
 #include "base/sock_addr.h"
 #include "dns/dns_message.h"
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <list>
@@ -45,15 +46,23 @@ public:
     FakePool* fake() const { return fake_; }
 
 private:
+    // 16 address bytes (IPv4 v4-mapped): one key for both socket families.
+    // A fixed array, not a string: lookup() runs for every new TCP
+    // connection, and a 16-byte std::string is one heap allocation each
+    // (tests/e2e/reliability.sh counts them).
+    using Key = std::array<uint8_t, 16>;
+    struct KeyHash {
+        size_t operator()(const Key& k) const noexcept;
+    };
     FakePool* fake_;
     struct Entry {
-        std::string key;
+        Key key;
         std::string name;
         Clock::time_point until;
     };
     mutable std::mutex mu_;
     mutable std::list<Entry> lru_;  // front: most recently remembered or used
-    std::unordered_map<std::string, std::list<Entry>::iterator> index_;
+    std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };
 
 }  // namespace ktp
