@@ -115,6 +115,10 @@ test_forwarding_works_before_ktproxy() {
 
 test_gateway_curl_ipv4_and_ipv6_through_ktproxy() {
     local out lport
+    # No cgroup, so no UDP relay (UDP is on by default for cgroups): the
+    # ready line says forwarded UDP is not proxied rather than nothing.
+    expect_file_match "$KTP_LOG" "ready: .*gateway on .*UDP not intercepted \(no --cgroup: the gateway proxies forwarded TCP only\)" \
+        "the ready line"
     out=$(in_cli curl -sS --max-time 5 -o /dev/null -w '%{http_code} %{local_port}' "http://$KTP_SRV4/")
     expect_eq "${out%% *}" 200 "curl over IPv4"
     lport="${out##* }"

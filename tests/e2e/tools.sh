@@ -162,9 +162,13 @@ test_status_lists_live_connections_and_counters() {
     done
     expect_match "$out" "127\\.0\\.0\\.1:[0-9]+ +$KTP_SRV4:9000 +direct" "status connection line"
     expect_match "$out" "redirected=[1-9]" "status kernel counters"
+    # UDP is on by default: status names the relay's port.
+    expect_match "$out" "^udp: UDP relay on port [1-9][0-9]*$" "status udp line"
     "$KTPROXY" status --control "$KTP_TMP/ctl.sock" --json | jq -e \
         ".connections | map(select(.orig == \"$KTP_SRV4:9000\" and .route == \"direct\")) | length == 1" >/dev/null ||
         fail "status --json has no such connection"
+    "$KTPROXY" status --control "$KTP_TMP/ctl.sock" --json | jq -e '.udp_port > 0' >/dev/null ||
+        fail "status --json has no UDP relay port"
     # Nobody but root may talk to it.
     setpriv --reuid=65534 --regid=65534 --clear-groups "$KTPROXY" status --control "$KTP_TMP/ctl.sock" >/dev/null 2>&1 &&
         fail "an unprivileged user could read the status"
