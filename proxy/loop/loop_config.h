@@ -40,8 +40,8 @@ struct LoopConfig {
     // dead_cache seconds. -1 / 0: none.
     int dead_dst_fd = -1;
     double dead_cache = 5;
-    // Names the cgroup's DNS answers gave for addresses (--udp; proxy/dns/):
-    // a connection to one carries the name. Not owned; null without --udp.
+    // Names the cgroup's DNS answers gave for addresses (proxy/dns/): a
+    // connection to one carries the name. Not owned; null with --no-udp.
     const NameMemory* names = nullptr;
 };
 
