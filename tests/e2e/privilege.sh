@@ -4,6 +4,8 @@
 # one capability, NoNewPrivs and seccomp, and a root helper does the rest;
 # pins and the control socket are root's alone; metrics stay on loopback
 # unless asked; a config with passwords that others can read is named.
+# UDP (on by default) works in the dropped relay, and its threads (the UDP
+# relay's, the DNS-over-upstream pool's) are as unprivileged as the rest.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -12,6 +14,7 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 
 ktp_topo_up
 start_nginx
+ktp_bg in_srv /usr/bin/python3 "$(cd "$(dirname "$0")" && pwd)/udp_tools.py" echo "$KTP_SRV4" 7000
 
 # status_field PID NAME: a line's value from /proc/PID/status.
 status_field() { awk -v k="$2:" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "/proc/$1/status"; }
@@ -32,8 +35,20 @@ helper_pid() { pgrep -P "$KTP_PID" -x ktproxy-priv | head -1; }
 
 test_every_ktproxy_process_runs_with_least_privilege() {
     trap stop_ktproxy EXIT
-    start_ktproxy --control "$KTP_TMP/ctl.sock" || fail "ktproxy did not start"
+    # pool.test is routed to an upstream nobody listens on: its query makes
+    # the relay start the DNS-over-upstream threads (and then fails).
+    start_ktproxy --control "$KTP_TMP/ctl.sock" --upstream "m=socks5://$KTP_SRV4:1999" \
+        --rule "domain=pool.test proxy=m" || fail "ktproxy did not start"
     in_app curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "curl through the dropped relay failed"
+    local out
+    out=$(in_app /usr/bin/python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b'hi', ('$KTP_SRV4', 7000)); print(s.recvfrom(200)[0].decode())") || fail "UDP through the dropped relay: $out"
+    expect_match "$out" "^hi\|from=$KTP_CLI4:[0-9]+$" "the UDP echo through the dropped relay"
+    [ "$(ktp_counter udp_redirected)" -gt 0 ] || fail "the datagram did not go through ktproxy"
+    in_app /usr/bin/python3 "$(dirname "$0")/udp_tools.py" dnsmany "$KTP_SRV4" 1 pool.test >/dev/null
+    wait_log "$KTP_LOG" "pool\.test" 5 || fail "no log line for the query routed to the upstream"
     local uid want_uid
     want_uid=$(id -u ktproxy 2>/dev/null || id -u nobody)
     uid=$(status_field "$KTP_PID" Uid)
@@ -48,6 +63,7 @@ test_every_ktproxy_process_runs_with_least_privilege() {
     expect_eq "$(status_field "$KTP_PID" Seccomp)" 2 "relay Seccomp"
     # Every thread, not only the main one: capabilities are per thread.
     local t
+    echo "    relay threads: $(ls /proc/"$KTP_PID"/task | wc -l) ($(cat /proc/"$KTP_PID"/task/*/comm | sort | uniq -c | tr -s ' \n' ' '))" >&2
     for t in /proc/"$KTP_PID"/task/*; do
         expect_eq "$(awk '$1 == "CapEff:" { print $2 }' "$t/status")" "$(kept_cap_mask)" "CapEff of thread $t"
         expect_eq "$(awk '$1 == "Seccomp:" { print $2 }' "$t/status")" 2 "Seccomp of thread $t"
