@@ -5,7 +5,8 @@
 # checksums; replies seen from the original destination; a block rule failing
 # sendto with EPERM; a process outside the cgroup untouched; short-lived
 # sockets leaving no flow state; a process outside the cgroup sending to an
-# app socket's token gets no flow; kill -9 failing open (and --fail-closed not).
+# app socket's token gets no flow; kill -9 failing open (and --fail-closed not,
+# until a restart takes the pinned hooks over and relays again).
 # Through SOCKS5 upstreams (UDP ASSOCIATE, RFC 1928 section 7): dante with a
 # password, 10,000 datagrams each way (IPv4; IPv6 destinations through
 # udp_tools.py's relay); udp_tools.py's socks5udp as a hostile
@@ -285,8 +286,16 @@ test_kill9_fails_open_and_fail_closed_fails() {
     kill -9 "$KTP_PID"
     ktp_wait_dead || fail "ktproxy did not die"
     rc=$(in_app "$PY" "$TOOLS" sendto "$KTP_SRV4" 7000)
+    [ "$rc" = ECONNREFUSED ] ||
+        { remove_my_pins; fail "sendto with the pinned hooks of a dead --fail-closed ktproxy: expected ECONNREFUSED, got '$rc'"; }
+    # A restart (a service's Restart=on-failure) takes the pinned hooks
+    # over, and UDP, on by default, goes through the new relay's port.
+    start_ktproxy --fail-closed || { remove_my_pins; fail "ktproxy --fail-closed did not start again"; }
+    out=$(client "$KTP_SRV4" 100 unconnected)
+    stop_ktproxy TERM >/dev/null
     remove_my_pins
-    expect_eq "$rc" ECONNREFUSED "sendto with the pinned hooks of a dead --fail-closed ktproxy"
+    expect_match "$out" "ok=100 lost=0" "after the restart that took the pinned hooks over"
+    expect_file_match "$KTP_LOG" "ready: .*UDP relay on port .*took over pinned hooks" "the restart's ready line"
 }
 
 test_cgroup_match_leaves_unmatched_cgroups_udp_alone() {
