@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/text_file.h"
 #include "daemon/cgroup_match.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
@@ -17,6 +18,7 @@
 #include "daemon/seccomp_filter.h"
 #include "daemon/routing.h"
 #include "dns/name_memory.h"
+#include "dns/resolv_conf.h"
 #include "udp/udp_relay.h"
 #include "dns/fake_pool.h"
 #include "daemon/signals.h"
@@ -24,6 +26,7 @@
 #include "daemon/workers.h"
 #include "netns/netns_listeners.h"
 
+#include <fmt/ranges.h>
 #include <linux/capability.h>
 #include <malloc.h>
 #include <signal.h>
@@ -131,6 +134,14 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             uc.dns_resolver = parse_dns_resolver(o.dns_resolver);
         udp = std::make_unique<UdpRelay>(uc, router, &names);
         listeners.udp_port = udp->port();
+        // Queries to a loopback resolver are a local service's, left alone:
+        // the forwarder never sees them (docs/dns.md "Leak model").
+        auto local = dns::loopback_nameservers(read_text_file("/etc/resolv.conf"));
+        if (!local.empty())
+            log::warn("DNS: /etc/resolv.conf names a resolver on loopback ({}): the cgroup's queries to it are not "
+                      "intercepted, and it asks its own servers from outside the cgroup, directly (docs/dns.md, "
+                      "\"Leak model\")",
+                      fmt::join(local, ", "));
     }
 
     KernelSide kernel(o, listeners, cgroups.name);

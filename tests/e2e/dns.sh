@@ -15,7 +15,8 @@
 # name routed direct still resolves for real. Issue 13's first user story as
 # typed, with no UDP flag: `ktproxy run --upstream s=socks5://(dante)
 # --default proxy=s -- curl http://name/` puts no port-53 packet from the
-# client host on the wire, and dnsmasq is asked from dante's side.
+# client host on the wire, and dnsmasq is asked from dante's side; a
+# resolver on loopback (not intercepted) gets a warning at start.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -270,6 +271,22 @@ test_run_default_proxy_leaks_no_dns_without_any_udp_flag() {
         fail "dante's log shows no DNS-over-TCP connection to dnsmasq"
     wait_log "$DANTE_DIR/danted.log" "username%ktpuser@.* -> .* $KTP_SRV4\.8089( |$)" ||
         fail "dante's log shows no connection to the web server"
+}
+
+test_loopback_resolver_gets_a_warning_at_start() {
+    # A resolver on loopback (systemd-resolved's 127.0.0.53) is left alone by
+    # the hooks and asks its servers from outside the cgroup: `ktproxy run`
+    # (quiet unless something is wrong) says so on stderr, once; not with
+    # --no-udp, where nothing is intercepted anyway.
+    local out
+    printf 'nameserver 127.0.0.53\noptions edns0\n' > "$KTP_TMP/resolv.lo.conf"
+    out=$(in_cli unshare -m sh -c "mount --bind '$KTP_TMP/resolv.lo.conf' /etc/resolv.conf &&
+        exec timeout 30 '$KTPROXY' run -- true" 2>&1) || fail "ktproxy run true failed: $out"
+    expect_match "$out" "warn: DNS: /etc/resolv.conf names a resolver on loopback \(127\.0\.0\.53\)" "stderr"
+    expect_eq "$(grep -c 'resolver on loopback' <<< "$out")" 1 "warning lines"
+    out=$(in_cli unshare -m sh -c "mount --bind '$KTP_TMP/resolv.lo.conf' /etc/resolv.conf &&
+        exec timeout 30 '$KTPROXY' run --no-udp -- true" 2>&1) || fail "ktproxy run --no-udp true failed: $out"
+    expect_eq "$out" "" "stderr of ktproxy run --no-udp"
 }
 
 test_unparsed_query_does_not_leak_direct() {

@@ -1,0 +1,52 @@
+// resolv.conf's nameserver lines, read for loopback resolvers.
+#include "dns/resolv_conf.h"
+
+#include "base/sock_addr.h"
+
+#include <arpa/inet.h>
+
+namespace ktp::dns {
+
+namespace {
+
+bool loopback(std::string_view ip)
+{
+    // An IPv6 nameserver may carry a scope (fe80::1%eth0): not loopback.
+    auto a = SockAddr::parse_ip(ip, 0);
+    if (!a)
+        return false;
+    uint32_t m[4];
+    a->to_mapped(m);
+    if (m[0] == 0 && m[1] == 0 && ntohl(m[2]) == 0xffff)
+        return (ntohl(m[3]) >> 24) == 127;
+    return m[0] == 0 && m[1] == 0 && m[2] == 0 && ntohl(m[3]) == 1;
+}
+
+}  // namespace
+
+std::vector<std::string> loopback_nameservers(std::string_view text)
+{
+    std::vector<std::string> out;
+    while (!text.empty()) {
+        size_t nl = text.find('\n');
+        std::string_view line = text.substr(0, nl);
+        text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+        auto skip_blank = [&line] {
+            size_t i = line.find_first_not_of(" \t\r");
+            line = i == std::string_view::npos ? std::string_view() : line.substr(i);
+        };
+        skip_blank();
+        constexpr std::string_view kKey = "nameserver";
+        if (line.substr(0, kKey.size()) != kKey || line.size() == kKey.size() ||
+            (line[kKey.size()] != ' ' && line[kKey.size()] != '\t'))
+            continue;
+        line.remove_prefix(kKey.size());
+        skip_blank();
+        std::string_view ip = line.substr(0, line.find_first_of(" \t\r#;"));
+        if (loopback(ip))
+            out.emplace_back(ip);
+    }
+    return out;
+}
+
+}  // namespace ktp::dns
