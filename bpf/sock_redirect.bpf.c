@@ -547,11 +547,15 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 		return 1;
 	}
 	if (ctx->optname == KTP_SO_CONN_INFO) {
-		struct ktp_orig_dst *out = optval;
+		struct ktp_conn_info *out = optval;
 
 		if ((void *)(out + 1) > optval_end)
 			return 1;
-		*out = *od;
+		out->od = *od;
+		__builtin_memcpy(out->peer_addr, v.remote, sizeof(out->peer_addr));
+		out->peer_port = v.remote_port;
+		out->peer_family = v.family;
+		out->_pad = 0;
 		ctx->optlen = sizeof(*out);
 	} else if (ctx->level == SOL_IP) {
 		struct sockaddr_in *sin = optval;

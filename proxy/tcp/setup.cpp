@@ -42,19 +42,19 @@ void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-SockAddr orig_of(const ktp_orig_dst& od)
+SockAddr addr_of(const __u32 (&addr)[4], uint16_t port, uint16_t family)
 {
-    if (od.family == KTP_AF_INET) {
+    if (family == KTP_AF_INET) {
         sockaddr_in sin{};
         sin.sin_family = AF_INET;
-        sin.sin_port = od.port;
-        sin.sin_addr.s_addr = od.addr[3];
+        sin.sin_port = port;
+        sin.sin_addr.s_addr = addr[3];
         return SockAddr(reinterpret_cast<const sockaddr*>(&sin), sizeof(sin));
     }
     sockaddr_in6 sin6{};
     sin6.sin6_family = AF_INET6;
-    sin6.sin6_port = od.port;
-    std::memcpy(&sin6.sin6_addr, od.addr, sizeof(sin6.sin6_addr));
+    sin6.sin6_port = port;
+    std::memcpy(&sin6.sin6_addr, addr, sizeof(sin6.sin6_addr));
     return SockAddr(reinterpret_cast<const sockaddr*>(&sin6), sizeof(sin6)).unmapped();
 }
 
@@ -164,23 +164,27 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     Conn& c = pool_.alloc(router_.load(std::memory_order_acquire), now_);
     c.fd[0] = UniqueFd(res);
     FixedFiles::opened();
-    // Asked now, not when shown (docs/performance.md, issue 19: lazily, the
-    // restart test of tests/e2e/hostile.sh saw connections no line named).
-    learn_addresses(c);
-
+    // The client's address is asked now, not when shown (docs/performance.md,
+    // issue 19: lazily, the restart test of tests/e2e/hostile.sh saw
+    // connections no line named).
     if (l.transparent) {
         // Gateway: the TC program handed the SYN to this listener; the
         // connection's local address is where the client was going.
+        learn_addresses(c);
         c.orig = SockAddr::local_of(res).unmapped();
     } else {
-        // One call gives the destination and who connected: ktproxy's own
-        // option, answered by the same getsockopt program as SO_ORIGINAL_DST
-        // from the same socket storage (bpf/ktproxy_shared.h).
-        ktp_orig_dst od{};
-        socklen_t len = sizeof(od);
-        if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &od, &len) != 0 || len != sizeof(od))
+        // One call gives the destination, who connected and from where:
+        // ktproxy's own option, answered by the same getsockopt program as
+        // SO_ORIGINAL_DST from the same socket storage (bpf/ktproxy_shared.h).
+        ktp_conn_info info{};
+        socklen_t len = sizeof(info);
+        if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &info, &len) != 0 || len != sizeof(info)) {
+            learn_addresses(c);
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
-        c.orig = orig_of(od);
+        }
+        const ktp_orig_dst& od = info.od;
+        c.client = addr_of(info.peer_addr, info.peer_port, info.peer_family);
+        c.orig = addr_of(od.addr, od.port, od.family);
         // A container's listener may close (its namespace gone) while the
         // connection lives on: its address is the namespace's copy.
         c.app_ns = l.ns;
