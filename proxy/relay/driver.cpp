@@ -174,7 +174,7 @@ void RelayDriver::on_completion(const Completion& cq)
             fixed_.reset_failed(-res);
         maybe_release(c);
         break;
-    default:  // link timeouts and cancels only hold a reference
+    default:  // cancels only hold a reference
         maybe_release(c);
         break;
     }

@@ -35,7 +35,7 @@ public:
     // Both sockets connected (and the upstream handshake done): relay,
     // replaying the bytes at the start of the setup chunks first.
     void start(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
-    // kRecv, kSend, kShutdown, kWatch, kCancel, kLinkTimeout, kLinger.
+    // kRecv, kSend, kShutdown, kWatch, kCancel, kLinger.
     void on_completion(const Completion& cq) override;
 
     // Carries out the Relay's next operations.

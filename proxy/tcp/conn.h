@@ -104,6 +104,8 @@ struct alignas(kUserDataAlign) Conn {
     bool domain_remembered = false;
     bool sniffed = false;
     uint32_t sniff_len = 0;  // client bytes at the start of setup[c2u]
+    bool peeking = false;    // the read beside a direct connect is in flight (TcpSetup::peek)
+    bool connected = false;  // ... and the connect completed before it
 
     // Upstream handshake.
     std::unique_ptr<Handshake> hs;

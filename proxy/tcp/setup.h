@@ -64,6 +64,8 @@ private:
     // Optimistic data (upstream/handshake.h send_early), then the handshake.
     void start_handshake(Conn& c);
     void on_early(Conn& c, int res);
+    void peek(Conn& c);
+    void on_peek(Conn& c, int res);
     void hs_step(Conn& c, HandshakeStep step);
     void on_hs_send(Conn& c, int res);
     void on_hs_recv(Conn& c, int res);
