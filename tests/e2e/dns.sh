@@ -14,7 +14,8 @@
 # not hand out, or one a rule routes direct, is refused and reaches nobody; a
 # name routed direct still resolves for real. DNS over TCP (dig +tcp, glibc's
 # use-vc, pipelined queries from Python) gets the same routing by name, name
-# memory, block and fake answers; hostile TCP clients are cut with a log line.
+# memory, block and fake answers; hostile TCP clients are cut with a log line,
+# and a resolver that never answers gives SERVFAIL in bounded time.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -487,6 +488,41 @@ print("silent", idle_fate, "in time" if time.monotonic() - t0 < 19 else "late")'
     out=$(in_app dig +tcp +time=5 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig after the hostile clients: $out"
     expect_match "$out" "web\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp after the hostile clients"
     stop_ktproxy TERM || true
+}
+
+test_tcp_resolver_that_never_answers_gets_servfail() {
+    # A resolver (on an address of the server host's own) that accepts and
+    # never answers: the exchange gives up after 5 s and the client gets
+    # SERVFAIL, not a hang.
+    local mute=10.201.0.53 out
+    ip -n "$KTP_SRV" addr add "$mute/24" dev "kv${KTP_ID}s" || fail "adding $mute"
+    ktp_bg in_srv "$PY" -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 53))
+s.listen(8)
+s.settimeout(30)
+held = []
+end = time.monotonic() + 30
+while time.monotonic() < end and len(held) < 8:
+    try:
+        held.append(s.accept())
+    except OSError:
+        break
+time.sleep(max(0, end - time.monotonic()))' "$mute"
+    local mute_pid="${KTP_PIDS[-1]}"
+    for _ in $(seq 50); do
+        ip netns exec "$KTP_SRV" ss -Hltn "src $mute:53" | grep -q LISTEN && break
+        sleep 0.1
+    done
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app dig +tcp +time=12 +tries=1 @"$mute" web.test A 2>&1) || true
+    stop_ktproxy TERM || true
+    kill "$mute_pid" 2>/dev/null
+    expect_match "$out" "status: SERVFAIL" "dig +tcp status when the resolver never answers"
+    expect_file_match "$KTP_LOG" "dns-tcp .*web.test via direct: no answer from $mute:53; answered SERVFAIL" \
+        "log line for the silent resolver"
 }
 
 start_main_ktproxy() {
