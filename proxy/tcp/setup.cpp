@@ -10,6 +10,7 @@
 #include "netns/netns.h"
 #include "relay/driver.h"
 #include "route/sniff.h"
+#include "dns/dns_tcp.h"
 #include "dns/name_memory.h"
 #include "upstream/handshake.h"
 #include "upstream/http_connect.h"
@@ -200,6 +201,18 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     }
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return relay_.fail(c, End::error, "original destination is ktproxy itself");
+    // DNS over TCP (--udp): the forwarder reads its queries and routes each
+    // by the name asked, as it does over UDP. Only from ktproxy's own
+    // namespace (the forwarder's sockets are there, a container's resolver
+    // may not be reachable from it); never to a fake address, which must not
+    // reach the network.
+    if (cfg_.dns_tcp && !l.transparent && !l.ns && c.orig.port() == 53 &&
+        !(cfg_.names && cfg_.names->is_fake(c.orig))) {
+        cfg_.dns_tcp->adopt(std::move(c.fd[0]), c.client, c.orig, c.proc);
+        FixedFiles::closed();
+        pool_.release(c);
+        return;
+    }
     // Past half of the fd limit the client's socket goes into the fixed
     // table now, not when relaying starts: in a burst, connections still in
     // setup hold two ordinary fds each (the client's and the upstream's) and

@@ -3,8 +3,9 @@
 // connect (SO_MARK, TCP_NODELAY, keepalive, TCP_USER_TIMEOUT) -> upstream
 // handshake (SOCKS5, HTTP CONNECT) -> a ready pair of sockets handed to the
 // relay (RelayDriver::start). The UDP datagram path and the DNS forwarder
-// are to be its siblings (their own owners of their own tags, loop/ring.h),
-// not branches inside it.
+// run on threads of their own (udp/, dns/), not as branches inside it; the
+// one exception hands a connection to port 53 (--udp) to dns/dns_tcp.h
+// right after accept.
 #pragma once
 
 #include "loop/fixed_files.h"

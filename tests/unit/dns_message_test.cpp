@@ -75,6 +75,27 @@ TEST_CASE("a query's question is read, lowercased")
     CHECK(q->qtype == dns::kTypeAaaa);
 }
 
+TEST_CASE("DNS over TCP: pipelined messages are taken one by one, a short length is refused")
+{
+    const std::string q1 = query("a.test"), q2 = query("b.test", dns::kTypeAaaa);
+    const std::string stream = dns::frame_tcp_message(q1) + dns::frame_tcp_message(q2);
+    auto f = dns::take_tcp_message(stream);
+    REQUIRE(f.status == dns::TcpFrame::whole);
+    CHECK(f.message == q1);
+    CHECK(f.used == 2 + q1.size());
+    auto g = dns::take_tcp_message(std::string_view(stream).substr(f.used));
+    REQUIRE(g.status == dns::TcpFrame::whole);
+    CHECK(dns::parse_question(g.message)->name == "b.test");
+    // Every cut short of the whole message waits for more.
+    for (size_t n = 0; n < 2 + q1.size(); ++n)
+        CHECK(dns::take_tcp_message(stream.substr(0, n)).status == dns::TcpFrame::need_more);
+    // No DNS message is shorter than its header: the stream is not DNS.
+    CHECK(dns::take_tcp_message(u16(0)).status == dns::TcpFrame::bad);
+    CHECK(dns::take_tcp_message(u16(11) + std::string(11, 'x')).status == dns::TcpFrame::bad);
+    CHECK(dns::frame_tcp_message(std::string(65536, 'x')).empty());
+    CHECK(dns::frame_tcp_message(std::string(65535, 'x')).size() == 65537);
+}
+
 TEST_CASE("an answer's addresses follow the CNAME chain, with the smallest TTL")
 {
     // Question at offset 12; the CNAME target compressed against it.
