@@ -180,17 +180,25 @@ print(s.recvfrom(600)[0][3] & 0x0f)' "$KTP_SRV4") || fail "query failed: $out"
     ! grep -q $'\x1b' "$KTP_LOG" || fail "an escape byte reached the log"
 }
 
-test_name_memory_routes_a_server_speaks_first_protocol() {
+# banner_by_name [DIG_FLAGS...]: the app resolves banner.test through
+# ktproxy (dig with these flags), then reads the banner server's greeting at
+# the answered address: a server-speaks-first protocol, so only the
+# remembered name can route it. It must go by banner.test's rule through
+# microsocks (which is given the address and sees the server host's own).
+banner_by_name() {
     local out
-    out=$(in_app sh -c "dig +short +time=3 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
+    out=$(in_app sh -c "dig $* +short +time=5 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
         $PY -c '
 import socket
 s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
 print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
-    # Through microsocks (its address on the server host), given the address.
-    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner"
+    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner (through microsocks)"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line routing banner.test via m"
+}
+
+test_name_memory_routes_a_server_speaks_first_protocol() {
+    banner_by_name
 }
 
 test_10000_queries_from_short_lived_sockets_leave_no_flows() {
@@ -369,16 +377,8 @@ test_tcp_answer_is_remembered_for_domain_rules() {
     # The answer dig +tcp got for banner.test names the address: the banner
     # connection that follows is routed by banner.test's rule (through
     # microsocks, which sees the server host's own address).
-    local out
     start_tcp_ktproxy || fail "ktproxy did not start"
-    out=$(in_app sh -c "dig +tcp +short +time=5 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
-        $PY -c '
-import socket
-s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
-print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
-    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner (through microsocks)"
-    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
-        fail "no conn line routing banner.test via m"
+    banner_by_name +tcp
     stop_ktproxy TERM || true
 }
 

@@ -4,6 +4,7 @@
 // domain rule, fake mode's own answers.
 #include "dns/dns_forwarder.h"
 #include "dns/dns_message.h"
+#include "dns_wire.h"
 #include "dns/fake_pool.h"
 #include "dns/name_memory.h"
 
@@ -14,24 +15,10 @@
 #include <vector>
 
 using namespace ktp;
+using namespace ktp::test;
 
 namespace {
 
-std::string query(const std::string& dotted, uint16_t type = dns::kTypeA)
-{
-    std::string q = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
-    size_t at = 0;
-    while (at < dotted.size()) {
-        size_t dot = dotted.find('.', at);
-        if (dot == std::string::npos)
-            dot = dotted.size();
-        q += char(dot - at) + dotted.substr(at, dot - at);
-        at = dot + 1;
-    }
-    q += '\0';
-    q += {char(type >> 8), char(type & 0xff), 0, 1};
-    return q;
-}
 
 struct Fixture {
     RouterSlot slot{std::make_shared<const Router>(

@@ -1,6 +1,7 @@
 // DNS message parsing for the forwarder and the name memory: questions,
 // answers with CNAME chains and compression, refusals, and hostile input.
 #include "dns/dns_message.h"
+#include "dns_wire.h"
 #include "dns/fake_pool.h"
 #include "dns/name_memory.h"
 #include "dns/name_text.h"
@@ -14,36 +15,10 @@
 #include <utility>
 
 using namespace ktp;
+using namespace ktp::test;
 using namespace std::string_literals;
 
 namespace {
-
-std::string u16(unsigned v) { return {char(v >> 8 & 0xff), char(v & 0xff)}; }
-std::string u32(unsigned v) { return u16(v >> 16) + u16(v & 0xffff); }
-
-std::string name(const std::string& dotted)
-{
-    std::string out;
-    size_t at = 0;
-    while (at < dotted.size()) {
-        size_t dot = dotted.find('.', at);
-        if (dot == std::string::npos)
-            dot = dotted.size();
-        out += char(dot - at) + dotted.substr(at, dot - at);
-        at = dot + 1;
-    }
-    return out + '\0';
-}
-
-std::string header(unsigned id, unsigned flags, unsigned qd, unsigned an)
-{
-    return u16(id) + u16(flags) + u16(qd) + u16(an) + u16(0) + u16(0);
-}
-
-std::string query(const std::string& n, unsigned type = dns::kTypeA)
-{
-    return header(0x1234, 0x0100, 1, 0) + name(n) + u16(type) + u16(1);
-}
 
 std::string rr(const std::string& owner, unsigned type, unsigned ttl, const std::string& rdata)
 {
