@@ -16,7 +16,8 @@
 namespace ktp::dns {
 
 constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeAaaa = 28;
-constexpr uint8_t kRcodeServfail = 2, kRcodeNxdomain = 3, kRcodeRefused = 5;
+constexpr uint16_t kTypeIxfr = 251, kTypeAxfr = 252;
+constexpr uint8_t kRcodeServfail = 2, kRcodeNxdomain = 3, kRcodeNotimp = 4, kRcodeRefused = 5;
 
 struct Question {
     uint16_t id = 0;

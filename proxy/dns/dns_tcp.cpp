@@ -5,6 +5,7 @@
 #include "base/log.h"
 #include "dns/dns_forwarder.h"
 #include "dns/dns_message.h"
+#include "dns/name_text.h"
 
 #include <fmt/format.h>
 #include <sys/epoll.h>
@@ -264,6 +265,15 @@ bool DnsTcp::finish_if_done(Conn& c)
 
 void DnsTcp::query(Conn& c, std::string_view msg)
 {
+    // A zone transfer's answer is many messages, and an exchange here is one
+    // query, one answer: cut after the first, the transfer would look
+    // complete and hold a part of the zone. Said at once instead.
+    if (auto q = dns::parse_question(msg); q && (q->qtype == dns::kTypeAxfr || q->qtype == dns::kTypeIxfr)) {
+        log::info("dns-tcp {}[{}] {} type {}: zone transfers are not forwarded; answered NOTIMP", c.comm, c.pid,
+                  dns::printable_name(q->name), q->qtype == dns::kTypeAxfr ? "AXFR" : "IXFR");
+        (void)send_answer(c, dns::frame_tcp_message(dns::refusal(msg, dns::kRcodeNotimp)));
+        return;
+    }
     DnsRoute r = dns_.route(msg, DnsAsker{c.resolver, c.comm, c.pid});
     switch (r.kind) {
     case DnsRoute::Kind::answered:

@@ -391,6 +391,20 @@ test_tcp_blocked_name_is_refused() {
     expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
 }
 
+test_tcp_zone_transfer_is_refused_not_cut_short() {
+    # An AXFR answer is many messages; the forwarder's exchange is one
+    # query, one answer. A transfer cut after the first message would look
+    # complete to the client: NOTIMP at once instead, and a log line.
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app dig +time=5 +tries=1 @"$KTP_SRV4" axfr zone.test 2>&1) || true
+    stop_ktproxy TERM || true
+    expect_match "$out" "Transfer failed" "dig axfr through ktproxy"
+    expect_file_match "$KTP_LOG" "dns-tcp [^ ]+\\[[0-9]+\\] zone.test type AXFR: zone transfers are not forwarded; answered NOTIMP" \
+        "the log line"
+    expect_eq "$(queries_for zone.test)" 0 "queries for zone.test that reached dnsmasq"
+}
+
 test_tcp_fake_mode_answers_fake_addresses() {
     # dig +tcp and glibc with `options use-vc` (every query over TCP) get a
     # fake address; curl reaches the page through microsocks by name.
