@@ -11,8 +11,8 @@
 /* SO_ORIGINAL_DST (SOL_IP) and IP6T_SO_ORIGINAL_DST (SOL_IPV6) share one value. */
 #define KTP_SO_ORIGINAL_DST 80
 /* ktproxy's own getsockopt(SOL_IP) option, answered by the cgroup/getsockopt
- * program on ktproxy's accepted socket: the whole struct ktp_orig_dst
- * (destination and the process that connected) in one call. No kernel
+ * program on ktproxy's accepted socket: struct ktp_conn_info (destination,
+ * the process that connected, and who the peer is) in one call. No kernel
  * option has this number, and SO_ORIGINAL_DST keeps its size for others. */
 #define KTP_SO_CONN_INFO 0x4b5450
 
@@ -63,6 +63,17 @@ struct ktp_orig_dst {
 	__u32 uid;      /* its uid, in the initial user namespace */
 	char comm[16];  /* its thread's comm (TASK_COMM_LEN), NUL-terminated */
 	__u32 flags;    /* KTP_OD_*; only the app's copy (ktp_app_dst) uses them */
+	__u32 _pad;
+};
+
+/* KTP_SO_CONN_INFO's answer: the connection's ktp_orig_dst and the accepted
+ * socket's peer (the app's address), so that one getsockopt replaces
+ * getsockopt + getpeername at accept (issue 19). */
+struct ktp_conn_info {
+	struct ktp_orig_dst od;
+	__u32 peer_addr[4];  /* v4-mapped for IPv4; network order */
+	__u16 peer_port;     /* network byte order */
+	__u16 peer_family;   /* KTP_AF_INET or KTP_AF_INET6 */
 	__u32 _pad;
 };
 

@@ -210,7 +210,7 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	ktp_map_v4(dst, ctx->user_ip4);
 	if (ktp_dry_run_on())
 		return ktp_dry_run(ctx, sk, dst, 1);
-	verdict = ktp_route(dst, ctx->user_port);
+	verdict = ktp_route_dns(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
 	if (ktp_dead_dst_refuse(dst, ctx->user_port))
@@ -241,7 +241,7 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 	mapped = ktp_is_v4mapped(dst);
 	if (ktp_dry_run_on())
 		return ktp_dry_run(ctx, sk, dst, mapped || ktp_have_ip6);
-	verdict = ktp_route(dst, ctx->user_port);
+	verdict = ktp_route_dns(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
 	if (!mapped && !ktp_have_ip6)
@@ -547,11 +547,15 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 		return 1;
 	}
 	if (ctx->optname == KTP_SO_CONN_INFO) {
-		struct ktp_orig_dst *out = optval;
+		struct ktp_conn_info *out = optval;
 
 		if ((void *)(out + 1) > optval_end)
 			return 1;
-		*out = *od;
+		out->od = *od;
+		__builtin_memcpy(out->peer_addr, v.remote, sizeof(out->peer_addr));
+		out->peer_port = v.remote_port;
+		out->peer_family = v.family;
+		out->_pad = 0;
 		ctx->optlen = sizeof(*out);
 	} else if (ctx->level == SOL_IP) {
 		struct sockaddr_in *sin = optval;

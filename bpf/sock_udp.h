@@ -206,18 +206,22 @@ static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const
 	return 1;
 }
 
-/* Routing of a UDP destination (v4-mapped or IPv6, port network order):
- * 1 = leave it, 0 = fail it with EPERM (block), -1 = to the relay. */
-static __always_inline int ktp_udp_route(const __u32 dst[4], __u32 port)
+/* Routing of a destination (v4-mapped or IPv6, port network order), UDP or
+ * TCP: 1 = leave it, 0 = fail it with EPERM (block), -1 = to ktproxy. With
+ * --udp, DNS (port 53, over UDP or TCP) goes to ktproxy's forwarder even
+ * where the address rules say direct: the forwarder routes each query by the
+ * name asked and remembers the answer for domain rules (docs/dns.md). */
+static __always_inline int ktp_route_dns(const __u32 dst[4], __u32 port)
 {
-	int verdict = ktp_route(dst, port);
+	__u16 rule;
 
-	/* DNS goes to ktproxy's forwarder even where the address rules say
-	 * direct: the forwarder routes each query by the name asked and
-	 * remembers the answer for domain rules (docs/dns.md). */
-	if (verdict == 1 && port == bpf_htons(53))
-		return -1;
-	return verdict;
+	if (!ktp_udp_port || port != bpf_htons(53))
+		return ktp_route(dst, port);
+	if (ktp_route_action(dst, port, &rule) == KTP_ACT_BLOCK) {
+		ktp_count(KTP_CTR_BLOCKED);
+		return 0;
+	}
+	return -1;
 }
 
 /* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.
@@ -286,7 +290,7 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		ktp_map_v4(dst, ctx->user_ip4);
 	}
 	port = ctx->user_port;
-	verdict = ktp_udp_route(dst, port);
+	verdict = ktp_route_dns(dst, port);
 	if (verdict >= 0)
 		return verdict;
 	/* (sendmsg6 never sees a v4-mapped destination: the kernel sends it

@@ -2,6 +2,8 @@
 // over the bytes, tracking the line for every error.
 #include "config/toml.h"
 
+#include "base/printable.h"
+
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -22,17 +24,7 @@ const char* toml_type_name(TomlValue::Type t)
     return "a value";
 }
 
-std::string toml_printable(std::string_view text)
-{
-    std::string out;
-    for (unsigned char c : text) {
-        if (c < 0x20 || c == 0x7f)
-            out += fmt::format("\\x{:02x}", c);
-        else
-            out += static_cast<char>(c);
-    }
-    return out;
-}
+std::string toml_printable(std::string_view text) { return printable(text, {.high = true}); }
 
 namespace {
 
@@ -232,18 +224,13 @@ private:
         while (!at_end() && is_bare_key_char(s_[i_]))
             ++i_;
         if (i_ == start)
-            return error(fmt::format("expected a key, found '{}'", printable(c)));
+            return error(fmt::format("expected a key, found '{}'", shown(c)));
         out.assign(s_.substr(start, i_ - start));
         return true;
     }
 
-    static std::string printable(char c)
-    {
-        auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u >= 0x7f)
-            return fmt::format("\\x{:02x}", u);
-        return std::string(1, c);
-    }
+    // One byte of the file quoted in an error; a stray UTF-8 byte too is \xHH.
+    static std::string shown(char c) { return printable(std::string_view(&c, 1)); }
 
     bool value(TomlValue& v, int depth = 0)
     {
@@ -292,7 +279,7 @@ private:
                 ++i_;
                 return true;
             }
-            return error(fmt::format("expected ',' or ']' in an array, found '{}'", printable(peek())));
+            return error(fmt::format("expected ',' or ']' in an array, found '{}'", shown(peek())));
         }
     }
 
@@ -328,7 +315,7 @@ private:
         case '\\': out += '\\'; return true;
         case 'u': return hex_escape(out, 4);
         case 'U': return hex_escape(out, 8);
-        default: --i_; return error(fmt::format("unknown escape '\\{}' in a string", printable(e)));
+        default: --i_; return error(fmt::format("unknown escape '\\{}' in a string", shown(e)));
         }
     }
 
@@ -452,7 +439,7 @@ private:
         }
         std::string_view t = s_.substr(start, i_ - start);
         if (t.empty())
-            return error(fmt::format("expected a value, found '{}'", printable(peek())));
+            return error(fmt::format("expected a value, found '{}'", shown(peek())));
         if (t == "true" || t == "false") {
             v.type = TomlValue::Type::boolean;
             v.text = std::string(t);

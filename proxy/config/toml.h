@@ -35,8 +35,9 @@ Result<std::vector<TomlEntry>> parse_toml(std::string_view text);
 
 const char* toml_type_name(TomlValue::Type t);
 
-// The text with control characters written as \xNN, for one-line messages
-// that quote a key or value from the file.
+// The text with control characters written as \xHH (base/printable.h), for
+// one-line messages that quote a key or value from the file. The file is
+// UTF-8 (checked first), so bytes past ASCII stay as they are.
 std::string toml_printable(std::string_view text);
 
 }  // namespace ktp

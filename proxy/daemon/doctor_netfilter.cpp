@@ -1,6 +1,8 @@
 // Finding ktproxy's marks in nftables' JSON and in iptables-save output.
 #include "daemon/doctor_netfilter.h"
 
+#include "base/printable.h"
+
 #include <fmt/format.h>
 
 #include <cctype>
@@ -293,15 +295,8 @@ void scan_expr(const Json& e, const std::vector<MarkUse>& marks, std::vector<std
 
 // Names and comments in a ruleset are whoever wrote it's: a newline or an
 // escape sequence in them must not forge lines of doctor's report or drive
-// the terminal.
-std::string printable(std::string_view s)
-{
-    std::string out(s);
-    for (char& c : out)
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
-            c = '?';
-    return out;
-}
+// the terminal. Non-ASCII text (a UTF-8 comment) stays readable.
+constexpr PrintableRules kRuleText{.high = true};
 
 std::optional<uint64_t> hex_or_dec(std::string_view s)
 {
@@ -355,7 +350,8 @@ NftScan scan_nft_json(std::string_view json, const std::vector<MarkUse>& marks, 
             scan_expr(e, marks, found);
         for (auto& f : found)
             out.hits.push_back({printable(fmt::format("nft {} {} chain {} handle {}", family, table,
-                                                      rule->str("chain"), rule->str("handle"))),
+                                                      rule->str("chain"), rule->str("handle")),
+                                          kRuleText),
                                 std::move(f)});
     }
     return out;
@@ -407,7 +403,7 @@ IptablesScan scan_iptables_save(std::string_view text, const std::string& family
                 else if (set && (m & mu.value) != 0 && (v & m) == (mu.value & m))
                     hit = fmt::format("sets {} {:#x}/{:#x} ({} {:#x})", what, v, m, mu.flag, mu.value);
                 if (!hit.empty())
-                    out.hits.push_back({printable(fmt::format("{} -t {} {}", cmd, table, line)), std::move(hit)});
+                    out.hits.push_back({printable(fmt::format("{} -t {} {}", cmd, table, line), kRuleText), std::move(hit)});
             }
         }
     }

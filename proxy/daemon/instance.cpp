@@ -20,6 +20,8 @@
 #include "dns/name_memory.h"
 #include "dns/resolv_conf.h"
 #include "udp/udp_relay.h"
+#include "dns/dns_forwarder.h"
+#include "dns/dns_tcp.h"
 #include "dns/fake_pool.h"
 #include "daemon/signals.h"
 #include "daemon/supervisor.h"
@@ -126,14 +128,20 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         fake = std::make_unique<FakePool>(o.fake_range4, o.fake_range6);
     }
     NameMemory names(fake.get());
+    std::unique_ptr<DnsForwarder> dns;
     std::unique_ptr<UdpRelay> udp;
+    std::unique_ptr<DnsTcp> dns_tcp;
     if (o.udp && cgroups.app && listeners.listen4) {
-        UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout, std::nullopt,
-                     uint8_t(o.dns_block == "nxdomain" ? dns::kRcodeNxdomain : dns::kRcodeRefused)};
+        DnsForwarderConfig dc{o.mark, std::nullopt,
+                              uint8_t(o.dns_block == "nxdomain" ? dns::kRcodeNxdomain : dns::kRcodeRefused),
+                              listeners.listen6.has_value()};
         if (!o.dns_resolver.empty())
-            uc.dns_resolver = parse_dns_resolver(o.dns_resolver);
-        udp = std::make_unique<UdpRelay>(uc, router, &names);
+            dc.dns_resolver = parse_dns_resolver(o.dns_resolver);
+        dns = std::make_unique<DnsForwarder>(dc, router, &names);
+        UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout};
+        udp = std::make_unique<UdpRelay>(uc, router, &names, *dns);
         listeners.udp_port = udp->port();
+<<<<<<< HEAD
         // Queries to a loopback resolver are a local service's, left alone:
         // the forwarder never sees them (docs/dns.md "Leak model").
         auto local = dns::loopback_nameservers(read_text_file("/etc/resolv.conf"));
@@ -142,6 +150,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                       "intercepted, and it asks its own servers from outside the cgroup, directly (docs/dns.md, "
                       "\"Leak model\")",
                       fmt::join(local, ", "));
+=======
+        dns_tcp = std::make_unique<DnsTcp>(*dns);
+>>>>>>> main
     }
 
     KernelSide kernel(o, listeners, cgroups.name);
@@ -169,6 +180,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         local_broker = std::make_unique<NetnsBroker>(*broker_cfg);
     LoopConfig lc = loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1);
     lc.names = udp ? &names : nullptr;
+    lc.dns_tcp = dns_tcp.get();
     Workers workers(lc, std::move(listeners.sets), router);
     Supervisor supervisor({o, argc, argv, signals, kernel, router, workers, cgroups, listeners.listening(o),
                            listeners.udp_port, listeners.udp_state(o)});
@@ -197,6 +209,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     workers.start();
     if (udp)
         udp->start(kernel.sock()->udp_flows_fd(), kernel.sock()->udp_conn6_fd());
+    if (dns_tcp)
+        dns_tcp->start();
     // Containers of the cgroup (other network namespaces) get listeners of
     // their own, made by the helper (dropped) or the relay (root).
     std::unique_ptr<NetnsListeners> netns;
@@ -223,9 +237,12 @@ int run_instance(const Options& o, int argc, const char* const* argv)
 
     int exit_code = supervisor.run();
     shut_down(o, cgroups, workers, kernel, exit_code, supervisor.stop_signal(), priv.get());
-    // After the hooks are off: no new datagram comes its way.
+    // After the hooks are off: no new datagram comes its way. The UDP relay
+    // stops the forwarder's pool, the last to hand DNS over TCP answers.
     if (udp)
         udp->stop();
+    if (dns_tcp)
+        dns_tcp->stop();
     // Dropped, what setup made is undone already and its owners here could
     // only fail at it (EPERM): the process ends without their destructors.
     if (priv)

@@ -201,4 +201,34 @@ std::string address_answer(std::string_view query, const Address* addr, uint32_t
     return out;
 }
 
+TcpFrame take_tcp_message(std::string_view in)
+{
+    TcpFrame f;
+    if (in.size() < 2)
+        return f;
+    const size_t len = size_t(uint8_t(in[0])) << 8 | uint8_t(in[1]);
+    if (len < kHeader) {
+        f.status = TcpFrame::bad;
+        return f;
+    }
+    if (in.size() < 2 + len)
+        return f;
+    f.status = TcpFrame::whole;
+    f.message = in.substr(2, len);
+    f.used = 2 + len;
+    return f;
+}
+
+std::string frame_tcp_message(std::string_view msg)
+{
+    if (msg.size() > 65535)
+        return {};
+    std::string out;
+    out.reserve(2 + msg.size());
+    out += char(msg.size() >> 8);
+    out += char(msg.size() & 0xff);
+    out.append(msg);
+    return out;
+}
+
 }  // namespace ktp::dns

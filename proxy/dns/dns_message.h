@@ -16,7 +16,8 @@
 namespace ktp::dns {
 
 constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeAaaa = 28;
-constexpr uint8_t kRcodeNxdomain = 3, kRcodeRefused = 5;
+constexpr uint16_t kTypeIxfr = 251, kTypeAxfr = 252;
+constexpr uint8_t kRcodeServfail = 2, kRcodeNxdomain = 3, kRcodeNotimp = 4, kRcodeRefused = 5;
 
 struct Question {
     uint16_t id = 0;
@@ -56,5 +57,18 @@ std::string refusal(std::string_view query, uint8_t rcode);
 // is null (NODATA: the name exists, not this type). Empty if the query has
 // no parsable question or addr's family is not the question's type.
 std::string address_answer(std::string_view query, const Address* addr, uint32_t ttl);
+
+// DNS over TCP (RFC 1035 4.2.2, RFC 7766 8): each message follows its length
+// in two bytes, and several may follow each other on one connection.
+struct TcpFrame {
+    enum Status { need_more, whole, bad } status = need_more;
+    std::string_view message;  // whole: the first message in the input
+    size_t used = 0;           // whole: bytes it took, prefix included
+};
+// The first framed message of `in`. bad: a length shorter than a DNS header
+// (12 bytes), which no message can be; the stream cannot be trusted after it.
+TcpFrame take_tcp_message(std::string_view in);
+// msg with its length in front; empty if it does not fit in 65535 bytes.
+std::string frame_tcp_message(std::string_view msg);
 
 }  // namespace ktp::dns

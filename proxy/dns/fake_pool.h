@@ -5,7 +5,8 @@
 // bounded (kCapacity names); the least recently used name gives its address
 // up to a new one only once no connect has used it for kHold; a connect to an
 // address the table does not hold is refused by the caller, never sent on.
-// Shared by the UDP relay (allocates) and the TCP workers (look up): one mutex.
+// Shared by the DNS forwarder (allocates, for UDP and TCP queries) and the
+// TCP workers (look up): one mutex.
 #pragma once
 
 #include "base/sock_addr.h"

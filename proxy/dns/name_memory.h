@@ -2,7 +2,7 @@
 // (A/AAAA, CNAME chains followed), so that a later TCP or UDP connection to
 // such an address carries the name: domain rules match on it, a SOCKS5
 // upstream gets it (ATYP 3), logs show it. Bounded LRU, per instance; written
-// by the UDP relay's DNS forwarder, read by every worker (one mutex: a lookup
+// by the DNS forwarder (UDP and TCP), read by every worker (one mutex: a lookup
 // per new connection, not per byte).
 #pragma once
 

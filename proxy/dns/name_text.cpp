@@ -1,36 +1,23 @@
 // Escaping DNS names for text logs.
 #include "dns/name_text.h"
 
-#include <fmt/format.h>
+#include "base/printable.h"
+
+#include <algorithm>
 
 namespace ktp::dns {
 namespace {
 
-bool kept(char c) { return c > ' ' && c < 0x7f && c != '\\'; }
+// A space or backslash kept raw would make two names print alike.
+constexpr PrintableRules kName{.space = false, .escaped = "\\"};
 
 }  // namespace
 
-std::string printable_name(std::string_view name)
-{
-    std::string out;
-    out.reserve(name.size());
-    for (char c : name) {
-        if (kept(c))
-            out += c;
-        else if (c == '\\')
-            out += "\\\\";
-        else
-            out += fmt::format("\\x{:02x}", uint8_t(c));
-    }
-    return out;
-}
+std::string printable_name(std::string_view name) { return printable(name, kName); }
 
 bool plain_name(std::string_view name)
 {
-    for (char c : name)
-        if (!kept(c))
-            return false;
-    return true;
+    return std::all_of(name.begin(), name.end(), [](char c) { return printable_keeps(static_cast<unsigned char>(c), kName); });
 }
 
 }  // namespace ktp::dns

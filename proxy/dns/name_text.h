@@ -11,9 +11,9 @@
 
 namespace ktp::dns {
 
-// Printable ASCII other than space and backslash is kept, a backslash
-// becomes "\\" and every other byte (space too) \xHH, so the text maps
-// back to one name.
+// Printable ASCII other than space and backslash is kept, every other byte
+// (space and backslash too) is \xHH (base/printable.h), so the text maps back
+// to one name.
 std::string printable_name(std::string_view name);
 
 // Only bytes that printable_name keeps: it would print the name unchanged.

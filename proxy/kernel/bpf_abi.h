@@ -15,6 +15,10 @@ static_assert(offsetof(ktp_orig_dst, tid) == 24);
 static_assert(offsetof(ktp_orig_dst, uid) == 28);
 static_assert(offsetof(ktp_orig_dst, comm) == 32 && sizeof(ktp_orig_dst::comm) == 16);
 static_assert(offsetof(ktp_orig_dst, flags) == 48);
+static_assert(sizeof(ktp_conn_info) == 80);
+static_assert(offsetof(ktp_conn_info, peer_addr) == 56);
+static_assert(offsetof(ktp_conn_info, peer_port) == 72);
+static_assert(offsetof(ktp_conn_info, peer_family) == 74);
 
 static_assert(sizeof(ktp_tuple) == 40);
 static_assert(offsetof(ktp_tuple, src_addr) == 0);

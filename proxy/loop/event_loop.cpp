@@ -25,12 +25,12 @@ EventLoop::EventLoop(const LoopConfig& cfg, std::vector<Listener> listeners, con
       sessions_(cfg_, ring_, now_), relay_(cfg_, ring_, fixed_, pool_, chunks_, *this, now_),
       tcp_(cfg_, ring_, fixed_, pool_, chunks_, relay_, *this, router_, now_, stop_)
 {
-    for (Tag t : {kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt, kEarlyRecv})
+    for (Tag t : {kAccept, kConnect, kSniffRecv, kHsSend, kHsRecv, kSockopt, kEarlyRecv, kPeekRecv})
         own(t, tcp_);
     for (Tag t : {kPoolIo, kPoolTimeout, kPoolTimer})
         own(t, sessions_);
     tcp_.use_sessions(sessions_);
-    for (Tag t : {kRecv, kSend, kShutdown, kWatch, kCancel, kLinkTimeout, kLinger})
+    for (Tag t : {kRecv, kSend, kShutdown, kWatch, kCancel, kLinger})
         own(t, relay_);
     own(kWake, *this);
     own(kSweep, *this);

@@ -9,6 +9,7 @@
 
 namespace ktp {
 
+class DnsTcp;
 class NameMemory;
 
 struct LoopConfig {
@@ -43,6 +44,9 @@ struct LoopConfig {
     // Names the cgroup's DNS answers gave for addresses (proxy/dns/): a
     // connection to one carries the name. Not owned; null with --no-udp.
     const NameMemory* names = nullptr;
+    // Where connections to port 53 go instead of the relay (--udp: the DNS
+    // forwarder reads their queries). Not owned; null without --udp.
+    DnsTcp* dns_tcp = nullptr;
 };
 
 // The router in force; SIGHUP swaps it while workers read it.

@@ -24,7 +24,6 @@ enum Tag : uint8_t {
     kIgnore = 0,
     kAccept,       // TCP setup: multishot accept on a listener
     kConnect,      // TCP setup: connect to the destination or upstream proxy
-    kLinkTimeout,  // the timeout linked to a connect, sniff or handshake recv
     kRecv,         // relay: recv (buffers) or POLLIN (splice) on a direction's source
     kSend,         // relay: send (buffers, spill) or POLLOUT (splice) on its destination
     kShutdown,     // relay: shutdown(SHUT_WR) of a direction's destination
@@ -41,6 +40,7 @@ enum Tag : uint8_t {
     kPoolTimeout,  // the timeout linked to a warm session's operation
     kPoolTimer,    // a warm-session pool's refill back-off
     kEarlyRecv,    // TCP setup: the client's first bytes for optimistic data, waited for briefly
+    kPeekRecv,     // TCP setup: the client's first bytes beside a direct connect, never waited for
     kTagCount,     // free tags up to kMaxTags for the paths to come
 };
 constexpr unsigned kTagBits = 5;
@@ -99,9 +99,9 @@ public:
     // kernel in one submission, or the link is cut and the operation would
     // run without its timeout.
     void reserve(unsigned n);
-    // Bounds the previous SQE (which carries IOSQE_IO_LINK) by ts, which
-    // must stay valid until the completion (tagged kLinkTimeout for owner).
-    void link_timeout(const void* owner, const __kernel_timespec& ts);
+    // Bounds the previous SQE (which carries IOSQE_IO_LINK) by ts; posts
+    // nothing of its own and is not counted in flight.
+    void link_timeout(const __kernel_timespec& ts);
 
     // Submits what is queued and waits for at least one completion, or for
     // two when a request queued since the last call completes with nothing
@@ -109,7 +109,7 @@ public:
     void submit_and_wait();
     // The SQE just queued completes with no work for the loop once it
     // succeeds: a send whose next recv is already linked behind it (relay/
-    // buffer_engine.cpp). It usually completes inside the submitting
+    // buffer_engine.cpp), or the cancel of a watch (relay/driver.cpp). It usually completes inside the submitting
     // io_uring_enter; woken by it alone, the loop would only enter again to
     // sleep. Only for a request that cannot wait (it completes inside
     // the submitting enter), or the wait for two would hold back a real

@@ -21,6 +21,7 @@ inline constexpr uint8_t kRingOpcodes[] = {
     IORING_OP_SHUTDOWN,      // relay/driver.cpp: a half-close passed on
     IORING_OP_POLL_ADD,      // relay/splice_engine.cpp readiness, relay/driver.cpp error watch
     IORING_OP_ASYNC_CANCEL,  // relay/driver.cpp: cancel a watch, or everything on an fd
+    IORING_OP_CLOSE,         // relay/driver.cpp: a connection's graceful closes
     IORING_OP_LINK_TIMEOUT,  // loop/ring.cpp: connect and handshake deadlines
     IORING_OP_TIMEOUT,       // loop/ring.cpp: the idle sweep
     IORING_OP_READ,          // loop/ring.cpp: the wake eventfd

@@ -70,7 +70,12 @@ void BufferEngine::send(Conn& c, const Op& op)
 {
     const int i = idx(op.dir);
     int flags = MSG_NOSIGNAL;
-    const bool first_try = c.held[i] >= 0 && c.tries[i] == 0;
+    // The first try of a chunk from a ring buffer, or of the client bytes
+    // read during setup (TcpSetup::peek) replayed from their setup chunk.
+    const bool from_setup = c.held[i] < 0 && !c.spill[i] && c.setup[i];
+    const bool first_try = c.tries[i] == 0 && (c.held[i] >= 0 || from_setup);
+    if (from_setup)
+        c.tries[i] = 1;
     if (c.held[i] >= 0) {
         char* ring = bufs_->addr(static_cast<uint16_t>(c.held[i]));
         if (c.tries[i] == 0) {

@@ -35,7 +35,7 @@ public:
     // Both sockets connected (and the upstream handshake done): relay,
     // replaying the bytes at the start of the setup chunks first.
     void start(Conn& c, uint32_t pending_c2u, uint32_t pending_u2c);
-    // kRecv, kSend, kShutdown, kWatch, kCancel, kLinkTimeout, kLinger.
+    // kRecv, kSend, kShutdown, kWatch, kCancel, kLinger.
     void on_completion(const Completion& cq) override;
 
     // Carries out the Relay's next operations.
@@ -61,6 +61,10 @@ public:
     void abort(Conn& c);
     // Frees c once nothing of it is in flight and it is ending.
     void maybe_release(Conn& c);
+    // The connection's observable end: its log line and its sockets closed
+    // (with a reset when aborting). Its slot is released once nothing of it
+    // is in flight (maybe_release).
+    void end(Conn& c);
     // A relay socket's error that means the peer stopped answering: End::dead.
     void note_error(Conn& c, int sock_index, int res);
 

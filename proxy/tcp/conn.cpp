@@ -18,7 +18,7 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         free_ = c->next_free;
         c->relay = Relay();
         c->inflight = 0;
-        c->aborting = c->closing = c->relaying = false;
+        c->aborting = c->closing = c->relaying = c->ended = false;
         c->early_end = End::none;
         c->detail.clear();
         c->client = c->orig = c->via = SockAddr();
@@ -36,7 +36,7 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         c->route_name = "none";
         c->domain.clear();
         c->domain_remembered = false;
-        c->sniffed = false;
+        c->sniffed = c->peeking = c->connected = false;
         c->sniff_len = 0;
         c->hs.reset();
         c->hs_out.clear();

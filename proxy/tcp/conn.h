@@ -104,6 +104,8 @@ struct alignas(kUserDataAlign) Conn {
     bool domain_remembered = false;
     bool sniffed = false;
     uint32_t sniff_len = 0;  // client bytes at the start of setup[c2u]
+    bool peeking = false;    // the read beside a direct connect is in flight (TcpSetup::peek)
+    bool connected = false;  // ... and the connect completed before it
 
     // Upstream handshake.
     std::unique_ptr<Handshake> hs;
@@ -122,6 +124,7 @@ struct alignas(kUserDataAlign) Conn {
     // lets one process hold more connections than RLIMIT_NOFILE / 2.
     int32_t slot[2] = {-1, -1};
     bool lingered = false;         // SO_LINGER {1,0} set on the slots before an abortive close
+    bool ended = false;            // logged and its sockets closed; the slot waits for a cancelled watch
     bool watching[2] = {false, false};  // a POLLERR watch on the source of a direction past EOF
     linger linger_rst{1, 0};
 

@@ -10,6 +10,7 @@
 #include "netns/netns.h"
 #include "relay/driver.h"
 #include "route/sniff.h"
+#include "dns/dns_tcp.h"
 #include "dns/name_memory.h"
 #include "upstream/handshake.h"
 #include "upstream/http_connect.h"
@@ -42,19 +43,19 @@ void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-SockAddr orig_of(const ktp_orig_dst& od)
+SockAddr addr_of(const __u32 (&addr)[4], uint16_t port, uint16_t family)
 {
-    if (od.family == KTP_AF_INET) {
+    if (family == KTP_AF_INET) {
         sockaddr_in sin{};
         sin.sin_family = AF_INET;
-        sin.sin_port = od.port;
-        sin.sin_addr.s_addr = od.addr[3];
+        sin.sin_port = port;
+        sin.sin_addr.s_addr = addr[3];
         return SockAddr(reinterpret_cast<const sockaddr*>(&sin), sizeof(sin));
     }
     sockaddr_in6 sin6{};
     sin6.sin6_family = AF_INET6;
-    sin6.sin6_port = od.port;
-    std::memcpy(&sin6.sin6_addr, od.addr, sizeof(sin6.sin6_addr));
+    sin6.sin6_port = port;
+    std::memcpy(&sin6.sin6_addr, addr, sizeof(sin6.sin6_addr));
     return SockAddr(reinterpret_cast<const sockaddr*>(&sin6), sizeof(sin6)).unmapped();
 }
 
@@ -142,6 +143,9 @@ void TcpSetup::on_completion(const Completion& cq)
     case kEarlyRecv:
         on_early(c, cq.res);
         break;
+    case kPeekRecv:
+        on_peek(c, cq.res);
+        break;
     default:
         break;
     }
@@ -164,23 +168,27 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     Conn& c = pool_.alloc(router_.load(std::memory_order_acquire), now_);
     c.fd[0] = UniqueFd(res);
     FixedFiles::opened();
-    // Asked now, not when shown (docs/performance.md, issue 19: lazily, the
-    // restart test of tests/e2e/hostile.sh saw connections no line named).
-    learn_addresses(c);
-
+    // The client's address is asked now, not when shown (docs/performance.md,
+    // issue 19: lazily, the restart test of tests/e2e/hostile.sh saw
+    // connections no line named).
     if (l.transparent) {
         // Gateway: the TC program handed the SYN to this listener; the
         // connection's local address is where the client was going.
+        learn_addresses(c);
         c.orig = SockAddr::local_of(res).unmapped();
     } else {
-        // One call gives the destination and who connected: ktproxy's own
-        // option, answered by the same getsockopt program as SO_ORIGINAL_DST
-        // from the same socket storage (bpf/ktproxy_shared.h).
-        ktp_orig_dst od{};
-        socklen_t len = sizeof(od);
-        if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &od, &len) != 0 || len != sizeof(od))
+        // One call gives the destination, who connected and from where:
+        // ktproxy's own option, answered by the same getsockopt program as
+        // SO_ORIGINAL_DST from the same socket storage (bpf/ktproxy_shared.h).
+        ktp_conn_info info{};
+        socklen_t len = sizeof(info);
+        if (getsockopt(res, SOL_IP, KTP_SO_CONN_INFO, &info, &len) != 0 || len != sizeof(info)) {
+            learn_addresses(c);
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
-        c.orig = orig_of(od);
+        }
+        const ktp_orig_dst& od = info.od;
+        c.client = addr_of(info.peer_addr, info.peer_port, info.peer_family);
+        c.orig = addr_of(od.addr, od.port, od.family);
         // A container's listener may close (its namespace gone) while the
         // connection lives on: its address is the namespace's copy.
         c.app_ns = l.ns;
@@ -193,6 +201,18 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     }
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return relay_.fail(c, End::error, "original destination is ktproxy itself");
+    // DNS over TCP (--udp): the forwarder reads its queries and routes each
+    // by the name asked, as it does over UDP. Only from ktproxy's own
+    // namespace (the forwarder's sockets are there, a container's resolver
+    // may not be reachable from it); never to a fake address, which must not
+    // reach the network.
+    if (cfg_.dns_tcp && !l.transparent && !l.ns && c.orig.port() == 53 &&
+        !(cfg_.names && cfg_.names->is_fake(c.orig))) {
+        cfg_.dns_tcp->adopt(std::move(c.fd[0]), c.client, c.orig, c.proc);
+        FixedFiles::closed();
+        pool_.release(c);
+        return;
+    }
     // Past half of the fd limit the client's socket goes into the fixed
     // table now, not when relaying starts: in a burst, connections still in
     // setup hold two ordinary fds each (the client's and the upstream's) and
@@ -231,8 +251,7 @@ void TcpSetup::recv_with_timeout(Conn& c, int i, char* buf, uint32_t len, Tag ta
     s->flags |= IOSQE_IO_LINK;
     ++c.inflight;
     c.timeout = ts;
-    ring_.link_timeout(&c, c.timeout);
-    ++c.inflight;
+    ring_.link_timeout(c.timeout);
 }
 
 void TcpSetup::sniff_more(Conn& c)
@@ -373,6 +392,8 @@ void TcpSetup::dial(Conn& c)
         if (setsockopt(c.fd[1].get(), IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof(one)) != 0)
             return relay_.fail(c, End::error, fmt::format("TCP_FASTOPEN_CONNECT on upstream socket: {}", errno_text(errno)));
     }
+    if (!c.hs)
+        peek(c);
     if (opts_by_ring_) {
         queue_upstream_options(c);
     } else {
@@ -395,8 +416,7 @@ void TcpSetup::dial(Conn& c)
     // one left gets the whole timeout.
     if (c.hs && c.group && !c.retried && c.group->members.size() > 1)
         c.timeout = to_timespec(c.upstream->health->connect_bound(cfg_.connect_timeout));
-    ring_.link_timeout(&c, c.timeout);
-    ++c.inflight;
+    ring_.link_timeout(c.timeout);
 }
 
 void TcpSetup::queue_upstream_options(Conn& c)
@@ -469,7 +489,49 @@ void TcpSetup::on_connect(Conn& c, int res)
             c.upstream->health->connected_in(now_ - c.dialed);
         return start_handshake(c);
     }
+    if (c.peeking) {  // its bytes go first: the relay starts when it completes
+        c.connected = true;
+        return;
+    }
     relay_.start(c, c.sniff_len, 0);
+}
+
+void TcpSetup::peek(Conn& c)
+{
+    // What the client has sent by now, read beside the connect to the
+    // destination and never waited for (MSG_DONTWAIT): it completes inside
+    // the enter that submits the connect, which then sleeps for the connect
+    // alone (Ring::note_quiet), and the relay starts by sending those bytes
+    // instead of asking for them in one more enter: one io_uring_enter
+    // fewer per connection from one client (issue 19). Queued ahead of the
+    // connect, so its completion comes first.
+    if (c.sniff_len > 0 || c.setup[idx(Dir::ClientToUpstream)])
+        return;
+    char* buf = c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
+    if (!buf)
+        return;
+    io_uring_sqe* s = ring_.sqe();
+    io_uring_prep_recv(s, c.sock(0).fd, buf, SetupChunks::kSniff, MSG_DONTWAIT);
+    on(s, c.sock(0));
+    io_uring_sqe_set_data64(s, pack(&c, kPeekRecv));
+    ++c.inflight;
+    c.peeking = true;
+    ring_.note_quiet();
+}
+
+void TcpSetup::on_peek(Conn& c, int res)
+{
+    c.peeking = false;
+    if (c.aborting)
+        return relay_.maybe_release(c);
+    // -EAGAIN: nothing yet, and 0: the client's EOF, which the relay's
+    // first read sees again. A reset is passed on now.
+    if (res < 0 && res != -EAGAIN)
+        return relay_.fail(c, End::reset, fmt::format("client: {}", errno_text(-res)));
+    if (res > 0)
+        c.sniff_len = static_cast<uint32_t>(res);
+    if (c.connected)
+        relay_.start(c, c.sniff_len, 0);
 }
 
 void TcpSetup::start_handshake(Conn& c)

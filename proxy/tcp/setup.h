@@ -3,8 +3,9 @@
 // connect (SO_MARK, TCP_NODELAY, keepalive, TCP_USER_TIMEOUT) -> upstream
 // handshake (SOCKS5, HTTP CONNECT) -> a ready pair of sockets handed to the
 // relay (RelayDriver::start). The UDP datagram path and the DNS forwarder
-// are to be its siblings (their own owners of their own tags, loop/ring.h),
-// not branches inside it.
+// run on threads of their own (udp/, dns/), not as branches inside it; the
+// one exception hands a connection to port 53 (--udp) to dns/dns_tcp.h
+// right after accept.
 #pragma once
 
 #include "loop/fixed_files.h"
@@ -64,6 +65,8 @@ private:
     // Optimistic data (upstream/handshake.h send_early), then the handshake.
     void start_handshake(Conn& c);
     void on_early(Conn& c, int res);
+    void peek(Conn& c);
+    void on_peek(Conn& c, int res);
     void hs_step(Conn& c, HandshakeStep step);
     void on_hs_send(Conn& c, int res);
     void on_hs_recv(Conn& c, int res);

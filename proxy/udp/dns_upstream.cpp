@@ -1,8 +1,10 @@
-// DNS over TCP through an upstream proxy, on a small thread pool.
+// DNS over TCP, through an upstream proxy or straight to a resolver, on a
+// small thread pool.
 #include "udp/dns_upstream.h"
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "dns/dns_message.h"
 #include "upstream/http_connect.h"
 #include "upstream/socks5.h"
 
@@ -68,79 +70,87 @@ bool recv_some(int fd, std::string& buf, std::chrono::steady_clock::time_point d
 
 }  // namespace
 
-std::string dns_over_upstream(const Upstream& up, const SockAddr& resolver, const std::string& query,
-                              uint32_t mark, int timeout_ms, std::string& error)
+std::string dns_over_tcp(const Upstream* up, const SockAddr& resolver, const std::string& query, uint32_t mark,
+                         int timeout_ms, std::string& error)
 {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    if (query.size() > 65535) {
+    const std::string framed = dns::frame_tcp_message(query);
+    if (framed.empty()) {
         error = "query too long for DNS over TCP";
         return {};
     }
-    UniqueFd fd(socket(up.addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    const SockAddr& peer = up ? up->addr : resolver;
+    const std::string what = up ? fmt::format("upstream {}", up->addr) : fmt::format("resolver {}", resolver);
+    UniqueFd fd(socket(peer.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) {
         error = fmt::format("socket: {}", errno_text(errno));
         return {};
     }
+    // The mark keeps ktproxy's own connect out of the hooks (no loop).
     if (mark)
         (void)setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
-    if (connect(fd.get(), up.addr.get(), up.addr.size()) != 0 && errno != EINPROGRESS) {
-        error = fmt::format("connect to upstream {}: {}", up.addr, errno_text(errno));
+    if (connect(fd.get(), peer.get(), peer.size()) != 0 && errno != EINPROGRESS) {
+        error = fmt::format("connect to {}: {}", what, errno_text(errno));
         return {};
     }
     int soerr = 0;
     socklen_t len = sizeof(soerr);
     if (!wait_fd(fd.get(), POLLOUT, deadline) || getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 ||
         soerr) {
-        error = fmt::format("connect to upstream {}: {}", up.addr, soerr ? errno_text(soerr) : "timed out");
+        error = fmt::format("connect to {}: {}", what, soerr ? errno_text(soerr) : "timed out");
         return {};
     }
-    std::unique_ptr<Handshake> hs;
-    Target t{{}, resolver};
-    if (up.url.kind == UpstreamUrl::Kind::socks5)
-        hs = std::make_unique<Socks5Handshake>(up.url.user, up.url.password, t);
-    else
-        hs = std::make_unique<HttpConnectHandshake>(up.url.user, up.url.password, t);
     std::string in;
-    HandshakeStep step = hs->start();
-    for (int rounds = 0; step.kind != HandshakeStep::done; ++rounds) {
-        if (step.kind == HandshakeStep::failed) {
-            error = fmt::format("upstream {}: {}", up.name, step.error);
-            return {};
-        }
-        if (rounds > 16) {
-            error = fmt::format("upstream {}: handshake did not finish", up.name);
-            return {};
-        }
-        const bool sent = step.kind == HandshakeStep::send;
-        if (sent && !send_all(fd.get(), step.out, deadline)) {
-            error = fmt::format("upstream {}: handshake send failed", up.name);
-            return {};
+    if (up) {
+        std::unique_ptr<Handshake> hs;
+        Target t{{}, resolver};
+        if (up->url.kind == UpstreamUrl::Kind::socks5)
+            hs = std::make_unique<Socks5Handshake>(up->url.user, up->url.password, t);
+        else
+            hs = std::make_unique<HttpConnectHandshake>(up->url.user, up->url.password, t);
+        HandshakeStep step = hs->start();
+        for (int rounds = 0; step.kind != HandshakeStep::done; ++rounds) {
+            if (step.kind == HandshakeStep::failed) {
+                error = fmt::format("upstream {}: {}", up->name, step.error);
+                return {};
+            }
+            if (rounds > 16) {
+                error = fmt::format("upstream {}: handshake did not finish", up->name);
+                return {};
+            }
+            const bool sent = step.kind == HandshakeStep::send;
+            if (sent && !send_all(fd.get(), step.out, deadline)) {
+                error = fmt::format("upstream {}: handshake send failed", up->name);
+                return {};
+            }
+            in.erase(0, step.consumed);
+            // need_more saw every byte there is; after a send, read unless
+            // the upstream's next reply is already here.
+            if ((!sent || in.empty()) && !recv_some(fd.get(), in, deadline)) {
+                error = fmt::format("upstream {}: closed or timed out in the handshake", up->name);
+                return {};
+            }
+            step = hs->feed(in);
         }
         in.erase(0, step.consumed);
-        // need_more saw every byte there is; after a send, read unless
-        // the upstream's next reply is already here.
-        if ((!sent || in.empty()) && !recv_some(fd.get(), in, deadline)) {
-            error = fmt::format("upstream {}: closed or timed out in the handshake", up.name);
-            return {};
-        }
-        step = hs->feed(in);
     }
-    in.erase(0, step.consumed);
-    std::string framed;
-    framed += char(query.size() >> 8);
-    framed += char(query.size() & 0xff);
-    framed += query;
     if (!send_all(fd.get(), framed, deadline)) {
-        error = "sending the query through the tunnel failed";
+        error = up ? "sending the query through the tunnel failed" : fmt::format("sending the query to {} failed", what);
         return {};
     }
-    while (in.size() < 2 || in.size() < 2 + (size_t(uint8_t(in[0])) << 8 | uint8_t(in[1])))
-        if (!recv_some(fd.get(), in, deadline)) {
-            error = fmt::format("no answer from {} through {}", resolver, up.name);
+    for (;;) {
+        dns::TcpFrame f = dns::take_tcp_message(in);
+        if (f.status == dns::TcpFrame::whole)
+            return std::string(f.message);
+        if (f.status == dns::TcpFrame::bad) {
+            error = fmt::format("a malformed answer from {}{}", resolver, up ? " through " + up->name : "");
             return {};
         }
-    size_t n = size_t(uint8_t(in[0])) << 8 | uint8_t(in[1]);
-    return in.substr(2, n);
+        if (!recv_some(fd.get(), in, deadline)) {
+            error = fmt::format("no answer from {}{}", resolver, up ? " through " + up->name : "");
+            return {};
+        }
+    }
 }
 
 SockAddr parse_dns_resolver(const std::string& text)
@@ -210,7 +220,7 @@ void DnsUpstreamPool::run()
             queue_.pop_front();
         }
         std::string error;
-        std::string answer = dns_over_upstream(*job.upstream, job.resolver, job.query, mark_, 5000, error);
+        std::string answer = dns_over_tcp(job.upstream, job.resolver, job.query, mark_, 5000, error);
         job.done(answer, error);
     }
 }

@@ -1,8 +1,9 @@
 // DNS queries the rules send to an upstream proxy: DNS over TCP (RFC 1035
 // 4.2.2, two-byte length prefix) through a SOCKS5 or HTTP CONNECT tunnel to
 // the resolver, so that neither the query nor the name leaves the host
-// except through the upstream. A few threads do the blocking exchanges, off
-// the relay's loop; each exchange is bounded by a timeout.
+// except through the upstream; and the app's own DNS-over-TCP queries routed
+// direct, over TCP to the resolver asked. A few threads do the blocking
+// exchanges, off the relays' loops; each exchange is bounded by a timeout.
 #pragma once
 
 #include "base/sock_addr.h"
@@ -22,18 +23,18 @@ namespace ktp {
 
 struct DnsUpstreamJob {
     std::shared_ptr<const Router> router;  // keeps `upstream` alive
-    const Upstream* upstream = nullptr;
+    const Upstream* upstream = nullptr;    // null: straight to resolver (direct)
     SockAddr resolver;
     std::string query;
     // Called on a pool thread with the answer ("" and error on failure).
     std::function<void(const std::string& answer, const std::string& error)> done;
 };
 
-// One query's exchange, blocking: connect to the upstream, its handshake to
-// resolver, the query out, the answer in. Returns the answer, or "" with
-// error set. mark: SO_MARK of the socket.
-std::string dns_over_upstream(const Upstream& up, const SockAddr& resolver, const std::string& query,
-                              uint32_t mark, int timeout_ms, std::string& error);
+// One query's exchange, blocking: connect to the upstream and its handshake
+// to resolver (up null: connect to resolver), the query out, the answer in.
+// Returns the answer, or "" with error set. mark: SO_MARK of the socket.
+std::string dns_over_tcp(const Upstream* up, const SockAddr& resolver, const std::string& query, uint32_t mark,
+                         int timeout_ms, std::string& error);
 
 // "IP", "IP:PORT" or "[IPv6]:PORT" (port 53 by default). Throws Error.
 SockAddr parse_dns_resolver(const std::string& text);

@@ -4,10 +4,8 @@
 
 #include "base/error.h"
 #include "base/log.h"
-#include "dns/dns_message.h"
-#include "dns/fake_pool.h"
+#include "dns/dns_forwarder.h"
 #include "dns/name_memory.h"
-#include "dns/name_text.h"
 #include "kernel/bpf_abi.h"
 #include "udp/sock_diag.h"
 #include "udp/udp_associate.h"
@@ -83,18 +81,6 @@ UniqueFd relay_socket(int family, const SockAddr& bind_to, uint32_t mark)
     return fd;
 }
 
-// The upstream a proxy decision names, a group resolved to its first
-// healthy member; null for direct and block. A group's own URL is empty
-// (kind direct): read as such, it would send the query out direct.
-const Upstream* proxy_upstream(const Decision& d)
-{
-    if (d.action.kind != ActionKind::proxy || !d.upstream)
-        return nullptr;
-    if (!d.upstream->members.empty())
-        return pick_member(*d.upstream, std::chrono::steady_clock::now());
-    return d.upstream->url.kind == UpstreamUrl::Kind::direct ? nullptr : d.upstream;
-}
-
 uint64_t monotonic_ns()
 {
     timespec ts{};
@@ -116,8 +102,8 @@ char kTagSock4, kTagSock6, kTagWake;
 
 }  // namespace
 
-UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names)
-    : cfg_(cfg), router_(router), names_(names)
+UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names, DnsForwarder& dns)
+    : cfg_(cfg), router_(router), names_(names), dns_(dns)
 {
     // One port for both families: the hooks know a single relay port.
     for (uint16_t want : {cfg.port_hint, uint16_t(0)}) {
@@ -162,8 +148,9 @@ void UdpRelay::stop()
     uint64_t one = 1;
     (void)!write(wake_.get(), &one, sizeof(one));
     thread_.join();
-    // Its threads answer through the relay sockets: gone before they are.
-    dns_pool_.reset();
+    // The forwarder's threads answer through the relay sockets: done
+    // before they close.
+    dns_.stop();
     for (auto& [k, f] : flows_)
         close_flow(*f);
     flows_.clear();
@@ -359,92 +346,31 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
 
 bool UdpRelay::dns_query(Flow& f, std::string_view query)
 {
-    auto q = dns::parse_question(query);
-    auto router = router_.load();
-    if (!q || q->response) {
-        // Not a query ktproxy can read a name from (a resolver may still
-        // read one: forward pointers, obsolete label types): forwarded as
-        // it is only where no name could route it elsewhere, or it would
-        // carry a proxied or blocked name out direct.
-        const std::string none;
-        Decision d = router->decide(f.dst, &none);
-        const bool direct = d.action.kind != ActionKind::block && !proxy_upstream(d);
-        if (router->has_domain_rules() || !direct) {
-            log::debug("dns {}[{}] to {}: a message ktproxy cannot read a name from; dropped", f.comm, f.pid, f.dst);
-            return false;
+    DnsRoute r = dns_.route(query, DnsAsker{f.dst, f.comm, f.pid});
+    switch (r.kind) {
+    case DnsRoute::Kind::direct:
+        return true;  // over the flow's own socket; on_upstream remembers the answer
+    case DnsRoute::Kind::answered:
+        send_to_app(f, r.answer.data(), r.answer.size());
+        return false;
+    case DnsRoute::Kind::drop:
+        return false;
+    case DnsRoute::Kind::upstream:
+        break;
+    }
+    // What the answer needs, by value: the flow may end before it comes.
+    const int out = f.v6 ? sock6_.get() : sock4_.get();
+    auto done = [out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = r.shown, comm = f.comm, pid = f.pid,
+                 via = r.upstream->name](const std::string& answer, const std::string& error) {
+        if (answer.empty()) {
+            log::info("dns {}[{}] {} via {}: {}; dropped", comm, pid, name, via, error);
+            return;
         }
-        return true;
-    }
-    Decision d = router->decide(f.dst, &q->name);
-    const std::string shown = dns::printable_name(q->name);  // any bytes: never raw in a text log
-    if (d.action.kind == ActionKind::block) {
-        std::string r = dns::refusal(query, cfg_.dns_block_rcode);
-        log::info("dns {}[{}] {} type {} to {}: blocked ({}), answered {}", f.comm, f.pid, shown, q->qtype, f.dst,
-                  d.rule >= 0 ? fmt::format("rule {}", d.rule + 1) : "default",
-                  cfg_.dns_block_rcode == dns::kRcodeNxdomain ? "NXDOMAIN" : "REFUSED");
-        if (!r.empty())
-            send_to_app(f, r.data(), r.size());
-        return false;
-    }
-    if (const Upstream* up = proxy_upstream(d)) {
-        if (fake_answer(f, *q, query))
-            return false;
-        // DNS over TCP through the upstream's tunnel: the query never goes
-        // out direct, whatever happens to it there.
-        if (!dns_pool_)
-            dns_pool_ = std::make_unique<DnsUpstreamPool>(cfg_.mark, 4);
-        const SockAddr resolver = cfg_.dns_resolver ? *cfg_.dns_resolver : f.dst;
-        log::debug("dns {}[{}] {} type {} to {}: through {} to {}", f.comm, f.pid, shown, q->qtype, f.dst,
-                   up->name, resolver);
-        // What the answer needs, by value: the flow may end before it comes.
-        const int out = f.v6 ? sock6_.get() : sock4_.get();
-        DnsUpstreamJob job{router, up, resolver, std::string(query), nullptr};
-        job.done = [this, out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = shown, comm = f.comm,
-                    pid = f.pid, via = up->name](const std::string& answer, const std::string& error) {
-            if (answer.empty()) {
-                log::info("dns {}[{}] {} via {}: {}; dropped", comm, pid, name, via, error);
-                return;
-            }
-            if (names_)
-                if (auto a = dns::parse_answer(answer); a && !a->addresses.empty())
-                    names_->remember(*a);
-            send_reply(out, app, token, v6, answer.data(), answer.size());
-        };
-        if (!dns_pool_->submit(std::move(job)))
-            log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, shown);
-        return false;
-    }
-    log::debug("dns {}[{}] {} type {} to {}: direct", f.comm, f.pid, shown, q->qtype, f.dst);
-    return true;
-}
-
-bool UdpRelay::fake_answer(Flow& f, const dns::Question& q, std::string_view query)
-{
-    FakePool* fake = names_ ? names_->fake() : nullptr;
-    // A name that is not plain text gets no fake address: it would be
-    // printed with every connection to it (dns/name_text.h); the query goes
-    // through the upstream as it is.
-    if (!fake || q.qclass != 1 || (q.qtype != dns::kTypeA && q.qtype != dns::kTypeAaaa) || q.name.empty() ||
-        !dns::plain_name(q.name))
-        return false;
-    const bool v6 = q.qtype == dns::kTypeAaaa;
-    std::optional<dns::Address> a;
-    // AAAA without IPv6 relaying: NODATA, so the app uses the A answer.
-    if (!v6 || cfg_.listen6) {
-        a = fake->address_for(q.name, v6);
-        if (!a) {
-            log::warn("dns {}[{}] {}: every fake address is in use; the query goes through the upstream", f.comm,
-                      f.pid, q.name);
-            return false;
-        }
-    }
-    std::string r = dns::address_answer(query, a ? &*a : nullptr, FakePool::kTtl);
-    if (r.empty())
-        return false;
-    log::debug("dns {}[{}] {} type {} to {}: fake {}", f.comm, f.pid, q.name, q.qtype, f.dst,
-               a ? "address" : "NODATA");
-    send_to_app(f, r.data(), r.size());
-    return true;
+        send_reply(out, app, token, v6, answer.data(), answer.size());
+    };
+    if (!dns_.exchange(r, std::string(query), std::move(done)))
+        log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, r.shown);
+    return false;
 }
 
 void UdpRelay::send_to_app(Flow& f, const char* data, size_t len)
@@ -584,10 +510,8 @@ void UdpRelay::on_upstream(Flow& f)
             send_to_app(f, payload->data(), payload->size());
             continue;
         }
-        if (f.dns && names_) {
-            if (auto a = dns::parse_answer(std::string_view(buf.data(), size_t(len))); a && !a->addresses.empty())
-                names_->remember(*a);
-        }
+        if (f.dns)
+            dns_.remember(std::string_view(buf.data(), size_t(len)));
         send_to_app(f, buf.data(), size_t(len));
     }
 }

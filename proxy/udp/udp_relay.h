@@ -10,8 +10,6 @@
 #include "base/sock_addr.h"
 #include "base/unique_fd.h"
 #include "loop/loop_config.h"
-#include "dns/dns_message.h"
-#include "udp/dns_upstream.h"
 
 #include "ktproxy_shared.h"
 
@@ -26,6 +24,7 @@
 
 namespace ktp {
 
+class DnsForwarder;
 class NameMemory;
 
 struct UdpConfig {
@@ -33,16 +32,15 @@ struct UdpConfig {
     uint32_t mark = 0;                // SO_MARK of the relay's sockets: the hooks skip them
     std::optional<SockAddr> listen6;  // the IPv6 relay socket's address (none: no IPv6)
     double idle_timeout = 60;         // seconds an unconnected flow lives without datagrams
-    std::optional<SockAddr> dns_resolver;  // --dns-resolver: where proxied queries go (none: the one asked)
-    uint8_t dns_block_rcode = 5;           // --dns-block: REFUSED (5) or NXDOMAIN (3)
 };
 
 class UdpRelay {
 public:
     // Opens the relay sockets (IPv4 on 0.0.0.0, accepting only datagrams to
     // 127/8; IPv6 on listen6), all on one port. Throws Error.
-    // names: where the DNS forwarder remembers answers (may be null).
-    UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names);
+    // names: the addresses' names (fake addresses among them; may be
+    // null); dns: decides each query to port 53 (not owned).
+    UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* names, DnsForwarder& dns);
     ~UdpRelay();
     UdpRelay(const UdpRelay&) = delete;
     UdpRelay& operator=(const UdpRelay&) = delete;
@@ -71,9 +69,6 @@ private:
     // A datagram of a flow to port 53: false when the forwarder answered or
     // dropped it itself instead of forwarding it.
     bool dns_query(Flow& f, std::string_view query);
-    // Fake mode: answers an A/AAAA query for a proxied name itself; false
-    // when it did not (other types, or the table is full).
-    bool fake_answer(Flow& f, const dns::Question& q, std::string_view query);
     void send_to_app(Flow& f, const char* data, size_t len);
     // Thread-safe: a reply to the app from its token (IPv4) or the IPv6 relay socket.
     static bool send_reply(int out, const SockAddr& app, uint32_t token, bool v6, const char* data, size_t len);
@@ -83,12 +78,12 @@ private:
     UdpConfig cfg_;
     const RouterSlot& router_;
     NameMemory* names_;
+    DnsForwarder& dns_;
     UniqueFd sock4_, sock6_, epoll_, wake_;
     uint16_t port_ = 0;
     int flows_fd_ = -1, conn6_fd_ = -1;
     std::atomic<size_t> live_{0};
     std::thread thread_;
-    std::unique_ptr<DnsUpstreamPool> dns_pool_;  // built on the first proxied query
     // Key: the app's address and port as the relay sees them, plus the token
     // (IPv4) the datagram went to; text form keeps it simple and exact.
     std::unordered_map<std::string, std::unique_ptr<Flow>> flows_;

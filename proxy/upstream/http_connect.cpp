@@ -3,6 +3,8 @@
 // block (ending in a blank line) is there, so later bytes stay tunnel data.
 #include "upstream/http_connect.h"
 
+#include "base/printable.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,28 +16,13 @@ namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// The first bytes of a reply, printable, for "answered garbage" messages.
-std::string quoted_prefix(std::string_view s)
-{
-    std::string out;
-    for (char c : s.substr(0, 16)) {
-        auto u = static_cast<unsigned char>(c);
-        if (u >= 0x20 && u < 0x7f && c != '"' && c != '\\')
-            out += c;
-        else
-            out += fmt::format("\\x{:02x}", u);
-    }
-    return out;
-}
+// The first bytes of a reply, for "answered garbage" messages that quote them.
+constexpr PrintableRules kReplyPrefix{.escaped = "\"\\", .limit = 16};
 
 // The reason phrase as one printable line, bounded.
 std::string clean_reason(std::string_view s)
 {
-    std::string out;
-    for (char c : s.substr(0, 100)) {
-        auto u = static_cast<unsigned char>(c);
-        out += u >= 0x20 && u < 0x7f ? c : '?';
-    }
+    std::string out = printable(s, {.limit = 100});
     while (!out.empty() && out.back() == ' ')
         out.pop_back();
     return out;
@@ -156,7 +143,7 @@ HandshakeStep HttpConnectHandshake::feed(std::string_view in)
         static constexpr std::string_view kPrefix = "HTTP/1.";
         std::string_view head = in.substr(pos, kPrefix.size());
         if (head != kPrefix.substr(0, head.size()))
-            return fail(fmt::format("http upstream answered garbage: \"{}\"", quoted_prefix(in.substr(pos))));
+            return fail(fmt::format("http upstream answered garbage: \"{}\"", printable(in.substr(pos), kReplyPrefix)));
 
         auto status = line_at(in, pos);
         if (!status) {
@@ -170,7 +157,7 @@ HandshakeStep HttpConnectHandshake::feed(std::string_view in)
         std::string_view s = status->text;
         if (s.size() < 12 || !is_digit(s[7]) || s[8] != ' ' || !is_digit(s[9]) || !is_digit(s[10]) ||
             !is_digit(s[11]) || (s.size() > 12 && s[12] != ' '))
-            return fail(fmt::format("http upstream answered garbage: \"{}\"", quoted_prefix(s)));
+            return fail(fmt::format("http upstream answered garbage: \"{}\"", printable(s, kReplyPrefix)));
         int code = (s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0');
         std::string reason = clean_reason(s.size() > 13 ? s.substr(13) : std::string_view{});
         // A refusal is final on its status line: the proxy may close without

@@ -31,4 +31,16 @@ inline const Upstream* pick_member(const Upstream& group, std::chrono::steady_cl
     return soonest;
 }
 
+// The upstream a proxy decision names, a group resolved to its first
+// healthy member; null for direct and block. A group's own URL is empty
+// (kind direct): read as such, it would send the traffic out direct.
+inline const Upstream* proxy_upstream(const Decision& d)
+{
+    if (d.action.kind != ActionKind::proxy || !d.upstream)
+        return nullptr;
+    if (!d.upstream->members.empty())
+        return pick_member(*d.upstream, std::chrono::steady_clock::now());
+    return d.upstream->url.kind == UpstreamUrl::Kind::direct ? nullptr : d.upstream;
+}
+
 }  // namespace ktp

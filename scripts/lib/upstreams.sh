@@ -2,7 +2,7 @@
 # Configuration of the upstream proxies from Debian that the suites and the
 # bench start (dante with a password, tinyproxy). Sourced by netns.sh.
 
-# ktp_dante_setup DIR ADDR PORT [RULES]: writes DIR/passwd and DIR/shadow,
+# ktp_dante_setup DIR ADDR PORT [RULES] [ADDR6]: writes DIR/passwd and DIR/shadow,
 # copies of the system's with the test user ktpuser (password s3cret) added,
 # and DIR/danted.conf for a username-authenticated SOCKS5 server on
 # ADDR:PORT logging connects to DIR/danted.log. dante checks passwords
@@ -10,9 +10,14 @@
 # namespace with these copies bound over /etc/passwd and /etc/shadow, so the
 # host's files are never touched. RULES (dante rule blocks, e.g. a
 # `socks block`) come before the final `socks pass`, which also allows UDP
-# ASSOCIATE (RFC 1928 section 7) and the replies it relays.
+# ASSOCIATE (RFC 1928 section 7) and the replies it relays. The rules say
+# 0/0, any family: dante's 0.0.0.0/0 matches IPv4 addresses only (an IPv6
+# target is "no rules matched; using default block rule"). ADDR6: an IPv6
+# address of the server host for dante's external side; without one dante
+# relays nothing to IPv6 targets ("packet for IPv6 address target, but no
+# IPv6 address configured for our usage on the external interface").
 ktp_dante_setup() {
-    local d="$1" addr="$2" port="$3" rules="${4:-}"
+    local d="$1" addr="$2" port="$3" rules="${4:-}" addr6="${5:-}"
     mkdir -p "$d"
     cp /etc/passwd "$d/passwd"
     cp /etc/shadow "$d/shadow"
@@ -22,17 +27,18 @@ ktp_dante_setup() {
 logoutput: $d/danted.log
 internal: $addr port = $port
 external: $addr
+${addr6:+external: $addr6}
 socksmethod: username
 clientmethod: none
 user.privileged: root
 user.unprivileged: nobody
 client pass {
-    from: 0.0.0.0/0 to: 0.0.0.0/0
+    from: 0/0 to: 0/0
     log: connect error
 }
 $rules
 socks pass {
-    from: 0.0.0.0/0 to: 0.0.0.0/0
+    from: 0/0 to: 0/0
     command: connect udpassociate udpreply
     log: connect error
 }

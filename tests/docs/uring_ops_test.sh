@@ -10,7 +10,7 @@ declare -A OP=(
     [accept]=ACCEPT [multishot_accept]=ACCEPT [connect]=CONNECT [recv]=RECV [send]=SEND
     [shutdown]=SHUTDOWN [poll_add]=POLL_ADD [poll_multishot]=POLL_ADD [cancel]=ASYNC_CANCEL
     [cancel64]=ASYNC_CANCEL [cancel_fd]=ASYNC_CANCEL [link_timeout]=LINK_TIMEOUT [timeout]=TIMEOUT
-    [read]=READ [nop]=NOP
+    [read]=READ [nop]=NOP [close]=CLOSE
 )
 bad=0
 # The doctor probes on its own rings; ring.cpp's NOP is the self-test of the restriction.

@@ -12,11 +12,18 @@
 # microsocks, which is given the name; no port-53 packet leaves the client
 # host and dnsmasq is never asked; a connect to a fake address ktproxy did
 # not hand out, or one a rule routes direct, is refused and reaches nobody; a
+<<<<<<< HEAD
 # name routed direct still resolves for real. Issue 13's first user story as
 # typed, with no UDP flag: `ktproxy run --upstream s=socks5://(dante)
 # --default proxy=s -- curl http://name/` puts no port-53 packet from the
 # client host on the wire, and dnsmasq is asked from dante's side; a
 # resolver on loopback (not intercepted) gets a warning at start.
+=======
+# name routed direct still resolves for real. DNS over TCP (dig +tcp, glibc's
+# use-vc, pipelined queries from Python) gets the same routing by name, name
+# memory, block and fake answers; hostile TCP clients are cut with a log line,
+# and a resolver that never answers gives SERVFAIL in bounded time.
+>>>>>>> main
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -35,7 +42,11 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
     --host-record="web.test,$KTP_SRV4,$KTP_SRV6" --host-record="banner.test,$KTP_SRV4" \
     --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" \
     --host-record="grouped.test,$KTP_SRV4" --host-record="gosecret.test,$KTP_SRV4" --cname=alias.test,web.test \
+<<<<<<< HEAD
     --host-record="story.test,$KTP_SRV4"
+=======
+    --host-record="tcpsecret.test,$KTP_SRV4"
+>>>>>>> main
 # A server that speaks first and says whom it sees: direct, the client host;
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
@@ -168,35 +179,44 @@ test_go_resolver_goes_through_the_forwarder() {
 
 test_hostile_name_is_escaped_in_the_log() {
     # A label holding a newline, an escape sequence and a space: printed raw
-    # it would forge a log line and drive the reader's terminal.
+    # it would forge a log line and drive the reader's terminal. Its backslash
+    # is \x5c too, so the text maps back to one name.
     local out
     out=$(in_app "$PY" -c '
 import socket, struct, sys
 q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
-for label in (b"evil\nforged line\x1b[31m", b"x", b"blocked", b"test"):
+for label in (b"evil\nforged line\x1b[31m\\", b"x", b"blocked", b"test"):
     q += bytes([len(label)]) + label
 q += b"\x00" + struct.pack("!HH", 1, 1)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
 s.sendto(q, (sys.argv[1], 53))
 print(s.recvfrom(600)[0][3] & 0x0f)' "$KTP_SRV4") || fail "query failed: $out"
     expect_eq "$out" 5 "rcode of the blocked hostile name (REFUSED)"
-    wait_log "$KTP_LOG" 'evil\\x0aforged\\x20line\\x1b\[31m\.x\.blocked\.test type 1 .*blocked' ||
+    wait_log "$KTP_LOG" 'evil\\x0aforged\\x20line\\x1b\[31m\\x5c\.x\.blocked\.test type 1 .*blocked' ||
         fail "no escaped log line for the hostile name"
     expect_no_file_match "$KTP_LOG" "^forged" "a log line forged by the name"
     ! grep -q $'\x1b' "$KTP_LOG" || fail "an escape byte reached the log"
 }
 
-test_name_memory_routes_a_server_speaks_first_protocol() {
+# banner_by_name [DIG_FLAGS...]: the app resolves banner.test through
+# ktproxy (dig with these flags), then reads the banner server's greeting at
+# the answered address: a server-speaks-first protocol, so only the
+# remembered name can route it. It must go by banner.test's rule through
+# microsocks (which is given the address and sees the server host's own).
+banner_by_name() {
     local out
-    out=$(in_app sh -c "dig +short +time=3 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
+    out=$(in_app sh -c "dig $* +short +time=5 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
         $PY -c '
 import socket
 s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
 print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
-    # Through microsocks (its address on the server host), given the address.
-    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner"
+    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner (through microsocks)"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line routing banner.test via m"
+}
+
+test_name_memory_routes_a_server_speaks_first_protocol() {
+    banner_by_name
 }
 
 test_10000_queries_from_short_lived_sockets_leave_no_flows() {
@@ -394,6 +414,195 @@ test_fake_mode_refuses_unknown_and_direct_fake_addresses() {
     wait_log "$KTP_LOG" "fake address of banner.test routed direct" || fail "no log line for the direct fake address"
     expect_eq "$(wc -l < "$KTP_TMP/microsocks.log")" "$((before + 1))" "microsocks connects (the one by name only)"
     stop_ktproxy TERM || true
+}
+
+# start_tcp_ktproxy ARGS...: a fresh instance (empty name memory, its own
+# log) with the rules the DNS-over-TCP tests use.
+start_tcp_ktproxy() {
+    stop_every_ktproxy
+    start_ktproxy --udp --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=blocked.test block" \
+        --rule "domain=tcpsecret.test proxy=m" --rule "domain=banner.test port=2525 proxy=m" "$@"
+}
+
+test_tcp_name_routed_to_an_upstream_goes_through_it() {
+    # dig +tcp: the query is read, routed by its name (proxy=m) and goes as
+    # DNS over TCP through microsocks; the resolver never sees the client.
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app dig +tcp +time=5 +tries=1 @"$KTP_SRV4" tcpsecret.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "status: NOERROR" "dig +tcp status for a name routed to an upstream"
+    expect_match "$out" "tcpsecret\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp answer"
+    expect_match "$out" "SERVER: $KTP_SRV4#53.*TCP" "dig's server line"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] tcpsecret.test from $KTP_SRV4" "dnsmasq log (query via microsocks)"
+    expect_no_file_match "$DNSMASQ_LOG" "tcpsecret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+    stop_ktproxy TERM || true
+}
+
+test_tcp_answer_is_remembered_for_domain_rules() {
+    # The answer dig +tcp got for banner.test names the address: the banner
+    # connection that follows is routed by banner.test's rule (through
+    # microsocks, which sees the server host's own address).
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    banner_by_name +tcp
+    stop_ktproxy TERM || true
+}
+
+test_tcp_blocked_name_is_refused() {
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app dig +tcp +time=5 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1) || true
+    stop_ktproxy TERM || true
+    expect_match "$out" "status: REFUSED" "dig +tcp status for a blocked name"
+    expect_eq "$(queries_for blocked.test)" 0 "queries for blocked.test that reached dnsmasq"
+}
+
+test_tcp_zone_transfer_is_refused_not_cut_short() {
+    # An AXFR answer is many messages; the forwarder's exchange is one
+    # query, one answer. A transfer cut after the first message would look
+    # complete to the client: NOTIMP at once instead, and a log line.
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app dig +time=5 +tries=1 @"$KTP_SRV4" axfr zone.test 2>&1) || true
+    stop_ktproxy TERM || true
+    expect_match "$out" "Transfer failed" "dig axfr through ktproxy"
+    expect_file_match "$KTP_LOG" "dns-tcp [^ ]+\\[[0-9]+\\] zone.test type AXFR: zone transfers are not forwarded; answered NOTIMP" \
+        "the log line"
+    expect_eq "$(queries_for zone.test)" 0 "queries for zone.test that reached dnsmasq"
+}
+
+test_tcp_fake_mode_answers_fake_addresses() {
+    # dig +tcp and glibc with `options use-vc` (every query over TCP) get a
+    # fake address; curl reaches the page through microsocks by name.
+    local out before
+    stop_every_ktproxy
+    start_ktproxy --udp --dns-mode fake --upstream "m=socks5://$KTP_SRV4:1081" --default proxy=m ||
+        fail "ktproxy did not start"
+    before=$(queries_for fakeweb.test)
+    out=$(in_app dig +tcp +time=5 +tries=1 @"$KTP_SRV4" fakeweb.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "fakeweb\.test\..*IN[[:space:]]+A[[:space:]]+198\.1[89]\.[0-9]+\.[0-9]+" "a fake address over TCP"
+    printf 'nameserver %s\noptions attempts:1 timeout:5 use-vc\n' "$KTP_SRV4" > "$KTP_TMP/resolv.vc.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.vc"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.vc.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.vc' /etc/hosts &&
+        exec curl -sS --max-time 10 http://fakeweb.test:8088/fake.txt" 2>&1) || fail "curl failed: $out"
+    expect_eq "$out" "fake page" "the page, through microsocks by name"
+    wait_log "$KTP_LOG" "orig=198\.1[89]\.[0-9.]+:8088 .*route=m .*domain=fakeweb.test" ||
+        fail "no conn line routing the fake address by its name"
+    expect_eq "$(queries_for fakeweb.test)" "$before" "queries for fakeweb.test that reached dnsmasq"
+    stop_ktproxy TERM || true
+}
+
+test_tcp_pipelined_queries_are_all_answered() {
+    # Three queries written at once on one connection (RFC 7766): one the
+    # resolver answers direct, one blocked, one through microsocks; each is
+    # answered (in any order), and the connection then ends cleanly.
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app "$PY" -c '
+import socket, struct, sys
+def query(qid, name):
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00" + struct.pack("!HH", 1, 1)
+    return struct.pack("!H", len(q)) + q
+s = socket.create_connection((sys.argv[1], 53), timeout=10)
+s.sendall(query(1, "web.test") + query(2, "blocked.test") + query(3, "tcpsecret.test"))
+buf, got = b"", []
+while len(got) < 3:
+    d = s.recv(4096)
+    if not d:
+        break
+    buf += d
+    while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+        n = struct.unpack("!H", buf[:2])[0]
+        m, buf = buf[2:2 + n], buf[2 + n:]
+        qid, flags, _, an = struct.unpack("!HHHH", m[:8])
+        got.append("%d rcode=%d answers=%d" % (qid, flags & 0xf, an))
+s.shutdown(socket.SHUT_WR)
+print(" | ".join(sorted(got)), "| eof" if s.recv(10) == b"" else "| more")' "$KTP_SRV4" 2>&1) ||
+        fail "pipelining client failed: $out"
+    stop_ktproxy TERM || true
+    expect_eq "$out" "1 rcode=0 answers=1 | 2 rcode=5 answers=0 | 3 rcode=0 answers=1 | eof" "the three answers"
+}
+
+test_tcp_hostile_clients_are_cut_and_dns_goes_on() {
+    # A zero length, a message cut short by the FIN, bytes no name can be
+    # read from, and a client that never sends: each connection is closed
+    # (the last after ktproxy's 10 s), with a log line; dig +tcp still works.
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app "$PY" -c '
+import socket, struct, sys, time
+def fate(payload, shut=False, wait=5):
+    s = socket.create_connection((sys.argv[1], 53), timeout=wait)
+    if payload:
+        s.sendall(payload)
+    if shut:
+        s.shutdown(socket.SHUT_WR)
+    try:
+        return "closed" if s.recv(100) == b"" else "answered"
+    except ConnectionResetError:
+        return "closed"
+    except socket.timeout:
+        return "open"
+idle = socket.create_connection((sys.argv[1], 53), timeout=20)
+t0 = time.monotonic()
+print("zero-length", fate(b"\x00\x00"))
+print("truncated", fate(struct.pack("!H", 100) + b"\x12\x34" * 5, shut=True))
+print("garbage", fate(struct.pack("!H", 20) + b"\xff" * 20))
+try:
+    idle_fate = "closed" if idle.recv(100) == b"" else "answered"
+except ConnectionResetError:
+    idle_fate = "closed"
+except socket.timeout:
+    idle_fate = "open"
+print("silent", idle_fate, "in time" if time.monotonic() - t0 < 19 else "late")' "$KTP_SRV4" 2>&1) ||
+        fail "hostile client failed: $out"
+    expect_eq "$(printf '%s' "$out" | tr '\n' ' ')" \
+        "zero-length closed truncated closed garbage closed silent closed in time" "the hostile connections' fates"
+    expect_file_match "$KTP_LOG" "dns-tcp .*shorter than a DNS header; closed" "log line for the zero length"
+    expect_file_match "$KTP_LOG" "dns-tcp .*closed in the middle of a query.*; closed" "log line for the cut query"
+    expect_file_match "$KTP_LOG" "dns-tcp .*will not forward; closed" "log line for the garbage"
+    expect_file_match "$KTP_LOG" "dns-tcp .*no query for 10 s; closed" "log line for the silent client"
+    out=$(in_app dig +tcp +time=5 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig after the hostile clients: $out"
+    expect_match "$out" "web\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp after the hostile clients"
+    stop_ktproxy TERM || true
+}
+
+test_tcp_resolver_that_never_answers_gets_servfail() {
+    # A resolver (on an address of the server host's own) that accepts and
+    # never answers: the exchange gives up after 5 s and the client gets
+    # SERVFAIL, not a hang.
+    local mute=10.201.0.53 out
+    ip -n "$KTP_SRV" addr add "$mute/24" dev "kv${KTP_ID}s" || fail "adding $mute"
+    ktp_bg in_srv "$PY" -c '
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 53))
+s.listen(8)
+s.settimeout(30)
+held = []
+end = time.monotonic() + 30
+while time.monotonic() < end and len(held) < 8:
+    try:
+        held.append(s.accept())
+    except OSError:
+        break
+time.sleep(max(0, end - time.monotonic()))' "$mute"
+    local mute_pid="${KTP_PIDS[-1]}"
+    for _ in $(seq 50); do
+        ip netns exec "$KTP_SRV" ss -Hltn "src $mute:53" | grep -q LISTEN && break
+        sleep 0.1
+    done
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    out=$(in_app dig +tcp +time=12 +tries=1 @"$mute" web.test A 2>&1) || true
+    stop_ktproxy TERM || true
+    kill "$mute_pid" 2>/dev/null
+    expect_match "$out" "status: SERVFAIL" "dig +tcp status when the resolver never answers"
+    expect_file_match "$KTP_LOG" "dns-tcp .*web.test via direct: no answer from $mute:53; answered SERVFAIL" \
+        "log line for the silent resolver"
 }
 
 start_main_ktproxy() {

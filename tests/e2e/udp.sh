@@ -8,8 +8,8 @@
 # app socket's token gets no flow; kill -9 failing open (and --fail-closed not,
 # until a restart takes the pinned hooks over and relays again).
 # Through SOCKS5 upstreams (UDP ASSOCIATE, RFC 1928 section 7): dante with a
-# password, 10,000 datagrams each way (IPv4; IPv6 destinations through
-# udp_tools.py's relay); udp_tools.py's socks5udp as a hostile
+# password, 10,000 datagrams each way to IPv4 and IPv6 destinations;
+# udp_tools.py's socks5udp as a hostile
 # relay (short headers, fragments, other senders: dropped), one that refuses
 # UDP and an HTTP upstream (dropped, never direct), one that ends the
 # association (the flow ends; the next datagram gets a new association).
@@ -24,10 +24,11 @@ PY=/usr/bin/python3
 TOOLS="$(cd "$(dirname "$0")" && pwd)/udp_tools.py"
 
 ktp_topo_up
-ktp_bg in_srv "$PY" "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV6" 7000 "$KTP_SRV4" 7001 "$KTP_SRV4" 7003 \
+ktp_bg in_srv "$PY" "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV6" 7000 "$KTP_SRV4" 7001 "$KTP_SRV4" 7003 "$KTP_SRV6" 7003 \
     "$KTP_SRV4" 7005 "$KTP_SRV4" 7007
 DANTE_DIR="$KTP_TMP/dante"
-ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081
+# Control connection over IPv4; dante sends to IPv6 targets from KTP_SRV6.
+ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081 "" "$KTP_SRV6"
 ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
     exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
 ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1090 hostile > "$KTP_TMP/hostile.log" 2>&1
@@ -77,26 +78,33 @@ test_unconnected_ipv4_10000_datagrams() {
 test_connected_ipv4_with_getpeername() { echo_through "$KTP_SRV4" 7000 10000 connected; }
 test_unconnected_ipv6_10000_datagrams() { echo_through "$KTP_SRV6" 7000 10000 unconnected; }
 test_connected_ipv6_with_getpeername() { echo_through "$KTP_SRV6" 7000 10000 connected; }
-test_unconnected_ipv4_through_dante_udp_associate() {
-    echo_through "$KTP_SRV4" 7003 10000 unconnected
-    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7003 via proxy=dante: 10000 datagrams out, 10000 in" 90 ||
-        fail "no closing log line of the flow through dante"
+# through_dante HOST MODE: echo_through to HOST:7003 (the rule to dante);
+# the flow's closing log line counts all datagrams each way.
+through_dante() {
+    local dst="$1:7003"
+    [[ "$1" == *:* ]] && dst="\[$1\]:7003"
+    echo_through "$1" 7003 10000 "$2"
+    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $dst via proxy=dante: 10000 datagrams out, 10000 in" 90 ||
+        fail "no closing log line of the $2 flow to $dst through dante"
 }
-test_connected_ipv4_through_dante_udp_associate() { echo_through "$KTP_SRV4" 7003 10000 connected; }
-# IPv6 destinations through a SOCKS5 relay (ATYP 4 headers): udp_tools.py's.
-# dante 1.4.2 here takes the association and the datagrams but relays none
-# to IPv6 (with an IPv6 external address and `to: 0/0` rules too): not
-# understood yet, so not claimed.
+test_unconnected_ipv4_through_dante_udp_associate() { through_dante "$KTP_SRV4" unconnected; }
+test_connected_ipv4_through_dante_udp_associate() { through_dante "$KTP_SRV4" connected; }
+# IPv6 targets (ATYP 4) over the IPv4 control connection and relay address.
+test_unconnected_ipv6_through_dante_udp_associate() { through_dante "$KTP_SRV6" unconnected; }
+test_connected_ipv6_through_dante_udp_associate() { through_dante "$KTP_SRV6" connected; }
+# udp_tools.py's relay reads the ATYP 4 header itself too.
 test_ipv6_destination_through_a_socks5_relay() { echo_through "$KTP_SRV6" 7004 1000 connected; }
 
 test_dante_relays_the_datagrams() {
-    # The echo server sees dante's address, not the client host's.
-    local out
-    out=$(in_app "$PY" -c "
+    # The echo server sees dante's address of the family, not the client host's.
+    local host out
+    for host in "$KTP_SRV4" "$KTP_SRV6"; do
+        out=$(in_app "$PY" -c "
 import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-s.sendto(b'hi', ('$KTP_SRV4', 7003)); d, src = s.recvfrom(200); print(d.decode(), src[0])")
-    expect_match "$out" "^hi\|from=$KTP_SRV4:[0-9]+ $KTP_SRV4$" "what the server saw through dante"
+s = socket.socket(socket.AF_INET6 if ':' in '$host' else socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b'hi', ('$host', 7003)); d, src = s.recvfrom(200); print(d.decode(), src[0])")
+        expect_match "$out" "^hi\|from=$host:[0-9]+ $host$" "what the server saw through dante"
+    done
 }
 
 test_hostile_relay_bytes_are_dropped() {

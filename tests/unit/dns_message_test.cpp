@@ -1,6 +1,7 @@
 // DNS message parsing for the forwarder and the name memory: questions,
 // answers with CNAME chains and compression, refusals, and hostile input.
 #include "dns/dns_message.h"
+#include "dns_wire.h"
 #include "dns/fake_pool.h"
 #include "dns/name_memory.h"
 #include "dns/name_text.h"
@@ -14,36 +15,10 @@
 #include <utility>
 
 using namespace ktp;
+using namespace ktp::test;
 using namespace std::string_literals;
 
 namespace {
-
-std::string u16(unsigned v) { return {char(v >> 8 & 0xff), char(v & 0xff)}; }
-std::string u32(unsigned v) { return u16(v >> 16) + u16(v & 0xffff); }
-
-std::string name(const std::string& dotted)
-{
-    std::string out;
-    size_t at = 0;
-    while (at < dotted.size()) {
-        size_t dot = dotted.find('.', at);
-        if (dot == std::string::npos)
-            dot = dotted.size();
-        out += char(dot - at) + dotted.substr(at, dot - at);
-        at = dot + 1;
-    }
-    return out + '\0';
-}
-
-std::string header(unsigned id, unsigned flags, unsigned qd, unsigned an)
-{
-    return u16(id) + u16(flags) + u16(qd) + u16(an) + u16(0) + u16(0);
-}
-
-std::string query(const std::string& n, unsigned type = dns::kTypeA)
-{
-    return header(0x1234, 0x0100, 1, 0) + name(n) + u16(type) + u16(1);
-}
 
 std::string rr(const std::string& owner, unsigned type, unsigned ttl, const std::string& rdata)
 {
@@ -73,6 +48,27 @@ TEST_CASE("a query's question is read, lowercased")
     CHECK(!q->response);
     CHECK(q->name == "www.example.org");
     CHECK(q->qtype == dns::kTypeAaaa);
+}
+
+TEST_CASE("DNS over TCP: pipelined messages are taken one by one, a short length is refused")
+{
+    const std::string q1 = query("a.test"), q2 = query("b.test", dns::kTypeAaaa);
+    const std::string stream = dns::frame_tcp_message(q1) + dns::frame_tcp_message(q2);
+    auto f = dns::take_tcp_message(stream);
+    REQUIRE(f.status == dns::TcpFrame::whole);
+    CHECK(f.message == q1);
+    CHECK(f.used == 2 + q1.size());
+    auto g = dns::take_tcp_message(std::string_view(stream).substr(f.used));
+    REQUIRE(g.status == dns::TcpFrame::whole);
+    CHECK(dns::parse_question(g.message)->name == "b.test");
+    // Every cut short of the whole message waits for more.
+    for (size_t n = 0; n < 2 + q1.size(); ++n)
+        CHECK(dns::take_tcp_message(stream.substr(0, n)).status == dns::TcpFrame::need_more);
+    // No DNS message is shorter than its header: the stream is not DNS.
+    CHECK(dns::take_tcp_message(u16(0)).status == dns::TcpFrame::bad);
+    CHECK(dns::take_tcp_message(u16(11) + std::string(11, 'x')).status == dns::TcpFrame::bad);
+    CHECK(dns::frame_tcp_message(std::string(65536, 'x')).empty());
+    CHECK(dns::frame_tcp_message(std::string(65535, 'x')).size() == 65537);
 }
 
 TEST_CASE("an answer's addresses follow the CNAME chain, with the smallest TTL")
@@ -267,7 +263,7 @@ TEST_CASE("dns names in text logs: hostile bytes escaped, plain names unchanged"
     CHECK(ktp::dns::printable_name("web.test") == "web.test");
     CHECK(ktp::dns::plain_name("web.test"));
     const std::string hostile = "evil\nname\x1b[31m x\\y"s + '\0' + ".test";
-    CHECK(ktp::dns::printable_name(hostile) == "evil\\x0aname\\x1b[31m\\x20x\\\\y\\x00.test");
+    CHECK(ktp::dns::printable_name(hostile) == "evil\\x0aname\\x1b[31m\\x20x\\x5cy\\x00.test");
     CHECK_FALSE(ktp::dns::plain_name(hostile));
     CHECK(ktp::dns::printable_name("\xff") == "\\xff");
 }
