@@ -141,7 +141,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout};
         udp = std::make_unique<UdpRelay>(uc, router, &names, *dns);
         listeners.udp_port = udp->port();
-<<<<<<< HEAD
+        dns_tcp = std::make_unique<DnsTcp>(*dns);
         // Queries to a loopback resolver are a local service's, left alone:
         // the forwarder never sees them (docs/dns.md "Leak model").
         auto local = dns::loopback_nameservers(read_text_file("/etc/resolv.conf"));
@@ -150,9 +150,6 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                       "intercepted, and it asks its own servers from outside the cgroup, directly (docs/dns.md, "
                       "\"Leak model\")",
                       fmt::join(local, ", "));
-=======
-        dns_tcp = std::make_unique<DnsTcp>(*dns);
->>>>>>> main
     }
 
     KernelSide kernel(o, listeners, cgroups.name);

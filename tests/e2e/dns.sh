@@ -12,18 +12,14 @@
 # microsocks, which is given the name; no port-53 packet leaves the client
 # host and dnsmasq is never asked; a connect to a fake address ktproxy did
 # not hand out, or one a rule routes direct, is refused and reaches nobody; a
-<<<<<<< HEAD
-# name routed direct still resolves for real. Issue 13's first user story as
-# typed, with no UDP flag: `ktproxy run --upstream s=socks5://(dante)
-# --default proxy=s -- curl http://name/` puts no port-53 packet from the
-# client host on the wire, and dnsmasq is asked from dante's side; a
-# resolver on loopback (not intercepted) gets a warning at start.
-=======
 # name routed direct still resolves for real. DNS over TCP (dig +tcp, glibc's
 # use-vc, pipelined queries from Python) gets the same routing by name, name
 # memory, block and fake answers; hostile TCP clients are cut with a log line,
-# and a resolver that never answers gives SERVFAIL in bounded time.
->>>>>>> main
+# and a resolver that never answers gives SERVFAIL in bounded time. Issue
+# 13's first user story as typed, with no UDP flag: `ktproxy run --upstream
+# s=socks5://(dante) --default proxy=s -- curl http://name/` puts no port-53
+# packet from the client host on the wire, and dnsmasq is asked from dante's
+# side; a resolver on loopback (not intercepted) gets a warning at start.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 skip_unless_root
@@ -42,11 +38,8 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
     --host-record="web.test,$KTP_SRV4,$KTP_SRV6" --host-record="banner.test,$KTP_SRV4" \
     --host-record="blocked.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" \
     --host-record="grouped.test,$KTP_SRV4" --host-record="gosecret.test,$KTP_SRV4" --cname=alias.test,web.test \
-<<<<<<< HEAD
-    --host-record="story.test,$KTP_SRV4"
-=======
+    --host-record="story.test,$KTP_SRV4" \
     --host-record="tcpsecret.test,$KTP_SRV4"
->>>>>>> main
 # A server that speaks first and says whom it sees: direct, the client host;
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
