@@ -137,6 +137,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
                               listeners.listen6.has_value()};
         if (!o.dns_resolver.empty())
             dc.dns_resolver = parse_dns_resolver(o.dns_resolver);
+        const std::string resolv_conf = read_text_file("/etc/resolv.conf");
+        dc.trusted_resolvers = dns::trusted_resolvers(resolv_conf, dc.dns_resolver);
         dns = std::make_unique<DnsForwarder>(dc, router, &names);
         UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout};
         udp = std::make_unique<UdpRelay>(uc, router, &names, *dns);
@@ -144,7 +146,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         dns_tcp = std::make_unique<DnsTcp>(*dns);
         // Queries to a loopback resolver are a local service's, left alone:
         // the forwarder never sees them (docs/dns.md "Leak model").
-        auto local = dns::loopback_nameservers(read_text_file("/etc/resolv.conf"));
+        auto local = dns::loopback_nameservers(resolv_conf);
         if (!local.empty())
             log::warn("DNS: /etc/resolv.conf names a resolver on loopback ({}): the cgroup's queries to it are not "
                       "intercepted, and it asks its own servers from outside the cgroup, directly (docs/dns.md, "

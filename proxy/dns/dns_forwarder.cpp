@@ -123,9 +123,10 @@ bool DnsForwarder::exchange(const DnsRoute& r, std::string query,
                             std::function<void(const std::string& answer, const std::string& error)> done)
 {
     DnsUpstreamJob job{r.router, r.upstream, r.resolver, std::move(query), nullptr};
-    job.done = [this, done = std::move(done)](const std::string& answer, const std::string& error) {
+    job.done = [this, resolver = r.resolver, done = std::move(done)](const std::string& answer,
+                                                                      const std::string& error) {
         if (!answer.empty())
-            remember(answer);
+            remember(answer, resolver);
         done(answer, error);
     };
     std::lock_guard lock(mu_);
@@ -136,12 +137,18 @@ bool DnsForwarder::exchange(const DnsRoute& r, std::string query,
     return pool_->submit(std::move(job));
 }
 
-void DnsForwarder::remember(std::string_view answer)
+void DnsForwarder::remember(std::string_view answer, const SockAddr& resolver)
 {
     if (!names_)
         return;
-    if (auto a = dns::parse_answer(answer); a && !a->addresses.empty())
-        names_->remember(*a);
+    auto a = dns::parse_answer(answer);
+    if (!a || a->addresses.empty())
+        return;
+    const std::string ip = resolver.unmapped().ip_string();
+    bool trusted = false;
+    for (const SockAddr& t : cfg_.trusted_resolvers)
+        trusted = trusted || t.unmapped().ip_string() == ip;
+    names_->remember(*a, trusted);
 }
 
 }  // namespace ktp

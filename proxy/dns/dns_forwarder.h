@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 namespace ktp {
@@ -30,6 +31,10 @@ struct DnsForwarderConfig {
     std::optional<SockAddr> dns_resolver;  // --dns-resolver: where proxied queries go (none: the one asked)
     uint8_t block_rcode = 5;               // --dns-block: REFUSED (5) or NXDOMAIN (3)
     bool ipv6 = false;                     // IPv6 is relayed: fake AAAA answers get an address, not NODATA
+    // Resolvers the operator chose: --dns-resolver and the host's
+    // /etc/resolv.conf nameservers. Names they answer may be given to an
+    // upstream (NameMemory::Name); by address, any port.
+    std::vector<SockAddr> trusted_resolvers;
 };
 
 // Who asked, for the log lines: the app's process and the resolver it asked.
@@ -69,8 +74,9 @@ public:
     // already remembered. False when too many wait or after stop().
     bool exchange(const DnsRoute& r, std::string query,
                   std::function<void(const std::string& answer, const std::string& error)> done);
-    // Thread-safe: the addresses of an answer the app receives, remembered with their name.
-    void remember(std::string_view answer);
+    // Thread-safe: the addresses of an answer the app receives from
+    // resolver, remembered with their name.
+    void remember(std::string_view answer, const SockAddr& resolver);
     // Finishes the exchanges under way (their done runs), drops the queued ones.
     void stop();
 

@@ -30,7 +30,7 @@ size_t NameMemory::KeyHash::operator()(const Key& k) const noexcept
     return std::hash<std::string_view>{}(std::string_view(reinterpret_cast<const char*>(k.data()), k.size()));
 }
 
-void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
+void NameMemory::remember(const dns::Answer& a, bool trusted, Clock::time_point now)
 {
     // Not plain text (dns/name_text.h): not remembered, so a connection's
     // log line never carries it.
@@ -44,10 +44,11 @@ void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
         if (auto it = index_.find(k); it != index_.end()) {
             it->second->name = a.question.name;
             it->second->until = until;
+            it->second->trusted = trusted;
             lru_.splice(lru_.begin(), lru_, it->second);
             continue;
         }
-        lru_.push_front(Entry{k, a.question.name, until});
+        lru_.push_front(Entry{k, a.question.name, until, trusted});
         index_[k] = lru_.begin();
         if (lru_.size() > kCapacity) {
             index_.erase(lru_.back().key);
@@ -56,10 +57,10 @@ void NameMemory::remember(const dns::Answer& a, Clock::time_point now)
     }
 }
 
-std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) const
+NameMemory::Name NameMemory::lookup(const SockAddr& addr, Clock::time_point now) const
 {
     if (fake_ && fake_->contains(addr))
-        return fake_->lookup(addr, now);
+        return {fake_->lookup(addr, now), true};
     uint32_t m[4];
     addr.to_mapped(m);
     Key k;
@@ -69,7 +70,7 @@ std::string NameMemory::lookup(const SockAddr& addr, Clock::time_point now) cons
     if (it == index_.end() || it->second->until < now)
         return {};
     lru_.splice(lru_.begin(), lru_, it->second);
-    return it->second->name;
+    return {it->second->name, it->second->trusted};
 }
 
 bool NameMemory::is_fake(const SockAddr& addr) const { return fake_ && fake_->contains(addr); }

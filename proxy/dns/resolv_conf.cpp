@@ -1,4 +1,4 @@
-// resolv.conf's nameserver lines, read for loopback resolvers.
+// resolv.conf's nameserver lines: the resolvers the host's configuration names.
 #include "dns/resolv_conf.h"
 
 #include "base/sock_addr.h"
@@ -24,7 +24,7 @@ bool loopback(std::string_view ip)
 
 }  // namespace
 
-std::vector<std::string> loopback_nameservers(std::string_view text)
+std::vector<std::string> nameservers(std::string_view text)
 {
     std::vector<std::string> out;
     while (!text.empty()) {
@@ -43,9 +43,29 @@ std::vector<std::string> loopback_nameservers(std::string_view text)
         line.remove_prefix(kKey.size());
         skip_blank();
         std::string_view ip = line.substr(0, line.find_first_of(" \t\r#;"));
-        if (loopback(ip))
+        if (!ip.empty())
             out.emplace_back(ip);
     }
+    return out;
+}
+
+std::vector<SockAddr> trusted_resolvers(std::string_view resolv_conf, const std::optional<SockAddr>& dns_resolver)
+{
+    std::vector<SockAddr> out;
+    for (const std::string& ip : nameservers(resolv_conf))
+        if (auto a = SockAddr::parse_ip(ip, 53))
+            out.push_back(*a);
+    if (dns_resolver)
+        out.push_back(*dns_resolver);
+    return out;
+}
+
+std::vector<std::string> loopback_nameservers(std::string_view text)
+{
+    std::vector<std::string> out;
+    for (std::string& ip : nameservers(text))
+        if (loopback(ip))
+            out.push_back(std::move(ip));
     return out;
 }
 

@@ -35,7 +35,7 @@ Conn& ConnPool::alloc(std::shared_ptr<const Router> router, std::chrono::steady_
         c->upstream = nullptr;
         c->route_name = "none";
         c->domain.clear();
-        c->domain_remembered = false;
+        c->domain_untrusted = false;
         c->sniffed = c->peeking = c->connected = false;
         c->sniff_len = 0;
         c->hs.reset();

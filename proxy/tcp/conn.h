@@ -97,11 +97,10 @@ struct alignas(kUserDataAlign) Conn {
     const Upstream* upstream = nullptr;
     std::string route_name = "none";  // until routed
     std::string domain;
-    // domain came from the name memory (the cgroup's DNS answers), not
-    // from this connection's own bytes: it routes, it is logged, but the
-    // upstream is given the address (see TcpSetup::dial). Not for the name
-    // of a fake address (--dns-mode fake), which ktproxy handed out itself.
-    bool domain_remembered = false;
+    // domain came from the name memory, from a resolver the operator did
+    // not choose (NameMemory::Name): it routes, it is logged, but the
+    // upstream is given the address (see TcpSetup::dial).
+    bool domain_untrusted = false;
     bool sniffed = false;
     uint32_t sniff_len = 0;  // client bytes at the start of setup[c2u]
     bool peeking = false;    // the read beside a direct connect is in flight (TcpSetup::peek)

@@ -226,11 +226,12 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     // The name the app resolved this address from, if its DNS went through
     // ktproxy: domain rules match on it unless sniffing finds another.
     if (cfg_.names) {
-        c.domain = cfg_.names->lookup(c.orig);
-        // A fake address's name is ktproxy's own record (it answered the
-        // query itself), and the upstream must get it: the address means
-        // nothing outside.
-        c.domain_remembered = !c.domain.empty() && !cfg_.names->is_fake(c.orig);
+        // The upstream gets it only if a resolver the operator chose gave it
+        // (NameMemory::Name), or it is a fake address's (ktproxy answered
+        // the query itself, and the address means nothing outside).
+        NameMemory::Name n = cfg_.names->lookup(c.orig);
+        c.domain = std::move(n.name);
+        c.domain_untrusted = !c.domain.empty() && !n.trusted;
     }
     if (c.router->has_domain_rules() && c.router->decide(c.orig, nullptr).kind == Decision::need_sniff) {
         c.setup[idx(Dir::ClientToUpstream)] = chunks_.take(Dir::ClientToUpstream);
@@ -274,7 +275,7 @@ void TcpSetup::on_sniff(Conn& c, int res)
         if (r.status == SniffResult::need_more && c.sniff_len < SetupChunks::kSniff)
             return sniff_more(c);
         if (r.status == SniffResult::found)
-            c.domain = r.domain, c.domain_remembered = false;
+            c.domain = r.domain, c.domain_untrusted = false;
     }
     // Timeout (-ECANCELED), EOF (0: the relay's recv sees it again), or
     // enough bytes: decide with what we know.
@@ -354,12 +355,11 @@ void TcpSetup::dial(Conn& c)
     const SockAddr* target = &c.orig;
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
         target = &c.upstream->addr;
-        // A remembered name is whatever a DNS server the cgroup's apps chose
-        // answered: given to the upstream, it would let one app send
-        // another's connection to any host (answer "evil.example" for the
-        // victim's address). The upstream gets the address the app
+        // A name remembered from a DNS server an app chose could send
+        // another app's connection anywhere (answer "evil.example" for the
+        // victim's address): the upstream gets the address the app
         // connected to; the name still routes and is logged.
-        Target t{c.domain_remembered ? std::string() : c.domain, c.orig};
+        Target t{c.domain_untrusted ? std::string() : c.domain, c.orig};
         // A warm session is past the greeting: only the CONNECT is left.
         UniqueFd warm = sessions_ ? sessions_->take(c.router, *c.upstream) : UniqueFd();
         auto phase = warm ? Socks5Handshake::Phase::connect_only : Socks5Handshake::Phase::full;

@@ -5,7 +5,8 @@
 # address; a domain rule blocks a name (REFUSED, dnsmasq never asked); a
 # query whose name is routed to an upstream never leaks to the resolver; the
 # name memory routes a server-speaks-first TCP protocol by its domain rule
-# through microsocks (which gets the address: the name only routes); 10,000 queries from short-lived
+# through microsocks (which gets the address, the name only routes, unless
+# the resolver is the operator's: --dns-resolver); 10,000 queries from short-lived
 # sockets leave no flow state; a query whose name ktproxy cannot read does
 # not go to the resolver direct past a domain rule. Fake mode (--dns-mode fake): dig gets an
 # address of 198.18.0.0/15, curl to the name reaches the server through
@@ -43,11 +44,11 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
 # A server that speaks first and says whom it sees: direct, the client host;
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
-# microsocks would resolve banner.test to the server host's loopback: a
-# banner "for 127.0.0.1" would show it was given the name. A name remembered
-# from DNS answers routes a connection but the upstream is given the address
-# (an app answering its own queries must not steer another app's
-# connection), so the banner says the server host's own address.
+# microsocks resolves banner.test to the server host's loopback: a banner
+# "for 127.0.0.1" shows it was given the name. A name remembered from a
+# resolver the app chose routes a connection but the upstream is given the
+# address (an app answering its own queries must not steer another app's
+# connection): the banner then says the server host's own address.
 printf '127.0.0.1 localhost banner.test fakeweb.test\n' > "$KTP_TMP/hosts"
 # The Go client's HTTP Host (sniffed: the upstream gets that name) resolves
 # at microsocks to the server host.
@@ -191,25 +192,38 @@ print(s.recvfrom(600)[0][3] & 0x0f)' "$KTP_SRV4") || fail "query failed: $out"
     ! grep -q $'\x1b' "$KTP_LOG" || fail "an escape byte reached the log"
 }
 
-# banner_by_name [DIG_FLAGS...]: the app resolves banner.test through
+# banner_by_name SEEN [DIG_FLAGS...]: the app resolves banner.test through
 # ktproxy (dig with these flags), then reads the banner server's greeting at
 # the answered address: a server-speaks-first protocol, so only the
 # remembered name can route it. It must go by banner.test's rule through
-# microsocks (which is given the address and sees the server host's own).
+# microsocks, and the banner must name SEEN: the server host's own address
+# when microsocks is given the address, 127.0.0.1 when it is given the name
+# (its /etc/hosts).
 banner_by_name() {
-    local out
+    local out seen=$1
+    shift
     out=$(in_app sh -c "dig $* +short +time=5 +tries=1 @$KTP_SRV4 banner.test A >/dev/null &&
         $PY -c '
 import socket
 s = socket.create_connection((\"$KTP_SRV4\", 2525), timeout=5)
 print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
-    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner (through microsocks)"
+    expect_eq "$out" "220 banner for $seen" "the banner (through microsocks)"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
         fail "no conn line routing banner.test via m"
 }
 
 test_name_memory_routes_a_server_speaks_first_protocol() {
-    banner_by_name
+    # The app asked its own choice of resolver (dnsmasq, not in the host's
+    # /etc/resolv.conf): the name routes, microsocks gets the address.
+    banner_by_name "$KTP_SRV4"
+}
+
+test_name_from_a_resolver_the_operator_chose_goes_to_the_upstream() {
+    # --dns-resolver names dnsmasq: its answers are the operator's, and the
+    # upstream is given the name (SOCKS5 ATYP 3), as the issue asks.
+    start_tcp_ktproxy --dns-resolver "$KTP_SRV4" || fail "ktproxy did not start"
+    banner_by_name 127.0.0.1
+    stop_ktproxy TERM || true
 }
 
 test_10000_queries_from_short_lived_sockets_leave_no_flows() {
@@ -436,7 +450,7 @@ test_tcp_answer_is_remembered_for_domain_rules() {
     # connection that follows is routed by banner.test's rule (through
     # microsocks, which sees the server host's own address).
     start_tcp_ktproxy || fail "ktproxy did not start"
-    banner_by_name +tcp
+    banner_by_name "$KTP_SRV4" +tcp
     stop_ktproxy TERM || true
 }
 

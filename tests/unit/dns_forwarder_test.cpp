@@ -19,7 +19,6 @@ using namespace ktp::test;
 
 namespace {
 
-
 struct Fixture {
     RouterSlot slot{std::make_shared<const Router>(
         std::vector<std::string>{"domain=blocked.test block", "domain=secret.test proxy=m"},
@@ -59,6 +58,25 @@ TEST_CASE_METHOD(Fixture, "the forwarder routes each query by the name asked")
     response[2] = char(0x81);
     CHECK(fw.route(response, who).kind == DnsRoute::Kind::drop);
     CHECK(fw.route("garbage", who).kind == DnsRoute::Kind::drop);
+}
+
+TEST_CASE_METHOD(Fixture, "names answered by a resolver the operator chose are trusted, others are not")
+{
+    NameMemory names;
+    DnsForwarderConfig cfg{0, std::nullopt, dns::kRcodeRefused, false};
+    cfg.trusted_resolvers = {resolver};
+    DnsForwarder fw(cfg, slot, &names);
+    dns::Address a;
+    a.bytes = {10, 0, 0, 9};
+    const std::string answer = dns::address_answer(query("web.test"), &a, 60);
+    const SockAddr dst = *SockAddr::parse_ip("10.0.0.9", 22);
+
+    fw.remember(answer, *SockAddr::parse_ip("::ffff:192.0.2.53", 53));  // the same resolver, either family
+    CHECK(names.lookup(dst).name == "web.test");
+    CHECK(names.lookup(dst).trusted);
+    fw.remember(answer, *SockAddr::parse_ip("203.0.113.66", 53));  // the app's own choice
+    CHECK(names.lookup(dst).name == "web.test");
+    CHECK_FALSE(names.lookup(dst).trusted);
 }
 
 TEST_CASE_METHOD(Fixture, "--dns-resolver takes proxied queries, not direct ones")

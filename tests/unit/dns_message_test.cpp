@@ -135,17 +135,32 @@ TEST_CASE("no refusal for a question whose pointer reaches past the question")
     CHECK(dns::refusal(q, dns::kRcodeNxdomain).empty());
 }
 
+TEST_CASE("a name is trusted only as long as the latest answer for its address came from a trusted resolver")
+{
+    NameMemory m;
+    auto now = NameMemory::Clock::now();
+    auto addr = *SockAddr::parse_ip("10.0.0.9", 443);
+    m.remember(one_address("bank.example", {10, 0, 0, 9}, 30), true, now);
+    CHECK(m.lookup(addr, now).name == "bank.example");
+    CHECK(m.lookup(addr, now).trusted);
+    // An app's own resolver answers another name for the same address.
+    m.remember(one_address("evil.example", {10, 0, 0, 9}, 30), false, now);
+    CHECK(m.lookup(addr, now).name == "evil.example");
+    CHECK_FALSE(m.lookup(addr, now).trusted);
+    CHECK_FALSE(m.lookup(*SockAddr::parse_ip("10.0.0.8", 443), now).trusted);
+}
+
 TEST_CASE("the name memory maps answered addresses to the name, until the TTL is long past")
 {
     NameMemory m;
     dns::Answer a = one_address("db.corp.example", {10, 0, 0, 9}, 30);
     auto now = NameMemory::Clock::now();
-    m.remember(a, now);
+    m.remember(a, false, now);
     auto addr = *SockAddr::parse_ip("10.0.0.9", 5432);
-    CHECK(m.lookup(addr, now) == "db.corp.example");
-    CHECK(m.lookup(*SockAddr::parse_ip("::ffff:10.0.0.9", 1), now) == "db.corp.example");
-    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.8", 1), now).empty());
-    CHECK(m.lookup(addr, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).empty());
+    CHECK(m.lookup(addr, now).name == "db.corp.example");
+    CHECK(m.lookup(*SockAddr::parse_ip("::ffff:10.0.0.9", 1), now).name == "db.corp.example");
+    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.8", 1), now).name.empty());
+    CHECK(m.lookup(addr, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).name.empty());
 }
 
 TEST_CASE("a query whose name's pointer leads past the question gets no refusal and no fake answer")
@@ -273,6 +288,6 @@ TEST_CASE("the name memory does not keep a name that is not plain text")
     NameMemory m;
     dns::Answer a = one_address("evil\nforged line.test", {10, 0, 0, 7}, 30);
     auto now = NameMemory::Clock::now();
-    m.remember(a, now);
-    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.7", 22), now).empty());
+    m.remember(a, false, now);
+    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.7", 22), now).name.empty());
 }

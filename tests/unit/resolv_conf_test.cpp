@@ -18,3 +18,18 @@ TEST_CASE("loopback nameservers of a resolv.conf are found, others and non-names
     CHECK(loopback_nameservers("") == V{});
     CHECK(loopback_nameservers("nameserver 127.0.0.1") == V{"127.0.0.1"});
 }
+
+TEST_CASE("the trusted resolvers are every nameserver of resolv.conf and --dns-resolver")
+{
+    using ktp::SockAddr;
+    auto ips = [](const std::vector<SockAddr>& v) {
+        V out;
+        for (const SockAddr& a : v)
+            out.push_back(a.to_string());
+        return out;
+    };
+    CHECK(ips(ktp::dns::trusted_resolvers("nameserver 10.0.0.53\nnameserver fd00::53\nnameserver not-an-ip\n",
+                                          std::nullopt)) == V{"10.0.0.53:53", "[fd00::53]:53"});
+    CHECK(ips(ktp::dns::trusted_resolvers("", SockAddr::parse_ip("192.0.2.9", 5353))) == V{"192.0.2.9:5353"});
+    CHECK(ktp::dns::trusted_resolvers("search example\n", std::nullopt).empty());
+}
