@@ -282,6 +282,34 @@ for i in range(100):
         fail "the relay opened $((fds_after - fds_before)) fds for 100 senders borrowing token $token"
 }
 
+test_relay_port_answers_nothing_from_the_network() {
+    # The relay's socket is bound to 0.0.0.0 so that every 127/8 token
+    # reaches it (not to lo with SO_BINDTODEVICE: the hooks' socket lookup
+    # then no longer finds it, and UDP would go direct). A datagram from
+    # the server host to its port on the client host's address names no
+    # token: dropped, never relayed or answered, and no flow opened.
+    local port out flows
+    port=$(sed -n 's/.*UDP relay on port \([0-9]*\).*/\1/p' "$KTP_LOG" | head -1)
+    [ -n "$port" ] || fail "no UDP relay port in the ready line"
+    flows=$(ls "/proc/$KTP_PID/fd" | wc -l)
+    out=$(in_srv "$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.connect((sys.argv[1], int(sys.argv[2])))
+try:
+    for _ in range(3):
+        s.send(b"probe")
+        s.recv(100)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("silent")' "$KTP_CLI4" "$port")
+    [ "$out" = silent ] || [ "$out" = refused ] || fail "a datagram from the server host to the relay's port: $out"
+    expect_eq "$(ls "/proc/$KTP_PID/fd" | wc -l)" "$flows" "ktproxy's fds after the probe (no flow opened)"
+}
+
 test_kill9_fails_open_and_fail_closed_fails() {
     local out rc
     kill -9 "$KTP_PID"
