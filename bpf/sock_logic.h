@@ -41,6 +41,14 @@ static __always_inline int ktp_is_linklocal6(const __u32 a[4])
 	return (bpf_ntohl(a[0]) & 0xffc00000) == 0xfe800000;
 }
 
+/* A loopback address proper (127/8, ::1, v4-mapped 127/8), not unspecified. */
+static __always_inline int ktp_is_loopback(const __u32 a[4])
+{
+	if (ktp_is_v4mapped(a))
+		return (bpf_ntohl(a[3]) >> 24) == 127;
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
+}
+
 /* Destinations connect6 leaves alone before any rule: loopback, unspecified
  * (both local), and link-local (a scope a rewrite cannot carry). v4-mapped
  * addresses get the IPv4 test. */

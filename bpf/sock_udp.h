@@ -279,17 +279,27 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	 * flood the ring). A socket connected before it began stays so. */
 	if (ktp_dry_run_on())
 		return 1;
+	port = ctx->user_port;
 	if (v6) {
-		if (ktp_dst6_left_alone(ctx, dst))
-			return 1;
+		dst[0] = ctx->user_ip6[0];
+		dst[1] = ctx->user_ip6[1];
+		dst[2] = ctx->user_ip6[2];
+		dst[3] = ctx->user_ip6[3];
 	} else {
-		if (ktp_is_local4(ctx->user_ip4)) {
-			ktp_count(KTP_CTR_SKIPPED_LOCAL);
-			return 1;
-		}
 		ktp_map_v4(dst, ctx->user_ip4);
 	}
-	port = ctx->user_port;
+	/* A resolver on loopback (systemd-resolved's 127.0.0.53, a local
+	 * dnsmasq) asks its own servers from outside the cgroup: the query
+	 * goes to the forwarder like any other, which hands the direct ones to
+	 * that resolver and sends proxied ones elsewhere (docs/dns.md). Only
+	 * here: ktproxy's own namespace (ktp_udp_skip), UDP. */
+	if (!(port == bpf_htons(53) && ktp_is_loopback(dst))) {
+		if (v6 ? ktp_dst6_left_alone(ctx, dst) : ktp_is_local4(ctx->user_ip4)) {
+			if (!v6)
+				ktp_count(KTP_CTR_SKIPPED_LOCAL);
+			return 1;
+		}
+	}
 	verdict = ktp_route_dns(dst, port);
 	if (verdict >= 0)
 		return verdict;

@@ -146,4 +146,15 @@ std::string SockAddr::to_string() const
     return std::string(text(buf));
 }
 
+bool SockAddr::is_loopback() const
+{
+    if (empty())
+        return false;
+    uint32_t m[4];
+    to_mapped(m);
+    if (m[0] == 0 && m[1] == 0 && ntohl(m[2]) == 0xffff)
+        return (ntohl(m[3]) >> 24) == 127;
+    return family() == AF_INET6 && m[0] == 0 && m[1] == 0 && m[2] == 0 && ntohl(m[3]) == 1;
+}
+
 }  // namespace ktp

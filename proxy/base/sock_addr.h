@@ -34,6 +34,8 @@ public:
     void to_mapped(uint32_t out[4]) const;
     // An AF_INET6 address that is v4-mapped becomes AF_INET; others unchanged.
     SockAddr unmapped() const;
+    // 127/8, ::1 or a v4-mapped 127/8 address (not the unspecified one).
+    bool is_loopback() const;
 
     const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage_); }
     socklen_t size() const { return len_; }

@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "base/text_file.h"
 #include "daemon/cgroup_match.h"
+#include "daemon/dns_config.h"
 #include "daemon/instance_cgroups.h"
 #include "daemon/kernel_side.h"
 #include "daemon/listeners.h"
@@ -18,7 +19,6 @@
 #include "daemon/seccomp_filter.h"
 #include "daemon/routing.h"
 #include "dns/name_memory.h"
-#include "dns/resolv_conf.h"
 #include "udp/udp_relay.h"
 #include "dns/dns_forwarder.h"
 #include "dns/dns_tcp.h"
@@ -132,26 +132,12 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     std::unique_ptr<UdpRelay> udp;
     std::unique_ptr<DnsTcp> dns_tcp;
     if (o.udp && cgroups.app && listeners.listen4) {
-        DnsForwarderConfig dc{o.mark, std::nullopt,
-                              uint8_t(o.dns_block == "nxdomain" ? dns::kRcodeNxdomain : dns::kRcodeRefused),
-                              listeners.listen6.has_value()};
-        if (!o.dns_resolver.empty())
-            dc.dns_resolver = parse_dns_resolver(o.dns_resolver);
-        const std::string resolv_conf = read_text_file("/etc/resolv.conf");
-        dc.trusted_resolvers = dns::trusted_resolvers(resolv_conf, dc.dns_resolver);
+        DnsForwarderConfig dc = dns_forwarder_config(o, listeners.listen6.has_value());
         dns = std::make_unique<DnsForwarder>(dc, router, &names);
         UdpConfig uc{listeners.listen4->port(), o.mark, listeners.listen6, o.udp_timeout};
         udp = std::make_unique<UdpRelay>(uc, router, &names, *dns);
         listeners.udp_port = udp->port();
         dns_tcp = std::make_unique<DnsTcp>(*dns);
-        // Queries to a loopback resolver are a local service's, left alone:
-        // the forwarder never sees them (docs/dns.md "Leak model").
-        auto local = dns::loopback_nameservers(resolv_conf);
-        if (!local.empty())
-            log::warn("DNS: /etc/resolv.conf names a resolver on loopback ({}): the cgroup's queries to it are not "
-                      "intercepted, and it asks its own servers from outside the cgroup, directly (docs/dns.md, "
-                      "\"Leak model\")",
-                      fmt::join(local, ", "));
     }
 
     KernelSide kernel(o, listeners, cgroups.name);

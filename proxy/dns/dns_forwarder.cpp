@@ -82,6 +82,19 @@ DnsRoute DnsForwarder::route(std::string_view query, const DnsAsker& who)
         r.router = std::move(router);
         r.upstream = up;
         r.resolver = cfg_.dns_resolver ? *cfg_.dns_resolver : who.resolver;
+        if (!cfg_.dns_resolver && who.resolver.is_loopback()) {
+            if (cfg_.loopback_fallback.empty()) {
+                r.kind = DnsRoute::Kind::answered;
+                r.answer = dns::refusal(query, dns::kRcodeServfail);
+                log::warn("dns {}[{}] {} to {}: routed to {}, but a resolver on loopback cannot be reached from "
+                          "there; give --dns-resolver ADDR (answered SERVFAIL)",
+                          who.comm, who.pid, r.shown, who.resolver, up->name);
+                if (r.answer.empty())
+                    r.kind = DnsRoute::Kind::drop;
+                return r;
+            }
+            r.resolver = cfg_.loopback_fallback.front();
+        }
         log::debug("dns {}[{}] {} type {} to {}: through {} to {}", who.comm, who.pid, r.shown, q->qtype,
                    who.resolver, up->name, r.resolver);
         return r;

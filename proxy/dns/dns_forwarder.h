@@ -35,6 +35,11 @@ struct DnsForwarderConfig {
     // /etc/resolv.conf nameservers. Names they answer may be given to an
     // upstream (NameMemory::Name); by address, any port.
     std::vector<SockAddr> trusted_resolvers;
+    // Where a proxied name goes when the app asked a resolver on loopback
+    // (systemd-resolved's 127.0.0.53) and there is no --dns-resolver: the
+    // upstream cannot reach this host's loopback. The servers that resolver
+    // uses itself (/run/systemd/resolve/resolv.conf); none: SERVFAIL.
+    std::vector<SockAddr> loopback_fallback;
 };
 
 // Who asked, for the log lines: the app's process and the resolver it asked.

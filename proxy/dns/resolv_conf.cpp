@@ -13,13 +13,7 @@ bool loopback(std::string_view ip)
 {
     // An IPv6 nameserver may carry a scope (fe80::1%eth0): not loopback.
     auto a = SockAddr::parse_ip(ip, 0);
-    if (!a)
-        return false;
-    uint32_t m[4];
-    a->to_mapped(m);
-    if (m[0] == 0 && m[1] == 0 && ntohl(m[2]) == 0xffff)
-        return (ntohl(m[3]) >> 24) == 127;
-    return m[0] == 0 && m[1] == 0 && m[2] == 0 && ntohl(m[3]) == 1;
+    return a && a->is_loopback();
 }
 
 }  // namespace

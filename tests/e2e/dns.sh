@@ -58,7 +58,12 @@ ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
 # dante with a password, as a user would run it (the user story's upstream).
 DANTE_DIR="$KTP_TMP/dante"
 ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1082
+# The user story's name resolves at dante (given the name: the app's
+# resolver is the host's, one the operator chose) from its own hosts file:
+# no resolver outside the test is ever asked.
+printf '127.0.0.1 localhost\n%s story.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts.dante"
 ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
+    mount --bind '$KTP_TMP/hosts.dante' /etc/hosts &&
     exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
 # The web server fake mode's curl reaches (by name, through microsocks).
 mkdir -p "$KTP_TMP/www"
@@ -300,20 +305,70 @@ test_run_default_proxy_leaks_no_dns_without_any_udp_flag() {
         fail "dante's log shows no connection to the web server"
 }
 
-test_loopback_resolver_gets_a_warning_at_start() {
-    # A resolver on loopback (systemd-resolved's 127.0.0.53) is left alone by
-    # the hooks and asks its servers from outside the cgroup: `ktproxy run`
-    # (quiet unless something is wrong) says so on stderr, once; not with
-    # --no-udp, where nothing is intercepted anyway.
+test_loopback_resolver_without_dns_resolver_gets_a_warning_at_start() {
+    # A resolver on loopback (systemd-resolved's 127.0.0.53) cannot be
+    # reached from an upstream: with neither --dns-resolver nor resolved's
+    # own server list, `ktproxy run` (quiet unless something is wrong) says
+    # on stderr, once, that proxied names will get SERVFAIL; not with
+    # --dns-resolver, nor with --no-udp, where nothing is intercepted.
     local out
     printf 'nameserver 127.0.0.53\noptions edns0\n' > "$KTP_TMP/resolv.lo.conf"
+    [ -e /run/systemd/resolve/resolv.conf ] && echo "    (this host runs systemd-resolved: its server list is read)" >&2
     out=$(in_cli unshare -m sh -c "mount --bind '$KTP_TMP/resolv.lo.conf' /etc/resolv.conf &&
+        mount --bind /dev/null /run/systemd/resolve/resolv.conf 2>/dev/null;
         exec timeout 30 '$KTPROXY' run -- true" 2>&1) || fail "ktproxy run true failed: $out"
-    expect_match "$out" "warn: DNS: /etc/resolv.conf names a resolver on loopback \(127\.0\.0\.53\)" "stderr"
+    expect_match "$out" "warn: DNS: /etc/resolv.conf names a resolver on loopback \\(127\\.0\\.0\\.53\\), which an upstream cannot reach" "stderr"
     expect_eq "$(grep -c 'resolver on loopback' <<< "$out")" 1 "warning lines"
+    out=$(in_cli unshare -m sh -c "mount --bind '$KTP_TMP/resolv.lo.conf' /etc/resolv.conf &&
+        exec timeout 30 '$KTPROXY' run --dns-resolver $KTP_SRV4 -- true" 2>&1) || fail "ktproxy run true failed: $out"
+    expect_eq "$out" "" "stderr of ktproxy run --dns-resolver"
     out=$(in_cli unshare -m sh -c "mount --bind '$KTP_TMP/resolv.lo.conf' /etc/resolv.conf &&
         exec timeout 30 '$KTPROXY' run --no-udp -- true" 2>&1) || fail "ktproxy run --no-udp true failed: $out"
     expect_eq "$out" "" "stderr of ktproxy run --no-udp"
+}
+
+# A local resolver like systemd-resolved: dnsmasq on 127.0.0.53 in the
+# client host, forwarding to the server host's dnsmasq (from outside the
+# cgroup: a query it forwards is a leak of the name).
+LOCAL_DNS_LOG="$KTP_TMP/dnsmasq.local.log"
+start_local_resolver() {
+    [ -s "$KTP_TMP/dnsmasq.local.pid" ] && kill -0 "$(cat "$KTP_TMP/dnsmasq.local.pid")" 2>/dev/null && return 0
+    : > "$LOCAL_DNS_LOG"
+    ktp_bg in_cli dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+        --listen-address=127.0.0.53 --port=53 --user=root --server="$KTP_SRV4" \
+        --log-queries --log-facility="$LOCAL_DNS_LOG" --pid-file="$KTP_TMP/dnsmasq.local.pid"
+    for _ in $(seq 50); do grep -q "started" "$LOCAL_DNS_LOG" && return 0; sleep 0.1; done
+    return 1
+}
+
+test_loopback_resolver_queries_go_through_the_forwarder() {
+    # The app asks 127.0.0.53 (UDP). A direct name goes to that resolver as
+    # the app asked (its answer from 127.0.0.53); a proxied one goes
+    # through the upstream to --dns-resolver and never reaches the local
+    # resolver, which would ask for it from outside the cgroup.
+    local out
+    start_local_resolver || fail "the local resolver did not start"
+    stop_every_ktproxy
+    start_ktproxy --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=secret.test proxy=m" \
+        --dns-resolver "$KTP_SRV4" || fail "ktproxy did not start"
+    out=$(in_app dig +time=3 +tries=1 @127.0.0.53 web.test A 2>&1) || fail "dig web.test failed: $out"
+    expect_match "$out" "status: NOERROR" "dig web.test at 127.0.0.53"
+    expect_match "$out" "SERVER: 127.0.0.53#53" "the answer's source"
+    expect_file_match "$LOCAL_DNS_LOG" "query\\[A\\] web.test from 127.0.0.1" "the local resolver asked for web.test"
+    out=$(in_app dig +time=5 +tries=1 @127.0.0.53 secret.test A 2>&1) || fail "dig secret.test failed: $out"
+    expect_match "$out" "status: NOERROR" "dig secret.test at 127.0.0.53"
+    expect_file_match "$DNSMASQ_LOG" "query\\[A\\] secret.test from $KTP_SRV4" "dnsmasq asked from microsocks' side"
+    expect_no_file_match "$LOCAL_DNS_LOG" "secret.test" "the local resolver's log"
+    stop_ktproxy TERM || true
+    # Without --dns-resolver (and no resolved server list): SERVFAIL, logged.
+    start_ktproxy --upstream "m=socks5://$KTP_SRV4:1081" --rule "domain=secret.test proxy=m" ||
+        fail "ktproxy did not start"
+    out=$(in_app dig +time=3 +tries=1 @127.0.0.53 secret.test A 2>&1) || true
+    expect_match "$out" "status: SERVFAIL" "dig secret.test at 127.0.0.53 without --dns-resolver"
+    expect_file_match "$KTP_LOG" "secret.test to 127.0.0.53:53: routed to m, but a resolver on loopback cannot be reached" \
+        "the log line"
+    expect_no_file_match "$LOCAL_DNS_LOG" "secret.test" "the local resolver's log"
+    stop_ktproxy TERM || true
 }
 
 test_unparsed_query_does_not_leak_direct() {
