@@ -124,12 +124,19 @@ netns_map_entries() {
     bpftool -j map dump id "$id" | jq length
 }
 
-test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
-    trap 'stop_ktproxy; ctr_stop a' EXIT
-    ctr_start a 2 in
+# ctr_and_ktproxy NAME N LINE: container NAME (address .N) in the cgroup,
+# ktproxy started, and its log line announcing the container's namespace
+# ("...: listening on LINE") waited for; both stopped on exit.
+ctr_and_ktproxy() {
+    trap "stop_ktproxy; ctr_stop $1" EXIT
+    ctr_start "$1" "$2" in
     start_ktproxy --log-level info || fail "ktproxy did not start"
-    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening on 127.0.0.1:[0-9]+" ||
-        { cat "$KTP_LOG" >&2; fail "no listener opened in the container's namespace"; }
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening on $3" ||
+        { cat "$KTP_LOG" >&2; fail "no line announcing container $1's namespace (listening on $3)"; }
+}
+
+test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
+    ctr_and_ktproxy a 2 "127.0.0.1:[0-9]+"
     local port
     port=$(sed -nE 's/.*container namespace [0-9]+ \(cgroup [^)]*\): listening on 127.0.0.1:([0-9]+).*/\1/p' "$KTP_LOG" | head -1)
     nsenter --net="/run/netns/$(ctr_ns a)" ss -Hltn "sport = :$port" | grep -q LISTEN ||
@@ -161,11 +168,7 @@ test_container_udp_goes_out_untouched_and_the_log_says_so() {
     # container's is not (no relay socket in its namespace): its datagrams
     # must still get out and back, skipped by the hooks, and the line that
     # announces the container says its UDP and DNS are not intercepted.
-    trap 'stop_ktproxy; ctr_stop u' EXIT
-    ctr_start u 4 in
-    start_ktproxy --log-level info || fail "ktproxy did not start"
-    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*\): listening on .*; its UDP and DNS are not intercepted" ||
-        { cat "$KTP_LOG" >&2; fail "no line saying the container's UDP is not intercepted"; }
+    ctr_and_ktproxy u 4 ".*; its UDP and DNS are not intercepted"
     local before_skip out
     before_skip=$(ktp_counter skipped_netns)
     out=$(in_ctr u /usr/bin/python3 -c "

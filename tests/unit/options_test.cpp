@@ -2,7 +2,10 @@
 #include "config/options.h"
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <utility>
 #include <vector>
 
 using namespace ktp;
@@ -149,28 +152,22 @@ TEST_CASE("UDP and DNS are intercepted by default; --no-udp turns them off, --ud
 {
     // Off by default, `run --default proxy=s` would send every DNS query out
     // directly (issue 13's first user story).
-    Options d;
-    REQUIRE(parse({"--cgroup", "app"}, d).run);
-    CHECK(d.udp);
-    Options off;
-    REQUIRE(parse({"--cgroup", "app", "--no-udp"}, off).run);
-    CHECK_FALSE(off.udp);
-    Options on;
-    REQUIRE(parse({"--cgroup", "app", "--udp"}, on).run);
-    CHECK(on.udp);
-    Options run;
-    REQUIRE(parse({"run", "--no-udp", "--", "true"}, run).run);
-    CHECK_FALSE(run.udp);
-    Options run_default;
-    REQUIRE(parse({"run", "--", "true"}, run_default).run);
-    CHECK(run_default.udp);
     // The last one given wins, as for any flag said twice.
-    Options last_off;
-    REQUIRE(parse({"--cgroup", "app", "--udp", "--no-udp"}, last_off).run);
-    CHECK_FALSE(last_off.udp);
-    Options last_on;
-    REQUIRE(parse({"--cgroup", "app", "--no-udp", "--udp"}, last_on).run);
-    CHECK(last_on.udp);
+    const std::pair<std::vector<const char*>, bool> cases[] = {
+        {{"--cgroup", "app"}, true},
+        {{"--cgroup", "app", "--no-udp"}, false},
+        {{"--cgroup", "app", "--udp"}, true},
+        {{"run", "--no-udp", "--", "true"}, false},
+        {{"run", "--", "true"}, true},
+        {{"--cgroup", "app", "--udp", "--no-udp"}, false},
+        {{"--cgroup", "app", "--no-udp", "--udp"}, true},
+    };
+    for (const auto& [args, udp] : cases) {
+        Options o;
+        INFO(fmt::format("{}", fmt::join(args, " ")));
+        REQUIRE(parse(args, o).run);
+        CHECK(o.udp == udp);
+    }
     Options bad;
     auto r = parse({"--cgroup", "app", "--no-udp=maybe"}, bad);
     CHECK_FALSE(r.run);
