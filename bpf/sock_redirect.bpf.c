@@ -172,15 +172,18 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	return -1;
 }
 
+static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port);
+
 /* The IPv6 destination the app asked for, into dst; 1 = a destination
- * ktproxy leaves alone (loopback and the like), counted. TCP and UDP alike. */
+ * ktproxy leaves alone (loopback and the like, but DNS to a loopback
+ * resolver: ktp_loopback_dns), counted. TCP and UDP alike. */
 static __always_inline int ktp_dst6_left_alone(struct bpf_sock_addr *ctx, __u32 dst[4])
 {
 	dst[0] = ctx->user_ip6[0];
 	dst[1] = ctx->user_ip6[1];
 	dst[2] = ctx->user_ip6[2];
 	dst[3] = ctx->user_ip6[3];
-	if (ktp_skip_dst6(dst)) {
+	if (ktp_skip_dst6(dst) && (ktp_dry_run_on() || !ktp_loopback_dns(ctx, dst, ctx->user_port))) {
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
 		return 1;
 	}
@@ -203,11 +206,11 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 		return ktp_udp_connect4(ctx, sk);
 	if (ktp_should_skip(ctx, sk))
 		return 1;
-	if (ktp_is_local4(ctx->user_ip4)) {
+	ktp_map_v4(dst, ctx->user_ip4);
+	if (ktp_is_local4(ctx->user_ip4) && (ktp_dry_run_on() || !ktp_loopback_dns(ctx, dst, ctx->user_port))) {
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
 		return 1;
 	}
-	ktp_map_v4(dst, ctx->user_ip4);
 	if (ktp_dry_run_on())
 		return ktp_dry_run(ctx, sk, dst, 1);
 	verdict = ktp_route_dns(dst, ctx->user_port);

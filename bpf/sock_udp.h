@@ -224,6 +224,16 @@ static __always_inline int ktp_route_dns(const __u32 dst[4], __u32 port)
 	return -1;
 }
 
+/* DNS to a resolver on loopback (systemd-resolved's 127.0.0.53) from
+ * ktproxy's own namespace, UDP or TCP: that resolver asks its own servers
+ * from outside the cgroup, so the query goes to the forwarder like any other
+ * (docs/dns.md). A container's loopback is its own: left alone. */
+static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port)
+{
+	return ktp_udp_port && port == bpf_htons(53) && ktp_is_loopback(dst) &&
+	       bpf_get_netns_cookie(ctx) == ktp_netns_cookie;
+}
+
 /* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.
  * Returns the token address to rewrite to, 1 to leave it, 0 to fail it. The
  * token is never 0 or 1, so the three cannot be confused. */
@@ -281,22 +291,12 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		return 1;
 	port = ctx->user_port;
 	if (v6) {
-		dst[0] = ctx->user_ip6[0];
-		dst[1] = ctx->user_ip6[1];
-		dst[2] = ctx->user_ip6[2];
-		dst[3] = ctx->user_ip6[3];
+		if (ktp_dst6_left_alone(ctx, dst))
+			return 1;
 	} else {
 		ktp_map_v4(dst, ctx->user_ip4);
-	}
-	/* A resolver on loopback (systemd-resolved's 127.0.0.53, a local
-	 * dnsmasq) asks its own servers from outside the cgroup: the query
-	 * goes to the forwarder like any other, which hands the direct ones to
-	 * that resolver and sends proxied ones elsewhere (docs/dns.md). Only
-	 * here: ktproxy's own namespace (ktp_udp_skip), UDP. */
-	if (!(port == bpf_htons(53) && ktp_is_loopback(dst))) {
-		if (v6 ? ktp_dst6_left_alone(ctx, dst) : ktp_is_local4(ctx->user_ip4)) {
-			if (!v6)
-				ktp_count(KTP_CTR_SKIPPED_LOCAL);
+		if (ktp_is_local4(ctx->user_ip4) && !ktp_loopback_dns(ctx, dst, port)) {
+			ktp_count(KTP_CTR_SKIPPED_LOCAL);
 			return 1;
 		}
 	}

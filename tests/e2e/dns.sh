@@ -358,6 +358,15 @@ test_loopback_resolver_queries_go_through_the_forwarder() {
     out=$(in_app dig +time=5 +tries=1 @127.0.0.53 secret.test A 2>&1) || fail "dig secret.test failed: $out"
     expect_match "$out" "status: NOERROR" "dig secret.test at 127.0.0.53"
     expect_file_match "$DNSMASQ_LOG" "query\\[A\\] secret.test from $KTP_SRV4" "dnsmasq asked from microsocks' side"
+    # The same over TCP (glibc's use-vc, a truncated answer asked again).
+    local via_m
+    via_m=$(grep -c "query\[A\] secret.test from $KTP_SRV4" "$DNSMASQ_LOG")
+    out=$(in_app dig +tcp +time=5 +tries=1 @127.0.0.53 secret.test A 2>&1) || fail "dig +tcp secret.test failed: $out"
+    expect_match "$out" "status: NOERROR" "dig +tcp secret.test at 127.0.0.53"
+    expect_eq "$(grep -c "query\[A\] secret.test from $KTP_SRV4" "$DNSMASQ_LOG")" $((via_m + 1)) \
+        "queries for secret.test dnsmasq got from microsocks' side after the TCP one"
+    out=$(in_app dig +tcp +time=3 +tries=1 @127.0.0.53 web.test A 2>&1) || fail "dig +tcp web.test failed: $out"
+    expect_match "$out" "status: NOERROR" "dig +tcp web.test at 127.0.0.53"
     expect_no_file_match "$LOCAL_DNS_LOG" "secret.test" "the local resolver's log"
     stop_ktproxy TERM || true
     # Without --dns-resolver (and no resolved server list): SERVFAIL, logged.
