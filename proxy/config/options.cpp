@@ -248,7 +248,7 @@ constexpr const char* kAbout =
     "  ktproxy --cgroup PATH [options]        intercept a cgroup until stopped (Ctrl-C)\n"
     "  ktproxy run [options] -- CMD [ARGS]    run one command with its connections intercepted\n"
     "  ktproxy status [--json]                show live connections of running instances\n"
-    "  ktproxy cleanup                        remove state left by a killed ktproxy\n"
+    "  ktproxy cleanup [--cgroup PATH]        remove state left by a killed ktproxy (all, or one instance's)\n"
     "  ktproxy doctor [--cgroup PATH]         check this host for what ktproxy needs and what conflicts\n"
     "  ktproxy ctl dry-run on|off             switch a running instance's dry run\n\n"
     "Example:  sudo ktproxy --cgroup /sys/fs/cgroup/app --upstream tor=socks5://127.0.0.1:9050 \\\n"
@@ -373,6 +373,9 @@ std::unique_ptr<CLI::App> make_app(std::string_view sub, Options& opts)
         app = std::make_unique<CLI::App>("ktproxy cleanup: remove pinned hooks (--fail-closed), transient cgroups and "
                                          "gateway routing state left by a ktproxy that was killed",
                                          "cleanup");
+        app->add_option("--cgroup", opts.cgroup,
+                        "only what the instance of this cgroup left (its pins, lock and control socket): another "
+                        "instance's --fail-closed hooks stay, even while it restarts");
     } else if (sub == "doctor") {
         opts.command = Command::doctor;
         app = std::make_unique<CLI::App>(

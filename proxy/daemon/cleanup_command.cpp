@@ -24,14 +24,68 @@
 
 namespace ktp {
 
-int run_cleanup(const Options&)
+namespace {
+
+// Stale control sockets and lock files in kRunDir, of one instance (its
+// name, and its bpffs_name() that names the lock) or of every instance ("");
+// a live instance's are left alone.
+int clean_run_dir(const std::string& only, const std::string& only_lock)
+{
+    int sockets = 0;
+    if (DIR* d = opendir(kRunDir)) {
+        while (dirent* e = readdir(d)) {
+            std::string n = e->d_name;
+            if (n.size() <= 5)
+                continue;
+            const std::string stem = n.substr(0, n.size() - 5);
+            if (n.substr(n.size() - 5) == ".lock") {
+                if (!only.empty() && stem != only_lock)
+                    continue;
+                // Left by a killed instance; a held one is a live instance's.
+                int holder = 0;
+                if (InstanceLock lock = InstanceLock::try_acquire(n.substr(0, n.size() - 5), &holder)) {
+                    lock.remove();
+                    ++sockets;
+                }
+                continue;
+            }
+            if (n.substr(n.size() - 5) != ".sock" || (!only.empty() && stem != only))
+                continue;
+            std::string p = std::string(kRunDir) + "/" + n;
+            try {
+                query_control(p, "ping");
+            } catch (const Error&) {
+                if (::unlink(p.c_str()) == 0)
+                    ++sockets;
+            }
+        }
+        closedir(d);
+    }
+    return sockets;
+}
+
+}  // namespace
+
+int run_cleanup(const Options& o)
 {
     require_privileges();
+    // --cgroup: one instance's leftovers only. Without it, every dead
+    // instance's pins go, and a --fail-closed instance caught between its
+    // kill and its restart would be opened (its cgroup's connects go direct
+    // until the restart hooks it again).
+    std::string only, only_pins;
+    if (!o.cgroup.empty()) {
+        const std::string mount = find_cgroup2_mount(read_text_file("/proc/self/mounts")).value_or("");
+        if (mount.empty())
+            fail("cleanup --cgroup {}: no cgroup2 hierarchy mounted", o.cgroup);
+        only = instance_name(mount, resolve_cgroup_path(mount, o.cgroup));
+        only_pins = bpffs_name(only);
+    }
     int pins = 0;
     if (DIR* d = opendir(kPinRoot)) {
         while (dirent* e = readdir(d)) {
             std::string n = e->d_name;
-            if (n == "." || n == "..")
+            if (n == "." || n == ".." || (!only.empty() && n != only_pins))
                 continue;
             std::string p = std::string(kPinRoot) + "/" + n;
             if (e->d_type != DT_DIR) {
@@ -58,6 +112,12 @@ int run_cleanup(const Options&)
         closedir(d);
     }
     rmdir(kPinRoot);  // only if nothing is left in it
+    if (!only.empty()) {
+        const int sockets = clean_run_dir(only, only_pins);
+        log::info("cleanup: removed {} pinned BPF objects and {} stale control sockets and lock files of {}", pins,
+                  sockets, only);
+        return 0;
+    }
     int cgroups = 0;
     // Without a visible hierarchy there are no transient cgroups to remove.
     const std::string mount = find_cgroup2_mount(read_text_file("/proc/self/mounts")).value_or("");
@@ -74,31 +134,7 @@ int run_cleanup(const Options&)
         }
         closedir(d);
     }
-    int sockets = 0;
-    if (DIR* d = opendir(kRunDir)) {
-        while (dirent* e = readdir(d)) {
-            std::string n = e->d_name;
-            if (n.size() > 5 && n.substr(n.size() - 5) == ".lock") {
-                // Left by a killed instance; a held one is a live instance's.
-                int holder = 0;
-                if (InstanceLock lock = InstanceLock::try_acquire(n.substr(0, n.size() - 5), &holder)) {
-                    lock.remove();
-                    ++sockets;
-                }
-                continue;
-            }
-            if (n.size() <= 5 || n.substr(n.size() - 5) != ".sock")
-                continue;
-            std::string p = std::string(kRunDir) + "/" + n;
-            try {
-                query_control(p, "ping");
-            } catch (const Error&) {
-                if (::unlink(p.c_str()) == 0)
-                    ++sockets;
-            }
-        }
-        closedir(d);
-    }
+    const int sockets = clean_run_dir("", "");
     Options defaults;
     int gw = 0;
     try {

@@ -56,7 +56,10 @@ ktp_cleanup() {
             ip netns del "$ns" 2>/dev/null
         fi
     done
-    [ -n "$KTP_TMP" ] && rm -rf "$KTP_TMP"
+    # KTP_KEEP_TMP=1: logs and captures stay for a post-mortem.
+    if [ -n "$KTP_TMP" ]; then
+        if [ "${KTP_KEEP_TMP:-}" = 1 ]; then echo "kept $KTP_TMP" >&2; else rm -rf "$KTP_TMP"; fi
+    fi
     return $rc
 }
 

@@ -46,7 +46,9 @@ kill_left_instances() {
         rm -f "$f"
     done
     sleep 0.2
-    in_cli "$KTPROXY" cleanup >/dev/null 2>&1
+    # Only this suite's instance: another suite's --fail-closed instance
+    # may be between a kill and its restart right now.
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" >/dev/null 2>&1
     return "$rc"
 }
 KTP_EXTRA_CLEANUP+=("kill_left_instances")
@@ -154,7 +156,7 @@ test_restart_window_fail_closed_no_direct_syn() {
     expect_match "$out" 'ok=[1-9]' "probe"
     expect_eq "$(direct_syns "$KTP_TMP/probe.ports")" 0 "direct SYNs during $restarts restarts"
     [ "$worst" -le 2000 ] || fail "relaying resumed ${worst} ms after a start (bound 2000 ms)"
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
 }
 
 test_reload_keeps_flows_none_interrupted() {
@@ -243,7 +245,7 @@ test_leaks_by_family_v4_v6_v4mapped_no_direct_syn() {
     in_cli python3 "$TOOLS" probe "$KTP_SRV4" 9000 --duration 5 --max 1 --ports "$KTP_TMP/control.ports" >/dev/null
     syn_capture_stop
     expect_eq "$(direct_syns "$KTP_TMP/control.ports" 2>/dev/null)" 1 "direct SYNs counted of one connect from outside the cgroup"
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
 }
 
 status_json() { "$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock" --json; }

@@ -30,7 +30,9 @@ kill_left_instances() {
     done
     [ "$killed" = 1 ] && sleep 0.3
     [ -d "$KTP_CG" ] || mkdir -p "$KTP_CG"
-    in_cli "$KTPROXY" cleanup >/dev/null 2>&1
+    # Only this suite's instance: another suite's --fail-closed instance
+    # may be between a kill and its restart right now.
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" >/dev/null 2>&1
     return "$rc"
 }
 KTP_EXTRA_CLEANUP+=("kill_left_instances")
@@ -92,7 +94,26 @@ test_cgroup_created_again_is_intercepted_again_fail_closed() {
     in_app timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null || rc=$?
     expect_eq "$rc" 7 "curl exit status from the new cgroup while ktproxy is dead"
     expect_eq "$(wc -l < "$NGINX_LOG")" "$before" "requests nginx saw while ktproxy was dead"
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
+}
+
+test_cleanup_of_one_cgroup_leaves_another_instances_fail_closed_hooks() {
+    trap kill_left_instances EXIT
+    # A --fail-closed instance between its kill and its restart: cleaning up
+    # after another instance (`cleanup --cgroup` of its cgroup) must leave
+    # these hooks, or this cgroup's connects would go out direct.
+    local rc=0
+    start_ktproxy --fail-closed || fail "ktproxy did not start"
+    stop_ktproxy KILL || true
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG-other" 2>/dev/null || fail "cleanup --cgroup of another cgroup"
+    [ -e "$PIN_APP/link_ktp_connect4" ] || fail "cleanup of another cgroup removed this instance's pins"
+    in_app timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null || rc=$?
+    expect_eq "$rc" 7 "curl exit status while ktproxy is dead (fail-closed)"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup --cgroup of this cgroup"
+    [ ! -e "$PIN_APP" ] || fail "pins left after cleanup --cgroup of their cgroup"
+    rc=0
+    in_app timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null || rc=$?
+    expect_eq "$rc" 0 "curl exit status after the cleanup (direct again)"
 }
 
 test_cgroup_created_again_while_ktproxy_was_dead_gets_hooks_on_restart() {
@@ -107,7 +128,7 @@ test_cgroup_created_again_while_ktproxy_was_dead_gets_hooks_on_restart() {
     expect_file_match "$KTP_LOG" "pinned cgroup/connect4 was on cgroup id [0-9]+, not on $KTP_CG"
     curl_via_ktproxy "$KTP_CG" "$KTP_LOG"
     stop_ktproxy || true
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
 }
 
 test_cgroup_removed_for_good_ends_ktproxy_with_an_error() {
@@ -140,7 +161,7 @@ test_second_instance_with_its_own_control_socket_is_refused() {
     # The first one still has its hooks: its conn lines go on.
     curl_via_ktproxy "$KTP_CG" "$KTP_LOG"
     stop_ktproxy || true
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
 }
 
 test_failed_second_start_does_not_let_cleanup_unpin_the_owner() {
@@ -158,7 +179,7 @@ test_failed_second_start_does_not_let_cleanup_unpin_the_owner() {
     local rc=0
     in_app timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null || rc=$?
     expect_eq "$rc" 7 "curl exit status after the owner died (fail-closed)"
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
 }
 
 test_cgroups_x_slash_y_and_x_underscore_y_get_their_own_pins() {
@@ -177,7 +198,7 @@ test_cgroups_x_slash_y_and_x_underscore_y_get_their_own_pins() {
     curl_via_ktproxy "$b" "$log_b"
     KTP_PID="$pid_b" KTP_LOG="$log_b" stop_ktproxy || true
     KTP_PID="$pid_a" KTP_LOG="$log_a" stop_ktproxy || true
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$a" 2>/dev/null && in_cli "$KTPROXY" cleanup --cgroup "$b" 2>/dev/null || fail "cleanup"
     rmdir "$a" "$KTP_CG_PARENT/x" "$b"
 }
 
@@ -196,7 +217,7 @@ test_fail_closed_on_a_systemd_like_cgroup_name_with_dots() {
     ktp_wait_port_gone "$KTP_CLI" "$port" || fail "the listener outlived ktproxy"
     in_cg "$cg" timeout 5 curl -sS --max-time 4 -o /dev/null "http://$KTP_SRV4/" 2>/dev/null || rc=$?
     expect_eq "$rc" 7 "curl exit status while ktproxy is dead"
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$cg" 2>/dev/null || fail "cleanup"
     [ ! -e "$PINS/ktp-test-${KTP_ID}_app%2Eservice" ] || fail "pins left after cleanup"
     rmdir "$cg"
 }
@@ -236,7 +257,7 @@ test_fail_closed_restart_with_other_max_conns_never_goes_direct() {
     done
     [ "$seen" -gt 2 ] || fail "only $seen requests reached nginx"
     expect_eq "$direct" 0 "requests that reached nginx without ktproxy (of $seen)"
-    in_cli "$KTPROXY" cleanup 2>/dev/null || fail "cleanup"
+    in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>/dev/null || fail "cleanup"
 }
 
 test_port_shared_through_so_reuseport_is_refused() {
