@@ -19,13 +19,12 @@ DnsForwarderConfig dns_forwarder_config(const Options& o, bool ipv6)
     if (!o.dns_resolver.empty())
         dc.dns_resolver = parse_dns_resolver(o.dns_resolver);
     const std::string resolv_conf = read_text_file("/etc/resolv.conf");
-    dc.trusted_resolvers = dns::trusted_resolvers(resolv_conf, dc.dns_resolver);
     const auto local = dns::loopback_nameservers(resolv_conf);
     if (local.empty())
         return dc;
     // systemd-resolved keeps the servers it asks in a file of its own:
     // proxied names asked of it go there through the upstream.
-    for (const SockAddr& a : dns::trusted_resolvers(read_text_file("/run/systemd/resolve/resolv.conf"), std::nullopt))
+    for (const SockAddr& a : dns::nameserver_addresses(read_text_file("/run/systemd/resolve/resolv.conf")))
         if (!a.is_loopback())
             dc.loopback_fallback.push_back(a);
     if (dc.dns_resolver)

@@ -1,7 +1,6 @@
 // The DNS forwarder's configuration from the options and the host's
-// resolver files: what the operator chose (--dns-resolver, /etc/resolv.conf)
-// decides whose answers' names an upstream may be given, and where a
-// proxied name goes when the app asked a resolver on loopback.
+// resolver files: where a proxied name goes when the app asked a resolver on
+// loopback (systemd-resolved's 127.0.0.53).
 #pragma once
 
 #include "config/options.h"

@@ -41,6 +41,7 @@ void DnsForwarder::stop()
 DnsRoute DnsForwarder::route(std::string_view query, const DnsAsker& who)
 {
     DnsRoute r;
+    r.asker = who.pid;
     auto q = dns::parse_question(query);
     auto router = router_.load();
     if (!q || q->response) {
@@ -136,10 +137,10 @@ bool DnsForwarder::exchange(const DnsRoute& r, std::string query,
                             std::function<void(const std::string& answer, const std::string& error)> done)
 {
     DnsUpstreamJob job{r.router, r.upstream, r.resolver, std::move(query), nullptr};
-    job.done = [this, resolver = r.resolver, done = std::move(done)](const std::string& answer,
-                                                                      const std::string& error) {
+    job.done = [this, asker = r.asker, done = std::move(done)](const std::string& answer,
+                                                                 const std::string& error) {
         if (!answer.empty())
-            remember(answer, resolver);
+            remember(answer, asker);
         done(answer, error);
     };
     std::lock_guard lock(mu_);
@@ -150,18 +151,12 @@ bool DnsForwarder::exchange(const DnsRoute& r, std::string query,
     return pool_->submit(std::move(job));
 }
 
-void DnsForwarder::remember(std::string_view answer, const SockAddr& resolver)
+void DnsForwarder::remember(std::string_view answer, uint32_t asker)
 {
     if (!names_)
         return;
-    auto a = dns::parse_answer(answer);
-    if (!a || a->addresses.empty())
-        return;
-    const std::string ip = resolver.unmapped().ip_string();
-    bool trusted = false;
-    for (const SockAddr& t : cfg_.trusted_resolvers)
-        trusted = trusted || t.unmapped().ip_string() == ip;
-    names_->remember(*a, trusted);
+    if (auto a = dns::parse_answer(answer); a && !a->addresses.empty())
+        names_->remember(*a, asker);
 }
 
 }  // namespace ktp

@@ -31,10 +31,6 @@ struct DnsForwarderConfig {
     std::optional<SockAddr> dns_resolver;  // --dns-resolver: where proxied queries go (none: the one asked)
     uint8_t block_rcode = 5;               // --dns-block: REFUSED (5) or NXDOMAIN (3)
     bool ipv6 = false;                     // IPv6 is relayed: fake AAAA answers get an address, not NODATA
-    // Resolvers the operator chose: --dns-resolver and the host's
-    // /etc/resolv.conf nameservers. Names they answer may be given to an
-    // upstream (NameMemory::Name); by address, any port.
-    std::vector<SockAddr> trusted_resolvers;
     // Where a proxied name goes when the app asked a resolver on loopback
     // (systemd-resolved's 127.0.0.53) and there is no --dns-resolver: the
     // upstream cannot reach this host's loopback. The servers that resolver
@@ -62,6 +58,7 @@ struct DnsRoute {
     const Upstream* upstream = nullptr;
     SockAddr resolver;
     std::string shown;  // the name, printable (dns/name_text.h), for log lines
+    uint32_t asker = 0; // the pid that asked: its answer's names are trusted for it alone
 };
 
 class DnsForwarder {
@@ -79,9 +76,9 @@ public:
     // already remembered. False when too many wait or after stop().
     bool exchange(const DnsRoute& r, std::string query,
                   std::function<void(const std::string& answer, const std::string& error)> done);
-    // Thread-safe: the addresses of an answer the app receives from
-    // resolver, remembered with their name.
-    void remember(std::string_view answer, const SockAddr& resolver);
+    // Thread-safe: the addresses of an answer process asker (pid) receives,
+    // remembered with their name.
+    void remember(std::string_view answer, uint32_t asker);
     // Finishes the exchanges under way (their done runs), drops the queued ones.
     void stop();
 

@@ -30,7 +30,7 @@ size_t NameMemory::KeyHash::operator()(const Key& k) const noexcept
     return std::hash<std::string_view>{}(std::string_view(reinterpret_cast<const char*>(k.data()), k.size()));
 }
 
-void NameMemory::remember(const dns::Answer& a, bool trusted, Clock::time_point now)
+void NameMemory::remember(const dns::Answer& a, uint32_t asker, Clock::time_point now)
 {
     // Not plain text (dns/name_text.h): not remembered, so a connection's
     // log line never carries it.
@@ -44,11 +44,11 @@ void NameMemory::remember(const dns::Answer& a, bool trusted, Clock::time_point 
         if (auto it = index_.find(k); it != index_.end()) {
             it->second->name = a.question.name;
             it->second->until = until;
-            it->second->trusted = trusted;
+            it->second->asker = asker;
             lru_.splice(lru_.begin(), lru_, it->second);
             continue;
         }
-        lru_.push_front(Entry{k, a.question.name, until, trusted});
+        lru_.push_front(Entry{k, a.question.name, until, asker});
         index_[k] = lru_.begin();
         if (lru_.size() > kCapacity) {
             index_.erase(lru_.back().key);
@@ -57,7 +57,7 @@ void NameMemory::remember(const dns::Answer& a, bool trusted, Clock::time_point 
     }
 }
 
-NameMemory::Name NameMemory::lookup(const SockAddr& addr, Clock::time_point now) const
+NameMemory::Name NameMemory::lookup(const SockAddr& addr, uint32_t pid, Clock::time_point now) const
 {
     if (fake_ && fake_->contains(addr))
         return {fake_->lookup(addr, now), true};
@@ -70,7 +70,7 @@ NameMemory::Name NameMemory::lookup(const SockAddr& addr, Clock::time_point now)
     if (it == index_.end() || it->second->until < now)
         return {};
     lru_.splice(lru_.begin(), lru_, it->second);
-    return {it->second->name, it->second->trusted};
+    return {it->second->name, pid != 0 && it->second->asker == pid};
 }
 
 bool NameMemory::is_fake(const SockAddr& addr) const { return fake_ && fake_->contains(addr); }

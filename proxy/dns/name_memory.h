@@ -1,8 +1,8 @@
 // Name memory: the names behind the addresses the cgroup's DNS answers gave
 // (A/AAAA, CNAME chains followed), so that a later TCP or UDP connection to
 // such an address carries the name: domain rules match on it, a SOCKS5
-// upstream gets it (ATYP 3) when a resolver the operator chose gave it (see
-// Name), logs show it. Bounded LRU, per instance; written
+// upstream gets it (ATYP 3) when the connecting process asked for it itself
+// (see Name), logs show it. Bounded LRU, per instance; written
 // by the DNS forwarder (UDP and TCP), read by every worker (one mutex: a lookup
 // per new connection, not per byte).
 #pragma once
@@ -37,24 +37,24 @@ public:
     using Clock = std::chrono::steady_clock;
 
     // A name and whether an upstream may be given it. Any app in the cgroup
-    // may ask a DNS server of its own choosing, which can answer any name
-    // for any address: handed to an upstream (SOCKS5 ATYP 3, CONNECT
-    // name:port), such a name would send another app's connection to that
-    // address wherever the name leads. So only answers of a resolver the
-    // operator chose (--dns-resolver, or a nameserver of the host's
-    // /etc/resolv.conf) are `trusted`; the others still route by domain
-    // rules and show in logs, and the upstream gets the address.
+    // can make a DNS answer say any name for any address (its own resolver,
+    // or a zone of its own through the host's): handed to an upstream
+    // (SOCKS5 ATYP 3, CONNECT name:port), such a name would send another
+    // app's connection to that address wherever the name leads. So a name
+    // is `trusted` only for the process that asked for it (the answer it
+    // got, the connection it makes); for other processes it still routes by
+    // domain rules and shows in logs, and the upstream gets the address.
     struct Name {
         std::string name;      // "" if none is remembered (or it expired)
         bool trusted = false;  // a fake address's name is ktproxy's own: trusted
     };
 
-    // trusted: the answer came from a resolver the operator chose. The
-    // latest answer for an address wins, trusted or not.
-    void remember(const dns::Answer& a, bool trusted, Clock::time_point now = Clock::now());
-    // The name for an address; for a fake address, the name it was handed
-    // out for.
-    Name lookup(const SockAddr& addr, Clock::time_point now = Clock::now()) const;
+    // asker: the pid (thread group) of the process the answer went to; 0
+    // unknown. The latest answer for an address wins.
+    void remember(const dns::Answer& a, uint32_t asker, Clock::time_point now = Clock::now());
+    // The name for an address, as process pid connecting to it sees it; for
+    // a fake address, the name it was handed out for.
+    Name lookup(const SockAddr& addr, uint32_t pid, Clock::time_point now = Clock::now()) const;
     size_t size() const;
     // Is addr one of the fake ranges' (fake mode)? Such an address is only
     // ever reached through an upstream, by its name.
@@ -75,7 +75,7 @@ private:
         Key key;
         std::string name;
         Clock::time_point until;
-        bool trusted;
+        uint32_t asker;
     };
     mutable std::mutex mu_;
     mutable std::list<Entry> lru_;  // front: most recently remembered or used

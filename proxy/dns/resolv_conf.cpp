@@ -43,14 +43,12 @@ std::vector<std::string> nameservers(std::string_view text)
     return out;
 }
 
-std::vector<SockAddr> trusted_resolvers(std::string_view resolv_conf, const std::optional<SockAddr>& dns_resolver)
+std::vector<SockAddr> nameserver_addresses(std::string_view resolv_conf)
 {
     std::vector<SockAddr> out;
     for (const std::string& ip : nameservers(resolv_conf))
         if (auto a = SockAddr::parse_ip(ip, 53))
             out.push_back(*a);
-    if (dns_resolver)
-        out.push_back(*dns_resolver);
     return out;
 }
 

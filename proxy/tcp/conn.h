@@ -97,8 +97,8 @@ struct alignas(kUserDataAlign) Conn {
     const Upstream* upstream = nullptr;
     std::string route_name = "none";  // until routed
     std::string domain;
-    // domain came from the name memory, from a resolver the operator did
-    // not choose (NameMemory::Name): it routes, it is logged, but the
+    // domain came from the name memory, from an answer another process
+    // asked for (NameMemory::Name): it routes, it is logged, but the
     // upstream is given the address (see TcpSetup::dial).
     bool domain_untrusted = false;
     bool sniffed = false;

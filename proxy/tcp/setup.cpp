@@ -226,10 +226,10 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     // The name the app resolved this address from, if its DNS went through
     // ktproxy: domain rules match on it unless sniffing finds another.
     if (cfg_.names) {
-        // The upstream gets it only if a resolver the operator chose gave it
+        // The upstream gets it only if this process asked for it itself
         // (NameMemory::Name), or it is a fake address's (ktproxy answered
         // the query itself, and the address means nothing outside).
-        NameMemory::Name n = cfg_.names->lookup(c.orig);
+        NameMemory::Name n = cfg_.names->lookup(c.orig, c.proc.pid);
         c.domain = std::move(n.name);
         c.domain_untrusted = !c.domain.empty() && !n.trusted;
     }
@@ -355,10 +355,10 @@ void TcpSetup::dial(Conn& c)
     const SockAddr* target = &c.orig;
     if (c.upstream && c.upstream->url.kind != UpstreamUrl::Kind::direct) {
         target = &c.upstream->addr;
-        // A name remembered from a DNS server an app chose could send
-        // another app's connection anywhere (answer "evil.example" for the
-        // victim's address): the upstream gets the address the app
-        // connected to; the name still routes and is logged.
+        // A name another process asked for could send this connection
+        // anywhere (its answer says "evil.example" for the victim's
+        // address): the upstream gets the address the app connected to;
+        // the name still routes and is logged.
         Target t{c.domain_untrusted ? std::string() : c.domain, c.orig};
         // A warm session is past the greeting: only the CONNECT is left.
         UniqueFd warm = sessions_ ? sessions_->take(c.router, *c.upstream) : UniqueFd();

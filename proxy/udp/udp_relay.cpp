@@ -292,7 +292,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 // this flow's direct socket when the name says direct.
                 nf->dns = dst.port() == 53;
                 // Others: the name the app resolved the address from, if any.
-                const std::string name = names_ && !nf->dns ? names_->lookup(dst).name : std::string();
+                const std::string name = names_ && !nf->dns ? names_->lookup(dst, 0).name : std::string();
                 Decision d = router->decide(dst, &name);
                 if (nf->dns) {
                     d.action = Action{ActionKind::proxy, "direct"};
@@ -511,7 +511,7 @@ void UdpRelay::on_upstream(Flow& f)
             continue;
         }
         if (f.dns)
-            dns_.remember(std::string_view(buf.data(), size_t(len)), f.dst);
+            dns_.remember(std::string_view(buf.data(), size_t(len)), f.pid);
         send_to_app(f, buf.data(), size_t(len));
     }
 }

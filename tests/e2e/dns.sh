@@ -6,7 +6,7 @@
 # query whose name is routed to an upstream never leaks to the resolver; the
 # name memory routes a server-speaks-first TCP protocol by its domain rule
 # through microsocks (which gets the address, the name only routes, unless
-# the resolver is the operator's: --dns-resolver); 10,000 queries from short-lived
+# the connecting process asked for the name itself); 10,000 queries from short-lived
 # sockets leave no flow state; a query whose name ktproxy cannot read does
 # not go to the resolver direct past a domain rule. Fake mode (--dns-mode fake): dig gets an
 # address of 198.18.0.0/15, curl to the name reaches the server through
@@ -45,10 +45,10 @@ ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfa
 # through microsocks, the server host.
 ktp_bg in_srv socat TCP-LISTEN:2525,reuseaddr,fork SYSTEM:'echo 220 banner for $SOCAT_PEERADDR; sleep 1'
 # microsocks resolves banner.test to the server host's loopback: a banner
-# "for 127.0.0.1" shows it was given the name. A name remembered from a
-# resolver the app chose routes a connection but the upstream is given the
-# address (an app answering its own queries must not steer another app's
-# connection): the banner then says the server host's own address.
+# "for 127.0.0.1" shows it was given the name. A name another process asked
+# for routes a connection but the upstream is given the address (one app's
+# answers must not steer another app's connection): the banner then says
+# the server host's own address.
 printf '127.0.0.1 localhost banner.test fakeweb.test\n' > "$KTP_TMP/hosts"
 # The Go client's HTTP Host (sniffed: the upstream gets that name) resolves
 # at microsocks to the server host.
@@ -58,9 +58,9 @@ ktp_bg unshare -m sh -c "mount --bind '$KTP_TMP/hosts' /etc/hosts &&
 # dante with a password, as a user would run it (the user story's upstream).
 DANTE_DIR="$KTP_TMP/dante"
 ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1082
-# The user story's name resolves at dante (given the name: the app's
-# resolver is the host's, one the operator chose) from its own hosts file:
-# no resolver outside the test is ever asked.
+# The user story's name resolves at dante (given the name: curl asked for
+# it itself) from its own hosts file: no resolver outside the test is ever
+# asked.
 printf '127.0.0.1 localhost\n%s story.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts.dante"
 ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
     mount --bind '$KTP_TMP/hosts.dante' /etc/hosts &&
@@ -218,16 +218,31 @@ print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
 }
 
 test_name_memory_routes_a_server_speaks_first_protocol() {
-    # The app asked its own choice of resolver (dnsmasq, not in the host's
-    # /etc/resolv.conf): the name routes, microsocks gets the address.
+    # dig asked, another process connects: the name routes its connection,
+    # but microsocks gets the address (one process's answer must not steer
+    # another's connection).
     banner_by_name "$KTP_SRV4"
 }
 
-test_name_from_a_resolver_the_operator_chose_goes_to_the_upstream() {
-    # --dns-resolver names dnsmasq: its answers are the operator's, and the
-    # upstream is given the name (SOCKS5 ATYP 3), as the issue asks.
-    start_tcp_ktproxy --dns-resolver "$KTP_SRV4" || fail "ktproxy did not start"
-    banner_by_name 127.0.0.1
+test_name_the_app_resolved_itself_goes_to_the_upstream() {
+    # One process resolves banner.test (getaddrinfo, its resolver dnsmasq)
+    # and connects to the answer: the name is its own, so the upstream is
+    # given it (SOCKS5 ATYP 3), as the issue asks; microsocks resolves it
+    # from its hosts file to the server host's loopback.
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    printf 'nameserver %s\noptions attempts:1 timeout:3\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    out=$(in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts &&
+        exec $PY -c '
+import socket
+addr = socket.getaddrinfo(\"banner.test\", 2525, socket.AF_INET, socket.SOCK_STREAM)[0][4]
+s = socket.create_connection(addr, timeout=5)
+print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
+    expect_eq "$out" "220 banner for 127.0.0.1" "the banner (microsocks given the name)"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
+        fail "no conn line routing banner.test via m"
     stop_ktproxy TERM || true
 }
 

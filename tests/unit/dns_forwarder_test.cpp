@@ -60,23 +60,20 @@ TEST_CASE_METHOD(Fixture, "the forwarder routes each query by the name asked")
     CHECK(fw.route("garbage", who).kind == DnsRoute::Kind::drop);
 }
 
-TEST_CASE_METHOD(Fixture, "names answered by a resolver the operator chose are trusted, others are not")
+TEST_CASE_METHOD(Fixture, "an answer's names are trusted for the process that asked, not for others")
 {
     NameMemory names;
-    DnsForwarderConfig cfg{0, std::nullopt, dns::kRcodeRefused, false};
-    cfg.trusted_resolvers = {resolver};
-    DnsForwarder fw(cfg, slot, &names);
+    DnsForwarder fw({0, std::nullopt, dns::kRcodeRefused, false}, slot, &names);
     dns::Address a;
     a.bytes = {10, 0, 0, 9};
-    const std::string answer = dns::address_answer(query("web.test"), &a, 60);
+    const std::string q = query("web.test");
+    const DnsRoute r = fw.route(q, who);
+    CHECK(r.asker == who.pid);
+    fw.remember(dns::address_answer(q, &a, 60), r.asker);
     const SockAddr dst = *SockAddr::parse_ip("10.0.0.9", 22);
-
-    fw.remember(answer, *SockAddr::parse_ip("::ffff:192.0.2.53", 53));  // the same resolver, either family
-    CHECK(names.lookup(dst).name == "web.test");
-    CHECK(names.lookup(dst).trusted);
-    fw.remember(answer, *SockAddr::parse_ip("203.0.113.66", 53));  // the app's own choice
-    CHECK(names.lookup(dst).name == "web.test");
-    CHECK_FALSE(names.lookup(dst).trusted);
+    CHECK(names.lookup(dst, who.pid).name == "web.test");
+    CHECK(names.lookup(dst, who.pid).trusted);
+    CHECK_FALSE(names.lookup(dst, who.pid + 1).trusted);
 }
 
 TEST_CASE_METHOD(Fixture, "--dns-resolver takes proxied queries, not direct ones")

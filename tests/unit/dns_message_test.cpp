@@ -135,19 +135,25 @@ TEST_CASE("no refusal for a question whose pointer reaches past the question")
     CHECK(dns::refusal(q, dns::kRcodeNxdomain).empty());
 }
 
-TEST_CASE("a name is trusted only as long as the latest answer for its address came from a trusted resolver")
+TEST_CASE("a name is trusted only for the process that asked for it, and only while its answer is the latest")
 {
     NameMemory m;
     auto now = NameMemory::Clock::now();
     auto addr = *SockAddr::parse_ip("10.0.0.9", 443);
-    m.remember(one_address("bank.example", {10, 0, 0, 9}, 30), true, now);
-    CHECK(m.lookup(addr, now).name == "bank.example");
-    CHECK(m.lookup(addr, now).trusted);
-    // An app's own resolver answers another name for the same address.
-    m.remember(one_address("evil.example", {10, 0, 0, 9}, 30), false, now);
-    CHECK(m.lookup(addr, now).name == "evil.example");
-    CHECK_FALSE(m.lookup(addr, now).trusted);
-    CHECK_FALSE(m.lookup(*SockAddr::parse_ip("10.0.0.8", 443), now).trusted);
+    m.remember(one_address("bank.example", {10, 0, 0, 9}, 30), 100, now);
+    CHECK(m.lookup(addr, 100, now).name == "bank.example");
+    CHECK(m.lookup(addr, 100, now).trusted);
+    CHECK(m.lookup(addr, 200, now).name == "bank.example");  // routes another process's connection
+    CHECK_FALSE(m.lookup(addr, 200, now).trusted);           // but its upstream gets the address
+    CHECK_FALSE(m.lookup(addr, 0, now).trusted);             // process unknown (gateway)
+    // Another process makes an answer say its own name for the address.
+    m.remember(one_address("evil.example", {10, 0, 0, 9}, 30), 200, now);
+    CHECK(m.lookup(addr, 100, now).name == "evil.example");
+    CHECK_FALSE(m.lookup(addr, 100, now).trusted);
+    CHECK(m.lookup(addr, 200, now).trusted);
+    CHECK_FALSE(m.lookup(*SockAddr::parse_ip("10.0.0.8", 443), 100, now).trusted);
+    m.remember(one_address("none.example", {10, 0, 0, 7}, 30), 0, now);  // asker unknown
+    CHECK_FALSE(m.lookup(*SockAddr::parse_ip("10.0.0.7", 443), 0, now).trusted);
 }
 
 TEST_CASE("the name memory maps answered addresses to the name, until the TTL is long past")
@@ -155,12 +161,12 @@ TEST_CASE("the name memory maps answered addresses to the name, until the TTL is
     NameMemory m;
     dns::Answer a = one_address("db.corp.example", {10, 0, 0, 9}, 30);
     auto now = NameMemory::Clock::now();
-    m.remember(a, false, now);
+    m.remember(a, 1, now);
     auto addr = *SockAddr::parse_ip("10.0.0.9", 5432);
-    CHECK(m.lookup(addr, now).name == "db.corp.example");
-    CHECK(m.lookup(*SockAddr::parse_ip("::ffff:10.0.0.9", 1), now).name == "db.corp.example");
-    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.8", 1), now).name.empty());
-    CHECK(m.lookup(addr, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).name.empty());
+    CHECK(m.lookup(addr, 1, now).name == "db.corp.example");
+    CHECK(m.lookup(*SockAddr::parse_ip("::ffff:10.0.0.9", 1), 1, now).name == "db.corp.example");
+    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.8", 1), 1, now).name.empty());
+    CHECK(m.lookup(addr, 1, now + std::chrono::seconds(30) + NameMemory::kGrace + std::chrono::seconds(1)).name.empty());
 }
 
 TEST_CASE("a query whose name's pointer leads past the question gets no refusal and no fake answer")
@@ -288,6 +294,6 @@ TEST_CASE("the name memory does not keep a name that is not plain text")
     NameMemory m;
     dns::Answer a = one_address("evil\nforged line.test", {10, 0, 0, 7}, 30);
     auto now = NameMemory::Clock::now();
-    m.remember(a, false, now);
-    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.7", 22), now).name.empty());
+    m.remember(a, 1, now);
+    CHECK(m.lookup(*SockAddr::parse_ip("10.0.0.7", 22), 1, now).name.empty());
 }

@@ -19,7 +19,7 @@ TEST_CASE("loopback nameservers of a resolv.conf are found, others and non-names
     CHECK(loopback_nameservers("nameserver 127.0.0.1") == V{"127.0.0.1"});
 }
 
-TEST_CASE("the trusted resolvers are every nameserver of resolv.conf and --dns-resolver")
+TEST_CASE("resolv.conf's nameservers as addresses, non-numeric ones skipped")
 {
     using ktp::SockAddr;
     auto ips = [](const std::vector<SockAddr>& v) {
@@ -28,8 +28,7 @@ TEST_CASE("the trusted resolvers are every nameserver of resolv.conf and --dns-r
             out.push_back(a.to_string());
         return out;
     };
-    CHECK(ips(ktp::dns::trusted_resolvers("nameserver 10.0.0.53\nnameserver fd00::53\nnameserver not-an-ip\n",
-                                          std::nullopt)) == V{"10.0.0.53:53", "[fd00::53]:53"});
-    CHECK(ips(ktp::dns::trusted_resolvers("", SockAddr::parse_ip("192.0.2.9", 5353))) == V{"192.0.2.9:5353"});
-    CHECK(ktp::dns::trusted_resolvers("search example\n", std::nullopt).empty());
+    CHECK(ips(ktp::dns::nameserver_addresses("nameserver 10.0.0.53\nnameserver fd00::53\nnameserver not-an-ip\n")) ==
+          V{"10.0.0.53:53", "[fd00::53]:53"});
+    CHECK(ktp::dns::nameserver_addresses("search example\n").empty());
 }
