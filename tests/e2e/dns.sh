@@ -278,7 +278,9 @@ import socket
 ip = socket.getaddrinfo(\"banner.test\", 2525, socket.AF_INET)[0][4][0]
 s = socket.create_connection((ip, 2525), timeout=5)
 print(s.recv(200).decode().strip())'") || fail "client failed: $out"
-    expect_eq "$out" "220 banner for $KTP_SRV4" "the banner through microsocks"
+    # The process asked for the name itself: microsocks is given it and
+    # resolves it from its hosts file (the server host's loopback).
+    expect_eq "$out" "220 banner for 127.0.0.1" "the banner through microsocks"
     sleep 0.5
     kill "$tcpdump_pid"
     sleep 0.5
