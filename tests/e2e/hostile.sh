@@ -574,6 +574,7 @@ for p in range(40001, 40064, 2):
     s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind(('::1', p)); held.append(s)
 print('held', flush=True); time.sleep(30)" > "$KTP_TMP/crowd.out"
+    local crowd="${KTP_PIDS[-1]}"
     wait_log "$KTP_TMP/crowd.out" held 5 || fail "the [::1] ports were not taken"
     local rc=0
     start_ktproxy --workers 2 || rc=1
@@ -581,6 +582,8 @@ print('held', flush=True); time.sleep(30)" > "$KTP_TMP/crowd.out"
     [ "$rc" = 0 ] || fail "ktproxy did not start with the odd ports taken on [::1]"
     echo_once "$KTP_SRV6" 9000 || fail "no IPv6 connection relayed"
     stop_ktproxy || fail "ktproxy exit status $?"
+    # Its ports must not stay taken for the next tests (out-of-ports: CI).
+    kill "$crowd" 2>/dev/null
 }
 
 test_egress_out_of_ports_resets_the_app_and_says_why() {
@@ -596,14 +599,26 @@ test_egress_out_of_ports_resets_the_app_and_says_why() {
     range=$(in_cli sysctl -n net.ipv4.ip_local_port_range)
     KTP_EXTRA_CLEANUP+=("in_cli sysctl -qw net.ipv4.ip_local_port_range='$range'")
     start_ktproxy || fail "ktproxy did not start"
-    # The one port must not be in use or in TIME_WAIT from an earlier test's
-    # relayed connection to the same server (CI: the first connection was
-    # then refused too).
-    local port used
-    used=$(in_cli ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-    for port in $(seq 40000 40999); do
-        grep -qx "$port" <<<"$used" || break
-    done
+    # The one port must be free of every socket: in TIME_WAIT from an
+    # earlier test's relayed connection, or merely bound (connect never
+    # picks a port something bound explicitly, of either family; ss does
+    # not list bound-only sockets). A dual-stack bind of it succeeds only
+    # then. (CI: both made the first connection fail too.)
+    local port
+    port=$(in_cli python3 -c '
+import socket
+for p in range(45000, 46000):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        s.bind(("::", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break')
+    [ -n "$port" ] || fail "no free port in 45000-45999"
     in_cli sysctl -qw net.ipv4.ip_local_port_range="$port $port"
     local out
     out=$(in_app timeout 10 python3 -c "
