@@ -43,7 +43,7 @@ int clean_run_dir(const std::string& only, const std::string& only_lock)
                     continue;
                 // Left by a killed instance; a held one is a live instance's.
                 int holder = 0;
-                if (InstanceLock lock = InstanceLock::try_acquire(n.substr(0, n.size() - 5), &holder)) {
+                if (InstanceLock lock = InstanceLock::try_acquire(stem, &holder)) {
                     lock.remove();
                     ++sockets;
                 }

@@ -3,8 +3,6 @@
 
 #include "base/sock_addr.h"
 
-#include <arpa/inet.h>
-
 namespace ktp::dns {
 
 namespace {

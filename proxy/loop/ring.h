@@ -109,9 +109,9 @@ public:
     void submit_and_wait();
     // The SQE just queued completes with no work for the loop once it
     // succeeds: a send whose next recv is already linked behind it (relay/
-    // buffer_engine.cpp), or the cancel of a watch (relay/driver.cpp). It usually completes inside the submitting
-    // io_uring_enter; woken by it alone, the loop would only enter again to
-    // sleep. Only for a request that cannot wait (it completes inside
+    // buffer_engine.cpp), or the cancel of a watch (relay/driver.cpp). It
+    // usually completes inside the submitting io_uring_enter; woken by it
+    // alone, the loop would only enter again to sleep. Only for a request that cannot wait (it completes inside
     // the submitting enter), or the wait for two would hold back a real
     // completion. Counted once per batch: several such sends may make the
     // two completions, and the loop then enters once more, as without.
