@@ -1,7 +1,7 @@
 // Matching cgroup paths against --cgroup-match patterns.
 #include "config/cgroup_glob.h"
 
-#include <fnmatch.h>
+#include <string>
 
 namespace ktp {
 namespace {
@@ -21,20 +21,124 @@ std::vector<std::string> split(std::string_view p)
     return out;
 }
 
-bool match_from(const std::vector<std::string>& g, size_t gi, const std::vector<std::string>& r, size_t ri)
+// One element of a level's pattern; each but a star matches exactly one
+// character, which is what makes the greedy match below exact.
+struct Tok {
+    enum Kind { lit, any, cls, star } kind = lit;
+    char c = 0;
+    bool negate = false;
+    std::string set;  // cls: pairs lo,hi
+};
+
+// "[...]" at p[i] (fnmatch's syntax: ! or ^ negates, ] first is literal,
+// a-z ranges); false when it never closes, so the [ is a literal.
+bool read_class(std::string_view p, size_t& i, Tok& out)
 {
-    if (gi == g.size())
-        return ri == r.size();
-    if (g[gi] == "**") {
-        // Zero or more levels.
-        for (size_t k = ri; k <= r.size(); ++k)
-            if (match_from(g, gi + 1, r, k))
-                return true;
-        return false;
+    size_t j = i + 1;
+    Tok t;
+    t.kind = Tok::cls;
+    if (j < p.size() && (p[j] == '!' || p[j] == '^')) {
+        t.negate = true;
+        ++j;
     }
-    if (ri == r.size())
+    bool first = true;
+    while (j < p.size() && (p[j] != ']' || first)) {
+        char lo = p[j], hi = lo;
+        if (j + 2 < p.size() && p[j + 1] == '-' && p[j + 2] != ']') {
+            hi = p[j + 2];
+            j += 2;
+        }
+        t.set += lo;
+        t.set += hi;
+        ++j;
+        first = false;
+    }
+    if (j >= p.size())
         return false;
-    return fnmatch(g[gi].c_str(), r[ri].c_str(), 0) == 0 && match_from(g, gi + 1, r, ri + 1);
+    i = j;
+    out = std::move(t);
+    return true;
+}
+
+std::vector<Tok> tokens(std::string_view p)
+{
+    std::vector<Tok> out;
+    for (size_t i = 0; i < p.size(); ++i) {
+        Tok t;
+        if (p[i] == '*') {
+            if (out.empty() || out.back().kind != Tok::star)
+                out.emplace_back().kind = Tok::star;
+            continue;
+        }
+        if (p[i] == '?')
+            t.kind = Tok::any;
+        else if (p[i] == '[' && read_class(p, i, t))
+            ;
+        else if (p[i] == '\\' && i + 1 < p.size())
+            t.c = p[++i];
+        else
+            t.c = p[i];
+        out.push_back(std::move(t));
+    }
+    return out;
+}
+
+bool one(const Tok& t, char c)
+{
+    if (t.kind == Tok::any)
+        return true;
+    if (t.kind == Tok::lit)
+        return t.c == c;
+    bool in = false;
+    for (size_t k = 0; k + 1 < t.set.size(); k += 2)
+        in = in || (static_cast<unsigned char>(c) >= static_cast<unsigned char>(t.set[k]) &&
+                    static_cast<unsigned char>(c) <= static_cast<unsigned char>(t.set[k + 1]));
+    return in != t.negate;
+}
+
+// One level: greedy, going back only to the last star, so O(pattern x
+// name) where backtracking into every star (fnmatch's way) is exponential
+// in their number.
+bool level_match(const std::vector<Tok>& pat, std::string_view s)
+{
+    size_t p = 0, i = 0, star = std::string_view::npos, mark = 0;
+    while (i < s.size()) {
+        if (p < pat.size() && pat[p].kind == Tok::star) {
+            star = p++;
+            mark = i;
+        } else if (p < pat.size() && one(pat[p], s[i])) {
+            ++p;
+            ++i;
+        } else if (star != std::string_view::npos) {
+            p = star + 1;
+            i = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (p < pat.size() && pat[p].kind == Tok::star)
+        ++p;
+    return p == pat.size();
+}
+
+// Levels: ok[gi][ri] = glob levels gi.. match path levels ri.., filled from
+// the end, so each ** costs one pass instead of a branch per level.
+bool levels_match(const std::vector<std::string>& g, const std::vector<std::string>& r)
+{
+    const size_t G = g.size(), R = r.size(), W = R + 1;
+    std::vector<char> ok((G + 1) * W, 0);
+    ok[G * W + R] = 1;
+    for (size_t gi = G; gi-- > 0;) {
+        bool any_depth = g[gi] == "**";
+        std::vector<Tok> pat = any_depth ? std::vector<Tok>{} : tokens(g[gi]);
+        for (size_t ri = R + 1; ri-- > 0;) {
+            if (any_depth)
+                ok[gi * W + ri] = ok[(gi + 1) * W + ri] || (ri < R && ok[gi * W + ri + 1]);
+            else
+                ok[gi * W + ri] = ri < R && ok[(gi + 1) * W + ri + 1] && level_match(pat, r[ri]);
+        }
+    }
+    return ok[0];
 }
 
 bool has_wildcard(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
@@ -43,9 +147,7 @@ bool has_wildcard(const std::string& s) { return s.find_first_of("*?[") != std::
 
 bool cgroup_glob_match(std::string_view glob, std::string_view rel)
 {
-    // Patterns are bounded by the command line: the recursion on ** is
-    // at most levels x levels.
-    return match_from(split(glob), 0, split(rel), 0);
+    return levels_match(split(glob), split(rel));
 }
 
 std::string cgroup_glob_prefix(const std::vector<std::string>& globs)
