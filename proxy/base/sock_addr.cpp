@@ -39,14 +39,19 @@ std::optional<SockAddr> SockAddr::parse_ip(std::string_view ip, uint16_t port)
     return std::nullopt;
 }
 
-SockAddr SockAddr::from_orig_dst(const ktp_orig_dst& od)
+SockAddr SockAddr::from_wire(const uint32_t (&addr)[4], uint16_t port, uint16_t family, bool unmap)
 {
     sockaddr_in6 sin6{};
     sin6.sin6_family = AF_INET6;
-    sin6.sin6_port = od.port;
-    std::memcpy(&sin6.sin6_addr, od.addr, sizeof(od.addr));
+    sin6.sin6_port = port;
+    std::memcpy(&sin6.sin6_addr, addr, sizeof(addr));
     SockAddr a(reinterpret_cast<sockaddr*>(&sin6), sizeof(sin6));
-    return od.family == KTP_AF_INET ? a.unmapped() : a;
+    return family == KTP_AF_INET || unmap ? a.unmapped() : a;
+}
+
+SockAddr SockAddr::from_orig_dst(const ktp_orig_dst& od)
+{
+    return from_wire(od.addr, od.port, od.family, false);
 }
 
 SockAddr SockAddr::peer_of(int fd)

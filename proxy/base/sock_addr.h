@@ -24,6 +24,11 @@ public:
     // Numeric address only ("10.0.0.1", "fd00::1"); no name resolution.
     static std::optional<SockAddr> parse_ip(std::string_view ip, uint16_t port);
     static SockAddr from_orig_dst(const ktp_orig_dst& od);
+    // An address as the hooks write it (16 bytes, IPv4 v4-mapped; port in
+    // network order; KTP_AF_*). unmap: an IPv6-family address that is
+    // v4-mapped (an AF_INET6 socket's connect to ::ffff:a.b.c.d) becomes
+    // AF_INET too, as the relay dials it.
+    static SockAddr from_wire(const uint32_t (&addr)[4], uint16_t port, uint16_t family, bool unmap);
     static SockAddr peer_of(int fd);
     static SockAddr local_of(int fd);
 

@@ -83,7 +83,7 @@ void NetnsListeners::start()
     });
 }
 
-int NetnsListeners::on_event(void* self, void* data, size_t size)
+int NetnsListeners::on_event(void* self, void* /*data*/, size_t size)
 {
     if (size >= sizeof(ktp_netns_event))
         static_cast<NetnsListeners*>(self)->event_ = true;

@@ -43,22 +43,6 @@ void set_nodelay(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-SockAddr addr_of(const __u32 (&addr)[4], uint16_t port, uint16_t family)
-{
-    if (family == KTP_AF_INET) {
-        sockaddr_in sin{};
-        sin.sin_family = AF_INET;
-        sin.sin_port = port;
-        sin.sin_addr.s_addr = addr[3];
-        return SockAddr(reinterpret_cast<const sockaddr*>(&sin), sizeof(sin));
-    }
-    sockaddr_in6 sin6{};
-    sin6.sin6_family = AF_INET6;
-    sin6.sin6_port = port;
-    std::memcpy(&sin6.sin6_addr, addr, sizeof(sin6.sin6_addr));
-    return SockAddr(reinterpret_cast<const sockaddr*>(&sin6), sizeof(sin6)).unmapped();
-}
-
 }  // namespace
 
 TcpSetup::TcpSetup(const LoopConfig& cfg, Ring& ring, FixedFiles& fixed, ConnPool& pool, SetupChunks& chunks,
@@ -187,8 +171,8 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
             return relay_.fail(c, End::error, "no original destination (connection not redirected by ktproxy's hooks)");
         }
         const ktp_orig_dst& od = info.od;
-        c.client = addr_of(info.peer_addr, info.peer_port, info.peer_family);
-        c.orig = addr_of(od.addr, od.port, od.family);
+        c.client = SockAddr::from_wire(info.peer_addr, info.peer_port, info.peer_family, true);
+        c.orig = SockAddr::from_wire(od.addr, od.port, od.family, true);
         // A container's listener may close (its namespace gone) while the
         // connection lives on: its address is the namespace's copy.
         c.app_ns = l.ns;
