@@ -30,6 +30,28 @@ size_t NameMemory::KeyHash::operator()(const Key& k) const noexcept
     return std::hash<std::string_view>{}(std::string_view(reinterpret_cast<const char*>(k.data()), k.size()));
 }
 
+namespace {
+
+// The slot an answer to `asker` for `name` goes to: the asker's own (a
+// process's latest answer replaces its earlier one), else a free or
+// expired one, else the one remembered first.
+template <typename Names>
+auto& slot_for(Names& names, uint32_t asker, const std::string& name, std::chrono::steady_clock::time_point now)
+{
+    auto* pick = &names[0];
+    for (auto& n : names) {
+        if (!n.name.empty() && (asker ? n.asker == asker : (n.asker == 0 && n.name == name)))
+            return n;
+        if (n.name.empty() || n.until < now)
+            pick = &n;
+        else if (!pick->name.empty() && pick->until >= now && n.order < pick->order)
+            pick = &n;
+    }
+    return *pick;
+}
+
+}  // namespace
+
 void NameMemory::remember(const dns::Answer& a, uint32_t asker, Clock::time_point now)
 {
     // Not plain text (dns/name_text.h): not remembered, so a connection's
@@ -41,19 +63,20 @@ void NameMemory::remember(const dns::Answer& a, uint32_t asker, Clock::time_poin
         Key k = key_of(ad);
         // A TTL is the answering server's word, up to 2^32 s: an hour at most.
         Clock::time_point until = now + std::chrono::seconds(std::min<uint32_t>(ad.ttl, kMaxTtl)) + kGrace;
-        if (auto it = index_.find(k); it != index_.end()) {
-            it->second->name = a.question.name;
-            it->second->until = until;
-            it->second->asker = asker;
+        auto it = index_.find(k);
+        if (it != index_.end()) {
             lru_.splice(lru_.begin(), lru_, it->second);
-            continue;
+        } else {
+            lru_.push_front(Entry{k, {}, until});
+            index_[k] = lru_.begin();
+            if (lru_.size() > kCapacity) {
+                index_.erase(lru_.back().key);
+                lru_.pop_back();
+            }
         }
-        lru_.push_front(Entry{k, a.question.name, until, asker});
-        index_[k] = lru_.begin();
-        if (lru_.size() > kCapacity) {
-            index_.erase(lru_.back().key);
-            lru_.pop_back();
-        }
+        Entry& e = lru_.front();
+        slot_for(e.names, asker, a.question.name, now) = Named{a.question.name, until, ++remembered_, asker};
+        e.until = std::max(e.until, until);
     }
 }
 
@@ -70,7 +93,18 @@ NameMemory::Name NameMemory::lookup(const SockAddr& addr, uint32_t pid, Clock::t
     if (it == index_.end() || it->second->until < now)
         return {};
     lru_.splice(lru_.begin(), lru_, it->second);
-    return {it->second->name, pid != 0 && it->second->asker == pid};
+    const Named* latest = nullptr;
+    for (const Named& n : it->second->names) {
+        if (n.name.empty() || n.until < now)
+            continue;
+        if (pid != 0 && n.asker == pid)
+            return {n.name, true};
+        if (!latest || n.order > latest->order)
+            latest = &n;
+    }
+    if (!latest)
+        return {};
+    return {latest->name, false};
 }
 
 bool NameMemory::is_fake(const SockAddr& addr) const { return fake_ && fake_->contains(addr); }

@@ -50,10 +50,15 @@ public:
     };
 
     // asker: the pid (thread group) of the process the answer went to; 0
-    // unknown. The latest answer for an address wins.
+    // unknown. An address keeps the names of its last kAskersPerAddress
+    // askers: CDN and shared hosting put many names on one address, and one
+    // process's answer must not change the name (so the domain rule) of
+    // another's connection to it.
+    static constexpr size_t kAskersPerAddress = 4;
     void remember(const dns::Answer& a, uint32_t asker, Clock::time_point now = Clock::now());
-    // The name for an address, as process pid connecting to it sees it; for
-    // a fake address, the name it was handed out for.
+    // The name for an address, as process pid connecting to it sees it: the
+    // one pid asked for itself (trusted), else the latest any process got;
+    // for a fake address, the name it was handed out for.
     Name lookup(const SockAddr& addr, uint32_t pid, Clock::time_point now = Clock::now()) const;
     size_t size() const;
     // Is addr one of the fake ranges' (fake mode)? Such an address is only
@@ -71,13 +76,19 @@ private:
         size_t operator()(const Key& k) const noexcept;
     };
     FakePool* fake_;
+    struct Named {
+        std::string name;  // "": a free slot
+        Clock::time_point until;
+        uint64_t order = 0;  // remember()'s count when it came: the latest is the largest
+        uint32_t asker = 0;
+    };
     struct Entry {
         Key key;
-        std::string name;
-        Clock::time_point until;
-        uint32_t asker;
+        std::array<Named, kAskersPerAddress> names;
+        Clock::time_point until;  // the latest of the names' expiries
     };
     mutable std::mutex mu_;
+    uint64_t remembered_ = 0;
     mutable std::list<Entry> lru_;  // front: most recently remembered or used
     std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
 };

@@ -148,12 +148,43 @@ TEST_CASE("a name is trusted only for the process that asked for it, and only wh
     CHECK_FALSE(m.lookup(addr, 0, now).trusted);             // process unknown (gateway)
     // Another process makes an answer say its own name for the address.
     m.remember(one_address("evil.example", {10, 0, 0, 9}, 30), 200, now);
-    CHECK(m.lookup(addr, 100, now).name == "evil.example");
-    CHECK_FALSE(m.lookup(addr, 100, now).trusted);
+    CHECK(m.lookup(addr, 100, now).name == "bank.example");  // its own answer still names it
+    CHECK(m.lookup(addr, 100, now).trusted);
+    CHECK(m.lookup(addr, 200, now).name == "evil.example");
     CHECK(m.lookup(addr, 200, now).trusted);
+    CHECK(m.lookup(addr, 300, now).name == "evil.example");  // a third process: the latest answer
+    CHECK_FALSE(m.lookup(addr, 300, now).trusted);
     CHECK_FALSE(m.lookup(*SockAddr::parse_ip("10.0.0.8", 443), 100, now).trusted);
     m.remember(one_address("none.example", {10, 0, 0, 7}, 30), 0, now);  // asker unknown
     CHECK_FALSE(m.lookup(*SockAddr::parse_ip("10.0.0.7", 443), 0, now).trusted);
+}
+
+TEST_CASE("one address behind many names (a CDN): each process connects under the name it asked for")
+{
+    NameMemory m;
+    auto now = NameMemory::Clock::now();
+    auto addr = *SockAddr::parse_ip("10.0.0.9", 443);
+    // 1 asked for a name a proxy rule covers, 2 for a direct one on the same
+    // address: 1's connection must still be routed by its own name.
+    m.remember(one_address("video.proxied.example", {10, 0, 0, 9}, 30), 1, now);
+    m.remember(one_address("cdn.direct.example", {10, 0, 0, 9}, 30), 2, now);
+    CHECK(m.lookup(addr, 1, now).name == "video.proxied.example");
+    CHECK(m.lookup(addr, 2, now).name == "cdn.direct.example");
+    // A process's next answer replaces its own name only.
+    m.remember(one_address("img.proxied.example", {10, 0, 0, 9}, 30), 1, now);
+    CHECK(m.lookup(addr, 1, now).name == "img.proxied.example");
+    CHECK(m.lookup(addr, 2, now).name == "cdn.direct.example");
+    // Past kAskersPerAddress askers the earliest goes; its process then sees the latest name.
+    for (uint32_t p = 3; p < 3 + NameMemory::kAskersPerAddress - 1; ++p)
+        m.remember(one_address("n" + std::to_string(p) + ".example", {10, 0, 0, 9}, 30), p, now);
+    CHECK(m.lookup(addr, 1, now).name == "img.proxied.example");
+    CHECK(m.lookup(addr, 2, now).name == "n5.example");
+    CHECK_FALSE(m.lookup(addr, 2, now).trusted);
+    CHECK(m.size() == 1);
+    // One asker's name expiring leaves the others'.
+    m.remember(one_address("short.example", {10, 0, 0, 9}, 1), 9, now);
+    auto later = now + std::chrono::seconds(2) + NameMemory::kGrace;
+    CHECK(m.lookup(addr, 9, later).name == "n5.example");
 }
 
 TEST_CASE("the name memory maps answered addresses to the name, until the TTL is long past")
