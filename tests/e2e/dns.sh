@@ -246,6 +246,42 @@ print(s.recv(200).decode().strip())'") || fail "banner client failed: $out"
     stop_ktproxy TERM || true
 }
 
+test_another_apps_answer_for_a_shared_address_does_not_reroute_a_connection() {
+    # banner.test (proxy=m) and web.test (no rule: direct) share the server
+    # host's address, as names behind a CDN do. One process resolves
+    # banner.test; before it connects, another resolves web.test. The first
+    # connection must still go by its own name through microsocks (with the
+    # latest answer deciding, it went direct to a port nothing serves there).
+    local out
+    start_tcp_ktproxy || fail "ktproxy did not start"
+    printf 'nameserver %s\noptions attempts:1 timeout:3\n' "$KTP_SRV4" > "$KTP_TMP/resolv.conf"
+    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.app"
+    rm -f "$KTP_TMP/cdn.resolved" "$KTP_TMP/cdn.go"
+    in_app unshare -m sh -c "mount --bind '$KTP_TMP/resolv.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.app' /etc/hosts &&
+        exec $PY -c '
+import os, socket, time
+addr = socket.getaddrinfo(\"banner.test\", 2525, socket.AF_INET, socket.SOCK_STREAM)[0][4]
+open(\"$KTP_TMP/cdn.resolved\", \"w\").close()
+for _ in range(100):
+    if os.path.exists(\"$KTP_TMP/cdn.go\"):
+        break
+    time.sleep(0.1)
+s = socket.create_connection(addr, timeout=5)
+print(s.recv(200).decode().strip())'" > "$KTP_TMP/cdn.out" 2>&1 &
+    local app=$!
+    for _ in $(seq 100); do [ -e "$KTP_TMP/cdn.resolved" ] && break; sleep 0.1; done
+    [ -e "$KTP_TMP/cdn.resolved" ] || { kill $app 2>/dev/null; fail "the first app did not resolve banner.test"; }
+    out=$(in_app dig +time=5 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || { kill $app 2>/dev/null; fail "dig failed: $out"; }
+    expect_match "$out" "web\.test\..*IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "the other app's answer (same address)"
+    touch "$KTP_TMP/cdn.go"
+    wait $app || fail "the first app's connection failed: $(cat "$KTP_TMP/cdn.out")"
+    expect_eq "$(cat "$KTP_TMP/cdn.out")" "220 banner for 127.0.0.1" "the banner (through microsocks, by its own name)"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:2525 .*route=m .*domain=banner.test" ||
+        fail "no conn line routing banner.test via m"
+    stop_ktproxy TERM || true
+}
+
 test_10000_queries_from_short_lived_sockets_leave_no_flows() {
     local out n
     out=$(in_app "$PY" "$TOOLS" dnsmany "$KTP_SRV4" 10000 web.test)
