@@ -291,8 +291,10 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 // DNS: the forwarder routes each query by its name, over
                 // this flow's direct socket when the name says direct.
                 nf->dns = dst.port() == 53;
-                // Others: the name the app resolved the address from, if any.
-                const std::string name = names_ && !nf->dns ? names_->lookup(dst, 0).name : std::string();
+                // Others: the name the app's process resolved the address
+                // from (or, failing that, the latest anyone did).
+                const std::string name =
+                    names_ && !nf->dns ? names_->lookup(dst, val.od.pid).name : std::string();
                 Decision d = router->decide(dst, &name);
                 if (nf->dns) {
                     d.action = Action{ActionKind::proxy, "direct"};
