@@ -49,6 +49,11 @@ Workers::~Workers()
 
 void Workers::start()
 {
+    // Every ring restricted before the first worker parses a byte: a worker
+    // taken over by hostile input must find no ring it could enable
+    // without the restriction.
+    for (auto& loop : loops_)
+        loop->restrict_ring();
     for (auto& loop : loops_)
         threads_.emplace_back([&loop, first = threads_.empty()] {
             if (first)

@@ -35,6 +35,8 @@ public:
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
 
+    // Restricts the loop's ring (Ring::restrict); before any worker runs.
+    void restrict_ring() { ring_.restrict(); }
     // Runs until stop() is called (from any thread).
     void run();
     void stop();

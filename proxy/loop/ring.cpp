@@ -65,32 +65,40 @@ void Ring::exit()
         io_uring_queue_exit(&ring_);
 }
 
+void Ring::restrict()
+{
+    if (!(ring_.flags & IORING_SETUP_R_DISABLED) || restricted_)
+        return;
+    // Only the opcodes and register operations of loop/uring_ops.h, and
+    // any SQE flag (the restriction is on what a request does).
+    std::vector<io_uring_restriction> r;
+    for (uint8_t op : kRingOpcodes) {
+        io_uring_restriction x{};
+        x.opcode = IORING_RESTRICTION_SQE_OP;
+        x.sqe_op = op;
+        r.push_back(x);
+    }
+    for (uint8_t op : kRingRegisterOps) {
+        io_uring_restriction x{};
+        x.opcode = IORING_RESTRICTION_REGISTER_OP;
+        x.register_op = op;
+        r.push_back(x);
+    }
+    io_uring_restriction flags{};
+    flags.opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    flags.sqe_flags = IOSQE_FIXED_FILE | IOSQE_IO_DRAIN | IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_ASYNC |
+                      IOSQE_BUFFER_SELECT | IOSQE_CQE_SKIP_SUCCESS;
+    r.push_back(flags);
+    // liburing 2.3 has no wrapper for this one.
+    if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_RESTRICTIONS, r.data(), r.size()) != 0)
+        fail_errno("restrict io_uring to its opcodes");
+    restricted_ = true;
+}
+
 void Ring::enable()
 {
     if (ring_.flags & IORING_SETUP_R_DISABLED) {
-        // Only the opcodes and register operations of loop/uring_ops.h, and
-        // any SQE flag (the restriction is on what a request does).
-        std::vector<io_uring_restriction> r;
-        for (uint8_t op : kRingOpcodes) {
-            io_uring_restriction x{};
-            x.opcode = IORING_RESTRICTION_SQE_OP;
-            x.sqe_op = op;
-            r.push_back(x);
-        }
-        for (uint8_t op : kRingRegisterOps) {
-            io_uring_restriction x{};
-            x.opcode = IORING_RESTRICTION_REGISTER_OP;
-            x.register_op = op;
-            r.push_back(x);
-        }
-        io_uring_restriction flags{};
-        flags.opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-        flags.sqe_flags = IOSQE_FIXED_FILE | IOSQE_IO_DRAIN | IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_ASYNC |
-                          IOSQE_BUFFER_SELECT | IOSQE_CQE_SKIP_SUCCESS;
-        r.push_back(flags);
-        // liburing 2.3 has no wrapper for these two.
-        if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_RESTRICTIONS, r.data(), r.size()) != 0)
-            fail_errno("restrict io_uring to its opcodes");
+        restrict();
         if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) != 0)
             fail_errno("enable io_uring");
     }

@@ -84,12 +84,20 @@ public:
     Ring& operator=(const Ring&) = delete;
 
     io_uring& raw() { return ring_; }
+    // Restricts the (still disabled) ring to loop/uring_ops.h; on the main
+    // thread for every worker's ring before the privilege drop: a worker
+    // that parses hostile bytes while another's ring is still disabled must
+    // not find an unrestricted ring to enable (IORING_OP_SOCKET with the
+    // relay's CAP_NET_RAW, out of seccomp's sight).
+    void restrict();
     // On the worker thread, before its first submission: restricts the ring
-    // to loop/uring_ops.h, then enables it.
+    // if that was not done yet, then enables it (its single issuer).
     void enable();
     // A NOP (not in loop/uring_ops.h) through the enabled ring: its result,
     // -EACCES when the restriction holds (the privilege self-test).
     int try_unlisted_op();
+    // The ring's fd (tests: enabling it the way hostile code in a worker would).
+    int fd() const { return ring_.ring_fd; }
     // Early teardown: nothing of ours is pending once this returns.
     void exit();
 
@@ -130,6 +138,7 @@ private:
 
     io_uring ring_{};
     bool live_ = false;
+    bool restricted_ = false;
     bool quiet_ = false;
     UniqueFd wake_fd_;  // eventfd: other threads write, the worker reads
     uint64_t wake_value_ = 0;
