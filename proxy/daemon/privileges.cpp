@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 
 #include <cstdio>
@@ -226,9 +227,15 @@ std::string privilege_self_test()
     std::string r_setns = outcome(self_ns < 0 ? -1 : setns(self_ns, CLONE_NEWNET));
     if (self_ns >= 0)
         ::close(self_ns);
+    // A process of the relay's own user that is not this relay (the test
+    // starts one, standing for another instance's relay): no signal but 0.
+    std::string r_peer = "none";
+    if (const char* peer = getenv("KTPROXY_PRIV_SELFTEST_PEER"); peer && *peer)
+        r_peer = outcome(::kill(static_cast<pid_t>(std::atol(peer)), SIGCONT));
+    std::string r_self = outcome(::kill(getpid(), 0) == 0 && ::kill(getpid(), SIGCONT) == 0 ? 0 : -1);
     std::string line = fmt::format("privilege self-test: io_uring_setup={} bpf_prog_load={} raw_socket={} setuid0={} "
-                                   "unshare_user={} setns_net={}",
-                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns);
+                                   "unshare_user={} setns_net={} signal_peer={} signal_self={}",
+                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns, r_peer, r_self);
     log::info("{}", line);
     return line;
 }

@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <vector>
@@ -142,6 +143,29 @@ void install_seccomp(SeccompProfile profile)
         // clone3's flags sit behind a pointer seccomp cannot read: ENOSYS
         // makes glibc create threads with clone, which is checked above.
         p.when_eq(__NR_clone3, kNoSys);
+        // Signals: to this process only (a worker's SIGTERM to it, thread
+        // wake-ups), or signal 0 (is a pin's owner alive?). Every instance's
+        // relay runs as the same user: one taken over could otherwise kill
+        // or stop the others, whose hooks then go (fail-open) or whose apps
+        // hang. The command of `ktproxy run` is signalled by the helper.
+        const uint32_t self = static_cast<uint32_t>(getpid());
+        auto own_or_probe = [self](int pid_arg, int sig_arg) {
+            return [=](Program& b) {
+                b.load_arg(pid_arg);
+                b.when_eq(self, kAllow);
+                if (sig_arg >= 0) {
+                    b.load_arg(sig_arg);
+                    b.when_eq(0, kAllow);
+                }
+                b.ret(kDeny);
+            };
+        };
+        p.on_syscall(__NR_kill, own_or_probe(0, 1));
+        p.on_syscall(__NR_tgkill, own_or_probe(0, 2));
+        p.on_syscall(__NR_rt_sigqueueinfo, own_or_probe(0, -1));
+        p.on_syscall(__NR_rt_tgsigqueueinfo, own_or_probe(0, -1));
+        p.when_eq(__NR_tkill, kDeny);
+        p.when_eq(__NR_pidfd_send_signal, kDeny);
     }
     p.ret(kAllow);
     auto& code = p.code();

@@ -96,12 +96,32 @@ test_relay_cannot_set_up_io_uring_load_bpf_or_open_raw_sockets() {
     KTPROXY_PRIV_SELFTEST=1 start_ktproxy || fail "ktproxy did not start"
     wait_log "$KTP_LOG" "privilege self-test:" || fail "no self-test line"
     grep "privilege self-test:" "$KTP_LOG" | sed 's/^/    /'
-    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM setns_net=EPERM" "self-test"
+    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM setns_net=EPERM signal_peer=none signal_self=ALLOWED" "self-test"
     # Each worker ring refuses an opcode outside proxy/loop/uring_ops.h.
     wait_log "$KTP_LOG" "ring self-test:" || fail "no ring self-test line"
     grep "ring self-test:" "$KTP_LOG" | sed 's/^/    /'
     expect_no_file_match "$KTP_LOG" "ring self-test: nop=[^E]|ring self-test: nop=E[^A]" "ring self-test"
     expect_eq "$(grep -c 'ring self-test: nop=EACCES' "$KTP_LOG")" "$(grep -c 'ring self-test:' "$KTP_LOG")" "rings refusing a NOP"
+    stop_ktproxy
+}
+
+test_relay_cannot_signal_another_process_of_its_user() {
+    # Every instance's relay runs as the same user: a relay taken over must
+    # not stop or kill another instance's (whose hooks would then go, or
+    # whose apps would hang). A sleep of that user stands for one.
+    local user peer
+    trap stop_ktproxy EXIT
+    user=$(id -un ktproxy 2>/dev/null || echo nobody)
+    setpriv --reuid="$user" --regid="$(id -g "$user")" --clear-groups sleep 60 &
+    peer=$!
+    KTP_EXTRA_CLEANUP+=("kill $peer")
+    KTPROXY_PRIV_SELFTEST=1 KTPROXY_PRIV_SELFTEST_PEER=$peer start_ktproxy || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "privilege self-test:" || fail "no self-test line"
+    grep "privilege self-test:" "$KTP_LOG" | sed 's/^/    /'
+    expect_eq "$(awk '/^Uid:/ {print $2}' /proc/$KTP_PID/status)" "$(id -u "$user")" "the relay's uid (the peer's)"
+    expect_file_match "$KTP_LOG" "signal_peer=EPERM signal_self=ALLOWED" "signals from the relay"
+    kill -0 $peer || fail "the peer is gone"
+    kill $peer
     stop_ktproxy
 }
 
