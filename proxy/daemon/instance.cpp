@@ -140,7 +140,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         dns_tcp = std::make_unique<DnsTcp>(*dns);
     }
 
-    KernelSide kernel(o, listeners, cgroups.name);
+    KernelSide kernel(o, listeners, cgroups.name, cgroups.own ? cgroup_id_of(cgroups.own->fd.get()) : 0);
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
