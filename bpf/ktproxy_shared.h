@@ -178,11 +178,14 @@ struct ktp_route_set {
 
 /* Negative cache of destinations ktproxy could not reach (bpf/sock_deadcache.h,
  * map ktp_dead_dst): key and value, written by ktproxy's workers, read by the
- * connect hooks. */
+ * connect hooks. A destination is dead from one network namespace: a
+ * container's routes are not the host's. */
 struct ktp_dead_key {
 	__u32 addr[4];  /* network order, IPv4 as v4-mapped */
 	__u16 port;     /* network order */
 	__u16 _pad;
+	__u32 _pad2;
+	__u64 netns;    /* cookie of the app socket's namespace (SO_NETNS_COOKIE) */
 };
 
 struct ktp_dead_val {

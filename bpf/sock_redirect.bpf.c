@@ -241,7 +241,7 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	verdict = ktp_route_dns(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
-	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+	if (ktp_dead_dst_refuse(dst, ctx->user_port, bpf_get_netns_cookie(ctx)))
 		return 0;
 	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, 0, &l);
 	if (verdict >= 0)
@@ -274,7 +274,7 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		return verdict;
 	if (!mapped && !ktp_have_ip6)
 		return 1;
-	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+	if (ktp_dead_dst_refuse(dst, ctx->user_port, bpf_get_netns_cookie(ctx)))
 		return 0;
 	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, !mapped, &l);
 	if (verdict >= 0)

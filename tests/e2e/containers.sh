@@ -317,6 +317,36 @@ PY
     [ "$(ktp_counter foreign_mark)" -ge 2 ] || fail "foreign_mark did not count the container's marked connects"
 }
 
+test_dead_destination_of_a_container_leaves_the_hosts_connects_alone() {
+    # The dead-destination cache (--dead-cache) is per network namespace: a
+    # destination ktproxy could not reach from a container's namespace (its
+    # own routes: unreachable here) fails that container's next connects at
+    # once, and the host's connects to it are still relayed.
+    trap 'stop_ktproxy; ctr_stop x' EXIT
+    ctr_start x 15 in
+    ip -n "$(ctr_ns x)" route add unreachable "$KTP_SRV4/32" || fail "unreachable route in container x"
+    start_ktproxy --log-level info --dead-cache 30 || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/x\): listening" || fail "no listener for container x"
+    local echo_py out
+    echo_py='
+import errno, socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 9000), timeout=5)
+    s.sendall(b"e"); s.settimeout(5)
+    print("echo" if s.recv(1) == b"e" else "closed")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))'
+    # First: to ktproxy's listener, then reset (ktproxy met EHOSTUNREACH).
+    in_ctr x /usr/bin/python3 -c "$echo_py" "$KTP_SRV4" >/dev/null
+    wait_log "$KTP_LOG" "conn client=127.0.0.1:[0-9]+ orig=$KTP_SRV4:9000 " || fail "ktproxy did not log container x's connect"
+    out=$(in_ctr x /usr/bin/python3 -c "$echo_py" "$KTP_SRV4")
+    expect_eq "$out" EHOSTUNREACH "container x's next connect (the dead cache, its namespace)"
+    out=$(in_app /usr/bin/python3 -c "$echo_py" "$KTP_SRV4")
+    expect_eq "$out" echo "the host app's connect to the same destination"
+    wait_log "$KTP_LOG" "conn client=$KTP_CLI4:[0-9]+ orig=$KTP_SRV4:9000 |conn client=127.0.0.1:[0-9]+ orig=$KTP_SRV4:9000 .*end=eof" ||
+        fail "the host app's connect was not relayed"
+}
+
 test_dropped_relay_serves_containers_met_at_start_and_later() {
     # The relay drops root whether or not containers are there: their
     # listeners and sockets come from the helper, the relay never enters a
