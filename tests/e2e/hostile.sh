@@ -541,12 +541,15 @@ PY
 
 # ktproxy inside the cgroup it intercepts (--cgroup a parent of its own):
 # its own sockets carry the mark and come from its cgroup, so they are left
-# alone (skipped_mark), and the app's are relayed once each. Also after a
-# kill -9 of a --fail-closed instance and its restart, which takes over the
-# pinned hooks with its own programs.
+# alone (skipped_mark), and the app's are relayed once each, TCP and UDP
+# (the UDP relay's upstream datagrams). Also after a kill -9 of a
+# --fail-closed instance and its restart, which takes over the pinned hooks
+# with its own programs.
 test_ktproxy_inside_its_intercepted_cgroup_relays_without_recursion() {
     trap 'kill_left_instances; in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG_PARENT" >/dev/null 2>&1' EXIT
-    local round lines mark0 mark1
+    local round lines mark0 mark1 udp0 out
+    ktp_bg in_srv python3 "$(dirname "$TOOLS")/udp_tools.py" echo "$KTP_SRV4" 7000
+    remember_bg "${KTP_PIDS[-1]}"
     for round in first restarted; do
         KTP_PROXY_OWN_CG=1 KTP_CG_ARG="$KTP_CG_PARENT" start_ktproxy --fail-closed ||
             fail "$round: ktproxy in $KTP_CG_PROXY on $KTP_CG_PARENT did not start"
@@ -560,8 +563,16 @@ for _ in range(10):
         lines=$(grep -c "conn client=.* orig=$KTP_SRV4:9000 " "$KTP_LOG")
         expect_eq "$lines" 10 "$round: connections ktproxy relayed (the app made 10)"
         expect_eq "$(grep -c 'conn client=' "$KTP_LOG")" 10 "$round: connections ktproxy accepted"
+        udp0=$(ktp_counter udp_redirected)
+        out=$(in_app timeout 10 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b'u', ('$KTP_SRV4', 7000)); print(s.recvfrom(200)[0].decode().split('|')[0])") ||
+            fail "$round: the app's UDP echo failed: $out"
+        expect_eq "$out" u "$round: UDP echo through the relay"
+        expect_eq "$(( $(ktp_counter udp_redirected) - udp0 ))" 1 "$round: udp_redirected (the app's one datagram)"
         mark1=$(ktp_counter skipped_mark)
-        [ "$((mark1 - mark0))" -ge 10 ] || fail "$round: skipped_mark counted $((mark1 - mark0)) of ktproxy's 10 own connects"
+        [ "$((mark1 - mark0))" -ge 11 ] || fail "$round: skipped_mark counted $((mark1 - mark0)) of ktproxy's 10 own connects and 1 datagram"
         expect_eq "$(ktp_counter foreign_mark)" 0 "$round: foreign_mark"
         [ "$round" = first ] && { stop_ktproxy KILL || true; }
     done
