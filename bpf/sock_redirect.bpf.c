@@ -153,10 +153,10 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 {
 	__u64 cookie;
 	struct ktp_orig_dst *od;
+	int bound;
 	__u64 id;
 
-	int bound = ktp_sock_bound(sk);
-
+	bound = ktp_sock_bound(sk);
 	if (bound >= 0)
 		return bound;
 	/* 127.0.0.1 in a container is the container's own loopback: the
