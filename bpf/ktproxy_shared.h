@@ -22,7 +22,7 @@
 /* Per-CPU counters, indexes into the ktp_counters array map. */
 enum ktp_counter {
 	KTP_CTR_REDIRECTED = 0,     /* connect rewritten to the proxy */
-	KTP_CTR_SKIPPED_MARK,       /* socket carries the proxy's SO_MARK */
+	KTP_CTR_SKIPPED_MARK,       /* ktproxy's own socket: its SO_MARK, from ktproxy's cgroup */
 	KTP_CTR_SKIPPED_NETNS,      /* socket in another network namespace that has no listener (yet) */
 	KTP_CTR_SKIPPED_LOCAL,      /* loopback / unspecified destination */
 	KTP_CTR_ORIG_DST_ANSWERED,  /* getsockopt(SO_ORIGINAL_DST) answered */
@@ -33,7 +33,7 @@ enum ktp_counter {
 	KTP_CTR_GW_ASSIGNED,        /* gateway: a packet handed to one of ktproxy's sockets */
 	KTP_CTR_GW_NO_LISTENER,     /* gateway: a SYN to proxy, but no transparent listener */
 	KTP_CTR_NO_LISTENER,        /* connect to proxy refused: the listener is not ktproxy's (or none) */
-	KTP_CTR_SKIPPED_BOUND,      /* socket bound to a device (SO_BINDTODEVICE, VRF): left alone */
+	KTP_CTR_SKIPPED_BOUND,      /* socket bound to a device (SO_BINDTODEVICE, VRF): left alone (fail-open) */
 	/* Dry run (ktp_switches.dry_run): what connects would have become,
 	 * one count each; nothing was rewritten. See struct ktp_dry_event. */
 	KTP_CTR_DRY_REDIRECT,       /* would have been redirected to ktproxy */
@@ -44,6 +44,8 @@ enum ktp_counter {
 	KTP_CTR_UDP_REDIRECTED,     /* UDP sendmsg/connect rewritten to ktproxy's UDP relay */
 	KTP_CTR_UDP_NO_RELAY,       /* UDP to proxy refused: the relay socket is not ktproxy's (or none) */
 	KTP_CTR_UDP_MAP_FULL,       /* UDP: no room for the flow's entry, sent direct */
+	KTP_CTR_FOREIGN_MARK,       /* socket carries the proxy's SO_MARK but the caller is not ktproxy: intercepted */
+	KTP_CTR_REFUSED_BOUND,      /* --fail-closed: a device-bound socket's connect/datagram to proxy refused (EPERM) */
 	KTP_CTR_MAX,
 };
 
@@ -176,11 +178,14 @@ struct ktp_route_set {
 
 /* Negative cache of destinations ktproxy could not reach (bpf/sock_deadcache.h,
  * map ktp_dead_dst): key and value, written by ktproxy's workers, read by the
- * connect hooks. */
+ * connect hooks. A destination is dead from one network namespace: a
+ * container's routes are not the host's. */
 struct ktp_dead_key {
 	__u32 addr[4];  /* network order, IPv4 as v4-mapped */
 	__u16 port;     /* network order */
 	__u16 _pad;
+	__u32 _pad2;
+	__u64 netns;    /* cookie of the app socket's namespace (SO_NETNS_COOKIE) */
 };
 
 struct ktp_dead_val {

@@ -11,7 +11,9 @@
  *
  * Map ktp_dead_dst. Owner: the ktproxy process that loaded it (never
  * pinned: a restarted ktproxy starts with an empty cache). Key: destination
- * address (v4-mapped) and port. Value: expiry (CLOCK_MONOTONIC ns) and
+ * address (v4-mapped) and port, and the netns cookie of the app sockets it
+ * speaks for (a container's connections leave from its own namespace, with
+ * its routes: what it cannot reach, the host may). Value: expiry (CLOCK_MONOTONIC ns) and
  * errno. Written by the workers on a failed direct connect (refused, timed
  * out, unreachable). Deleting event: none; an entry is void once expired
  * (the hook compares), overwritten by the next failure, and evicted by the
@@ -28,9 +30,9 @@ struct {
 	__type(value, struct ktp_dead_val);
 } ktp_dead_dst SEC(".maps");
 
-/* The live entry for dst:port (v4-mapped, port network order), or 0 when
- * none or expired. */
-static __always_inline struct ktp_dead_val *ktp_dead_dst_live(const __u32 dst[4], __u32 port_net)
+/* The live entry for dst:port (v4-mapped, port network order) seen from
+ * namespace netns, or 0 when none or expired. */
+static __always_inline struct ktp_dead_val *ktp_dead_dst_live(const __u32 dst[4], __u32 port_net, __u64 netns)
 {
 	struct ktp_dead_key key = {};
 	struct ktp_dead_val *v;
@@ -40,6 +42,7 @@ static __always_inline struct ktp_dead_val *ktp_dead_dst_live(const __u32 dst[4]
 	key.addr[2] = dst[2];
 	key.addr[3] = dst[3];
 	key.port = (__u16)port_net;
+	key.netns = netns;
 	v = bpf_map_lookup_elem(&ktp_dead_dst, &key);
 	if (!v || bpf_ktime_get_ns() >= v->until_ns)
 		return 0;
@@ -49,9 +52,9 @@ static __always_inline struct ktp_dead_val *ktp_dead_dst_live(const __u32 dst[4]
 /* 1 when dst:port is known dead: the connect is to fail now, with the
  * recorded errno (bpf_set_retval, Linux >= 5.18; without it the hook's 0
  * would mean EPERM). */
-static __always_inline int ktp_dead_dst_refuse(const __u32 dst[4], __u32 port_net)
+static __always_inline int ktp_dead_dst_refuse(const __u32 dst[4], __u32 port_net, __u64 netns)
 {
-	struct ktp_dead_val *v = ktp_dead_dst_live(dst, port_net);
+	struct ktp_dead_val *v = ktp_dead_dst_live(dst, port_net, netns);
 
 	if (!v)
 		return 0;

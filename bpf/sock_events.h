@@ -40,9 +40,9 @@ static __always_inline int ktp_dry_run_on(void)
 
 /* Is dst:port in the dead cache? Like ktp_dead_dst_refuse, without setting
  * the connect's return value. */
-static __always_inline int ktp_dead_dst_known(const __u32 dst[4], __u32 port_net)
+static __always_inline int ktp_dead_dst_known(const __u32 dst[4], __u32 port_net, __u64 netns)
 {
-	return ktp_dead_dst_live(dst, port_net) != 0;
+	return ktp_dead_dst_live(dst, port_net, netns) != 0;
 }
 
 /* The dry run of one connect (past the skips that apply in any mode: the
@@ -70,7 +70,7 @@ static __always_inline int ktp_dry_run(struct bpf_sock_addr *ctx, struct bpf_soc
 		would = KTP_WOULD_BLOCK;
 	} else if (!can_redirect) {
 		would = KTP_WOULD_PASS;
-	} else if (ktp_dead_dst_known(dst, port_net)) {
+	} else if (ktp_dead_dst_known(dst, port_net, bpf_get_netns_cookie(ctx))) {
 		would = KTP_WOULD_REFUSE;
 	} else {
 		dev = sk->bound_dev_if;

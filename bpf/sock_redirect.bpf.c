@@ -20,6 +20,7 @@
 #define SOCK_STREAM 1
 #define IPPROTO_TCP 6
 #define KTP_ECONNREFUSED 111
+#define KTP_EPERM 1
 #define KTP_CURRENT_NETNS ((__u64)-1)  /* BPF_F_CURRENT_NETNS */
 
 /* A context or socket field, read exactly once: the verifier refuses
@@ -38,6 +39,8 @@ const volatile __u16 ktp_proxy_port = 0;       /* network order */
 const volatile __u8 ktp_have_ip6 = 0;          /* an IPv6 listener exists */
 const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's sockets and listeners */
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
+const volatile __u64 ktp_own_cgroup = 0;       /* ktproxy's own cgroup (id): where its marked sockets come from */
+const volatile __u8 ktp_bound_refuse = 0;      /* --fail-closed: refuse a device-bound socket's proxied connect */
 
 #include "sock_netns.h"
 #include "sock_cgmatch.h"
@@ -45,30 +48,50 @@ const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace 
 /* May this socket be intercepted at all, TCP or UDP? 1 = leave it: no
  * socket, one of ktproxy's own (--mark: its upstream connections and relay
  * sockets, so nothing loops), or a process of a cgroup --cgroup-match
- * leaves out. */
+ * leaves out. The mark alone does not make a socket ktproxy's: any process
+ * with CAP_NET_RAW in its network namespace may set it (a container's root
+ * in Docker's default set), so it counts only from a thread of ktproxy's
+ * own cgroup (relay, io-wq, DNS threads, the helper: none of them moves).
+ * The hook runs in the thread that connects or sends, so "current" is it. */
 static __always_inline int ktp_sock_exempt(struct bpf_sock *sk)
 {
+	__u32 mark;
+
 	if (!sk)
 		return 1;
-	if (ktp_mark && sk->mark == ktp_mark) {
-		ktp_count(KTP_CTR_SKIPPED_MARK);
-		return 1;
+	KTP_LOAD(mark, sk->mark);
+	if (ktp_mark && mark == ktp_mark) {
+		if (bpf_get_current_cgroup_id() == ktp_own_cgroup) {
+			ktp_count(KTP_CTR_SKIPPED_MARK);
+			return 1;
+		}
+		/* Someone else's socket wearing the mark: the rules decide. */
+		ktp_count(KTP_CTR_FOREIGN_MARK);
 	}
 	return ktp_cgroup_unmatched();
 }
 
-/* A device-bound socket (SO_BINDTODEVICE, a VRF) cannot reach ktproxy on
- * loopback: a connect would hang or fail, a datagram go nowhere. 1 = bound. */
+/* A device-bound socket (SO_BINDTODEVICE, a VRF; since Linux 5.7 any user
+ * may bind an unbound socket) cannot reach ktproxy on loopback: a connect
+ * would hang or fail, a datagram go nowhere. Called once the rules said
+ * proxy. Returns -1 (not bound: go on), 1 (let it out directly, counted
+ * skipped_bound) or 0 with --fail-closed (refused with EPERM, as a block
+ * rule or a local firewall would: passing it would leak exactly what the
+ * user asked to keep behind the proxy). */
 static __always_inline int ktp_sock_bound(struct bpf_sock *sk)
 {
 	__u32 dev;
 
 	KTP_LOAD(dev, sk->bound_dev_if);
-	if (dev) {
-		ktp_count(KTP_CTR_SKIPPED_BOUND);
-		return 1;
+	if (!dev)
+		return -1;
+	if (ktp_bound_refuse) {
+		ktp_count(KTP_CTR_REFUSED_BOUND);
+		bpf_set_retval(-KTP_EPERM);
+		return 0;
 	}
-	return 0;
+	ktp_count(KTP_CTR_SKIPPED_BOUND);
+	return 1;
 }
 
 static __always_inline int ktp_should_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
@@ -130,10 +153,12 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 {
 	__u64 cookie;
 	struct ktp_orig_dst *od;
+	int bound;
 	__u64 id;
 
-	if (ktp_sock_bound(sk))
-		return 1;
+	bound = ktp_sock_bound(sk);
+	if (bound >= 0)
+		return bound;
 	/* 127.0.0.1 in a container is the container's own loopback: the
 	 * connect goes to ktproxy's listener in that namespace. */
 	cookie = bpf_get_netns_cookie(ctx);
@@ -216,7 +241,7 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	verdict = ktp_route_dns(dst, ctx->user_port);
 	if (verdict >= 0)
 		return verdict;
-	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+	if (ktp_dead_dst_refuse(dst, ctx->user_port, bpf_get_netns_cookie(ctx)))
 		return 0;
 	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, 0, &l);
 	if (verdict >= 0)
@@ -249,7 +274,7 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 		return verdict;
 	if (!mapped && !ktp_have_ip6)
 		return 1;
-	if (ktp_dead_dst_refuse(dst, ctx->user_port))
+	if (ktp_dead_dst_refuse(dst, ctx->user_port, bpf_get_netns_cookie(ctx)))
 		return 0;
 	verdict = ktp_redirect(ctx, sk, dst, ctx->user_port, !mapped, &l);
 	if (verdict >= 0)

@@ -49,8 +49,9 @@ struct {
 	__type(value, struct ktp_udp_flow);
 } ktp_udp_conn6 SEC(".maps");
 
-/* 1 = leave the socket alone: the checks TCP makes (ktp_sock_exempt,
- * ktp_sock_bound), and the relay lives in ktproxy's own namespace only. */
+/* 1 = leave the socket alone: the check TCP makes first
+ * (ktp_sock_exempt), and the relay lives in ktproxy's own namespace only.
+ * A device-bound socket is looked at after the rules, as TCP's is. */
 static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
 	if (!ktp_udp_port || ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
@@ -61,7 +62,7 @@ static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_so
 		ktp_count(KTP_CTR_SKIPPED_NETNS);
 		return 1;
 	}
-	return ktp_sock_bound(sk);
+	return 0;
 }
 
 /* No relay socket of ktproxy's on the relay port (it died, --fail-closed
@@ -280,7 +281,7 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 {
 	const __u32 flags = connected ? KTP_UDP_F_CONNECTED : 0;
 	__u32 dst[4], port, r, lport;
-	int verdict;
+	int verdict, v4;
 
 	if (ktp_udp_skip(ctx, sk))
 		return 1;
@@ -305,7 +306,13 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		return verdict;
 	/* (sendmsg6 never sees a v4-mapped destination: the kernel sends it
 	 * through udp_sendmsg, whose sendmsg4 hook handles it.) */
-	if (!v6 || ktp_is_v4mapped(dst)) {
+	v4 = !v6 || ktp_is_v4mapped(dst);
+	if (!v4 && !ktp_have_ip6)
+		return 1;
+	verdict = ktp_sock_bound(sk);
+	if (verdict >= 0)
+		return verdict;
+	if (v4) {
 		r = ktp_udp_to_relay4(ctx, dst, port, flags);
 		if (r <= 1)
 			return r;
@@ -322,8 +329,6 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		ctx->user_port = ktp_udp_port;
 		return 1;
 	}
-	if (!ktp_have_ip6)
-		return 1;
 	if (!ktp_udp_relay_is_ours(ctx, 1, 0))
 		return ktp_udp_no_relay();
 	if (connected) {

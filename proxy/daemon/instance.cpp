@@ -140,7 +140,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         dns_tcp = std::make_unique<DnsTcp>(*dns);
     }
 
-    KernelSide kernel(o, listeners, cgroups.name);
+    KernelSide kernel(o, listeners, cgroups.name, cgroups.own ? cgroup_id_of(cgroups.own->fd.get()) : 0);
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
@@ -164,6 +164,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     if (broker_cfg && !drop)
         local_broker = std::make_unique<NetnsBroker>(*broker_cfg);
     LoopConfig lc = loop_config(o, kernel.sock() ? kernel.sock()->dead_dst_fd() : -1);
+    lc.own_netns_cookie = listeners.netns_cookie;
     lc.names = udp ? &names : nullptr;
     lc.dns_tcp = dns_tcp.get();
     Workers workers(lc, std::move(listeners.sets), router);

@@ -11,7 +11,7 @@
 
 namespace ktp {
 
-KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::string& name)
+KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::string& name, uint64_t own_cgroup)
     : fail_closed_(o.fail_closed)
 {
     if (l.listen4) {
@@ -20,6 +20,7 @@ KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::strin
         hc.listen6 = l.listen6;
         hc.mark = o.mark;
         hc.netns_cookie = l.netns_cookie;
+        hc.own_cgroup = own_cgroup;
         hc.netns_refuse = o.fail_closed;
         hc.cgroup_filter = !o.cgroup_match.empty();
         hc.max_conns = o.max_conns;

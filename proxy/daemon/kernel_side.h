@@ -20,7 +20,9 @@ class KernelSide {
 public:
     // Loads (does not attach) the socket hooks when `name` has a cgroup
     // (pinned under its name with --fail-closed), and the gateway program.
-    KernelSide(const Options& o, const ListenerPlan& listeners, const std::string& name);
+    // own_cgroup: the id of ktproxy's own cgroup (whose marked sockets the
+    // hooks leave alone).
+    KernelSide(const Options& o, const ListenerPlan& listeners, const std::string& name, uint64_t own_cgroup);
 
     // Publishes the rules to both programs at once (publish_routes).
     void set_routes(const Routing& r);

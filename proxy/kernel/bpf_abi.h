@@ -27,8 +27,9 @@ static_assert(offsetof(ktp_tuple, src_port) == 32);
 static_assert(offsetof(ktp_tuple, dst_port) == 34);
 static_assert(offsetof(ktp_tuple, family) == 36);
 
-static_assert(sizeof(ktp_dead_key) == 20);
+static_assert(sizeof(ktp_dead_key) == 32);
 static_assert(offsetof(ktp_dead_key, port) == 16);
+static_assert(offsetof(ktp_dead_key, netns) == 24);
 static_assert(sizeof(ktp_dead_val) == 16);
 static_assert(offsetof(ktp_dead_val, err) == 8);
 

@@ -140,6 +140,10 @@ SockHooks::SockHooks(const HookConfig& cfg)
     skel_->rodata->ktp_mark = cfg.mark;
     skel_->rodata->ktp_netns_cookie = cfg.netns_cookie;
     skel_->rodata->ktp_netns_refuse = cfg.netns_refuse ? 1 : 0;
+    // rodata, not a map: a restart that takes over pinned links swaps its
+    // own programs (with its own cgroup) into them.
+    skel_->rodata->ktp_own_cgroup = cfg.own_cgroup;
+    skel_->rodata->ktp_bound_refuse = cfg.netns_refuse ? 1 : 0;
     skel_->rodata->ktp_cgroup_filter = cfg.cgroup_filter ? 1 : 0;
 
     bpf_map__set_max_entries(skel_->maps.ktp_handoff, cfg.max_conns);
@@ -381,13 +385,15 @@ std::string format_counters(const Counters& c, const MapOccupancy& m)
         "counters redirected={} skipped_mark={} skipped_netns={} skipped_local={} "
         "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} gw_assigned={} gw_no_listener={} "
         "no_listener={} skipped_bound={} dry_run_redirect={} dry_run_block={} dry_run_pass={} dry_run_refuse={} "
-        "dry_run_events_lost={} live_tuples={} udp_redirected={} udp_no_relay={} udp_map_full={} udp_flows={}",
+        "dry_run_events_lost={} live_tuples={} udp_redirected={} udp_no_relay={} udp_map_full={} udp_flows={} "
+        "foreign_mark={} refused_bound={}",
         c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
         c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
         c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], c[KTP_CTR_GW_ASSIGNED],
         c[KTP_CTR_GW_NO_LISTENER], c[KTP_CTR_NO_LISTENER], c[KTP_CTR_SKIPPED_BOUND], c[KTP_CTR_DRY_REDIRECT],
         c[KTP_CTR_DRY_BLOCK], c[KTP_CTR_DRY_PASS], c[KTP_CTR_DRY_REFUSE], c[KTP_CTR_DRY_EVENTS_LOST], m.tuples,
-        c[KTP_CTR_UDP_REDIRECTED], c[KTP_CTR_UDP_NO_RELAY], c[KTP_CTR_UDP_MAP_FULL], m.udp_flows);
+        c[KTP_CTR_UDP_REDIRECTED], c[KTP_CTR_UDP_NO_RELAY], c[KTP_CTR_UDP_MAP_FULL], m.udp_flows,
+        c[KTP_CTR_FOREIGN_MARK], c[KTP_CTR_REFUSED_BOUND]);
 }
 
 }  // namespace ktp

@@ -26,8 +26,11 @@ struct HookConfig {
     std::optional<SockAddr> listen6;
     uint32_t mark = 0;
     uint64_t netns_cookie = 0;
+    // ktproxy's own cgroup (its id, cgroup_id_of()): only sockets that its
+    // threads connect or send from are exempt by --mark.
+    uint64_t own_cgroup = 0;
     // --fail-closed: a connect from a namespace without a listener yet is
-    // refused, not passed.
+    // refused, not passed; so is a device-bound socket's proxied connect.
     bool netns_refuse = false;
     // --cgroup-match: only the cgroups in ktp_cgroups are intercepted.
     bool cgroup_filter = false;

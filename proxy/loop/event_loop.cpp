@@ -164,6 +164,9 @@ void EventLoop::unreachable(const Conn& c, int err)
     ktp_dead_key key{};
     c.orig.to_mapped(key.addr);
     key.port = htons(c.orig.port());
+    // Dead as seen from the app's namespace only: a container's
+    // connections leave from its own, whose routes are not the host's.
+    key.netns = c.app_ns ? c.app_ns->cookie : cfg_.own_netns_cookie;
     timespec now{};
     clock_gettime(CLOCK_MONOTONIC, &now);
     ktp_dead_val v{};

@@ -41,6 +41,9 @@ struct LoopConfig {
     // dead_cache seconds. -1 / 0: none.
     int dead_dst_fd = -1;
     double dead_cache = 5;
+    // ktproxy's own network namespace (SO_NETNS_COOKIE): the dead cache's
+    // key for connections of its own listeners (a container's carry theirs).
+    uint64_t own_netns_cookie = 0;
     // Names the cgroup's DNS answers gave for addresses (proxy/dns/): a
     // connection to one carries the name. Not owned; null with --no-udp.
     const NameMemory* names = nullptr;

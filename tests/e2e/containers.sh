@@ -282,6 +282,71 @@ test_first_connect_of_a_new_container_is_refused_not_passed_with_fail_closed() {
     first_connect_never_direct d 1
 }
 
+test_container_root_with_dockers_capabilities_cannot_opt_out_by_mark() {
+    # Docker's default capability set gives a container's root CAP_NET_RAW
+    # in the container's namespace (owned by the initial user namespace),
+    # which is enough to set SO_MARK. Putting ktproxy's --mark on a socket
+    # must not take it past ktproxy: it is relayed, and a block rule blocks it.
+    trap 'stop_ktproxy; ctr_stop k' EXIT
+    ctr_start k 14 in
+    start_ktproxy --log-level info --rule "cidr=$KTP_SRV4 port=9003 block" || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/k\): listening" || fail "no listener for container k"
+    local out caps=chown,dac_override,fowner,fsetid,kill,setgid,setuid,setpcap,net_bind_service,net_raw,sys_chroot,mknod,audit_write,setfcap
+    out=$(in_ctr k setpriv --bounding-set "-all,+${caps//,/,+}" /usr/bin/python3 - "$KTP_SRV4" <<'PY'
+import errno, socket, sys
+host = sys.argv[1]
+cap_eff = int([l for l in open("/proc/self/status") if l.startswith("CapEff:")][0].split()[1], 16)
+assert cap_eff & (1 << 13) and not cap_eff & (1 << 12), "want CAP_NET_RAW without CAP_NET_ADMIN: %x" % cap_eff
+res = []
+for port in (80, 9003):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x6b74)  # ktproxy's default --mark
+    s.settimeout(5)
+    try:
+        s.connect((host, port))
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        res.append("%d:%s" % (port, s.recv(12).decode()))
+    except OSError as e:
+        res.append("%d:%s" % (port, errno.errorcode.get(e.errno, str(e.errno))))
+print(" ".join(res))
+PY
+    ) || fail "the container's marked client failed: $out"
+    expect_eq "$out" "80:HTTP/1.1 200 9003:EPERM" "marked connects from the container's root (80 proxied, 9003 blocked)"
+    wait_log "$KTP_LOG" "conn client=127.0.0.1:[0-9]+ orig=$KTP_SRV4:80 .*comm=python3" ||
+        fail "the marked connect was not relayed by ktproxy"
+    [ "$(ktp_counter foreign_mark)" -ge 2 ] || fail "foreign_mark did not count the container's marked connects"
+}
+
+test_dead_destination_of_a_container_leaves_the_hosts_connects_alone() {
+    # The dead-destination cache (--dead-cache) is per network namespace: a
+    # destination ktproxy could not reach from a container's namespace (its
+    # own routes: unreachable here) fails that container's next connects at
+    # once, and the host's connects to it are still relayed.
+    trap 'stop_ktproxy; ctr_stop x' EXIT
+    ctr_start x 15 in
+    ip -n "$(ctr_ns x)" route add unreachable "$KTP_SRV4/32" || fail "unreachable route in container x"
+    start_ktproxy --log-level info --dead-cache 30 || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/x\): listening" || fail "no listener for container x"
+    local echo_py out
+    echo_py='
+import errno, socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], 9000), timeout=5)
+    s.sendall(b"e"); s.settimeout(5)
+    print("echo" if s.recv(1) == b"e" else "closed")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))'
+    # First: to ktproxy's listener, then reset (ktproxy met EHOSTUNREACH).
+    in_ctr x /usr/bin/python3 -c "$echo_py" "$KTP_SRV4" >/dev/null
+    wait_log "$KTP_LOG" "conn client=127.0.0.1:[0-9]+ orig=$KTP_SRV4:9000 " || fail "ktproxy did not log container x's connect"
+    out=$(in_ctr x /usr/bin/python3 -c "$echo_py" "$KTP_SRV4")
+    expect_eq "$out" EHOSTUNREACH "container x's next connect (the dead cache, its namespace)"
+    out=$(in_app /usr/bin/python3 -c "$echo_py" "$KTP_SRV4")
+    expect_eq "$out" echo "the host app's connect to the same destination"
+    wait_log "$KTP_LOG" "conn client=$KTP_CLI4:[0-9]+ orig=$KTP_SRV4:9000 |conn client=127.0.0.1:[0-9]+ orig=$KTP_SRV4:9000 .*end=eof" ||
+        fail "the host app's connect was not relayed"
+}
+
 test_dropped_relay_serves_containers_met_at_start_and_later() {
     # The relay drops root whether or not containers are there: their
     # listeners and sockets come from the helper, the relay never enters a

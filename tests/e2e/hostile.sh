@@ -482,6 +482,103 @@ for dst in [('$KTP_SRV4', 9000), ('$KTP_SRV4', 1080), ('127.0.0.1', $port)]:
     stop_ktproxy || fail "ktproxy exit status $?"
 }
 
+# An app of the cgroup that holds CAP_NET_RAW (root here; a binary with
+# cap_net_raw, a container's root) and puts ktproxy's --mark on its sockets:
+# the mark makes a socket ktproxy's only when ktproxy's own threads use it,
+# so this one goes through the rules like any other. TCP v4 and v6 to an
+# echo server (relayed: no direct SYN, a conn line each), TCP and UDP to a
+# blocked destination (EPERM).
+test_app_wearing_ktproxys_mark_is_still_relayed_and_blocked() {
+    trap kill_left_instances EXIT
+    local out foreign0 foreign1
+    start_ktproxy --rule "cidr=$KTP_SRV4 port=9003 block" || fail "ktproxy did not start"
+    foreign0=$(ktp_counter foreign_mark)
+    syn_capture_start
+    out=$(in_app timeout 20 python3 - "$KTP_SRV4" "$KTP_SRV6" "$KTP_TMP/mark.ports" <<'PY'
+import errno, socket, sys
+v4, v6, ports = sys.argv[1], sys.argv[2], sys.argv[3]
+MARK = 0x6b74  # ktproxy's default --mark
+
+def marked(fam, kind):
+    s = socket.socket(fam, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, MARK)
+    s.settimeout(5)
+    return s
+
+res = []
+with open(ports, "w") as pf:
+    for fam, host in ((socket.AF_INET, v4), (socket.AF_INET6, v6)):
+        s = marked(fam, socket.SOCK_STREAM)
+        s.connect((host, 9000))
+        pf.write("%d\n" % s.getsockname()[1])
+        s.sendall(b"m")
+        res.append("echo" if s.recv(1) == b"m" else "noecho")
+        s.close()
+s = marked(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.connect((v4, 9003))
+    res.append("tcp-blocked:connected")
+except OSError as e:
+    res.append("tcp-blocked:" + errno.errorcode.get(e.errno, str(e.errno)))
+u = marked(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.sendto(b"x", (v4, 9003))
+    res.append("udp-blocked:sent")
+except OSError as e:
+    res.append("udp-blocked:" + errno.errorcode.get(e.errno, str(e.errno)))
+print(" ".join(res))
+PY
+    ) || { syn_capture_stop; fail "the marked client failed: $out"; }
+    syn_capture_stop
+    expect_eq "$out" "echo echo tcp-blocked:EPERM udp-blocked:EPERM" "marked sockets: echo v4, v6, TCP and UDP to a block rule"
+    expect_eq "$(direct_syns "$KTP_TMP/mark.ports")" 0 "direct SYNs from the marked sockets"
+    expect_eq "$(grep -cE "conn client=.* orig=\[?($KTP_SRV4|$KTP_SRV6)\]?:9000 .*comm=python3" "$KTP_LOG")" 2 \
+        "conn lines of the marked connects"
+    foreign1=$(ktp_counter foreign_mark)
+    [ "$((foreign1 - foreign0))" -ge 4 ] || fail "foreign_mark counted $((foreign1 - foreign0)) of the 4 marked connects/sends"
+    stop_ktproxy || fail "ktproxy exit status $?"
+}
+
+# ktproxy inside the cgroup it intercepts (--cgroup a parent of its own):
+# its own sockets carry the mark and come from its cgroup, so they are left
+# alone (skipped_mark), and the app's are relayed once each, TCP and UDP
+# (the UDP relay's upstream datagrams). Also after a kill -9 of a
+# --fail-closed instance and its restart, which takes over the pinned hooks
+# with its own programs.
+test_ktproxy_inside_its_intercepted_cgroup_relays_without_recursion() {
+    trap 'kill_left_instances; in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG_PARENT" >/dev/null 2>&1' EXIT
+    local round lines mark0 mark1 udp0 out
+    ktp_bg in_srv python3 "$(dirname "$TOOLS")/udp_tools.py" echo "$KTP_SRV4" 7000
+    remember_bg "${KTP_PIDS[-1]}"
+    for round in first restarted; do
+        KTP_PROXY_OWN_CG=1 KTP_CG_ARG="$KTP_CG_PARENT" start_ktproxy --fail-closed ||
+            fail "$round: ktproxy in $KTP_CG_PROXY on $KTP_CG_PARENT did not start"
+        mark0=$(ktp_counter skipped_mark)
+        in_app python3 -c "
+import socket
+for _ in range(10):
+    s = socket.create_connection(('$KTP_SRV4', 9000), timeout=3); s.sendall(b'e')
+    assert s.recv(1) == b'e'; s.close()" || fail "$round: the app's echo failed"
+        sleep 0.5
+        lines=$(grep -c "conn client=.* orig=$KTP_SRV4:9000 " "$KTP_LOG")
+        expect_eq "$lines" 10 "$round: connections ktproxy relayed (the app made 10)"
+        expect_eq "$(grep -c 'conn client=' "$KTP_LOG")" 10 "$round: connections ktproxy accepted"
+        udp0=$(ktp_counter udp_redirected)
+        out=$(in_app timeout 10 python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b'u', ('$KTP_SRV4', 7000)); print(s.recvfrom(200)[0].decode().split('|')[0])") ||
+            fail "$round: the app's UDP echo failed: $out"
+        expect_eq "$out" u "$round: UDP echo through the relay"
+        expect_eq "$(( $(ktp_counter udp_redirected) - udp0 ))" 1 "$round: udp_redirected (the app's one datagram)"
+        mark1=$(ktp_counter skipped_mark)
+        [ "$((mark1 - mark0))" -ge 11 ] || fail "$round: skipped_mark counted $((mark1 - mark0)) of ktproxy's 10 own connects and 1 datagram"
+        expect_eq "$(ktp_counter foreign_mark)" 0 "$round: foreign_mark"
+        [ "$round" = first ] && { stop_ktproxy KILL || true; }
+    done
+    stop_ktproxy || fail "ktproxy exit status $?"
+}
+
 test_so_original_dst_confined_to_ktproxys_accepted_sockets() {
     # A socket whose remote port is a live relayed connection's source port,
     # made inside and outside the cgroup, gets the kernel's own answer to

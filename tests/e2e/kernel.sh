@@ -22,6 +22,7 @@ ktp_wait_port "$KTP_SRV" 9100
 SINK="$KTP_TMP/sink.txt"
 : > "$SINK"
 ktp_bg in_srv socat -u "TCP-LISTEN:9200,reuseaddr,fork,backlog=4096" "OPEN:$SINK,creat,append"
+ktp_bg in_srv "$PY" "$(cd "$(dirname "$0")" && pwd)/udp_tools.py" echo "$KTP_SRV4" 7000
 ktp_wait_port "$KTP_SRV" 9200
 IF_CLI="kv${KTP_ID}c"
 IF_SRV="kv${KTP_ID}s"
@@ -82,9 +83,30 @@ test_fire_and_forget_sends_in_parallel_all_arrive() {
     expect_eq "$(ktp_counter live_tuples)" 0 "entries left in the hand-off map"
 }
 
+# bound_udp HOST PORT DEV: one datagram from a socket bound to DEV; prints
+# the echo, or the errno's name.
+bound_udp() {
+    in_app timeout 10 "$PY" - "$@" <<'PY'
+import errno, socket, sys
+host, port, dev = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+s.settimeout(5)
+try:
+    s.sendto(b"bound-udp", (host, port))
+    print(s.recvfrom(200)[0].decode().split("|")[0])
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)))
+PY
+}
+
+# Without --fail-closed (fail-open), a device-bound socket whose destination
+# the rules proxy goes out directly (ktproxy's loopback listener is not
+# reachable through the device), counted skipped_bound: TCP and UDP.
 test_device_bound_sockets_connect_directly() {
     local out before
     before=$(ktp_counter skipped_bound)
+    expect_eq "$(bound_udp "$KTP_SRV4" 7000 "$IF_CLI")" "bound-udp" "UDP echo on a device-bound socket"
     out=$(in_app timeout 10 "$PY" - "$KTP_SRV4" "$IF_CLI" <<'PY'
 import socket, sys
 host, dev = sys.argv[1], sys.argv[2]
@@ -102,7 +124,8 @@ PY
     out=$(in_app timeout 10 curl -sS --max-time 5 --interface "if!$IF_CLI" -o /dev/null -w '%{http_code}' \
         "http://[$KTP_SRV6]/") || fail "curl --interface if!$IF_CLI failed"
     expect_eq "$out" 200 "curl bound to $IF_CLI"
-    [ "$(ktp_counter skipped_bound)" -ge $((before + 3)) ] || fail "skipped_bound did not count the bound connects"
+    [ "$(ktp_counter skipped_bound)" -ge $((before + 4)) ] || fail "skipped_bound did not count the bound connects"
+    expect_eq "$(ktp_counter refused_bound)" 0 "refused_bound without --fail-closed"
 }
 
 test_ipv6_link_local_destination_keeps_its_scope() {
@@ -292,6 +315,43 @@ PY
     KTP_E2E_ARGS="" start_ktproxy --fail-closed --port "$port" || fail "ktproxy did not restart"
     [ "$(ktp_counter no_listener)" -ge 1 ] || fail "no_listener did not count the refused connect"
     expect_eq "$(in_app curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$KTP_SRV4/")" 200 "curl after restart"
+    stop_ktproxy TERM || true
+    remove_my_pins
+}
+
+# With --fail-closed, a device-bound socket whose destination the rules
+# proxy is refused (EPERM), TCP v4 and v6 and UDP, and counted
+# refused_bound: passing it would leak what the user asked to keep behind
+# the proxy. A direct rule still lets it out.
+test_device_bound_sockets_are_refused_with_fail_closed() {
+    local out before
+    stop_suite_ktproxy
+    KTP_E2E_ARGS="" start_ktproxy --fail-closed --rule "cidr=$KTP_SRV4 port=80 direct" ||
+        fail "ktproxy --fail-closed did not start"
+    before=$(ktp_counter refused_bound)
+    out=$(in_app timeout 10 "$PY" - "$KTP_SRV4" "$IF_CLI" <<'PY'
+import errno, socket, sys
+host, dev = sys.argv[1], sys.argv[2]
+for fam, addr in ((socket.AF_INET, host), (socket.AF_INET6, "fd00:201::2")):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+    s.settimeout(5)
+    try:
+        s.connect((addr, 9000))
+        print("connected", end=" ")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)), end=" ")
+PY
+    ) || fail "the device-bound client failed: $out"
+    expect_eq "$out" "EPERM EPERM " "connects of device-bound sockets to a proxied destination, IPv4 and IPv6"
+    expect_eq "$(bound_udp "$KTP_SRV4" 7000 "$IF_CLI")" "EPERM" "a device-bound socket's datagram to a proxied destination"
+    # A direct rule is unchanged: the bound socket goes out to it.
+    out=$(in_app timeout 10 curl -sS --max-time 5 --interface "if!$IF_CLI" -o /dev/null -w '%{http_code}' \
+        "http://$KTP_SRV4/") || fail "curl --interface if!$IF_CLI to a direct destination failed"
+    expect_eq "$out" 200 "curl bound to $IF_CLI, direct rule"
+    expect_eq "$(( $(ktp_counter refused_bound) - before ))" 3 "refused_bound"
+    # Unbound sockets are relayed as ever.
+    expect_eq "$(bound_udp "$KTP_SRV4" 7000 "")" "bound-udp" "UDP echo on an unbound socket"
     stop_ktproxy TERM || true
     remove_my_pins
 }
