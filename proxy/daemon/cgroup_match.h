@@ -1,7 +1,8 @@
 // --cgroup-match: keeps the connect hooks' set of intercepted cgroups
 // (ktp_cgroups, bpf/sock_cgmatch.h) equal to the cgroups of the tree that
-// match a pattern, and their descendants. Fed by the namespace thread's
-// scan of the tree (every 100 ms, and on inotify events).
+// match a pattern, and their descendants. Fed by the NetnsBroker's scan of
+// the tree (asked for every 100 ms and on inotify events), which runs in
+// the privileged helper when the relay drops: only it may write the map.
 #pragma once
 
 #include <cstdint>

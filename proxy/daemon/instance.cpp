@@ -150,15 +150,16 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // outlives the workers (their connections ask it for sockets).
     std::optional<NetnsBrokerConfig> broker_cfg;
     if (cgroups.app && kernel.sock()) {
-        std::function<bool(const std::string&)> wanted;
-        if (!o.cgroup_match.empty()) {
-            auto filter = std::make_shared<CgroupMatch>(cgroup2_mount(), o.cgroup_match, -1);
-            wanted = [filter](const std::string& d) { return filter->wanted(d); };
-        }
         std::string mount = cgroup2_mount();
         while (mount.size() > 1 && mount.back() == '/')
             mount.pop_back();
-        broker_cfg = NetnsBrokerConfig{cgroups.app->path, mount, o.mark, wanted};
+        broker_cfg = NetnsBrokerConfig{cgroups.app->path, mount, o.mark, nullptr, nullptr};
+        if (!o.cgroup_match.empty()) {
+            // Kept by the broker's scans: in the helper when the relay drops.
+            auto match = std::make_shared<CgroupMatch>(mount, o.cgroup_match, kernel.sock()->cgroups_fd());
+            broker_cfg->wanted = [match](const std::string& d) { return match->wanted(d); };
+            broker_cfg->on_tree = [match](const std::set<std::string>& dirs) { match->sync(dirs); };
+        }
     }
     std::unique_ptr<NetnsBroker> local_broker;
     if (broker_cfg && !drop)
@@ -184,6 +185,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     if (drop) {
         priv = PrivHelper::start(
             {kernel, cgroups, supervisor.control_path(), supervisor.command_pid(), o.config_file, broker_cfg});
+        // The helper (forked above) keeps the writable fd of the set of
+        // intercepted cgroups; the relay only reads it from here on.
+        kernel.sock()->make_cgroups_read_only();
         drop_privileges(drop_to);
         install_seccomp(SeccompProfile::relay);
         supervisor.use_helper(priv.get());
@@ -200,22 +204,13 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     // Containers of the cgroup (other network namespaces) get listeners of
     // their own, made by the helper (dropped) or the relay (root).
     std::unique_ptr<NetnsListeners> netns;
-    std::unique_ptr<CgroupMatch> match;
-    if (cgroups.app && kernel.sock() && !o.cgroup_match.empty())
-        match = std::make_unique<CgroupMatch>(cgroup2_mount(), o.cgroup_match, kernel.sock()->cgroups_fd());
     if (broker_cfg) {
         netns = std::make_unique<NetnsListeners>(NetnsListenersConfig{
             cgroups.app->path, listeners.netns_cookie, listeners.listen4->port(), listeners.listen6.has_value(),
             o.mark, o.egress == "host", kernel.sock()->netns_listeners_fd(), kernel.sock()->netns_events_fd(),
             kernel.sock()->netns_pending_fd(), priv ? static_cast<NetnsSockets*>(priv.get()) : local_broker.get(),
             [&workers](std::vector<Listener> ls) { workers.add_listeners(std::move(ls)); },
-            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); },
-            match ? std::function<void(const std::set<std::string>&)>(
-                        [&match](const std::set<std::string>& dirs) { match->sync(dirs); })
-                  : nullptr,
-            match ? std::function<bool(const std::string&)>(
-                        [&match](const std::string& d) { return match->wanted(d); })
-                  : nullptr});
+            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); }});
         netns->start();
         netns_self_test(priv ? static_cast<NetnsSockets&>(*priv) : *local_broker);
     }

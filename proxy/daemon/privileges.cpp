@@ -233,9 +233,37 @@ std::string privilege_self_test()
     if (const char* peer = getenv("KTPROXY_PRIV_SELFTEST_PEER"); peer && *peer)
         r_peer = outcome(::kill(static_cast<pid_t>(std::atol(peer)), SIGCONT));
     std::string r_self = outcome(::kill(getpid(), 0) == 0 && ::kill(getpid(), SIGCONT) == 0 ? 0 : -1);
+    // The hooks' set of intercepted cgroups (--cgroup-match): the relay's
+    // fd of it is read-only (the helper keeps it).
+    std::string r_cgroups = "absent";
+    for (int fd = 3; fd < 1024; ++fd) {
+        bpf_map_info info{};
+        bpf_attr q{};
+        q.info.bpf_fd = static_cast<uint32_t>(fd);
+        q.info.info_len = sizeof(info);
+        q.info.info = reinterpret_cast<uint64_t>(&info);
+        if (syscall(__NR_bpf, BPF_OBJ_GET_INFO_BY_FD, &q, sizeof(q)) != 0 ||
+            std::string_view(info.name) != "ktp_cgroups")
+            continue;
+        uint64_t key = 1;
+        uint8_t one = 1;
+        bpf_attr u{};
+        u.map_fd = static_cast<uint32_t>(fd);
+        u.key = reinterpret_cast<uint64_t>(&key);
+        u.value = reinterpret_cast<uint64_t>(&one);
+        long rc = syscall(__NR_bpf, BPF_MAP_UPDATE_ELEM, &u, sizeof(u));
+        r_cgroups = outcome(rc);
+        if (rc == 0) {
+            bpf_attr d{};
+            d.map_fd = u.map_fd;
+            d.key = u.key;
+            syscall(__NR_bpf, BPF_MAP_DELETE_ELEM, &d, sizeof(d));
+        }
+        break;
+    }
     std::string line = fmt::format("privilege self-test: io_uring_setup={} bpf_prog_load={} raw_socket={} setuid0={} "
-                                   "unshare_user={} setns_net={} signal_peer={} signal_self={}",
-                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns, r_peer, r_self);
+                                   "unshare_user={} setns_net={} signal_peer={} signal_self={} cgroups_map_write={}",
+                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns, r_peer, r_self, r_cgroups);
     log::info("{}", line);
     return line;
 }

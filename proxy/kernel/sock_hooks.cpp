@@ -4,11 +4,13 @@
 #include "kernel/bpf_abi.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/unique_fd.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -366,6 +368,21 @@ int SockHooks::netns_listeners_fd() const { return bpf_map__fd(skel_->maps.ktp_n
 int SockHooks::netns_events_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_events); }
 int SockHooks::netns_pending_fd() const { return bpf_map__fd(skel_->maps.ktp_netns_pending); }
 int SockHooks::cgroups_fd() const { return bpf_map__fd(skel_->maps.ktp_cgroups); }
+
+void SockHooks::make_cgroups_read_only()
+{
+    const int fd = cgroups_fd();
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
+        fail_errno("ktp_cgroups: map info");
+    LIBBPF_OPTS(bpf_get_fd_by_id_opts, opts, .open_flags = BPF_F_RDONLY);
+    UniqueFd ro(bpf_map_get_fd_by_id_opts(info.id, &opts));
+    if (!ro)
+        fail_errno("ktp_cgroups: a read-only fd");
+    if (::dup3(ro.get(), fd, O_CLOEXEC) < 0)
+        fail_errno("ktp_cgroups: dup3");
+}
 
 int SockHooks::udp_flows_fd() const { return bpf_map__fd(skel_->maps.ktp_udp_flows); }
 

@@ -103,6 +103,9 @@ public:
     int netns_events_fd() const;
     int netns_pending_fd() const;
     int cgroups_fd() const;  // ktp_cgroups (bpf/sock_cgmatch.h)
+    // Replaces this process's fd of ktp_cgroups by a read-only one (same
+    // number): the relay, before it drops root; the helper keeps writing it.
+    void make_cgroups_read_only();
 
 private:
     // pin_suffix tells apart two links of one program (--fail-closed pins).

@@ -90,9 +90,21 @@ bool NetnsBroker::in_tree(int pid) const
     return cgroup_file_in_tree(text.str(), cfg_.mount, cfg_.cgroup_path, &dir) && (!cfg_.wanted || cfg_.wanted(dir));
 }
 
+std::set<std::string> cgroup_tree_dirs(const std::string& root)
+{
+    std::set<std::string> dirs{root};
+    std::error_code ec;
+    for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_directory(ec))
+            dirs.insert(it->path().string());
+    return dirs;
+}
+
 std::vector<NetnsFound> NetnsBroker::scan()
 {
     std::lock_guard lock(mu_);
+    if (cfg_.on_tree)
+        cfg_.on_tree(cgroup_tree_dirs(cfg_.cgroup_path));
     std::set<uint64_t> seen;
     for (auto& [pid, dir] : tree_pids(cfg_.cgroup_path, cfg_.wanted)) {
         uint64_t ino = netns_inode_of_pid(pid);

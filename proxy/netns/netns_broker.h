@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,9 +58,19 @@ struct NetnsBrokerConfig {
     std::string cgroup_path;  // the intercepted cgroup (its whole subtree)
     std::string mount;        // the cgroup2 mount (to read /proc/PID/cgroup against)
     uint32_t mark = 0;        // SO_MARK of the listeners
-    // --cgroup-match: which cgroup directories are intercepted (null: all).
+    // --cgroup-match: which cgroup directories are intercepted (null: all);
+    // and, at each scan, every directory of the tree, to keep the hooks'
+    // set of intercepted cgroups (daemon/cgroup_match.h). The set is
+    // written here, where the scan runs (the privileged helper of a dropped
+    // relay): a relay that could write it could add any cgroup below the
+    // hooks' one to the interception.
     std::function<bool(const std::string&)> wanted;
+    std::function<void(const std::set<std::string>&)> on_tree;
 };
+
+// Every cgroup directory of the tree (absolute). A cgroup removed while we
+// walk it just ends its part of the walk.
+std::set<std::string> cgroup_tree_dirs(const std::string& root);
 
 class NetnsBroker final : public NetnsSockets {
 public:

@@ -22,18 +22,6 @@
 namespace ktp {
 namespace {
 
-// Every cgroup directory of the tree (inotify watches, --cgroup-match). A
-// cgroup removed while we walk it just ends its part of the walk.
-std::set<std::string> cgroup_tree_dirs(const std::string& root)
-{
-    std::set<std::string> dirs{root};
-    std::error_code ec;
-    for (std::filesystem::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
-        if (it->is_directory(ec))
-            dirs.insert(it->path().string());
-    return dirs;
-}
-
 constexpr int kRetryScans = 10;  // a namespace without a usable loopback is tried again after this many scans
 
 }  // namespace
@@ -145,9 +133,9 @@ void NetnsListeners::run()
 
 void NetnsListeners::scan()
 {
+    // The tree's directories for inotify; --cgroup-match's set is kept by
+    // the maker's scan below.
     std::set<std::string> dirs = cgroup_tree_dirs(cfg_.cgroup_path);
-    if (cfg_.on_tree)
-        cfg_.on_tree(dirs);
     for (const auto& d : dirs)
         if (!watched_.count(d)) {
             // A removed directory drops its watches by itself.

@@ -44,10 +44,6 @@ struct NetnsListenersConfig {
     // every listener of a namespace.
     std::function<void(std::vector<Listener>)> give;
     std::function<void(uint64_t)> take_back;
-    // --cgroup-match: each scan's cgroup directories, before their pids are
-    // looked at; and which of them are intercepted (null: all).
-    std::function<void(const std::set<std::string>&)> on_tree;
-    std::function<bool(const std::string&)> wanted;
 };
 
 class NetnsListeners {
