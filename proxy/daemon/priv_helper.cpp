@@ -323,12 +323,22 @@ std::string PrivHelper::call(PrivRequest r, Args a, std::vector<UniqueFd>* fds)
     Request req{static_cast<uint32_t>(r), a.arg, a.cookie, a.kind, a.port, a.count};
     ReplyHead head{};
     std::vector<UniqueFd> got;
-    if (!sock_ || !io_full(sock_.get(), &req, sizeof(req), false, kReplyTimeoutMs) ||
+    // A request or reply cut short by the timeout leaves the stream out of
+    // step: a later call would read this one's late reply (sockets of one
+    // namespace handed out for another). The socket goes, and with it
+    // every later request.
+    auto lost = [&] {
+        sock_.reset();
+        fail("privileged helper (pid {}) did not answer; no further requests go to it", pid_);
+    };
+    if (!sock_)
+        fail("privileged helper (pid {}) did not answer earlier; no further requests go to it", pid_);
+    if (!io_full(sock_.get(), &req, sizeof(req), false, kReplyTimeoutMs) ||
         !recv_head(sock_.get(), &head, sizeof(head), got, kReplyTimeoutMs) || head.len > kMaxReply)
-        fail("privileged helper (pid {}) did not answer", pid_);
+        lost();
     std::string body(head.len, '\0');
     if (!io_full(sock_.get(), body.data(), body.size(), true, kReplyTimeoutMs))
-        fail("privileged helper (pid {}) did not answer", pid_);
+        lost();
     if (head.status != 0)
         fail("{}", body);
     if (fds)

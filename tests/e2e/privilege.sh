@@ -274,6 +274,40 @@ test_relay_stops_when_the_helper_dies() {
     expect_file_match "$KTP_LOG" "privileged helper .pid $helper. died" "log"
 }
 
+test_a_helper_that_answered_too_late_gets_no_further_requests() {
+    # A stalled helper (stopped here) lets the relay's request time out
+    # (15 s); its late reply must never be read as the answer to a later
+    # request. The relay gives up on it (closes its end); the helper, once
+    # it runs again, finds the relay gone and ends, and the relay stops as
+    # it does when its helper dies (the unit restarts it). Here the late
+    # reply is the config of the first SIGHUP (port 80 direct); the second
+    # SIGHUP's file blocks port 80 again: nothing may apply the first.
+    STALLED_HELPER=""
+    trap 'kill -CONT "$STALLED_HELPER" 2>/dev/null; stop_ktproxy' EXIT
+    config_dir_with_block
+    start_ktproxy --config "$CONF" || fail "ktproxy did not start"
+    port80_blocked || fail "port 80 not blocked"
+    local helper
+    helper=$(helper_pid)
+    [ -n "$helper" ] || fail "no privileged helper process under $KTP_PID"
+    STALLED_HELPER=$helper
+    kill -STOP "$helper"
+    echo 'rule = ["port=80 proxy=direct"]' > "$CONF"
+    kill -HUP "$KTP_PID"
+    wait_log "$KTP_LOG" "reload refused.*did not answer; no further requests go to it" 25 ||
+        fail "the stalled helper's reload was not refused"
+    kill -CONT "$helper"
+    echo 'rule = ["port=80 block"]' > "$CONF"
+    kill -HUP "$KTP_PID" 2>/dev/null || true
+    for _ in $(seq 100); do [ -s "$KTP_LOG.rc" ] && break; sleep 0.1; done
+    expect_no_file_match "$KTP_LOG" "reloaded:" "a reload applied from a late reply"
+    [ -s "$KTP_LOG.rc" ] || fail "the relay runs on with a helper it gave up on"
+    local rc=0
+    stop_ktproxy || rc=$?
+    expect_eq "$rc" 1 "the relay's exit status"
+    expect_file_match "$KTP_LOG" "privileged helper .pid $helper. died" "log"
+}
+
 test_proxy_user_root_keeps_every_privilege() {
     trap stop_ktproxy EXIT
     start_ktproxy --proxy-user root || fail "ktproxy did not start"
