@@ -41,6 +41,7 @@ const volatile __u32 ktp_mark = 0;             /* SO_MARK of the proxy's sockets
 const volatile __u64 ktp_netns_cookie = 0;     /* the proxy's network namespace */
 const volatile __u64 ktp_own_cgroup = 0;       /* ktproxy's own cgroup (id): where its marked sockets come from */
 const volatile __u8 ktp_bound_refuse = 0;      /* --fail-closed: refuse a device-bound socket's proxied connect */
+const volatile __u32 ktp_relay_tgid = 0;       /* the dropped relay's pid (0: it keeps root, or a pid namespace hides it) */
 
 #include "sock_netns.h"
 #include "sock_cgmatch.h"
@@ -612,6 +613,38 @@ int ktp_getsockopt(struct bpf_sockopt *ctx)
 	}
 	ctx->retval = 0;
 	ktp_count(KTP_CTR_ORIG_DST_ANSWERED);
+	return 1;
+}
+
+#define SOL_SOCKET 1
+#define SO_MARK 36
+#define IP_TRANSPARENT 19
+#define IPV6_TRANSPARENT 75
+
+/* On ktproxy's own cgroup. The dropped relay keeps CAP_NET_RAW for one
+ * thing, SO_MARK = --mark on its sockets; the same capability would let a
+ * relay taken over send from any address (IP(V6)_TRANSPARENT) or wear any
+ * mark (past the host's fwmark routing and firewall). seccomp cannot refuse
+ * these (the value sits behind a pointer; the rings issue setsockopt as
+ * IORING_OP_URING_CMD, unseen by seccomp): this hook sees both paths.
+ * Everyone else in the cgroup, the helper included, passes untouched. */
+SEC("cgroup/setsockopt")
+int ktp_relay_guard(struct bpf_sockopt *ctx)
+{
+	__u32 *val = ctx->optval;
+
+	if (ktp_relay_tgid && (__u32)(bpf_get_current_pid_tgid() >> 32) == ktp_relay_tgid) {
+		if ((ctx->level == SOL_IP && ctx->optname == IP_TRANSPARENT) ||
+		    (ctx->level == SOL_IPV6 && ctx->optname == IPV6_TRANSPARENT))
+			return 0;
+		if (ctx->level == SOL_SOCKET && ctx->optname == SO_MARK &&
+		    ((void *)(val + 1) > ctx->optval_end || *val != ktp_mark))
+			return 0;
+	}
+	/* Past a page the program sees only the first one: 0 hands the kernel
+	 * the caller's own buffer, untouched. */
+	if (ctx->optlen > 4096)
+		ctx->optlen = 0;
 	return 1;
 }
 

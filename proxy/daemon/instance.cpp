@@ -140,7 +140,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         dns_tcp = std::make_unique<DnsTcp>(*dns);
     }
 
-    KernelSide kernel(o, listeners, cgroups.name, cgroups.own ? cgroup_id_of(cgroups.own->fd.get()) : 0);
+    KernelSide kernel(o, listeners, cgroups.name, cgroups.own ? cgroup_id_of(cgroups.own->fd.get()) : 0,
+                      drop ? pid_as_the_kernel_sees_it() : 0);
     kernel.set_routes(routing);
     kernel.attach_gateway();
 
@@ -187,7 +188,8 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             {kernel, cgroups, supervisor.control_path(), supervisor.command_pid(), o.config_file, broker_cfg});
         // The helper (forked above) keeps the writable fd of the set of
         // intercepted cgroups; the relay only reads it from here on.
-        kernel.sock()->make_cgroups_read_only();
+        if (kernel.sock())
+            kernel.sock()->make_cgroups_read_only();
         drop_privileges(drop_to);
         install_seccomp(SeccompProfile::relay);
         supervisor.use_helper(priv.get());

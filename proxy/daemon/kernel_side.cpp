@@ -11,7 +11,8 @@
 
 namespace ktp {
 
-KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::string& name, uint64_t own_cgroup)
+KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::string& name, uint64_t own_cgroup,
+                       uint32_t relay_tgid)
     : fail_closed_(o.fail_closed)
 {
     if (l.listen4) {
@@ -21,6 +22,7 @@ KernelSide::KernelSide(const Options& o, const ListenerPlan& l, const std::strin
         hc.mark = o.mark;
         hc.netns_cookie = l.netns_cookie;
         hc.own_cgroup = own_cgroup;
+        hc.relay_tgid = relay_tgid;
         hc.netns_refuse = o.fail_closed;
         hc.cgroup_filter = !o.cgroup_match.empty();
         hc.max_conns = o.max_conns;

@@ -21,8 +21,10 @@ public:
     // Loads (does not attach) the socket hooks when `name` has a cgroup
     // (pinned under its name with --fail-closed), and the gateway program.
     // own_cgroup: the id of ktproxy's own cgroup (whose marked sockets the
-    // hooks leave alone).
-    KernelSide(const Options& o, const ListenerPlan& listeners, const std::string& name, uint64_t own_cgroup);
+    // hooks leave alone); relay_tgid: the relay's pid if it drops root
+    // (its setsockopt is guarded), else 0.
+    KernelSide(const Options& o, const ListenerPlan& listeners, const std::string& name, uint64_t own_cgroup,
+               uint32_t relay_tgid);
 
     // Publishes the rules to both programs at once (publish_routes).
     void set_routes(const Routing& r);

@@ -27,6 +27,8 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <vector>
 #include <cstdlib>
 
 namespace ktp {
@@ -189,6 +191,22 @@ void warn_if_config_exposed(const Options& o)
     }
 }
 
+uint32_t pid_as_the_kernel_sees_it()
+{
+    // NSpid lists the pid in each pid namespace from the initial one down:
+    // one entry means this is the initial one.
+    std::ifstream f("/proc/self/status");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("NSpid:", 0) == 0) {
+            std::istringstream in(line.substr(6));
+            std::vector<long> pids;
+            for (long p; in >> p;)
+                pids.push_back(p);
+            return pids.size() == 1 ? static_cast<uint32_t>(pids[0]) : 0;
+        }
+    return 0;
+}
+
 std::string privilege_self_test()
 {
     const char* v = getenv("KTPROXY_PRIV_SELFTEST");
@@ -261,9 +279,21 @@ std::string privilege_self_test()
         }
         break;
     }
+    // CAP_NET_RAW is kept for SO_MARK = --mark only (the hooks' setsockopt
+    // guard): any address (IP_TRANSPARENT) or another mark is refused.
+    std::string r_transparent = "?", r_mark = "?";
+    if (int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); s >= 0) {
+        int one = 1;
+        r_transparent = outcome(setsockopt(s, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)));
+        uint32_t other = 0x7a7a7a7a;
+        r_mark = outcome(setsockopt(s, SOL_SOCKET, SO_MARK, &other, sizeof(other)));
+        ::close(s);
+    }
     std::string line = fmt::format("privilege self-test: io_uring_setup={} bpf_prog_load={} raw_socket={} setuid0={} "
-                                   "unshare_user={} setns_net={} signal_peer={} signal_self={} cgroups_map_write={}",
-                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns, r_peer, r_self, r_cgroups);
+                                   "unshare_user={} setns_net={} signal_peer={} signal_self={} cgroups_map_write={} "
+                                   "ip_transparent={} other_mark={}",
+                                   r_ring, r_prog, r_raw, r_uid, r_ns, r_setns, r_peer, r_self, r_cgroups,
+                                   r_transparent, r_mark);
     log::info("{}", line);
     return line;
 }

@@ -56,6 +56,10 @@ void warn_if_config_exposed(const Options& o);
 // tries what the drop and seccomp must refuse and logs one line with each
 // call's errno. Returns the line ("" when the variable is not set).
 std::string privilege_self_test();
+
+// This process's pid as BPF programs see it (the initial pid namespace's),
+// or 0 when ktproxy runs in another pid namespace and cannot know it.
+uint32_t pid_as_the_kernel_sees_it();
 // With KTPROXY_PRIV_SELFTEST_NETNS=COOKIE[,COOKIE] (tests only): asks for a
 // socket in each namespace as the relay would and logs the answer; the helper must
 // refuse any namespace its own scan of the cgroup did not find.

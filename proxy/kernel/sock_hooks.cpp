@@ -145,6 +145,7 @@ SockHooks::SockHooks(const HookConfig& cfg)
     // rodata, not a map: a restart that takes over pinned links swaps its
     // own programs (with its own cgroup) into them.
     skel_->rodata->ktp_own_cgroup = cfg.own_cgroup;
+    skel_->rodata->ktp_relay_tgid = cfg.relay_tgid;
     skel_->rodata->ktp_bound_refuse = cfg.netns_refuse ? 1 : 0;
     skel_->rodata->ktp_cgroup_filter = cfg.cgroup_filter ? 1 : 0;
 
@@ -306,6 +307,7 @@ void SockHooks::attach(int app_fd, const std::string& app_path, int own_fd, cons
     // getsockopt first: once connects are redirected, the proxy must already
     // be able to ask for their destination.
     attach_one("cgroup/getsockopt", skel_->progs.ktp_getsockopt, own_fd, own_path);
+    attach_one("cgroup/setsockopt", skel_->progs.ktp_relay_guard, own_fd, own_path);
     // ktproxy's accepted sockets are in its own cgroup (a child socket
     // inherits its listener's): sockops there moves each destination onto
     // the accepted socket. When ktproxy runs in the app cgroup itself, the

@@ -29,6 +29,9 @@ struct HookConfig {
     // ktproxy's own cgroup (its id, cgroup_id_of()): only sockets that its
     // threads connect or send from are exempt by --mark.
     uint64_t own_cgroup = 0;
+    // The relay's pid when it drops root (0: it keeps it): its setsockopt of
+    // IP(V6)_TRANSPARENT or of a mark other than --mark is refused.
+    uint32_t relay_tgid = 0;
     // --fail-closed: a connect from a namespace without a listener yet is
     // refused, not passed; so is a device-bound socket's proxied connect.
     bool netns_refuse = false;
