@@ -185,7 +185,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
     std::unique_ptr<PrivHelper> priv;
     if (drop) {
         priv = PrivHelper::start(
-            {kernel, cgroups, supervisor.control_path(), supervisor.command_pid(), o.config_file, broker_cfg});
+            {kernel, cgroups, supervisor.control_path(), supervisor.command_pidfd(), o.config_file, broker_cfg});
         // The helper (forked above) keeps the writable fd of the set of
         // intercepted cgroups; the relay only reads it from here on.
         if (kernel.sock())

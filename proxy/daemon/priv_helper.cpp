@@ -145,13 +145,13 @@ bool forwardable(int sig) { return sig == SIGINT || sig == SIGTERM || sig == SIG
 // The helper keeps the kernel objects it may have to undo (BPF programs,
 // maps and links, cgroup directories, netlink) and drops what is the
 // relay's: rings, listeners, the control and metrics sockets, pipes.
-void close_relay_fds(int keep)
+void close_relay_fds(int keep, int keep_too)
 {
     std::vector<int> close_these;
     if (DIR* d = opendir("/proc/self/fd")) {
         while (dirent* e = readdir(d)) {
             int fd = std::atoi(e->d_name);
-            if (e->d_name[0] == '.' || fd <= 2 || fd == keep || fd == dirfd(d))
+            if (e->d_name[0] == '.' || fd <= 2 || fd == keep || fd == keep_too || fd == dirfd(d))
                 continue;
             char link[128] = {};
             std::string self = "/proc/self/fd/" + std::string(e->d_name);
@@ -202,10 +202,10 @@ void tear_down(PrivHelper::Held& h)
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (getppid() != parent)
         _exit(0);
-    close_relay_fds(sock);
-    UniqueFd command;
-    if (h.command > 0)
-        command = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, h.command, 0)));
+    close_relay_fds(sock, h.command_pidfd);
+    // The pidfd the relay opened when it forked the command, inherited: a
+    // pid opened here could already name another process.
+    UniqueFd command(h.command_pidfd);
     std::unique_ptr<NetnsBroker> netns;
     try {
         if (h.netns)

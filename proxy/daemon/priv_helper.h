@@ -44,7 +44,9 @@ public:
         KernelSide& kernel;
         InstanceCgroups& cgroups;
         std::string control_path;
-        pid_t command = 0;  // `run`'s command, 0 otherwise
+        // `run`'s command: the relay's pidfd of it (the helper's copy from
+        // the fork is kept, so no pid is looked up again), -1 otherwise.
+        int command_pidfd = -1;
         std::string config_file;
         // Set when the instance has an app cgroup: its containers'
         // namespaces are entered by the helper (CAP_SYS_ADMIN for setns,

@@ -48,7 +48,7 @@ public:
     // Once privileges are dropped, what needs root goes through the helper.
     void use_helper(PrivHelper* helper) { helper_ = helper; }
     const std::string& control_path() const { return control_.path(); }
-    pid_t command_pid() const { return child_ ? child_->pid() : 0; }
+    int command_pidfd() const { return child_ ? child_->pidfd() : -1; }
 
     // Releases `run`'s command, then serves until a stop signal, the command's
     // exit or the loss of the app cgroup. Returns the process's exit code.
