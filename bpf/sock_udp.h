@@ -8,6 +8,9 @@
  * ktproxy reads the token from IP_PKTINFO (the app's port from the source),
  * finds the destination in ktp_udp_flows and answers from the token address;
  * recvmsg4/6 show the app the original destination as the reply's source.
+ * A container's socket goes to the relay socket ktproxy opened in its own
+ * network namespace (ktp_netns_listeners' udp_port), its flows keyed apart
+ * by that namespace's cookie.
  * docs/architecture.md "UDP" has the design and its limits. */
 #ifndef KTPROXY_SOCK_UDP_H
 #define KTPROXY_SOCK_UDP_H
@@ -50,18 +53,67 @@ struct {
 } ktp_udp_conn6 SEC(".maps");
 
 /* 1 = leave the socket alone: the checks TCP makes (ktp_sock_exempt,
- * ktp_sock_bound), and the relay lives in ktproxy's own namespace only. */
+ * ktp_sock_bound). Which relay a datagram goes to (its namespace's) is
+ * asked only once it is to be relayed: ktp_udp_relay_of. */
 static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
 	if (!ktp_udp_port || ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 	if (ktp_sock_exempt(sk))
 		return 1;
-	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie) {
-		ktp_count(KTP_CTR_SKIPPED_NETNS);
+	return ktp_sock_bound(sk);
+}
+
+/* ktproxy's UDP relay socket in a socket's network namespace: the host
+ * relay (rodata) for ktproxy's own, else the one ktproxy opened in the
+ * container's namespace (ktp_netns_listeners' udp_port). */
+struct ktp_udp_relay {
+	__u64 ns;      /* the flows' key netns: 0 for ktproxy's own namespace */
+	__u32 ip6[4];  /* its IPv6 address (::1), valid with v6 */
+	__u16 port;    /* network order */
+	__u16 v6;      /* it also listens on ip6 */
+};
+
+/* 1: r is the socket's relay; 0: its namespace has none. */
+static __always_inline int ktp_udp_relay_here(void *ctx, struct ktp_udp_relay *r)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	struct ktp_netns_listener *l;
+
+	if (cookie == ktp_netns_cookie) {
+		r->ns = 0;
+		r->ip6[0] = ktp_proxy_ip6[0];
+		r->ip6[1] = ktp_proxy_ip6[1];
+		r->ip6[2] = ktp_proxy_ip6[2];
+		r->ip6[3] = ktp_proxy_ip6[3];
+		r->port = ktp_udp_port;
+		r->v6 = ktp_have_ip6;
 		return 1;
 	}
-	return ktp_sock_bound(sk);
+	l = bpf_map_lookup_elem(&ktp_netns_listeners, &cookie);
+	if (!l || !l->udp_port)
+		return 0;
+	r->ns = cookie;
+	r->ip6[0] = l->ip6[0];
+	r->ip6[1] = l->ip6[1];
+	r->ip6[2] = l->ip6[2];
+	r->ip6[3] = l->ip6[3];
+	r->port = l->udp_port;
+	r->v6 = !!(l->flags & KTP_NL_UDP6);
+	return 1;
+}
+
+/* The relay for a datagram to relay: 1 with r filled; else the namespace
+ * has none yet (a container met before the next scan) and the datagram gets
+ * the verdict a connect from there gets (ktp_netns_unknown: ktproxy is told,
+ * refused during the grace time and with --fail-closed): it never goes
+ * direct past the rules while ktproxy is opening that relay. */
+static __always_inline int ktp_udp_relay_of(struct bpf_sock_addr *ctx, struct ktp_udp_relay *r, int *verdict)
+{
+	if (ktp_udp_relay_here(ctx, r))
+		return 1;
+	*verdict = ktp_netns_unknown(bpf_get_netns_cookie(ctx));
+	return 0;
 }
 
 /* No relay socket of ktproxy's on the relay port (it died, --fail-closed
@@ -77,22 +129,23 @@ static __always_inline int ktp_udp_no_relay(void)
  * --mark, which only CAP_NET_ADMIN/CAP_NET_RAW can set: with --fail-closed
  * the hooks outlive ktproxy, and a local user who binds the port must not
  * receive the cgroup's datagrams. */
-static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, int v6, __u32 token)
+static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, const struct ktp_udp_relay *r, int v6,
+						 __u32 token)
 {
 	struct bpf_sock_tuple tup = {};
 	struct bpf_sock *sk;
 	__u32 mark;
 
 	if (v6) {
-		tup.ipv6.daddr[0] = ktp_proxy_ip6[0];
-		tup.ipv6.daddr[1] = ktp_proxy_ip6[1];
-		tup.ipv6.daddr[2] = ktp_proxy_ip6[2];
-		tup.ipv6.daddr[3] = ktp_proxy_ip6[3];
-		tup.ipv6.dport = ktp_udp_port;
+		tup.ipv6.daddr[0] = r->ip6[0];
+		tup.ipv6.daddr[1] = r->ip6[1];
+		tup.ipv6.daddr[2] = r->ip6[2];
+		tup.ipv6.daddr[3] = r->ip6[3];
+		tup.ipv6.dport = r->port;
 		sk = bpf_sk_lookup_udp(ctx, &tup, sizeof(tup.ipv6), KTP_CURRENT_NETNS, 0);
 	} else {
 		tup.ipv4.daddr = token;
-		tup.ipv4.dport = ktp_udp_port;
+		tup.ipv4.dport = r->port;
 		sk = bpf_sk_lookup_udp(ctx, &tup, sizeof(tup.ipv4), KTP_CURRENT_NETNS, 0);
 	}
 	if (!sk)
@@ -103,7 +156,7 @@ static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, int 
 }
 
 static __always_inline void ktp_udp_fill(struct ktp_udp_flow *f, const __u32 dst[4], __u32 port,
-					 __u64 cookie, __u32 flags)
+					 __u64 cookie, __u64 ns, __u32 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -121,6 +174,7 @@ static __always_inline void ktp_udp_fill(struct ktp_udp_flow *f, const __u32 dst
 	f->cookie = cookie;
 	f->last_ns = bpf_ktime_get_ns();
 	f->flags = flags;
+	f->netns = ns;
 }
 
 /* Remembers that the socket made this key, so that its release deletes it. */
@@ -149,10 +203,10 @@ static __always_inline int ktp_udp_same_dst(const struct ktp_udp_flow *f, const 
 /* The token address (network order) of (socket, destination): a hash into
  * 127.0.0.2-127.255.255.254, probed a few times past slots that another
  * socket or destination holds. 0: no slot (map full, or four collisions). */
-static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u32 port, __u32 flags)
+static __always_inline __u32 ktp_udp_token(__u64 cookie, __u64 ns, const __u32 dst[4], __u32 port, __u32 flags)
 {
 	struct ktp_udp_flow fresh = {};
-	struct ktp_udp_key key = {.family = KTP_AF_INET};
+	struct ktp_udp_key key = {.family = KTP_AF_INET, .netns = ns};
 	struct ktp_udp_flow *f;
 	__u64 h;
 	__u32 t;
@@ -175,7 +229,7 @@ static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u
 			f->flags |= flags;
 			return key.addr;
 		}
-		ktp_udp_fill(&fresh, dst, port, cookie, flags);
+		ktp_udp_fill(&fresh, dst, port, cookie, ns, flags);
 		if (bpf_map_update_elem(&ktp_udp_flows, &key, &fresh, BPF_NOEXIST))
 			continue;
 		ktp_udp_note_key(cookie, &key);
@@ -186,10 +240,10 @@ static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u
 
 /* Native IPv6: the flow is the app's port on ::1; the last destination the
  * socket sent to owns it. 1: recorded. */
-static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const __u32 dst[4], __u32 port,
-					     __u32 flags)
+static __always_inline int ktp_udp_port_flow(__u64 cookie, __u64 ns, __u16 app_port, const __u32 dst[4],
+					     __u32 port, __u32 flags)
 {
-	struct ktp_udp_key key = {.app_port = app_port, .family = KTP_AF_INET6};
+	struct ktp_udp_key key = {.app_port = app_port, .family = KTP_AF_INET6, .netns = ns};
 	struct ktp_udp_flow fresh = {};
 	struct ktp_udp_flow *f;
 
@@ -199,7 +253,7 @@ static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const
 		f->flags |= flags;
 		return 1;
 	}
-	ktp_udp_fill(&fresh, dst, port, cookie, flags);
+	ktp_udp_fill(&fresh, dst, port, cookie, ns, flags);
 	if (bpf_map_update_elem(&ktp_udp_flows, &key, &fresh, BPF_ANY))
 		return 0;
 	ktp_udp_note_key(cookie, &key);
@@ -237,15 +291,15 @@ static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32
 /* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.
  * Returns the token address to rewrite to, 1 to leave it, 0 to fail it. The
  * token is never 0 or 1, so the three cannot be confused. */
-static __always_inline __u32 ktp_udp_to_relay4(struct bpf_sock_addr *ctx, const __u32 dst[4], __u32 port,
-					       __u32 flags)
+static __always_inline __u32 ktp_udp_to_relay4(struct bpf_sock_addr *ctx, const struct ktp_udp_relay *rl,
+					       const __u32 dst[4], __u32 port, __u32 flags)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	__u32 tok;
 
-	if (!ktp_udp_relay_is_ours(ctx, 0, bpf_htonl(0x7f000001)))
+	if (!ktp_udp_relay_is_ours(ctx, rl, 0, bpf_htonl(0x7f000001)))
 		return ktp_udp_no_relay();
-	tok = ktp_udp_token(cookie, dst, port, flags);
+	tok = ktp_udp_token(cookie, rl->ns, dst, port, flags);
 	if (!tok) {
 		ktp_count(KTP_CTR_UDP_MAP_FULL);
 		return 1;
@@ -279,6 +333,7 @@ static __always_inline void ktp_udp_keep_peer(struct bpf_sock *sk, const __u32 d
 static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_sock *sk, int v6, int connected)
 {
 	const __u32 flags = connected ? KTP_UDP_F_CONNECTED : 0;
+	struct ktp_udp_relay rl = {};
 	__u32 dst[4], port, r, lport;
 	int verdict;
 
@@ -303,10 +358,12 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	verdict = ktp_route_dns(dst, port);
 	if (verdict >= 0)
 		return verdict;
+	if (!ktp_udp_relay_of(ctx, &rl, &verdict))
+		return verdict;
 	/* (sendmsg6 never sees a v4-mapped destination: the kernel sends it
 	 * through udp_sendmsg, whose sendmsg4 hook handles it.) */
 	if (!v6 || ktp_is_v4mapped(dst)) {
-		r = ktp_udp_to_relay4(ctx, dst, port, flags);
+		r = ktp_udp_to_relay4(ctx, &rl, dst, port, flags);
 		if (r <= 1)
 			return r;
 		if (connected)
@@ -319,23 +376,23 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		} else {
 			ctx->user_ip4 = r;
 		}
-		ctx->user_port = ktp_udp_port;
+		ctx->user_port = rl.port;
 		return 1;
 	}
-	if (!ktp_have_ip6)
+	if (!rl.v6)
 		return 1;
-	if (!ktp_udp_relay_is_ours(ctx, 1, 0))
+	if (!ktp_udp_relay_is_ours(ctx, &rl, 1, 0))
 		return ktp_udp_no_relay();
 	if (connected) {
 		struct ktp_udp_flow fresh = {};
 		__u64 cookie = bpf_get_socket_cookie(ctx);
 
-		ktp_udp_fill(&fresh, dst, port, cookie, flags);
+		ktp_udp_fill(&fresh, dst, port, cookie, rl.ns, flags);
 		r = !bpf_map_update_elem(&ktp_udp_conn6, &cookie, &fresh, BPF_ANY);
 	} else {
 		/* sendmsg has bound the socket (autobind) before this hook runs. */
 		KTP_LOAD(lport, sk->src_port);
-		r = ktp_udp_port_flow(bpf_get_socket_cookie(ctx), bpf_htons((__u16)lport), dst, port, flags);
+		r = ktp_udp_port_flow(bpf_get_socket_cookie(ctx), rl.ns, bpf_htons((__u16)lport), dst, port, flags);
 	}
 	if (!r) {
 		ktp_count(KTP_CTR_UDP_MAP_FULL);
@@ -344,11 +401,11 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	ktp_count(KTP_CTR_UDP_REDIRECTED);
 	if (connected)
 		ktp_udp_keep_peer(sk, dst, port);
-	ctx->user_ip6[0] = ktp_proxy_ip6[0];
-	ctx->user_ip6[1] = ktp_proxy_ip6[1];
-	ctx->user_ip6[2] = ktp_proxy_ip6[2];
-	ctx->user_ip6[3] = ktp_proxy_ip6[3];
-	ctx->user_port = ktp_udp_port;
+	ctx->user_ip6[0] = rl.ip6[0];
+	ctx->user_ip6[1] = rl.ip6[1];
+	ctx->user_ip6[2] = rl.ip6[2];
+	ctx->user_ip6[3] = rl.ip6[3];
+	ctx->user_port = rl.port;
 	return 1;
 }
 
@@ -403,11 +460,14 @@ SEC("cgroup/recvmsg4")
 int ktp_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	struct ktp_udp_key key = {.family = KTP_AF_INET};
+	struct ktp_udp_relay rl = {};
 	struct ktp_udp_flow *f;
 
-	if (!ktp_udp_port || ctx->user_port != ktp_udp_port || !ktp_is_token4(ctx->user_ip4))
+	if (!ktp_udp_port || !ktp_is_token4(ctx->user_ip4) || !ktp_udp_relay_here(ctx, &rl) ||
+	    ctx->user_port != rl.port)
 		return 1;
 	key.addr = ctx->user_ip4;
+	key.netns = rl.ns;
 	f = ktp_udp_reply_flow(ctx, &key);
 	if (!f || f->od.family != KTP_AF_INET)
 		return 1;
@@ -420,12 +480,14 @@ SEC("cgroup/recvmsg6")
 int ktp_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	struct ktp_udp_key key = {};
+	struct ktp_udp_relay rl = {};
 	struct ktp_udp_flow *f;
 	struct bpf_sock *sk;
 	__u32 a[4], lport;
 
-	if (!ktp_udp_port || ctx->user_port != ktp_udp_port)
+	if (!ktp_udp_port || !ktp_udp_relay_here(ctx, &rl) || ctx->user_port != rl.port)
 		return 1;
+	key.netns = rl.ns;
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
@@ -436,8 +498,7 @@ int ktp_recvmsg6(struct bpf_sock_addr *ctx)
 		key.addr = a[3];
 		key.family = KTP_AF_INET;
 	} else {
-		if (!ktp_have_ip6 || a[0] != ktp_proxy_ip6[0] || a[1] != ktp_proxy_ip6[1] ||
-		    a[2] != ktp_proxy_ip6[2] || a[3] != ktp_proxy_ip6[3])
+		if (!rl.v6 || a[0] != rl.ip6[0] || a[1] != rl.ip6[1] || a[2] != rl.ip6[2] || a[3] != rl.ip6[3])
 			return 1;
 		KTP_LOAD(sk, ctx->sk);
 		if (!sk)
@@ -475,7 +536,8 @@ int ktp_udp_release(struct bpf_sock *sk)
 	if (c6) {
 		/* A connected IPv6 flow, filed by the relay under its port (this
 		 * program may not read the socket's port: only post_bind may). */
-		struct ktp_udp_key key6 = {.app_port = (__u16)c6->filed_port, .family = KTP_AF_INET6};
+		struct ktp_udp_key key6 = {.app_port = (__u16)c6->filed_port, .family = KTP_AF_INET6,
+					   .netns = c6->netns};
 		struct ktp_udp_flow *f6;
 
 		f6 = key6.app_port ? bpf_map_lookup_elem(&ktp_udp_flows, &key6) : 0;

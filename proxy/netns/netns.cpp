@@ -73,9 +73,19 @@ std::vector<std::weak_ptr<const Netns>> NetnsRefills::take()
     return std::exchange(want_, {});
 }
 
+namespace {
+NetnsSocketKind egress_kind(int i)
+{
+    static constexpr NetnsSocketKind kinds[4] = {NetnsSocketKind::egress4, NetnsSocketKind::egress6,
+                                                 NetnsSocketKind::egress_udp4, NetnsSocketKind::egress_udp6};
+    return kinds[i];
+}
+int stock_of(int family, bool udp) { return (udp ? 2 : 0) + (family == AF_INET6 ? 1 : 0); }
+}  // namespace
+
 void Netns::refill() const
 {
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 4; ++i) {
         {
             std::lock_guard lock(mu_);
             if (!asked_[i])
@@ -83,7 +93,7 @@ void Netns::refill() const
         }
         std::vector<UniqueFd> got;
         try {
-            got = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+            got = maker_->make(cookie, egress_kind(i), 0, kBatch);
         } catch (const Error& e) {
             log::debug("container namespace {}: refill: {}", cookie, e.what());
         }
@@ -94,13 +104,30 @@ void Netns::refill() const
     }
 }
 
-UniqueFd Netns::egress_socket(int family) const
+void Netns::prime(int family, bool udp) const
 {
-    const int i = family == AF_INET6 ? 1 : 0;
+    const int i = stock_of(family, udp);
+    std::vector<UniqueFd> got = maker_->make(cookie, egress_kind(i), 0, kBatch);
     std::lock_guard lock(mu_);
+    for (auto& s : got)
+        spare_[i].push_back(std::move(s));
+}
+
+UniqueFd Netns::take(int family, bool udp, bool wait) const
+{
+    const int i = stock_of(family, udp);
+    std::lock_guard lock(mu_);
+    if (spare_[i].empty() && !wait) {
+        if (refills && !asked_[i]) {
+            asked_[i] = true;
+            refills->ask(weak_from_this());
+        }
+        errno = EAGAIN;
+        return UniqueFd();
+    }
     if (spare_[i].empty()) {
         try {
-            spare_[i] = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+            spare_[i] = maker_->make(cookie, egress_kind(i), 0, kBatch);
         } catch (const Error& e) {
             log::warn("container namespace {}: no socket for a connection: {}", cookie, e.what());
             errno = EPERM;
