@@ -281,11 +281,15 @@ static __always_inline int ktp_route_dns(const __u32 dst[4], __u32 port)
 /* DNS to a resolver on loopback (systemd-resolved's 127.0.0.53) from
  * ktproxy's own namespace, UDP or TCP: that resolver asks its own servers
  * from outside the cgroup, so the query goes to the forwarder like any other
- * (docs/dns.md). A container's loopback is its own: left alone. */
-static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port)
+ * (docs/dns.md). In a container, over UDP only (udp): Docker's embedded
+ * resolver (127.0.0.11) is dockerd, outside the cgroup, so the query goes
+ * to the forwarder, whose direct exchange is made inside the container's
+ * namespace (its loopback); a container's DNS over TCP to its loopback is
+ * left alone, as all its loopback connects are. */
+static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port, int udp)
 {
 	return ktp_udp_port && port == bpf_htons(53) && ktp_is_loopback(dst) &&
-	       bpf_get_netns_cookie(ctx) == ktp_netns_cookie;
+	       (udp || bpf_get_netns_cookie(ctx) == ktp_netns_cookie);
 }
 
 /* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.
@@ -346,11 +350,11 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		return 1;
 	port = ctx->user_port;
 	if (v6) {
-		if (ktp_dst6_left_alone(ctx, dst))
+		if (ktp_dst6_left_alone(ctx, dst, 1))
 			return 1;
 	} else {
 		ktp_map_v4(dst, ctx->user_ip4);
-		if (ktp_is_local4(ctx->user_ip4) && !ktp_loopback_dns(ctx, dst, port)) {
+		if (ktp_is_local4(ctx->user_ip4) && !ktp_loopback_dns(ctx, dst, port, 1)) {
 			ktp_count(KTP_CTR_SKIPPED_LOCAL);
 			return 1;
 		}

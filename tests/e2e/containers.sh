@@ -31,7 +31,7 @@ DNSMASQ_LOG="$KTP_TMP/dnsmasq.log"
 ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
     --listen-address="$KTP_SRV4" --port=53 --user=root --log-queries=extra --log-facility="$DNSMASQ_LOG" \
     --pid-file="$KTP_TMP/dnsmasq.pid" --host-record="web.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" \
-    --host-record="blocked.test,$KTP_SRV4" --host-record="late.test,$KTP_SRV4"
+    --host-record="blocked.test,$KTP_SRV4" --host-record="late.test,$KTP_SRV4" --host-record="hidden.test,$KTP_SRV4"
 DANTE_DIR="$KTP_TMP/dante"
 ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081
 # dante is given the name (ATYP 3) of a connection whose process asked for
@@ -266,6 +266,37 @@ test_container_dns_proxied_name_never_leaves_the_container_and_blocked_is_refuse
     expect_eq "$out" "hello from the server host" "curl by name"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*route=dante .*domain=secret.test" ||
         { grep "orig=$KTP_SRV4:80" "$KTP_LOG" >&2; fail "the container's connection to secret.test did not go through dante"; }
+}
+
+test_container_loopback_resolver_goes_through_the_forwarder() {
+    # Docker's embedded resolver: 127.0.0.11 in the container's namespace,
+    # served by dockerd (outside the container's cgroup), which asks the
+    # host's servers. A dnsmasq stands in for it. A name routed direct is
+    # handed to it from inside the container's namespace; a proxied name
+    # goes through dante to --dns-resolver and never reaches it.
+    trap "stop_ktproxy; ctr_stop r" EXIT
+    ctr_start r 10 in
+    local ns cdns="$KTP_TMP/ctrdns.log" out
+    ns=$(ctr_ns r)
+    ip -n "$ns" addr add 127.0.0.11/8 dev lo
+    : > "$cdns"
+    ktp_bg nsenter --net="/run/netns/$ns" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+        --listen-address=127.0.0.11 --port=53 --user=root --server="$KTP_SRV4" --log-queries \
+        --log-facility="$cdns" --pid-file="$KTP_TMP/ctrdns.pid"
+    for _ in $(seq 50); do grep -q "started" "$cdns" && break; sleep 0.1; done
+    start_ktproxy --log-level debug --upstream "$DANTE" --rule 'domain=hidden.test proxy=dante' \
+        --dns-resolver "$KTP_SRV4" || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/r\): listening on .* UDP relay on" || fail "no UDP relay in container r"
+    out=$(in_ctr r dig +time=3 +tries=1 @127.0.0.11 web.test A 2>&1) || fail "dig of the loopback resolver: $out"
+    expect_match "$out" "web\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    ! grep -q "unexpected source" <<<"$out" || fail "dig: a reply from an unexpected source: $out"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] web\.test type 1 to 127.0.0.11:53: direct" ||
+        fail "ktproxy's forwarder did not see the query to the container's loopback resolver"
+    expect_file_match "$cdns" "query\[A\] web.test from 127\." "the container's resolver's log"
+    out=$(in_ctr r dig +time=5 +tries=1 @127.0.0.11 hidden.test A 2>&1) || fail "dig of a proxied name: $out"
+    expect_match "$out" "hidden\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] hidden.test from $KTP_SRV4" "dnsmasq log (query via dante)"
+    expect_no_file_match "$cdns" "hidden.test" "the container's resolver's log (a proxied name leaked to it)"
 }
 
 test_container_udp_echo_direct_and_through_dante() {
