@@ -116,7 +116,15 @@ void Netns::prime(int family, bool udp) const
 UniqueFd Netns::take(int family, bool udp, bool wait) const
 {
     const int i = stock_of(family, udp);
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_, std::defer_lock);
+    if (wait) {
+        lock.lock();
+    } else if (!lock.try_lock()) {
+        // A worker is refilling a stock from the helper under the lock: the
+        // UDP relay's thread does not wait for it.
+        errno = EAGAIN;
+        return UniqueFd();
+    }
     if (spare_[i].empty() && !wait) {
         if (refills && !asked_[i]) {
             asked_[i] = true;
@@ -149,7 +157,7 @@ UniqueFd Netns::take(int family, bool udp, bool wait) const
 
 SockDiagAnswer Netns::diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const
 {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(diag_mu_);
     if (!diag_ && !diag_failed_) {
         try {
             auto fds = maker_->make(cookie, NetnsSocketKind::diag, 0, 1);

@@ -66,8 +66,11 @@ public:
     // there is handed over): the first datagrams of a container find
     // sockets ready. Throws Error.
     void prime(int family, bool udp) const;
-    // Whether an app still holds its end (tcp/app_socket_probe.h), asked
-    // of this namespace's socket table.
+    // Whether an app still holds its end (tcp/app_socket_probe.h), or which
+    // socket sent a datagram (udp/udp_relay.cpp), asked of this namespace's
+    // socket table. The first call makes the sock_diag socket there (a
+    // helper round trip): the namespace thread calls it once, at its
+    // UDP relay's opening, so that the UDP relay's thread never does.
     SockDiagAnswer diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const;
 
 private:
@@ -78,6 +81,9 @@ private:
     // By kind: TCP AF_INET, TCP AF_INET6, UDP AF_INET, UDP AF_INET6.
     mutable std::vector<UniqueFd> spare_[4];
     mutable bool asked_[4] = {false, false, false, false};  // a refill is on its way
+    // Its own lock: the UDP relay's thread asks it per new flow and must
+    // not wait while a worker refills a stock under mu_.
+    mutable std::mutex diag_mu_;
     mutable std::unique_ptr<SockDiag> diag_;
     mutable bool diag_failed_ = false;
 };

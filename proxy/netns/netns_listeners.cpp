@@ -300,6 +300,7 @@ void NetnsListeners::open_udp_in(const std::shared_ptr<Netns>& ns, ktp_netns_lis
         ns->prime(AF_INET, true);
         if (!cfg_.egress_host)
             ns->prime(AF_INET, false);  // an association's control connection
+        (void)ns->diag_lookup(IPPROTO_UDP, SockAddr::local_of(fd4.get()), SockAddr::local_of(fd4.get()));
     } catch (const Error& e) {
         log::warn("container namespace {}: no UDP relay socket there ({}); its datagrams to relay are refused",
                   ns->cookie, e.what());

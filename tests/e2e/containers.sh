@@ -517,6 +517,11 @@ test_root_relay_serves_a_container_itself() {
     out=$(in_ctr a curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from container a failed"
     expect_eq "$out" "hello from the server host" "curl through a root relay"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the root relay did not relay container a's curl"
+    # Its UDP relay socket and flows' sockets too.
+    out=$(in_ctr a /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7000 200 unconnected) || fail "UDP echo: $out"
+    expect_match "$out" "ok=200 lost=0 bad=0 badsrc=0" "UDP echo through a root relay"
+    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7000 via direct: 200 datagrams out, 200 in" 10 ||
+        fail "the root relay did not relay container a's datagrams"
     expect_eq "$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")" 0 "the root relay's uid"
 }
 
