@@ -496,7 +496,13 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
         }
         send_reply(out->fd.get(), app, token, v6, answer.data(), answer.size());
     };
-    if (!dns_.exchange(r, std::string(query), std::move(done)))
+    // With --egress container, a container's query reaches the upstream
+    // from its namespace, as its connections do (a pool thread may wait for
+    // the helper: the relay's thread does not).
+    std::function<UniqueFd(int)> make;
+    if (f.sock->ns && !f.sock->egress_host)
+        make = [ns = f.sock->ns](int family) { return ns->egress_socket(family); };
+    if (!dns_.exchange(r, std::string(query), std::move(done), std::move(make)))
         log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, r.shown);
     return false;
 }

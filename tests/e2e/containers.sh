@@ -185,21 +185,24 @@ test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
     ctr_stop n
 }
 
-# veth_capture NAME FILE: tcpdump of port 53 on container NAME's veth (the
-# bridge side) into FILE, started and given time to listen; its pid in
-# $CAP_PID.
+# veth_capture NAME FILE: tcpdump of port 53 and dante's port on container
+# NAME's veth (the bridge side) into FILE, started and given time to
+# listen; its pid in $CAP_PID.
 veth_capture() {
-    nsenter --net="/run/netns/$KTP_CLI" tcpdump -i "kc${KTP_ID}$1" -n -U --immediate-mode -w "$2" "port 53" 2>"$2.err" &
+    nsenter --net="/run/netns/$KTP_CLI" tcpdump -i "kc${KTP_ID}$1" -n -U --immediate-mode -w "$2" \
+        "port 53 or port 1081" 2>"$2.err" &
     CAP_PID=$!
     KTP_PIDS+=("$CAP_PID")
     for _ in $(seq 40); do [ -s "$2" ] && break; sleep 0.05; done
     sleep 0.3
 }
+# capture_count FILE [FILTER]: the capture stopped, its packets (port 53, or
+# FILTER) counted.
 capture_count() {
     sleep 0.3
     kill "$CAP_PID" 2>/dev/null
     wait "$CAP_PID" 2>/dev/null
-    tcpdump -r "$1" -n 2>/dev/null | wc -l
+    tcpdump -r "$1" -n "${2:-port 53}" 2>/dev/null | wc -l
 }
 
 test_container_dns_goes_through_the_forwarder_and_leaves_from_the_container() {
@@ -253,6 +256,10 @@ test_container_dns_proxied_name_never_leaves_the_container_and_blocked_is_refuse
     out=$(in_ctr v dig +time=3 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1)
     expect_match "$out" "status: REFUSED" "dig of a blocked name"
     expect_eq "$(capture_count "$cap")" 0 "port-53 packets on the container's veth"
+    # The query reached dante from the container (egress container), as
+    # its connections do.
+    [ "$(capture_count "$cap" "tcp port 1081")" -gt 0 ] ||
+        fail "the proxied query did not reach dante from the container's namespace"
     expect_file_match "$DNSMASQ_LOG" "query\[A\] secret.test from $KTP_SRV4" "dnsmasq log (query via dante)"
     expect_no_file_match "$DNSMASQ_LOG" "secret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
     expect_no_file_match "$DNSMASQ_LOG" "blocked.test" "dnsmasq log (a blocked name asked)"
@@ -311,7 +318,12 @@ test_container_udp_echo_direct_and_through_dante() {
     before=$(ktp_counter udp_redirected)
     out=$(in_ctr w /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7000 2000 connected) || fail "direct echo: $out"
     expect_match "$out" "ok=2000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV4:7000" "direct echo from the container"
+    local cap="$KTP_TMP/w.pcap"
+    veth_capture w "$cap"
     out=$(in_ctr w /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7003 2000 unconnected) || fail "echo through dante: $out"
+    # The association (its control connection) left from the container.
+    [ "$(capture_count "$cap" "tcp port 1081")" -gt 0 ] ||
+        fail "the UDP association did not reach dante from the container's namespace"
     expect_match "$out" "ok=2000 lost=0 bad=0 badsrc=0" "echo through dante from the container"
     [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "the container's datagrams were not redirected"
     wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7003 via proxy=dante: 2000 datagrams out, 2000 in" 30 ||
