@@ -276,9 +276,15 @@ struct ktp_udp_flow {
  * idle sweep), so that its release deletes them. Written with the flows,
  * deleted by cgroup/sock_release. */
 #define KTP_UDP_SOCK_KEYS 8
+struct ktp_udp_sock_key {
+	__u32 addr;      /* struct ktp_udp_key's, but its netns: one per socket, below */
+	__u16 app_port;
+	__u16 family;
+};
 struct ktp_udp_sock {
-	struct ktp_udp_key keys[KTP_UDP_SOCK_KEYS];
-	__u32 next;  /* slot the next new key goes to (mod KTP_UDP_SOCK_KEYS) */
+	struct ktp_udp_sock_key keys[KTP_UDP_SOCK_KEYS];
+	__u64 netns;  /* the keys' netns (a socket never changes namespace) */
+	__u32 next;   /* slot the next new key goes to (mod KTP_UDP_SOCK_KEYS) */
 	__u32 _pad;
 };
 

@@ -190,7 +190,10 @@ static __always_inline void ktp_udp_note_key(__u64 cookie, const struct ktp_udp_
 		if (!s)
 			return;
 	}
-	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)] = *key;
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)].addr = key->addr;
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)].app_port = key->app_port;
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)].family = key->family;
+	s->netns = key->netns;
 	s->next++;
 }
 
@@ -553,7 +556,8 @@ int ktp_udp_release(struct bpf_sock *sk)
 	if (!s)
 		return 1;
 	for (int i = 0; i < KTP_UDP_SOCK_KEYS; i++) {
-		struct ktp_udp_key key = s->keys[i];
+		struct ktp_udp_key key = {.addr = s->keys[i].addr, .app_port = s->keys[i].app_port,
+					  .family = s->keys[i].family, .netns = s->netns};
 		struct ktp_udp_flow *f;
 
 		if (!key.family)
