@@ -104,10 +104,10 @@ void Netns::refill() const
     }
 }
 
-void Netns::prime(int family, bool udp) const
+void Netns::prime(int family, bool udp, unsigned count) const
 {
     const int i = stock_of(family, udp);
-    std::vector<UniqueFd> got = maker_->make(cookie, egress_kind(i), 0, kBatch);
+    std::vector<UniqueFd> got = maker_->make(cookie, egress_kind(i), 0, count ? count : kBatch);
     std::lock_guard lock(mu_);
     for (auto& s : got)
         spare_[i].push_back(std::move(s));

@@ -64,8 +64,8 @@ public:
     void refill() const;
     // Fills a stock now (the namespace thread, before the UDP relay socket
     // there is handed over): the first datagrams of a container find
-    // sockets ready. Throws Error.
-    void prime(int family, bool udp) const;
+    // sockets ready (count: 0 for a whole batch). Throws Error.
+    void prime(int family, bool udp, unsigned count = 0) const;
     // Whether an app still holds its end (tcp/app_socket_probe.h), or which
     // socket sent a datagram (udp/udp_relay.cpp), asked of this namespace's
     // socket table. The first call makes the sock_diag socket there (a

@@ -297,9 +297,10 @@ void NetnsListeners::open_udp_in(const std::shared_ptr<Netns>& ns, ktp_netns_lis
         // Its first flows' sockets (and an association's control socket)
         // ready before the first datagram: the UDP relay's thread never
         // waits for the helper.
+        // A few where fewer are needed (the first take asks for a refill).
         ns->prime(AF_INET, true);
         if (!cfg_.egress_host)
-            ns->prime(AF_INET, false);  // an association's control connection
+            ns->prime(AF_INET, false, 4);  // an association's control connection
         (void)ns->diag_lookup(IPPROTO_UDP, SockAddr::local_of(fd4.get()), SockAddr::local_of(fd4.get()));
     } catch (const Error& e) {
         log::warn("container namespace {}: no UDP relay socket there ({}); its datagrams to relay are refused",
@@ -310,8 +311,10 @@ void NetnsListeners::open_udp_in(const std::shared_ptr<Netns>& ns, ktp_netns_lis
     if (v.flags & KTP_NL_IP6) {
         try {
             fd6 = std::move(cfg_.maker->make(ns->cookie, NetnsSocketKind::udp6, port, 1).at(0));
+            ns->prime(AF_INET6, true, 4);
             v.flags |= KTP_NL_UDP6;
         } catch (const Error& e) {
+            fd6.reset();
             log::debug("container namespace {}: no IPv6 UDP relay socket: {}", ns->cookie, e.what());
         }
     }

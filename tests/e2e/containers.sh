@@ -22,7 +22,7 @@ ktp_topo_up
 start_nginx
 start_echo 9000
 TOOLS="$(cd "$(dirname "$0")" && pwd)/udp_tools.py"
-ktp_bg in_srv /usr/bin/python3 "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV4" 7003
+ktp_bg in_srv /usr/bin/python3 "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV4" 7003 "$KTP_SRV6" 7000
 # The resolver the containers ask (it logs each query and whom from), and
 # dante (SOCKS5 with UDP ASSOCIATE) for proxied names and datagrams.
 command -v dnsmasq >/dev/null || ktp_die "dnsmasq not installed (dnsmasq-base; scripts/setup installs it)"
@@ -273,6 +273,35 @@ test_container_dns_proxied_name_never_leaves_the_container_and_blocked_is_refuse
     expect_eq "$out" "hello from the server host" "curl by name"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*route=dante .*domain=secret.test" ||
         { grep "orig=$KTP_SRV4:80" "$KTP_LOG" >&2; fail "the container's connection to secret.test did not go through dante"; }
+}
+
+test_container_ipv6_udp_connected_and_unconnected() {
+    # IPv6 inside a container: the relay socket on its [::1], flows named
+    # by the app's port in that namespace (a connected socket's filed
+    # through the container's own socket table); the bridge gets an IPv6
+    # subnet with NAT66 toward the server host, inside the test's namespaces.
+    trap "stop_ktproxy; ctr_stop x" EXIT
+    ctr_start x 11 in
+    local ns out
+    ns=$(ctr_ns x)
+    ip -n "$KTP_CLI" addr add fd31::1/64 dev "$BR" nodad 2>/dev/null
+    in_cli sysctl -qw net.ipv6.conf.all.forwarding=1
+    in_cli ip6tables -t nat -C POSTROUTING -s fd31::/64 ! -o "$BR" -j MASQUERADE 2>/dev/null ||
+        in_cli ip6tables -t nat -A POSTROUTING -s fd31::/64 ! -o "$BR" -j MASQUERADE || fail "ip6tables MASQUERADE"
+    ip -n "$ns" addr add fd31::11/64 dev eth0 nodad
+    ip -n "$ns" -6 route add default via fd31::1
+    out=$(in_ctr x /usr/bin/python3 "$TOOLS" client "$KTP_SRV6" 7000 3 unconnected) ||
+        fail "the container does not reach the server over IPv6 without ktproxy: $out"
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/x\): listening on .* UDP relay on 127.0.0.1:[0-9]+ and \[::1\]:[0-9]+" ||
+        { grep "container namespace" "$KTP_LOG" >&2; fail "no IPv6 UDP relay in container x"; }
+    out=$(in_ctr x /usr/bin/python3 "$TOOLS" client "$KTP_SRV6" 7000 1000 unconnected) || fail "unconnected: $out"
+    expect_match "$out" "ok=1000 lost=0 bad=0 badsrc=0" "IPv6 unconnected echo from the container"
+    out=$(in_ctr x /usr/bin/python3 "$TOOLS" client "$KTP_SRV6" 7000 1000 connected) || fail "connected: $out"
+    expect_match "$out" "ok=1000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV6:7000" "IPv6 connected echo from the container"
+    [ "$(grep -c "udp python3\[[0-9]*\] .* -> \[$KTP_SRV6\]:7000 via direct: 1000 datagrams out, 1000 in" "$KTP_LOG")" = 2 ] ||
+        wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> \[$KTP_SRV6\]:7000 via direct: 1000 datagrams out, 1000 in" 10 ||
+        fail "ktproxy did not relay the container's IPv6 datagrams"
 }
 
 test_container_loopback_resolver_goes_through_the_forwarder() {
