@@ -107,12 +107,18 @@ static __always_inline int ktp_udp_relay_here(void *ctx, struct ktp_udp_relay *r
  * has none yet (a container met before the next scan) and the datagram gets
  * the verdict a connect from there gets (ktp_netns_unknown: ktproxy is told,
  * refused during the grace time and with --fail-closed): it never goes
- * direct past the rules while ktproxy is opening that relay. */
+ * direct past the rules while ktproxy is opening that relay. A namespace
+ * ktproxy met but could not open a UDP relay socket in (its listener entry
+ * has no udp_port) gets the same verdict without telling ktproxy again: a
+ * scan per datagram would change nothing. */
 static __always_inline int ktp_udp_relay_of(struct bpf_sock_addr *ctx, struct ktp_udp_relay *r, int *verdict)
 {
+	__u64 cookie;
+
 	if (ktp_udp_relay_here(ctx, r))
 		return 1;
-	*verdict = ktp_netns_unknown(bpf_get_netns_cookie(ctx));
+	cookie = bpf_get_netns_cookie(ctx);
+	*verdict = ktp_netns_refuse_or_pass(cookie, !bpf_map_lookup_elem(&ktp_netns_listeners, &cookie));
 	return 0;
 }
 
