@@ -198,8 +198,11 @@ void UdpRelay::on_commands()
         auto it = netns_.find(cookie);
         if (it == netns_.end())
             continue;
-        for (auto& rs : it->second)
+        for (auto& rs : it->second) {
             epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, rs->fd.get(), nullptr);
+            // A later event of this batch may still name it.
+            retired_socks_.push_back(rs);
+        }
         netns_.erase(it);
         std::vector<std::string> keys;
         for (auto& [k, f] : flows_)
@@ -290,6 +293,7 @@ void UdpRelay::run()
         // Flows ended in this batch are freed only now: a later event of
         // the same batch may still name them.
         retired_.clear();
+        retired_socks_.clear();
         auto now = clock::now();
         if (now >= next_sweep) {
             sweep(now);

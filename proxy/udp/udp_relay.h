@@ -107,6 +107,7 @@ private:
     // (IPv4) the datagram went to; text form keeps it simple and exact.
     std::unordered_map<std::string, std::unique_ptr<Flow>> flows_;
     std::vector<std::unique_ptr<Flow>> retired_;
+    std::vector<std::shared_ptr<RelaySock>> retired_socks_;  // removed in this batch of events
     // Containers' relay sockets, by namespace cookie (the thread's own).
     std::unordered_map<uint64_t, std::vector<std::shared_ptr<RelaySock>>> netns_;
     // add_netns / remove_netns, for the thread (cmd_ says there are some).
