@@ -776,7 +776,7 @@ start_dockerd() {
     local r="$KTP_TMP/dk/rootfs"
     mkdir -p "$r/bin" "$r/tmp"
     cp "$(command -v busybox)" "$r/bin/busybox"
-    for a in sh sleep wget cat echo; do ln -sf busybox "$r/bin/$a"; done
+    for a in sh sleep wget cat echo nslookup; do ln -sf busybox "$r/bin/$a"; done
     tar -C "$r" -c . | docker_t import - "ktp-test-$KTP_ID:busybox" >/dev/null ||
         { echo "docker import failed"; return 1; }
 }
@@ -803,6 +803,11 @@ test_real_docker_container_is_proxied_by_its_cgroup_and_another_is_not() {
     local uid
     uid=$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")
     [ -n "$uid" ] && [ "$uid" != 0 ] || fail "the relay serving a Docker container runs as uid '$uid'"
+    # Its DNS too: busybox nslookup asks dnsmasq through ktproxy's forwarder.
+    out=$(docker_t exec "$a" nslookup -type=a web.test "$KTP_SRV4" 2>&1) || fail "nslookup in container a failed: $out"
+    expect_match "$out" "Address:? *(1: )?$KTP_SRV4$" "nslookup's answer in the proxied Docker container"
+    wait_log "$KTP_LOG" "udp nslookup\[[0-9]+\] .* -> $KTP_SRV4:53 via direct" ||
+        fail "ktproxy did not relay container a's DNS query"
     out=$(docker_t exec "$b" wget -qO- "http://$KTP_SRV4/") || fail "wget in container b failed"
     expect_eq "$out" "hello from the server host" "wget in the other Docker container"
     sleep 0.3
