@@ -232,6 +232,9 @@ test_container_dns_goes_through_the_forwarder_and_leaves_from_the_container() {
     t=$("$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock") || fail "status failed"
     expect_match "$t" "container netns $cookie cgroup .*/app/u listening 127.0.0.1:[0-9]+ udp relay 127.0.0.1:[0-9]+" \
         "the container's UDP relay in status"
+    t=$("$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock" --json) || fail "status --json failed"
+    expect_match "$(jq -r --arg c "$cookie" '.netns_listeners[] | select(.netns == ($c | tonumber)) | .udp' <<<"$t" | sort -u)" \
+        "^127\.0\.0\.1:[0-9]+$" "the container's UDP relay in status --json"
     # The relay socket is inside the container's namespace.
     local port
     port=$(sed -nE 's/.*\/u\): listening .* UDP relay on 127.0.0.1:([0-9]+).*/\1/p' "$KTP_LOG" | head -1)
