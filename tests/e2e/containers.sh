@@ -43,6 +43,10 @@ ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount -
 ktp_wait_port "$KTP_SRV" 1081
 for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
 DANTE="dante=socks5://ktpuser:s3cret@$KTP_SRV4:1081"
+# What a container's processes that resolve by name see (a mount namespace
+# of their own binds these over /etc): the server host's dnsmasq.
+printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.ctr.conf"
+printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.ctr"
 BR="kb${KTP_ID}"
 CTRS=()  # names of the containers made, for cleanup
 
@@ -268,8 +272,6 @@ test_container_dns_proxied_name_never_leaves_the_container_and_blocked_is_refuse
     expect_no_file_match "$DNSMASQ_LOG" "blocked.test" "dnsmasq log (a blocked name asked)"
     # Name memory: the address curl resolved (itself, through the
     # forwarder) carries the name; the domain rule sends it to dante.
-    printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.ctr.conf"
-    printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.ctr"
     out=$(in_ctr v unshare -m sh -c "mount --bind '$KTP_TMP/resolv.ctr.conf' /etc/resolv.conf &&
         mount --bind '$KTP_TMP/hosts.ctr' /etc/hosts && exec curl -sS --max-time 5 http://secret.test/" 2>&1) ||
         { grep -E "secret|conn |warn|error" "$KTP_LOG" >&2; fail "curl by name from the container failed: $out"; }
@@ -305,6 +307,28 @@ test_container_ipv6_udp_connected_and_unconnected() {
     [ "$(grep -c "udp python3\[[0-9]*\] .* -> \[$KTP_SRV6\]:7000 via direct: 1000 datagrams out, 1000 in" "$KTP_LOG")" = 2 ] ||
         wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> \[$KTP_SRV6\]:7000 via direct: 1000 datagrams out, 1000 in" 10 ||
         fail "ktproxy did not relay the container's IPv6 datagrams"
+}
+
+test_container_fake_mode_name_reaches_the_upstream_by_name() {
+    # --dns-mode fake: the container's query for a proxied name is answered
+    # with a fake address (dnsmasq never asked), and its curl to that name
+    # goes through dante, which is given the name.
+    trap "stop_ktproxy; ctr_stop k" EXIT
+    ctr_start k 12 in
+    start_ktproxy --log-level debug --dns-mode fake --upstream "$DANTE" --rule 'domain=secret.test proxy=dante' ||
+        fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/k\): listening on .* UDP relay on" || fail "no UDP relay in container k"
+    local before out
+    before=$(grep -c "secret.test" "$DNSMASQ_LOG")
+    out=$(in_ctr k dig +short +time=3 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || fail "dig: $out"
+    expect_match "$out" "^198\.1[89]\." "the fake answer"
+    out=$(in_ctr k unshare -m sh -c "mount --bind '$KTP_TMP/resolv.ctr.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.ctr' /etc/hosts && exec curl -sS --max-time 5 http://secret.test/" 2>&1) ||
+        fail "curl by a fake address from the container: $out"
+    expect_eq "$out" "hello from the server host" "curl by name (fake mode)"
+    wait_log "$KTP_LOG" "orig=198\.1[89]\.[0-9.]+:80 .*route=dante .*domain=secret.test" ||
+        fail "the container's connection to the fake address did not go through dante by name"
+    expect_eq "$(grep -c "secret.test" "$DNSMASQ_LOG")" "$before" "queries for secret.test that reached dnsmasq"
 }
 
 test_container_loopback_resolver_goes_through_the_forwarder() {
