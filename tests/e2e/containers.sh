@@ -309,6 +309,31 @@ test_container_ipv6_udp_connected_and_unconnected() {
         fail "ktproxy did not relay the container's IPv6 datagrams"
 }
 
+test_container_dns_over_tcp_goes_through_the_forwarder() {
+    # dig +tcp from a container: the forwarder reads the query (direct: the
+    # exchange leaves from the container's veth; proxied: through dante, no
+    # port-53 packet on the veth, dnsmasq asked from dante's side).
+    trap "stop_ktproxy; ctr_stop t" EXIT
+    ctr_start t 13 in
+    start_ktproxy --log-level debug --upstream "$DANTE" --rule 'domain=hidden.test proxy=dante' ||
+        fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/t\): listening on .* UDP relay on" || fail "no UDP relay in container t"
+    local cap="$KTP_TMP/t.pcap" out n
+    veth_capture t "$cap"
+    out=$(in_ctr t dig +tcp +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig +tcp: $out"
+    expect_match "$out" "web\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp's answer"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] web\.test type 1 to $KTP_SRV4:53: direct" ||
+        fail "ktproxy's forwarder did not read the container's query over TCP"
+    n=$(capture_count "$cap")
+    [ "$n" -gt 0 ] || fail "the direct exchange over TCP did not leave from the container's namespace"
+    veth_capture t "$cap"
+    out=$(in_ctr t dig +tcp +time=5 +tries=1 @"$KTP_SRV4" hidden.test A 2>&1) || fail "dig +tcp of a proxied name: $out"
+    expect_match "$out" "hidden\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp's answer"
+    expect_eq "$(capture_count "$cap")" 0 "port-53 packets on the container's veth (proxied name over TCP)"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] hidden.test from $KTP_SRV4" "dnsmasq log (query via dante)"
+    expect_no_file_match "$DNSMASQ_LOG" "hidden.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+}
+
 test_container_fake_mode_name_reaches_the_upstream_by_name() {
     # --dns-mode fake: the container's query for a proxied name is answered
     # with a fake address (dnsmasq never asked), and its curl to that name
