@@ -116,9 +116,14 @@ struct ktp_netns_listener {
 	__u16 port4;    /* network order; 0: no listener */
 	__u16 port6;    /* network order */
 	__u32 flags;    /* KTP_NL_* */
-	__u32 _pad;
+	__u16 udp_port; /* network order: ktproxy's UDP relay socket there (127/8,
+			 * and ::1 with KTP_NL_UDP6); 0: none yet (the namespace's
+			 * datagrams are treated as its connects are before its
+			 * listener exists: ktp_netns_unknown) */
+	__u16 _pad;
 };
 #define KTP_NL_IP6 1u
+#define KTP_NL_UDP6 2u  /* the UDP relay socket also listens on ip6 */
 
 /* Ring buffer ktp_netns_events: a connect from a namespace that has no
  * listener yet, so that ktproxy opens one at once (the connect itself is
@@ -250,6 +255,10 @@ struct ktp_udp_key {
 	__u32 addr;      /* IPv4: the token 127.t.t.t (network order); IPv6: 0 */
 	__u16 app_port;  /* IPv6: the app socket's port (network order); IPv4: 0 */
 	__u16 family;    /* KTP_AF_INET (token) or KTP_AF_INET6 (port) */
+	__u64 netns;     /* the app socket's netns cookie; 0 for ktproxy's own
+			  * namespace. A container's relay socket is its own, and
+			  * its app ports (and tokens) are its own too: the same
+			  * port on ::1 in two namespaces is two flows. */
 };
 
 struct ktp_udp_flow {
@@ -259,6 +268,8 @@ struct ktp_udp_flow {
 	__u32 flags;             /* KTP_UDP_F_* */
 	__u32 filed_port;        /* ktp_udp_conn6 only: the app port (network order) the relay
 				  * filed the flow under in ktp_udp_flows; 0 until then */
+	__u64 netns;             /* the key's netns (struct ktp_udp_key): for the release
+				  * hook's way from ktp_udp_conn6 to the filed key */
 };
 
 /* The flow came from connect(): the socket sends without sendmsg hooks, so
@@ -270,9 +281,15 @@ struct ktp_udp_flow {
  * idle sweep), so that its release deletes them. Written with the flows,
  * deleted by cgroup/sock_release. */
 #define KTP_UDP_SOCK_KEYS 8
+struct ktp_udp_sock_key {
+	__u32 addr;      /* struct ktp_udp_key's, but its netns: one per socket, below */
+	__u16 app_port;
+	__u16 family;
+};
 struct ktp_udp_sock {
-	struct ktp_udp_key keys[KTP_UDP_SOCK_KEYS];
-	__u32 next;  /* slot the next new key goes to (mod KTP_UDP_SOCK_KEYS) */
+	struct ktp_udp_sock_key keys[KTP_UDP_SOCK_KEYS];
+	__u64 netns;  /* the keys' netns (a socket never changes namespace) */
+	__u32 next;   /* slot the next new key goes to (mod KTP_UDP_SOCK_KEYS) */
 	__u32 _pad;
 };
 

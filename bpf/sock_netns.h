@@ -68,13 +68,15 @@ static __always_inline int ktp_listener_of(__u64 cookie, struct ktp_netns_listen
  * runs and is opening that namespace's listener; passing the connect
  * would let a container's first connects out past it. Without
  * --fail-closed, a namespace still without a listener after the grace
- * time is passed. Returns the program's verdict. */
-static __always_inline int ktp_netns_unknown(__u64 cookie)
+ * time is passed. Returns the program's verdict. notify: send the event
+ * (0: ktproxy met the namespace already and another scan would not help). */
+static __always_inline int ktp_netns_refuse_or_pass(__u64 cookie, int notify)
 {
-	struct ktp_netns_event *e;
+	struct ktp_netns_event *e = 0;
 	__u64 now, *first;
 
-	e = bpf_ringbuf_reserve(&ktp_netns_events, sizeof(*e), 0);
+	if (notify)
+		e = bpf_ringbuf_reserve(&ktp_netns_events, sizeof(*e), 0);
 	if (e) {
 		e->cookie = cookie;
 		e->pid = (__u32)(bpf_get_current_pid_tgid() >> 32);
@@ -92,6 +94,11 @@ static __always_inline int ktp_netns_unknown(__u64 cookie)
 	}
 	bpf_set_retval(-111 /* ECONNREFUSED */);
 	return 0;
+}
+
+static __always_inline int ktp_netns_unknown(__u64 cookie)
+{
+	return ktp_netns_refuse_or_pass(cookie, 1);
 }
 
 #endif

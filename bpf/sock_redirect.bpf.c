@@ -198,18 +198,18 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	return -1;
 }
 
-static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port);
+static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port, int udp);
 
 /* The IPv6 destination the app asked for, into dst; 1 = a destination
  * ktproxy leaves alone (loopback and the like, but DNS to a loopback
- * resolver: ktp_loopback_dns), counted. TCP and UDP alike. */
-static __always_inline int ktp_dst6_left_alone(struct bpf_sock_addr *ctx, __u32 dst[4])
+ * resolver: ktp_loopback_dns), counted. TCP and UDP (udp) alike. */
+static __always_inline int ktp_dst6_left_alone(struct bpf_sock_addr *ctx, __u32 dst[4], int udp)
 {
 	dst[0] = ctx->user_ip6[0];
 	dst[1] = ctx->user_ip6[1];
 	dst[2] = ctx->user_ip6[2];
 	dst[3] = ctx->user_ip6[3];
-	if (ktp_skip_dst6(dst) && (ktp_dry_run_on() || !ktp_loopback_dns(ctx, dst, ctx->user_port))) {
+	if (ktp_skip_dst6(dst) && (ktp_dry_run_on() || !ktp_loopback_dns(ctx, dst, ctx->user_port, udp))) {
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
 		return 1;
 	}
@@ -233,7 +233,7 @@ int ktp_connect4(struct bpf_sock_addr *ctx)
 	if (ktp_should_skip(ctx, sk))
 		return 1;
 	ktp_map_v4(dst, ctx->user_ip4);
-	if (ktp_is_local4(ctx->user_ip4) && (ktp_dry_run_on() || !ktp_loopback_dns(ctx, dst, ctx->user_port))) {
+	if (ktp_is_local4(ctx->user_ip4) && (ktp_dry_run_on() || !ktp_loopback_dns(ctx, dst, ctx->user_port, 0))) {
 		ktp_count(KTP_CTR_SKIPPED_LOCAL);
 		return 1;
 	}
@@ -265,7 +265,7 @@ int ktp_connect6(struct bpf_sock_addr *ctx)
 	ktp_forget(sk);
 	if (ctx->type == SOCK_DGRAM)
 		return ktp_udp_connect6(ctx, sk);
-	if (ktp_should_skip(ctx, sk) || ktp_dst6_left_alone(ctx, dst))
+	if (ktp_should_skip(ctx, sk) || ktp_dst6_left_alone(ctx, dst, 0))
 		return 1;
 	mapped = ktp_is_v4mapped(dst);
 	if (ktp_dry_run_on())

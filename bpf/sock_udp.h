@@ -8,6 +8,9 @@
  * ktproxy reads the token from IP_PKTINFO (the app's port from the source),
  * finds the destination in ktp_udp_flows and answers from the token address;
  * recvmsg4/6 show the app the original destination as the reply's source.
+ * A container's socket goes to the relay socket ktproxy opened in its own
+ * network namespace (ktp_netns_listeners' udp_port), its flows keyed apart
+ * by that namespace's cookie.
  * docs/architecture.md "UDP" has the design and its limits. */
 #ifndef KTPROXY_SOCK_UDP_H
 #define KTPROXY_SOCK_UDP_H
@@ -50,18 +53,73 @@ struct {
 } ktp_udp_conn6 SEC(".maps");
 
 /* 1 = leave the socket alone: the check TCP makes first
- * (ktp_sock_exempt), and the relay lives in ktproxy's own namespace only.
- * A device-bound socket is looked at after the rules, as TCP's is. */
+ * (ktp_sock_exempt). A device-bound socket is looked at after the rules, as
+ * TCP's is; which relay a datagram goes to (its namespace's) is asked only
+ * once it is to be relayed: ktp_udp_relay_of. */
 static __always_inline int ktp_udp_skip(struct bpf_sock_addr *ctx, struct bpf_sock *sk)
 {
 	if (!ktp_udp_port || ctx->type != SOCK_DGRAM || ctx->protocol != IPPROTO_UDP)
 		return 1;
 	if (ktp_sock_exempt(sk))
 		return 1;
-	if (bpf_get_netns_cookie(ctx) != ktp_netns_cookie) {
-		ktp_count(KTP_CTR_SKIPPED_NETNS);
+	return 0;
+}
+
+/* ktproxy's UDP relay socket in a socket's network namespace: the host
+ * relay (rodata) for ktproxy's own, else the one ktproxy opened in the
+ * container's namespace (ktp_netns_listeners' udp_port). */
+struct ktp_udp_relay {
+	__u64 ns;      /* the flows' key netns: 0 for ktproxy's own namespace */
+	__u32 ip6[4];  /* its IPv6 address (::1), valid with v6 */
+	__u16 port;    /* network order */
+	__u16 v6;      /* it also listens on ip6 */
+};
+
+/* 1: r is the socket's relay; 0: its namespace has none. */
+static __always_inline int ktp_udp_relay_here(void *ctx, struct ktp_udp_relay *r)
+{
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	struct ktp_netns_listener *l;
+
+	if (cookie == ktp_netns_cookie) {
+		r->ns = 0;
+		r->ip6[0] = ktp_proxy_ip6[0];
+		r->ip6[1] = ktp_proxy_ip6[1];
+		r->ip6[2] = ktp_proxy_ip6[2];
+		r->ip6[3] = ktp_proxy_ip6[3];
+		r->port = ktp_udp_port;
+		r->v6 = ktp_have_ip6;
 		return 1;
 	}
+	l = bpf_map_lookup_elem(&ktp_netns_listeners, &cookie);
+	if (!l || !l->udp_port)
+		return 0;
+	r->ns = cookie;
+	r->ip6[0] = l->ip6[0];
+	r->ip6[1] = l->ip6[1];
+	r->ip6[2] = l->ip6[2];
+	r->ip6[3] = l->ip6[3];
+	r->port = l->udp_port;
+	r->v6 = !!(l->flags & KTP_NL_UDP6);
+	return 1;
+}
+
+/* The relay for a datagram to relay: 1 with r filled; else the namespace
+ * has none yet (a container met before the next scan) and the datagram gets
+ * the verdict a connect from there gets (ktp_netns_unknown: ktproxy is told,
+ * refused during the grace time and with --fail-closed): it never goes
+ * direct past the rules while ktproxy is opening that relay. A namespace
+ * ktproxy met but could not open a UDP relay socket in (its listener entry
+ * has no udp_port) gets the same verdict without telling ktproxy again: a
+ * scan per datagram would change nothing. */
+static __always_inline int ktp_udp_relay_of(struct bpf_sock_addr *ctx, struct ktp_udp_relay *r, int *verdict)
+{
+	__u64 cookie;
+
+	if (ktp_udp_relay_here(ctx, r))
+		return 1;
+	cookie = bpf_get_netns_cookie(ctx);
+	*verdict = ktp_netns_refuse_or_pass(cookie, !bpf_map_lookup_elem(&ktp_netns_listeners, &cookie));
 	return 0;
 }
 
@@ -78,22 +136,23 @@ static __always_inline int ktp_udp_no_relay(void)
  * --mark, which only CAP_NET_ADMIN/CAP_NET_RAW can set: with --fail-closed
  * the hooks outlive ktproxy, and a local user who binds the port must not
  * receive the cgroup's datagrams. */
-static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, int v6, __u32 token)
+static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, const struct ktp_udp_relay *r, int v6,
+						 __u32 token)
 {
 	struct bpf_sock_tuple tup = {};
 	struct bpf_sock *sk;
 	__u32 mark;
 
 	if (v6) {
-		tup.ipv6.daddr[0] = ktp_proxy_ip6[0];
-		tup.ipv6.daddr[1] = ktp_proxy_ip6[1];
-		tup.ipv6.daddr[2] = ktp_proxy_ip6[2];
-		tup.ipv6.daddr[3] = ktp_proxy_ip6[3];
-		tup.ipv6.dport = ktp_udp_port;
+		tup.ipv6.daddr[0] = r->ip6[0];
+		tup.ipv6.daddr[1] = r->ip6[1];
+		tup.ipv6.daddr[2] = r->ip6[2];
+		tup.ipv6.daddr[3] = r->ip6[3];
+		tup.ipv6.dport = r->port;
 		sk = bpf_sk_lookup_udp(ctx, &tup, sizeof(tup.ipv6), KTP_CURRENT_NETNS, 0);
 	} else {
 		tup.ipv4.daddr = token;
-		tup.ipv4.dport = ktp_udp_port;
+		tup.ipv4.dport = r->port;
 		sk = bpf_sk_lookup_udp(ctx, &tup, sizeof(tup.ipv4), KTP_CURRENT_NETNS, 0);
 	}
 	if (!sk)
@@ -104,7 +163,7 @@ static __always_inline int ktp_udp_relay_is_ours(struct bpf_sock_addr *ctx, int 
 }
 
 static __always_inline void ktp_udp_fill(struct ktp_udp_flow *f, const __u32 dst[4], __u32 port,
-					 __u64 cookie, __u32 flags)
+					 __u64 cookie, __u64 ns, __u32 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -122,6 +181,7 @@ static __always_inline void ktp_udp_fill(struct ktp_udp_flow *f, const __u32 dst
 	f->cookie = cookie;
 	f->last_ns = bpf_ktime_get_ns();
 	f->flags = flags;
+	f->netns = ns;
 }
 
 /* Remembers that the socket made this key, so that its release deletes it. */
@@ -137,7 +197,10 @@ static __always_inline void ktp_udp_note_key(__u64 cookie, const struct ktp_udp_
 		if (!s)
 			return;
 	}
-	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)] = *key;
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)].addr = key->addr;
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)].app_port = key->app_port;
+	s->keys[s->next & (KTP_UDP_SOCK_KEYS - 1)].family = key->family;
+	s->netns = key->netns;
 	s->next++;
 }
 
@@ -150,10 +213,10 @@ static __always_inline int ktp_udp_same_dst(const struct ktp_udp_flow *f, const 
 /* The token address (network order) of (socket, destination): a hash into
  * 127.0.0.2-127.255.255.254, probed a few times past slots that another
  * socket or destination holds. 0: no slot (map full, or four collisions). */
-static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u32 port, __u32 flags)
+static __always_inline __u32 ktp_udp_token(__u64 cookie, __u64 ns, const __u32 dst[4], __u32 port, __u32 flags)
 {
 	struct ktp_udp_flow fresh = {};
-	struct ktp_udp_key key = {.family = KTP_AF_INET};
+	struct ktp_udp_key key = {.family = KTP_AF_INET, .netns = ns};
 	struct ktp_udp_flow *f;
 	__u64 h;
 	__u32 t;
@@ -176,7 +239,7 @@ static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u
 			f->flags |= flags;
 			return key.addr;
 		}
-		ktp_udp_fill(&fresh, dst, port, cookie, flags);
+		ktp_udp_fill(&fresh, dst, port, cookie, ns, flags);
 		if (bpf_map_update_elem(&ktp_udp_flows, &key, &fresh, BPF_NOEXIST))
 			continue;
 		ktp_udp_note_key(cookie, &key);
@@ -187,10 +250,10 @@ static __always_inline __u32 ktp_udp_token(__u64 cookie, const __u32 dst[4], __u
 
 /* Native IPv6: the flow is the app's port on ::1; the last destination the
  * socket sent to owns it. 1: recorded. */
-static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const __u32 dst[4], __u32 port,
-					     __u32 flags)
+static __always_inline int ktp_udp_port_flow(__u64 cookie, __u64 ns, __u16 app_port, const __u32 dst[4],
+					     __u32 port, __u32 flags)
 {
-	struct ktp_udp_key key = {.app_port = app_port, .family = KTP_AF_INET6};
+	struct ktp_udp_key key = {.app_port = app_port, .family = KTP_AF_INET6, .netns = ns};
 	struct ktp_udp_flow fresh = {};
 	struct ktp_udp_flow *f;
 
@@ -200,7 +263,7 @@ static __always_inline int ktp_udp_port_flow(__u64 cookie, __u16 app_port, const
 		f->flags |= flags;
 		return 1;
 	}
-	ktp_udp_fill(&fresh, dst, port, cookie, flags);
+	ktp_udp_fill(&fresh, dst, port, cookie, ns, flags);
 	if (bpf_map_update_elem(&ktp_udp_flows, &key, &fresh, BPF_ANY))
 		return 0;
 	ktp_udp_note_key(cookie, &key);
@@ -228,25 +291,29 @@ static __always_inline int ktp_route_dns(const __u32 dst[4], __u32 port)
 /* DNS to a resolver on loopback (systemd-resolved's 127.0.0.53) from
  * ktproxy's own namespace, UDP or TCP: that resolver asks its own servers
  * from outside the cgroup, so the query goes to the forwarder like any other
- * (docs/dns.md). A container's loopback is its own: left alone. */
-static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port)
+ * (docs/dns.md). In a container, over UDP only (udp): Docker's embedded
+ * resolver (127.0.0.11) is dockerd, outside the cgroup, so the query goes
+ * to the forwarder, whose direct exchange is made inside the container's
+ * namespace (its loopback); a container's DNS over TCP to its loopback is
+ * left alone, as all its loopback connects are. */
+static __always_inline int ktp_loopback_dns(void *ctx, const __u32 dst[4], __u32 port, int udp)
 {
 	return ktp_udp_port && port == bpf_htons(53) && ktp_is_loopback(dst) &&
-	       bpf_get_netns_cookie(ctx) == ktp_netns_cookie;
+	       (udp || bpf_get_netns_cookie(ctx) == ktp_netns_cookie);
 }
 
 /* An IPv4 destination (also v4-mapped from an AF_INET6 socket) to the relay.
  * Returns the token address to rewrite to, 1 to leave it, 0 to fail it. The
  * token is never 0 or 1, so the three cannot be confused. */
-static __always_inline __u32 ktp_udp_to_relay4(struct bpf_sock_addr *ctx, const __u32 dst[4], __u32 port,
-					       __u32 flags)
+static __always_inline __u32 ktp_udp_to_relay4(struct bpf_sock_addr *ctx, const struct ktp_udp_relay *rl,
+					       const __u32 dst[4], __u32 port, __u32 flags)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	__u32 tok;
 
-	if (!ktp_udp_relay_is_ours(ctx, 0, bpf_htonl(0x7f000001)))
+	if (!ktp_udp_relay_is_ours(ctx, rl, 0, bpf_htonl(0x7f000001)))
 		return ktp_udp_no_relay();
-	tok = ktp_udp_token(cookie, dst, port, flags);
+	tok = ktp_udp_token(cookie, rl->ns, dst, port, flags);
 	if (!tok) {
 		ktp_count(KTP_CTR_UDP_MAP_FULL);
 		return 1;
@@ -280,6 +347,7 @@ static __always_inline void ktp_udp_keep_peer(struct bpf_sock *sk, const __u32 d
 static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_sock *sk, int v6, int connected)
 {
 	const __u32 flags = connected ? KTP_UDP_F_CONNECTED : 0;
+	struct ktp_udp_relay rl = {};
 	__u32 dst[4], port, r, lport;
 	int verdict, v4;
 
@@ -292,11 +360,11 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		return 1;
 	port = ctx->user_port;
 	if (v6) {
-		if (ktp_dst6_left_alone(ctx, dst))
+		if (ktp_dst6_left_alone(ctx, dst, 1))
 			return 1;
 	} else {
 		ktp_map_v4(dst, ctx->user_ip4);
-		if (ktp_is_local4(ctx->user_ip4) && !ktp_loopback_dns(ctx, dst, port)) {
+		if (ktp_is_local4(ctx->user_ip4) && !ktp_loopback_dns(ctx, dst, port, 1)) {
 			ktp_count(KTP_CTR_SKIPPED_LOCAL);
 			return 1;
 		}
@@ -304,16 +372,18 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	verdict = ktp_route_dns(dst, port);
 	if (verdict >= 0)
 		return verdict;
+	if (!ktp_udp_relay_of(ctx, &rl, &verdict))
+		return verdict;
 	/* (sendmsg6 never sees a v4-mapped destination: the kernel sends it
 	 * through udp_sendmsg, whose sendmsg4 hook handles it.) */
 	v4 = !v6 || ktp_is_v4mapped(dst);
-	if (!v4 && !ktp_have_ip6)
+	if (!v4 && !rl.v6)
 		return 1;
 	verdict = ktp_sock_bound(sk);
 	if (verdict >= 0)
 		return verdict;
 	if (v4) {
-		r = ktp_udp_to_relay4(ctx, dst, port, flags);
+		r = ktp_udp_to_relay4(ctx, &rl, dst, port, flags);
 		if (r <= 1)
 			return r;
 		if (connected)
@@ -326,21 +396,21 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 		} else {
 			ctx->user_ip4 = r;
 		}
-		ctx->user_port = ktp_udp_port;
+		ctx->user_port = rl.port;
 		return 1;
 	}
-	if (!ktp_udp_relay_is_ours(ctx, 1, 0))
+	if (!ktp_udp_relay_is_ours(ctx, &rl, 1, 0))
 		return ktp_udp_no_relay();
 	if (connected) {
 		struct ktp_udp_flow fresh = {};
 		__u64 cookie = bpf_get_socket_cookie(ctx);
 
-		ktp_udp_fill(&fresh, dst, port, cookie, flags);
+		ktp_udp_fill(&fresh, dst, port, cookie, rl.ns, flags);
 		r = !bpf_map_update_elem(&ktp_udp_conn6, &cookie, &fresh, BPF_ANY);
 	} else {
 		/* sendmsg has bound the socket (autobind) before this hook runs. */
 		KTP_LOAD(lport, sk->src_port);
-		r = ktp_udp_port_flow(bpf_get_socket_cookie(ctx), bpf_htons((__u16)lport), dst, port, flags);
+		r = ktp_udp_port_flow(bpf_get_socket_cookie(ctx), rl.ns, bpf_htons((__u16)lport), dst, port, flags);
 	}
 	if (!r) {
 		ktp_count(KTP_CTR_UDP_MAP_FULL);
@@ -349,11 +419,11 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	ktp_count(KTP_CTR_UDP_REDIRECTED);
 	if (connected)
 		ktp_udp_keep_peer(sk, dst, port);
-	ctx->user_ip6[0] = ktp_proxy_ip6[0];
-	ctx->user_ip6[1] = ktp_proxy_ip6[1];
-	ctx->user_ip6[2] = ktp_proxy_ip6[2];
-	ctx->user_ip6[3] = ktp_proxy_ip6[3];
-	ctx->user_port = ktp_udp_port;
+	ctx->user_ip6[0] = rl.ip6[0];
+	ctx->user_ip6[1] = rl.ip6[1];
+	ctx->user_ip6[2] = rl.ip6[2];
+	ctx->user_ip6[3] = rl.ip6[3];
+	ctx->user_port = rl.port;
 	return 1;
 }
 
@@ -408,11 +478,14 @@ SEC("cgroup/recvmsg4")
 int ktp_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	struct ktp_udp_key key = {.family = KTP_AF_INET};
+	struct ktp_udp_relay rl = {};
 	struct ktp_udp_flow *f;
 
-	if (!ktp_udp_port || ctx->user_port != ktp_udp_port || !ktp_is_token4(ctx->user_ip4))
+	if (!ktp_udp_port || !ktp_is_token4(ctx->user_ip4) || !ktp_udp_relay_here(ctx, &rl) ||
+	    ctx->user_port != rl.port)
 		return 1;
 	key.addr = ctx->user_ip4;
+	key.netns = rl.ns;
 	f = ktp_udp_reply_flow(ctx, &key);
 	if (!f || f->od.family != KTP_AF_INET)
 		return 1;
@@ -425,12 +498,14 @@ SEC("cgroup/recvmsg6")
 int ktp_recvmsg6(struct bpf_sock_addr *ctx)
 {
 	struct ktp_udp_key key = {};
+	struct ktp_udp_relay rl = {};
 	struct ktp_udp_flow *f;
 	struct bpf_sock *sk;
 	__u32 a[4], lport;
 
-	if (!ktp_udp_port || ctx->user_port != ktp_udp_port)
+	if (!ktp_udp_port || !ktp_udp_relay_here(ctx, &rl) || ctx->user_port != rl.port)
 		return 1;
+	key.netns = rl.ns;
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
@@ -441,8 +516,7 @@ int ktp_recvmsg6(struct bpf_sock_addr *ctx)
 		key.addr = a[3];
 		key.family = KTP_AF_INET;
 	} else {
-		if (!ktp_have_ip6 || a[0] != ktp_proxy_ip6[0] || a[1] != ktp_proxy_ip6[1] ||
-		    a[2] != ktp_proxy_ip6[2] || a[3] != ktp_proxy_ip6[3])
+		if (!rl.v6 || a[0] != rl.ip6[0] || a[1] != rl.ip6[1] || a[2] != rl.ip6[2] || a[3] != rl.ip6[3])
 			return 1;
 		KTP_LOAD(sk, ctx->sk);
 		if (!sk)
@@ -480,7 +554,8 @@ int ktp_udp_release(struct bpf_sock *sk)
 	if (c6) {
 		/* A connected IPv6 flow, filed by the relay under its port (this
 		 * program may not read the socket's port: only post_bind may). */
-		struct ktp_udp_key key6 = {.app_port = (__u16)c6->filed_port, .family = KTP_AF_INET6};
+		struct ktp_udp_key key6 = {.app_port = (__u16)c6->filed_port, .family = KTP_AF_INET6,
+					   .netns = c6->netns};
 		struct ktp_udp_flow *f6;
 
 		f6 = key6.app_port ? bpf_map_lookup_elem(&ktp_udp_flows, &key6) : 0;
@@ -492,7 +567,8 @@ int ktp_udp_release(struct bpf_sock *sk)
 	if (!s)
 		return 1;
 	for (int i = 0; i < KTP_UDP_SOCK_KEYS; i++) {
-		struct ktp_udp_key key = s->keys[i];
+		struct ktp_udp_key key = {.addr = s->keys[i].addr, .app_port = s->keys[i].app_port,
+					  .family = s->keys[i].family, .netns = s->netns};
 		struct ktp_udp_flow *f;
 
 		if (!key.family)

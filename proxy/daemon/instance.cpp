@@ -212,7 +212,13 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             o.mark, o.egress == "host", kernel.sock()->netns_listeners_fd(), kernel.sock()->netns_events_fd(),
             kernel.sock()->netns_pending_fd(), priv ? static_cast<NetnsSockets*>(priv.get()) : local_broker.get(),
             [&workers](std::vector<Listener> ls) { workers.add_listeners(std::move(ls)); },
-            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); }});
+            [&workers](uint64_t cookie) { workers.remove_listeners(cookie); },
+            udp ? std::function<void(NetnsRef, UniqueFd, UniqueFd)>(
+                      [&udp, host = o.egress == "host"](NetnsRef ns, UniqueFd fd4, UniqueFd fd6) {
+                          udp->add_netns(std::move(ns), std::move(fd4), std::move(fd6), host);
+                      })
+                : nullptr,
+            udp ? std::function<void(uint64_t)>([&udp](uint64_t cookie) { udp->remove_netns(cookie); }) : nullptr});
         netns->start();
         netns_self_test(priv ? static_cast<NetnsSockets&>(*priv) : *local_broker);
     }

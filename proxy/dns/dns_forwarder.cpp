@@ -134,9 +134,10 @@ std::string DnsForwarder::fake_answer(const dns::Question& q, std::string_view q
 }
 
 bool DnsForwarder::exchange(const DnsRoute& r, std::string query,
-                            std::function<void(const std::string& answer, const std::string& error)> done)
+                            std::function<void(const std::string& answer, const std::string& error)> done,
+                            std::function<UniqueFd(int family)> make_socket)
 {
-    DnsUpstreamJob job{r.router, r.upstream, r.resolver, std::move(query), nullptr};
+    DnsUpstreamJob job{r.router, r.upstream, r.resolver, std::move(query), std::move(make_socket), nullptr};
     job.done = [this, asker = r.asker, done = std::move(done)](const std::string& answer,
                                                                  const std::string& error) {
         if (!answer.empty())

@@ -74,8 +74,11 @@ public:
     // or straight to r.resolver (r.upstream null); done runs on a pool
     // thread with the answer ("" and the error on failure), the answer
     // already remembered. False when too many wait or after stop().
+    // make_socket: the exchange's TCP socket (a container's query leaves
+    // from its namespace); null: made in ktproxy's.
     bool exchange(const DnsRoute& r, std::string query,
-                  std::function<void(const std::string& answer, const std::string& error)> done);
+                  std::function<void(const std::string& answer, const std::string& error)> done,
+                  std::function<UniqueFd(int family)> make_socket = nullptr);
     // Thread-safe: the addresses of an answer process asker (pid) receives,
     // remembered with their name.
     void remember(std::string_view answer, uint32_t asker);

@@ -6,6 +6,7 @@
 #include "dns/dns_forwarder.h"
 #include "dns/dns_message.h"
 #include "dns/name_text.h"
+#include "netns/netns.h"
 
 #include <fmt/format.h>
 #include <sys/epoll.h>
@@ -37,6 +38,7 @@ struct DnsTcp::Conn {
     uint64_t id = 0;
     UniqueFd fd;
     SockAddr client, resolver;
+    std::shared_ptr<const Netns> egress;  // a container's namespace its exchanges leave from; null: ktproxy's
     std::string comm;
     uint32_t pid = 0;
     std::string in, out;    // bytes read and not yet framed; answers not yet sent
@@ -85,9 +87,11 @@ void DnsTcp::stop()
     answers_.clear();
 }
 
-void DnsTcp::adopt(UniqueFd fd, const SockAddr& client, const SockAddr& resolver, const ConnProc& who)
+void DnsTcp::adopt(UniqueFd fd, const SockAddr& client, const SockAddr& resolver, const ConnProc& who,
+                   std::shared_ptr<const Netns> egress)
 {
     auto c = std::make_unique<Conn>();
+    c->egress = std::move(egress);
     c->fd = std::move(fd);
     c->client = client;
     c->resolver = resolver;
@@ -310,7 +314,12 @@ void DnsTcp::query(Conn& c, std::string_view msg)
         uint64_t one = 1;
         (void)!write(wake_.get(), &one, sizeof(one));
     };
-    if (!dns_.exchange(r, std::string(msg), std::move(done))) {
+    // A container's exchanges leave from its namespace (--egress container),
+    // as its connections do; a pool thread may wait for the helper.
+    std::function<UniqueFd(int)> make;
+    if (c.egress)
+        make = [ns = c.egress](int family) { return ns->egress_socket(family); };
+    if (!dns_.exchange(r, std::string(msg), std::move(done), std::move(make))) {
         --c.pending;
         close(c, "too many queries waiting for resolvers and upstreams");
     }

@@ -26,6 +26,8 @@
 
 namespace ktp {
 
+class Netns;
+
 class DnsForwarder;
 
 class DnsTcp {
@@ -41,8 +43,11 @@ public:
     // first (no answer comes any more).
     void stop();
     // Thread-safe (the workers): serve this accepted connection, whose app
-    // connected to `resolver`. Owns fd from here on.
-    void adopt(UniqueFd fd, const SockAddr& client, const SockAddr& resolver, const ConnProc& who);
+    // connected to `resolver`. Owns fd from here on. egress: a container's
+    // namespace its exchanges leave from (--egress container); null:
+    // ktproxy's.
+    void adopt(UniqueFd fd, const SockAddr& client, const SockAddr& resolver, const ConnProc& who,
+               std::shared_ptr<const Netns> egress = nullptr);
 
     struct Conn;
 

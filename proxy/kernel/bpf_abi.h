@@ -33,20 +33,25 @@ static_assert(offsetof(ktp_dead_key, netns) == 24);
 static_assert(sizeof(ktp_dead_val) == 16);
 static_assert(offsetof(ktp_dead_val, err) == 8);
 
-static_assert(sizeof(ktp_udp_key) == 8);
+static_assert(sizeof(ktp_udp_key) == 16);
 static_assert(offsetof(ktp_udp_key, app_port) == 4);
 static_assert(offsetof(ktp_udp_key, family) == 6);
-static_assert(sizeof(ktp_udp_flow) == 80);
+static_assert(offsetof(ktp_udp_key, netns) == 8);
+static_assert(sizeof(ktp_udp_flow) == 88);
 static_assert(offsetof(ktp_udp_flow, cookie) == 56);
 static_assert(offsetof(ktp_udp_flow, last_ns) == 64);
 static_assert(offsetof(ktp_udp_flow, flags) == 72);
 static_assert(offsetof(ktp_udp_flow, filed_port) == 76);
-static_assert(sizeof(ktp_udp_sock) == 8 * KTP_UDP_SOCK_KEYS + 8);
+static_assert(offsetof(ktp_udp_flow, netns) == 80);
+static_assert(sizeof(ktp_udp_sock_key) == 8);
+static_assert(sizeof(ktp_udp_sock) == 8 * KTP_UDP_SOCK_KEYS + 16);
+static_assert(offsetof(ktp_udp_sock, netns) == 8 * KTP_UDP_SOCK_KEYS);
 static_assert(sizeof(ktp_netns_listener) == 32);
 static_assert(offsetof(ktp_netns_listener, ip6) == 4);
 static_assert(offsetof(ktp_netns_listener, port4) == 20);
 static_assert(offsetof(ktp_netns_listener, port6) == 22);
 static_assert(offsetof(ktp_netns_listener, flags) == 24);
+static_assert(offsetof(ktp_netns_listener, udp_port) == 28);
 static_assert(sizeof(ktp_netns_event) == 16);
 static_assert(offsetof(ktp_netns_event, pid) == 8);
 

@@ -140,7 +140,8 @@ void EventLoop::answer_snapshots()
                                               c->app_ns ? c->app_ns->cgroup : std::string()});
         for (const Listener& l : netns_listeners_)
             if (l.ns && !l.closing)
-                snap.netns_listeners.push_back({l.ns->cookie, l.ns->cgroup, l.addr.to_string()});
+                snap.netns_listeners.push_back({l.ns->cookie, l.ns->cgroup, l.addr.to_string(),
+                                                l.ns->udp_relay.empty() ? std::string() : l.ns->udp_relay.to_string()});
         req.reply.set_value(std::move(snap));
     }
 }

@@ -73,9 +73,19 @@ std::vector<std::weak_ptr<const Netns>> NetnsRefills::take()
     return std::exchange(want_, {});
 }
 
+namespace {
+NetnsSocketKind egress_kind(int i)
+{
+    static constexpr NetnsSocketKind kinds[4] = {NetnsSocketKind::egress4, NetnsSocketKind::egress6,
+                                                 NetnsSocketKind::egress_udp4, NetnsSocketKind::egress_udp6};
+    return kinds[i];
+}
+int stock_of(int family, bool udp) { return (udp ? 2 : 0) + (family == AF_INET6 ? 1 : 0); }
+}  // namespace
+
 void Netns::refill() const
 {
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 4; ++i) {
         {
             std::lock_guard lock(mu_);
             if (!asked_[i])
@@ -83,7 +93,7 @@ void Netns::refill() const
         }
         std::vector<UniqueFd> got;
         try {
-            got = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+            got = maker_->make(cookie, egress_kind(i), 0, kBatch);
         } catch (const Error& e) {
             log::debug("container namespace {}: refill: {}", cookie, e.what());
         }
@@ -94,13 +104,38 @@ void Netns::refill() const
     }
 }
 
-UniqueFd Netns::egress_socket(int family) const
+void Netns::prime(int family, bool udp, unsigned count) const
 {
-    const int i = family == AF_INET6 ? 1 : 0;
+    const int i = stock_of(family, udp);
+    std::vector<UniqueFd> got = maker_->make(cookie, egress_kind(i), 0, count ? count : kBatch);
     std::lock_guard lock(mu_);
+    for (auto& s : got)
+        spare_[i].push_back(std::move(s));
+}
+
+UniqueFd Netns::take(int family, bool udp, bool wait) const
+{
+    const int i = stock_of(family, udp);
+    std::unique_lock lock(mu_, std::defer_lock);
+    if (wait) {
+        lock.lock();
+    } else if (!lock.try_lock()) {
+        // A worker is refilling a stock from the helper under the lock: the
+        // UDP relay's thread does not wait for it.
+        errno = EAGAIN;
+        return UniqueFd();
+    }
+    if (spare_[i].empty() && !wait) {
+        if (refills && !asked_[i]) {
+            asked_[i] = true;
+            refills->ask(weak_from_this());
+        }
+        errno = EAGAIN;
+        return UniqueFd();
+    }
     if (spare_[i].empty()) {
         try {
-            spare_[i] = maker_->make(cookie, i ? NetnsSocketKind::egress6 : NetnsSocketKind::egress4, 0, kBatch);
+            spare_[i] = maker_->make(cookie, egress_kind(i), 0, kBatch);
         } catch (const Error& e) {
             log::warn("container namespace {}: no socket for a connection: {}", cookie, e.what());
             errno = EPERM;
@@ -122,7 +157,7 @@ UniqueFd Netns::egress_socket(int family) const
 
 SockDiagAnswer Netns::diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const
 {
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(diag_mu_);
     if (!diag_ && !diag_failed_) {
         try {
             auto fds = maker_->make(cookie, NetnsSocketKind::diag, 0, 1);

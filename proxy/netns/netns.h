@@ -49,23 +49,41 @@ public:
     const uint64_t cookie;     // SO_NETNS_COOKIE: what the BPF hooks see
     const std::string cgroup;  // the cgroup of the first of its processes met (for status)
     SockAddr listen4, listen6;  // ktproxy's listeners there; set before the Netns is shared
+    SockAddr udp_relay;         // ktproxy's UDP relay socket there (status); set before it is shared
     std::shared_ptr<NetnsRefills> refills;  // set before it is shared; null: the worker refills
 
     // A fresh TCP socket made in the namespace (errno set and an invalid fd
     // on failure). Taken from a small stock the maker refills in batches: a
     // helper round trip per connection would cost more than the connect.
-    UniqueFd egress_socket(int family) const;
+    UniqueFd egress_socket(int family) const { return take(family, false, true); }
+    // A fresh UDP (udp) or TCP socket made in the namespace, for the UDP
+    // relay's thread, which must never wait for the helper: from the stock
+    // only; an empty stock answers EAGAIN (and asks for a refill).
+    UniqueFd egress_socket_now(int family, bool udp) const { return take(family, udp, false); }
     // Tops up the stocks a worker asked for (the namespace thread).
     void refill() const;
-    // Whether an app still holds its end (tcp/app_socket_probe.h), asked
-    // of this namespace's socket table.
+    // Fills a stock now (the namespace thread, before the UDP relay socket
+    // there is handed over): the first datagrams of a container find
+    // sockets ready (count: 0 for a whole batch). Throws Error.
+    void prime(int family, bool udp, unsigned count = 0) const;
+    // Whether an app still holds its end (tcp/app_socket_probe.h), or which
+    // socket sent a datagram (udp/udp_relay.cpp), asked of this namespace's
+    // socket table. The first call makes the sock_diag socket there (a
+    // helper round trip): the namespace thread calls it once, at its
+    // UDP relay's opening, so that the UDP relay's thread never does.
     SockDiagAnswer diag_lookup(int protocol, const SockAddr& src, const SockAddr& dst) const;
 
 private:
+    UniqueFd take(int family, bool udp, bool wait) const;
+
     NetnsSockets* maker_;  // outlives every connection (the instance's broker, or the helper's client)
     mutable std::mutex mu_;
-    mutable std::vector<UniqueFd> spare_[2];  // AF_INET, AF_INET6
-    mutable bool asked_[2] = {false, false};   // a refill is on its way
+    // By kind: TCP AF_INET, TCP AF_INET6, UDP AF_INET, UDP AF_INET6.
+    mutable std::vector<UniqueFd> spare_[4];
+    mutable bool asked_[4] = {false, false, false, false};  // a refill is on its way
+    // Its own lock: the UDP relay's thread asks it per new flow and must
+    // not wait while a worker refills a stock under mu_.
+    mutable std::mutex diag_mu_;
     mutable std::unique_ptr<SockDiag> diag_;
     mutable bool diag_failed_ = false;
 };

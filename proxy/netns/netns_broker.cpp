@@ -5,6 +5,7 @@
 #include "base/sock_addr.h"
 #include "loop/listener.h"
 #include "netns/netns.h"
+#include "udp/relay_socket.h"
 
 #include <fcntl.h>
 #include <linux/netlink.h>
@@ -165,11 +166,23 @@ std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, u
         out.push_back(listen_tcp(*addr, "container listener", false, false, cfg_.mark).fd);
         break;
     }
+    case NetnsSocketKind::udp4:
+    case NetnsSocketKind::udp6: {
+        auto addr = SockAddr::parse_ip(kind == NetnsSocketKind::udp4 ? "0.0.0.0" : "::1", port);
+        out.push_back(udp_relay_socket(*addr, cfg_.mark));
+        if (!out.back())
+            fail_errno("bind the UDP relay socket to {} in network namespace {}", *addr, cookie);
+        break;
+    }
     case NetnsSocketKind::egress4:
     case NetnsSocketKind::egress6:
+    case NetnsSocketKind::egress_udp4:
+    case NetnsSocketKind::egress_udp6:
         for (unsigned i = 0; i < std::min(std::max(count, 1u), kMaxBatch); ++i) {
-            UniqueFd s(::socket(kind == NetnsSocketKind::egress4 ? AF_INET : AF_INET6,
-                                SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+            const bool udp = kind == NetnsSocketKind::egress_udp4 || kind == NetnsSocketKind::egress_udp6;
+            const bool v4 = kind == NetnsSocketKind::egress4 || kind == NetnsSocketKind::egress_udp4;
+            UniqueFd s(::socket(v4 ? AF_INET : AF_INET6, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                                0));
             if (!s) {
                 if (out.empty())
                     fail_errno("socket in network namespace {}", cookie);

@@ -26,6 +26,10 @@ enum class NetnsSocketKind : uint32_t {
     egress4 = 3,  // a fresh TCP socket (AF_INET), non-blocking, for a connection leaving from there
     egress6 = 4,
     diag = 5,     // a NETLINK_SOCK_DIAG socket: that namespace's socket table
+    udp4 = 6,     // the UDP relay socket: bound to 0.0.0.0:port (0: any), IP_PKTINFO, SO_MARK
+    udp6 = 7,     // the same on [::1]:port, IPV6_V6ONLY
+    egress_udp4 = 8,  // a fresh UDP socket (AF_INET), non-blocking, for a flow leaving from there
+    egress_udp6 = 9,
 };
 
 // A namespace the scan found: its cookie (what the hooks see) and the

@@ -241,6 +241,10 @@ void NetnsListeners::open_in(const NetnsFound& f)
         v.port6 = htons(ls[1].addr.port());
         v.flags = KTP_NL_IP6;
     }
+    // UDP: its relay socket is up (and handed over) before the map entry
+    // sends the namespace's datagrams to it.
+    if (cfg_.give_udp)
+        open_udp_in(ns, v);
     NetnsRef ref = ns;
     for (auto& l : ls) {
         l.netns_cookie = ns->cookie;
@@ -255,18 +259,56 @@ void NetnsListeners::open_in(const NetnsFound& f)
         log::warn("container namespace {}: ktp_netns_listeners update: {}; its connects go direct", f.cookie,
                   errno_text(errno));
         cfg_.take_back(ns->cookie);
+        if (cfg_.take_back_udp)
+            cfg_.take_back_udp(ns->cookie);
         return;
     }
     if (cfg_.pending_fd >= 0)
         bpf_map_delete_elem(cfg_.pending_fd, &ns->cookie);
     ports_.insert(e.port4);
     known_[f.cookie] = std::move(e);
-    // The UDP hooks leave other namespaces alone (bpf/sock_udp.h): say so
-    // where the container is first served, as UDP is on by default.
-    log::info("container namespace {} (cgroup {}): listening on {}, egress {}; its UDP and DNS are not "
-              "intercepted (the UDP relay serves ktproxy's own namespace only): they go out from the container "
-              "directly",
-              ns->cookie, f.cgroup, where, cfg_.egress_host ? "host" : "container");
+    log::info("container namespace {} (cgroup {}): listening on {}, egress {}; {}", ns->cookie, f.cgroup, where,
+              cfg_.egress_host ? "host" : "container",
+              v.udp_port ? fmt::format("UDP relay on {}{}", ns->udp_relay,
+                                        (v.flags & KTP_NL_UDP6) ? fmt::format(" and [::1]:{}", ns->udp_relay.port()) : "")
+              : cfg_.give_udp ? std::string("no UDP relay (its datagrams to relay are refused)")
+                              : std::string("UDP not intercepted (--no-udp)"));
+}
+
+void NetnsListeners::open_udp_in(const std::shared_ptr<Netns>& ns, ktp_netns_listener& v)
+{
+    UniqueFd fd4, fd6;
+    try {
+        fd4 = std::move(cfg_.maker->make(ns->cookie, NetnsSocketKind::udp4, 0, 1).at(0));
+        if (netns_cookie_of(fd4.get()) != ns->cookie)
+            fail("the UDP relay socket is not in namespace {}", ns->cookie);
+        // Its first flows' sockets (and an association's control socket)
+        // ready before the first datagram: the UDP relay's thread never
+        // waits for the helper.
+        // A few where fewer are needed (the first take asks for a refill).
+        ns->prime(AF_INET, true);
+        if (!cfg_.egress_host)
+            ns->prime(AF_INET, false, 4);  // an association's control connection
+        (void)ns->diag_lookup(IPPROTO_UDP, SockAddr::local_of(fd4.get()), SockAddr::local_of(fd4.get()));
+    } catch (const Error& e) {
+        log::warn("container namespace {}: no UDP relay socket there ({}); its datagrams to relay are refused",
+                  ns->cookie, e.what());
+        return;
+    }
+    const uint16_t port = SockAddr::local_of(fd4.get()).port();
+    if (v.flags & KTP_NL_IP6) {
+        try {
+            fd6 = std::move(cfg_.maker->make(ns->cookie, NetnsSocketKind::udp6, port, 1).at(0));
+            ns->prime(AF_INET6, true, 4);
+            v.flags |= KTP_NL_UDP6;
+        } catch (const Error& e) {
+            fd6.reset();
+            log::debug("container namespace {}: no IPv6 UDP relay socket: {}", ns->cookie, e.what());
+        }
+    }
+    ns->udp_relay = *SockAddr::parse_ip("127.0.0.1", port);
+    v.udp_port = htons(port);
+    cfg_.give_udp(ns, std::move(fd4), std::move(fd6));
 }
 
 void NetnsListeners::drop(Entry& e)
@@ -275,6 +317,8 @@ void NetnsListeners::drop(Entry& e)
     if (cfg_.pending_fd >= 0)
         bpf_map_delete_elem(cfg_.pending_fd, &e.ns->cookie);
     cfg_.take_back(e.ns->cookie);
+    if (cfg_.take_back_udp)
+        cfg_.take_back_udp(e.ns->cookie);
     ports_.erase(e.port4);
     log::info("container namespace {} gone (no process of the cgroup in it): listener closed", e.ns->cookie);
 }

@@ -16,6 +16,8 @@
 #include "netns/netns.h"
 #include "netns/netns_broker.h"
 
+#include "ktproxy_shared.h"
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -44,6 +46,10 @@ struct NetnsListenersConfig {
     // every listener of a namespace.
     std::function<void(std::vector<Listener>)> give;
     std::function<void(uint64_t)> take_back;
+    // UDP on (null: off): hands a namespace's UDP relay sockets (IPv4, and
+    // IPv6 or invalid) to the UDP relay / takes them back when it is gone.
+    std::function<void(NetnsRef, UniqueFd, UniqueFd)> give_udp;
+    std::function<void(uint64_t)> take_back_udp;
 };
 
 class NetnsListeners {
@@ -71,6 +77,9 @@ private:
     void run();
     void scan();
     void open_in(const NetnsFound& f);
+    // The namespace's UDP relay sockets (made by the maker) handed to the
+    // UDP relay; its port (0: none, why is logged) into v.
+    void open_udp_in(const std::shared_ptr<Netns>& ns, ktp_netns_listener& v);
     void drop(Entry& e);
     static int on_event(void* self, void* data, size_t size);
 

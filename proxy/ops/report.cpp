@@ -149,7 +149,8 @@ std::string render_status_text(const InstanceInfo& info, const WorkerSnapshot& s
     std::set<std::pair<uint64_t, std::string>> seen;
     for (const auto& l : snap.netns_listeners)
         if (seen.emplace(l.netns, l.addr).second)
-            out += fmt::format("container netns {} cgroup {} listening {}\n", l.netns, l.cgroup, l.addr);
+            out += fmt::format("container netns {} cgroup {} listening {}{}\n", l.netns, l.cgroup, l.addr,
+                               l.udp.empty() ? "" : " udp relay " + l.udp);
     return out;
 }
 
@@ -204,8 +205,9 @@ std::string render_status_json(const InstanceInfo& info, const WorkerSnapshot& s
     for (const auto& l : snap.netns_listeners) {
         if (!shown.emplace(l.netns, l.addr).second)
             continue;
-        out += fmt::format("{}{{\"netns\":{},\"cgroup\":\"{}\",\"listen\":\"{}\"}}", first ? "" : ",", l.netns,
-                           json_escape(l.cgroup), json_escape(l.addr));
+        out += fmt::format("{}{{\"netns\":{},\"cgroup\":\"{}\",\"listen\":\"{}\",\"udp\":{}}}", first ? "" : ",",
+                           l.netns, json_escape(l.cgroup), json_escape(l.addr),
+                           l.udp.empty() ? std::string("null") : "\"" + json_escape(l.udp) + "\"");
         first = false;
     }
     out += "]}\n";

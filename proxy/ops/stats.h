@@ -35,6 +35,7 @@ struct ConnInfo {
 struct NetnsListenerInfo {
     uint64_t netns = 0;
     std::string cgroup, addr;
+    std::string udp;  // ktproxy's UDP relay socket in that namespace; "" when none
 };
 
 struct WorkerSnapshot {

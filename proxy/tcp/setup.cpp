@@ -186,13 +186,11 @@ void TcpSetup::on_accept(Listener& l, int res, uint32_t flags)
     if (c.orig.port() == l.addr.port() && c.orig.ip_string() == l.addr.ip_string())
         return relay_.fail(c, End::error, "original destination is ktproxy itself");
     // DNS over TCP (--udp): the forwarder reads its queries and routes each
-    // by the name asked, as it does over UDP. Only from ktproxy's own
-    // namespace (the forwarder's sockets are there, a container's resolver
-    // may not be reachable from it); never to a fake address, which must not
-    // reach the network.
-    if (cfg_.dns_tcp && !l.transparent && !l.ns && c.orig.port() == 53 &&
-        !(cfg_.names && cfg_.names->is_fake(c.orig))) {
-        cfg_.dns_tcp->adopt(std::move(c.fd[0]), c.client, c.orig, c.proc);
+    // by the name asked, as it does over UDP; a container's exchanges leave
+    // from its namespace (c.egress: --egress container), as its relays do.
+    // Never to a fake address, which must not reach the network.
+    if (cfg_.dns_tcp && !l.transparent && c.orig.port() == 53 && !(cfg_.names && cfg_.names->is_fake(c.orig))) {
+        cfg_.dns_tcp->adopt(std::move(c.fd[0]), c.client, c.orig, c.proc, c.egress);
         FixedFiles::closed();
         pool_.release(c);
         return;

@@ -71,7 +71,7 @@ bool recv_some(int fd, std::string& buf, std::chrono::steady_clock::time_point d
 }  // namespace
 
 std::string dns_over_tcp(const Upstream* up, const SockAddr& resolver, const std::string& query, uint32_t mark,
-                         int timeout_ms, std::string& error)
+                         int timeout_ms, std::string& error, const std::function<UniqueFd(int family)>& make_socket)
 {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     const std::string framed = dns::frame_tcp_message(query);
@@ -81,7 +81,8 @@ std::string dns_over_tcp(const Upstream* up, const SockAddr& resolver, const std
     }
     const SockAddr& peer = up ? up->addr : resolver;
     const std::string what = up ? fmt::format("upstream {}", up->addr) : fmt::format("resolver {}", resolver);
-    UniqueFd fd(socket(peer.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    UniqueFd fd = make_socket ? make_socket(peer.family())
+                              : UniqueFd(socket(peer.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd) {
         error = fmt::format("socket: {}", errno_text(errno));
         return {};
@@ -220,7 +221,7 @@ void DnsUpstreamPool::run()
             queue_.pop_front();
         }
         std::string error;
-        std::string answer = dns_over_tcp(job.upstream, job.resolver, job.query, mark_, 5000, error);
+        std::string answer = dns_over_tcp(job.upstream, job.resolver, job.query, mark_, 5000, error, job.make_socket);
         job.done(answer, error);
     }
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "base/sock_addr.h"
+#include "base/unique_fd.h"
 #include "route/router.h"
 
 #include <condition_variable>
@@ -26,15 +27,20 @@ struct DnsUpstreamJob {
     const Upstream* upstream = nullptr;    // null: straight to resolver (direct)
     SockAddr resolver;
     std::string query;
+    // Makes the TCP socket of the exchange (a container's: made in its
+    // namespace, so that the query leaves from there); null: socket().
+    std::function<UniqueFd(int family)> make_socket;
     // Called on a pool thread with the answer ("" and error on failure).
     std::function<void(const std::string& answer, const std::string& error)> done;
 };
 
 // One query's exchange, blocking: connect to the upstream and its handshake
 // to resolver (up null: connect to resolver), the query out, the answer in.
-// Returns the answer, or "" with error set. mark: SO_MARK of the socket.
+// Returns the answer, or "" with error set. mark: SO_MARK of the socket;
+// make_socket: where it comes from (null: socket()).
 std::string dns_over_tcp(const Upstream* up, const SockAddr& resolver, const std::string& query, uint32_t mark,
-                         int timeout_ms, std::string& error);
+                         int timeout_ms, std::string& error,
+                         const std::function<UniqueFd(int family)>& make_socket = nullptr);
 
 // "IP", "IP:PORT" or "[IPv6]:PORT" (port 53 by default). Throws Error.
 SockAddr parse_dns_resolver(const std::string& text);

@@ -36,9 +36,11 @@ bool same(const SockAddr& a, const SockAddr& b)
 
 }  // namespace
 
-UdpAssociation::UdpAssociation(const Upstream& up, uint32_t mark) : up_(up), mark_(mark)
+UdpAssociation::UdpAssociation(const Upstream& up, uint32_t mark, UniqueFd ctl, UniqueFd udp)
+    : up_(up), mark_(mark), ctl_(std::move(ctl)), udp_given_(std::move(udp))
 {
-    ctl_ = UniqueFd(socket(up.addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!ctl_)
+        ctl_ = UniqueFd(socket(up.addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!ctl_) {
         close(fmt::format("socket: {}", errno_text(errno)));
         return;
@@ -67,7 +69,8 @@ UdpAssociation::State UdpAssociation::on_control()
             return close(fmt::format("connect to {}: {}", up_.addr, errno_text(soerr ? soerr : errno)));
         // The socket datagrams will come from: its port goes in the request
         // (the address stays unspecified; the server sees ours on the wire).
-        udp_ = UniqueFd(socket(up_.addr.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        udp_ = udp_given_ ? std::move(udp_given_)
+                          : UniqueFd(socket(up_.addr.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
         if (!udp_)
             return close(fmt::format("UDP socket: {}", errno_text(errno)));
         if (mark_)

@@ -26,8 +26,10 @@ public:
     enum class State { connecting, handshaking, ready, closed };
 
     // Starts the control connection to up (a socks5 upstream); closed, with
-    // error(), when even that fails. mark: SO_MARK of both sockets.
-    UdpAssociation(const Upstream& up, uint32_t mark);
+    // error(), when even that fails. mark: SO_MARK of both sockets. ctl and
+    // udp: the sockets to use (made in a container's namespace, so that the
+    // association leaves from there); invalid: made here.
+    UdpAssociation(const Upstream& up, uint32_t mark, UniqueFd ctl = UniqueFd(), UniqueFd udp = UniqueFd());
 
     int control_fd() const { return ctl_.get(); }
     int udp_fd() const { return udp_.get(); }  // -1 until the handshake is under way
@@ -53,6 +55,7 @@ private:
     const Upstream& up_;
     uint32_t mark_;
     UniqueFd ctl_, udp_;
+    UniqueFd udp_given_;  // the UDP socket given to the constructor, until the handshake needs it
     State state_ = State::connecting;
     std::string error_;
     std::unique_ptr<Socks5Handshake> hs_;

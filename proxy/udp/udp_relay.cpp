@@ -7,6 +7,7 @@
 #include "dns/dns_forwarder.h"
 #include "dns/name_memory.h"
 #include "kernel/bpf_abi.h"
+#include "netns/netns.h"
 #include "udp/sock_diag.h"
 #include "udp/udp_associate.h"
 #include "upstream/upstream_group.h"
@@ -28,15 +29,28 @@
 namespace ktp {
 
 // What an epoll event names: a flow's upstream socket or its association's
-// control connection.
+// control connection, or a relay socket (sock).
 struct EpTag {
     UdpRelay::Flow* flow;
     bool control;
+    UdpRelay::RelaySock* sock;
+};
+
+// A socket the hooks send datagrams to: ktproxy's own (two, IPv4 and IPv6)
+// or one of a container's namespace (made there by the helper).
+struct UdpRelay::RelaySock : std::enable_shared_from_this<UdpRelay::RelaySock> {
+    UniqueFd fd;
+    bool v6 = false;
+    uint64_t ns_key = 0;               // ktp_udp_key.netns of its flows: 0 for ktproxy's own
+    std::shared_ptr<const Netns> ns;   // the container's namespace; null for ktproxy's own
+    bool egress_host = false;          // --egress host: its flows' sockets are made in ktproxy's namespace
+    EpTag tag{nullptr, false, this};
 };
 
 struct UdpRelay::Flow {
     std::string key;
-    EpTag tag_up{this, false}, tag_ctl{this, true};
+    EpTag tag_up{this, false, nullptr}, tag_ctl{this, true, nullptr};
+    std::shared_ptr<RelaySock> sock;  // the relay socket it came on: replies leave from it
     // Through a SOCKS5 upstream: its UDP association (then `up` is unused).
     std::unique_ptr<UdpAssociation> assoc;
     std::shared_ptr<const Router> router;  // keeps the association's upstream alive across reloads
@@ -61,25 +75,6 @@ namespace {
 constexpr size_t kMaxDatagram = 65536;
 constexpr int kBatch = 64;  // datagrams per socket per wakeup, so one busy flow cannot starve the rest
 
-UniqueFd relay_socket(int family, const SockAddr& bind_to, uint32_t mark)
-{
-    UniqueFd fd(socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd)
-        fail_errno("UDP relay: socket");
-    int one = 1;
-    if (mark && setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0)
-        fail_errno("UDP relay: SO_MARK {:#x}", mark);
-    if (family == AF_INET) {
-        // The token address each datagram was sent to names its flow.
-        if (setsockopt(fd.get(), IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) != 0)
-            fail_errno("UDP relay: IP_PKTINFO");
-    } else if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
-        fail_errno("UDP relay: IPV6_V6ONLY");
-    }
-    if (bind(fd.get(), bind_to.get(), bind_to.size()) != 0)
-        return UniqueFd();
-    return fd;
-}
 
 uint64_t monotonic_ns()
 {
@@ -97,8 +92,8 @@ void epoll_add(int ep, int fd, void* tag)
         fail_errno("UDP relay: epoll_ctl add");
 }
 
-// Tags of the relay's own fds; flows are tagged with their Flow*.
-char kTagSock4, kTagSock6, kTagWake;
+// Tags of the relay's own fds; flows and relay sockets have an EpTag.
+char kTagWake, kTagCmd;
 
 }  // namespace
 
@@ -106,30 +101,117 @@ UdpRelay::UdpRelay(const UdpConfig& cfg, const RouterSlot& router, NameMemory* n
     : cfg_(cfg), router_(router), names_(names), dns_(dns)
 {
     // One port for both families: the hooks know a single relay port.
+    UniqueFd sock4, sock6;
     for (uint16_t want : {cfg.port_hint, uint16_t(0)}) {
         auto any4 = SockAddr::parse_ip("0.0.0.0", want);
-        sock4_ = relay_socket(AF_INET, *any4, cfg.mark);
-        if (!sock4_)
+        sock4 = udp_relay_socket(*any4, cfg.mark);
+        if (!sock4)
             continue;
-        port_ = SockAddr::local_of(sock4_.get()).port();
+        port_ = SockAddr::local_of(sock4.get()).port();
         if (!cfg.listen6)
             break;
         auto at6 = SockAddr::parse_ip(cfg.listen6->ip_string(), port_);
-        sock6_ = relay_socket(AF_INET6, *at6, cfg.mark);
-        if (sock6_)
+        sock6 = udp_relay_socket(*at6, cfg.mark);
+        if (sock6)
             break;
-        sock4_.reset();
+        sock4.reset();
     }
-    if (!sock4_)
+    if (!sock4)
         fail_errno("UDP relay: bind a port free on 0.0.0.0{}", cfg.listen6 ? " and " + cfg.listen6->ip_string() : "");
     epoll_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
     wake_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!epoll_ || !wake_)
+    cmd_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!epoll_ || !wake_ || !cmd_)
         fail_errno("UDP relay: epoll/eventfd");
-    epoll_add(epoll_.get(), sock4_.get(), &kTagSock4);
-    if (sock6_)
-        epoll_add(epoll_.get(), sock6_.get(), &kTagSock6);
+    host4_ = std::make_shared<RelaySock>();
+    host4_->fd = std::move(sock4);
+    add_sock(host4_);
+    if (sock6) {
+        host6_ = std::make_shared<RelaySock>();
+        host6_->fd = std::move(sock6);
+        host6_->v6 = true;
+        add_sock(host6_);
+    }
     epoll_add(epoll_.get(), wake_.get(), &kTagWake);
+    epoll_add(epoll_.get(), cmd_.get(), &kTagCmd);
+}
+
+void UdpRelay::add_sock(std::shared_ptr<RelaySock> rs)
+{
+    epoll_add(epoll_.get(), rs->fd.get(), &rs->tag);
+}
+
+void UdpRelay::add_netns(std::shared_ptr<const Netns> ns, UniqueFd fd4, UniqueFd fd6, bool egress_host)
+{
+    std::vector<std::shared_ptr<RelaySock>> socks;
+    for (UniqueFd* fd : {&fd4, &fd6}) {
+        if (!*fd)
+            continue;
+        auto rs = std::make_shared<RelaySock>();
+        rs->fd = std::move(*fd);
+        rs->v6 = fd == &fd6;
+        rs->ns_key = ns->cookie;
+        rs->ns = ns;
+        rs->egress_host = egress_host;
+        socks.push_back(std::move(rs));
+    }
+    if (socks.empty())
+        return;
+    const uint64_t cookie = ns->cookie;
+    {
+        std::lock_guard lock(cmd_mu_);
+        cmds_.emplace_back(cookie, std::move(socks));
+    }
+    uint64_t one = 1;
+    (void)!write(cmd_.get(), &one, sizeof(one));
+}
+
+void UdpRelay::remove_netns(uint64_t cookie)
+{
+    {
+        std::lock_guard lock(cmd_mu_);
+        cmds_.emplace_back(cookie, std::vector<std::shared_ptr<RelaySock>>());
+    }
+    uint64_t one = 1;
+    (void)!write(cmd_.get(), &one, sizeof(one));
+}
+
+void UdpRelay::on_commands()
+{
+    uint64_t n;
+    (void)!read(cmd_.get(), &n, sizeof(n));
+    decltype(cmds_) cmds;
+    {
+        std::lock_guard lock(cmd_mu_);
+        cmds.swap(cmds_);
+    }
+    for (auto& [cookie, socks] : cmds) {
+        if (!socks.empty()) {
+            for (auto& rs : socks)
+                add_sock(rs);
+            auto& mine = netns_[cookie];
+            mine.insert(mine.end(), socks.begin(), socks.end());
+            continue;
+        }
+        // The namespace is gone: its sockets leave the epoll set now; its
+        // flows close (their app sockets are gone with it).
+        auto it = netns_.find(cookie);
+        if (it == netns_.end())
+            continue;
+        for (auto& rs : it->second) {
+            epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, rs->fd.get(), nullptr);
+            // A later event of this batch may still name it.
+            retired_socks_.push_back(rs);
+        }
+        netns_.erase(it);
+        std::vector<std::string> keys;
+        for (auto& [k, f] : flows_)
+            if (f->sock && f->sock->ns_key == cookie)
+                keys.push_back(k);
+        for (const auto& k : keys)
+            retire(k);
+        live_.store(flows_.size(), std::memory_order_relaxed);
+    }
 }
 
 UdpRelay::~UdpRelay() { stop(); }
@@ -154,16 +236,26 @@ void UdpRelay::stop()
     for (auto& [k, f] : flows_)
         close_flow(*f);
     flows_.clear();
+    netns_.clear();
 }
 
-bool UdpRelay::file_conn6(const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val)
+bool UdpRelay::file_conn6(const RelaySock& rs, const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val)
 {
     // A connected IPv6 socket's first datagram: connect6 kept its
     // destination under its cookie; file it under its port for the recvmsg6
-    // hook and the datagrams that follow (its release deletes both).
-    if (conn6_fd_ < 0 || !sock6_)
+    // hook and the datagrams that follow (its release deletes both). A
+    // container's socket is in its namespace's socket table.
+    if (conn6_fd_ < 0)
         return false;
-    auto cookie = udp6_socket_cookie(app, SockAddr::local_of(sock6_.get()));
+    std::optional<uint64_t> cookie;
+    const SockAddr relay = SockAddr::local_of(rs.fd.get());
+    if (rs.ns) {
+        SockDiagAnswer a = rs.ns->diag_lookup(IPPROTO_UDP, relay, app);
+        if (a.status == SockDiagAnswer::found)
+            cookie = a.cookie;
+    } else {
+        cookie = udp6_socket_cookie(app, relay);
+    }
     if (!cookie || bpf_map_lookup_elem(conn6_fd_, &*cookie, &val) != 0)
         return false;
     // The release hook cannot read the socket's port: tell it where the
@@ -189,11 +281,11 @@ void UdpRelay::run()
             void* tag = evs[i].data.ptr;
             if (tag == &kTagWake)
                 return;
-            if (tag == &kTagSock4)
-                on_app_datagram(sock4_.get(), false);
-            else if (tag == &kTagSock6)
-                on_app_datagram(sock6_.get(), true);
-            else if (auto* t = static_cast<EpTag*>(tag); t->control)
+            if (tag == &kTagCmd)
+                on_commands();
+            else if (auto* t = static_cast<EpTag*>(tag); t->sock)
+                on_app_datagram(t->sock->shared_from_this());
+            else if (t->control)
                 on_control(*t->flow);
             else
                 on_upstream(*t->flow);
@@ -201,6 +293,7 @@ void UdpRelay::run()
         // Flows ended in this batch are freed only now: a later event of
         // the same batch may still name them.
         retired_.clear();
+        retired_socks_.clear();
         auto now = clock::now();
         if (now >= next_sweep) {
             sweep(now);
@@ -209,9 +302,27 @@ void UdpRelay::run()
     }
 }
 
-void UdpRelay::on_app_datagram(int fd, bool v6)
+UniqueFd UdpRelay::direct_socket(const RelaySock& rs, const SockAddr& dst, bool& later)
+{
+    later = false;
+    if (rs.ns && (!rs.egress_host || dst.is_loopback())) {
+        // From the container's stock: this thread never waits for the
+        // helper; an empty stock (a burst of new flows) is refilled off
+        // this thread while the datagram is dropped, the app's retry finds
+        // a socket.
+        UniqueFd s = rs.ns->egress_socket_now(dst.family(), true);
+        later = !s && errno == EAGAIN;
+        return s;
+    }
+    return UniqueFd(socket(dst.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+void UdpRelay::on_app_datagram(const std::shared_ptr<RelaySock>& rsp)
 {
     static thread_local std::vector<char> buf(kMaxDatagram);
+    const RelaySock& rs = *rsp;
+    const int fd = rs.fd.get();
+    const bool v6 = rs.v6;
     for (int b = 0; b < kBatch; ++b) {
         sockaddr_in6 from{};
         alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(in_pktinfo))];
@@ -228,6 +339,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
             return;
         SockAddr app(reinterpret_cast<sockaddr*>(&from), m.msg_namelen);
         ktp_udp_key key{};
+        key.netns = rs.ns_key;
         if (!v6) {
             in_addr to{};
             bool have = false;
@@ -248,7 +360,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
             key.app_port = htons(app.port());
             key.family = KTP_AF_INET6;
         }
-        std::string fkey = fmt::format("{}|{:x}|{}", app, key.addr, key.family);
+        std::string fkey = fmt::format("{}|{:x}|{}|{}", app, key.addr, key.family, key.netns);
         auto it = flows_.find(fkey);
         Flow* f = it == flows_.end() ? nullptr : it->second.get();
         ktp_udp_flow val{};
@@ -256,7 +368,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
             // IPv6 flows follow the socket's last destination: look it up
             // each time (one syscall; an IPv6 app socket sending to many
             // destinations at once is the documented limit).
-            if (bpf_map_lookup_elem(flows_fd_, &key, &val) != 0 && !(v6 && file_conn6(app, key, val))) {
+            if (bpf_map_lookup_elem(flows_fd_, &key, &val) != 0 && !(v6 && file_conn6(rs, app, key, val))) {
                 log::debug("UDP relay: datagram from {} with no flow (released or swept); dropped", app);
                 continue;
             }
@@ -266,9 +378,18 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 // others would borrow its destination and an fd apiece.
                 sockaddr_in token{};
                 token.sin_family = AF_INET;
-                token.sin_port = htons(port_);
+                token.sin_port = htons(SockAddr::local_of(fd).port());
                 token.sin_addr.s_addr = key.addr;
-                if (!udp4_sender_is(app, SockAddr(reinterpret_cast<sockaddr*>(&token), sizeof(token)), val.cookie)) {
+                const SockAddr tok(reinterpret_cast<sockaddr*>(&token), sizeof(token));
+                bool sender_ok;
+                if (rs.ns) {
+                    SockDiagAnswer a = rs.ns->diag_lookup(IPPROTO_UDP, tok, app);
+                    sender_ok = a.status == SockDiagAnswer::failed ||
+                                (a.status == SockDiagAnswer::found && a.cookie == val.cookie);
+                } else {
+                    sender_ok = udp4_sender_is(app, tok, val.cookie);
+                }
+                if (!sender_ok) {
                     log::debug("UDP relay: datagram from {} to a token of another socket; dropped", app);
                     continue;
                 }
@@ -280,6 +401,7 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
             }
             if (!f) {
                 auto nf = std::make_unique<Flow>();
+                nf->sock = rsp;
                 nf->key = fkey;
                 nf->app = app;
                 nf->dst = dst;
@@ -312,10 +434,20 @@ void UdpRelay::on_app_datagram(int fd, bool v6)
                 } else if (d.action.kind == ActionKind::proxy && d.action.upstream != "direct") {
                     // Never direct what the rules send elsewhere: no leak.
                     nf->router = router;
-                    start_association(*nf, d);
+                    if (!start_association(*nf, d)) {
+                        log::debug("udp {}[{}] {} -> {}: no socket in the container's stock yet; dropped",
+                                   nf->comm, nf->pid, app, dst);
+                        continue;
+                    }
                 } else {
                     nf->via += "direct";
-                    nf->up = UniqueFd(socket(dst.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+                    bool later = false;
+                    nf->up = direct_socket(rs, dst, later);
+                    if (later) {
+                        log::debug("udp {}[{}] {} -> {}: no socket in the container's stock yet; dropped",
+                                   nf->comm, nf->pid, app, dst);
+                        continue;
+                    }
                     if (nf->up && cfg_.mark)
                         (void)setsockopt(nf->up.get(), SOL_SOCKET, SO_MARK, &cfg_.mark, sizeof(cfg_.mark));
                     if (!nf->up || connect(nf->up.get(), dst.get(), dst.size()) != 0) {
@@ -360,24 +492,30 @@ bool UdpRelay::dns_query(Flow& f, std::string_view query)
     case DnsRoute::Kind::upstream:
         break;
     }
-    // What the answer needs, by value: the flow may end before it comes.
-    const int out = f.v6 ? sock6_.get() : sock4_.get();
-    auto done = [out, app = f.app, token = f.map_key.addr, v6 = f.v6, name = r.shown, comm = f.comm, pid = f.pid,
+    // What the answer needs, by value: the flow may end before it comes
+    // (the relay socket stays open until the answer is sent).
+    auto done = [out = f.sock, app = f.app, token = f.map_key.addr, v6 = f.v6, name = r.shown, comm = f.comm, pid = f.pid,
                  via = r.upstream->name](const std::string& answer, const std::string& error) {
         if (answer.empty()) {
             log::info("dns {}[{}] {} via {}: {}; dropped", comm, pid, name, via, error);
             return;
         }
-        send_reply(out, app, token, v6, answer.data(), answer.size());
+        send_reply(out->fd.get(), app, token, v6, answer.data(), answer.size());
     };
-    if (!dns_.exchange(r, std::string(query), std::move(done)))
+    // With --egress container, a container's query reaches the upstream
+    // from its namespace, as its connections do (a pool thread may wait for
+    // the helper: the relay's thread does not).
+    std::function<UniqueFd(int)> make;
+    if (f.sock->ns && !f.sock->egress_host)
+        make = [ns = f.sock->ns](int family) { return ns->egress_socket(family); };
+    if (!dns_.exchange(r, std::string(query), std::move(done), std::move(make)))
         log::warn("dns {}[{}] {}: too many queries waiting for upstreams; dropped", f.comm, f.pid, r.shown);
     return false;
 }
 
 void UdpRelay::send_to_app(Flow& f, const char* data, size_t len)
 {
-    if (send_reply(f.v6 ? sock6_.get() : sock4_.get(), f.app, f.map_key.addr, f.v6, data, len))
+    if (send_reply(f.sock->fd.get(), f.app, f.map_key.addr, f.v6, data, len))
         ++f.in;
 }
 
@@ -406,7 +544,7 @@ bool UdpRelay::send_reply(int out, const SockAddr& app, uint32_t token, bool v6,
     return sendmsg(out, &m, MSG_DONTWAIT) >= 0;
 }
 
-void UdpRelay::start_association(Flow& f, const Decision& d)
+bool UdpRelay::start_association(Flow& f, const Decision& d)
 {
     // A group: its first healthy member (upstream/upstream_group.h).
     const Upstream* up = proxy_upstream(d);
@@ -415,21 +553,36 @@ void UdpRelay::start_association(Flow& f, const Decision& d)
         f.drop = true;
         f.via += fmt::format("proxy={} (no UDP through {}: dropped)", d.action.upstream,
                              up ? up->name + ", an HTTP proxy" : std::string("an unknown upstream"));
-        return;
+        return true;
     }
     f.via += fmt::format("proxy={}", up->name == d.action.upstream ? up->name : d.action.upstream + "/" + up->name);
-    f.assoc = std::make_unique<UdpAssociation>(*up, cfg_.mark);
+    UniqueFd ctl, udp;
+    if (f.sock->ns && !f.sock->egress_host) {
+        // The association leaves from the container, as its TCP does
+        // (egress container): both sockets from the namespace's stock.
+        ctl = f.sock->ns->egress_socket_now(up->addr.family(), false);
+        udp = ctl ? f.sock->ns->egress_socket_now(up->addr.family(), true) : UniqueFd();
+        if (!ctl || !udp) {
+            if (errno == EAGAIN)
+                return false;
+            f.drop = true;
+            f.via += fmt::format(" (no socket in the container: {}: dropped)", errno_text(errno));
+            return true;
+        }
+    }
+    f.assoc = std::make_unique<UdpAssociation>(*up, cfg_.mark, std::move(ctl), std::move(udp));
     if (f.assoc->state() == UdpAssociation::State::closed) {
         f.via += fmt::format(" ({}: dropped)", f.assoc->error());
         f.assoc.reset();
         f.drop = true;
-        return;
+        return true;
     }
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT;
     ev.data.ptr = &f.tag_ctl;
     if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, f.assoc->control_fd(), &ev) != 0)
         fail_errno("UDP relay: epoll_ctl add");
+    return true;
 }
 
 void UdpRelay::on_control(Flow& f)

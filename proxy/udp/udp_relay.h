@@ -10,6 +10,7 @@
 #include "base/sock_addr.h"
 #include "base/unique_fd.h"
 #include "loop/loop_config.h"
+#include "udp/relay_socket.h"
 
 #include "ktproxy_shared.h"
 
@@ -17,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -26,6 +28,7 @@ namespace ktp {
 
 class DnsForwarder;
 class NameMemory;
+class Netns;
 
 struct UdpConfig {
     uint16_t port_hint = 0;           // tried first (the TCP listeners' port), else any
@@ -51,26 +54,41 @@ public:
     void stop();
     size_t live_flows() const { return live_.load(std::memory_order_relaxed); }
 
+    // Thread-safe: the relay sockets ktproxy's helper made in a container's
+    // namespace (fd6 may be invalid): its datagrams are answered from them;
+    // its flows' sockets are made in that namespace, or in ktproxy's with
+    // egress_host (but for loopback resolvers: the container's own).
+    void add_netns(std::shared_ptr<const Netns> ns, UniqueFd fd4, UniqueFd fd6, bool egress_host);
+    // Thread-safe: the namespace is gone: its relay sockets and flows close.
+    void remove_netns(uint64_t cookie);
+
     struct Flow;
+    struct RelaySock;
 
 private:
     void run();
-    void on_app_datagram(int listener_fd, bool v6);
+    void on_commands();
+    void add_sock(std::shared_ptr<RelaySock> rs);
+    void on_app_datagram(const std::shared_ptr<RelaySock>& rs);
+    // The flow's direct socket: in the container's namespace for a
+    // container's flow (egress container, or a loopback destination).
+    UniqueFd direct_socket(const RelaySock& rs, const SockAddr& dst, bool& later);
     void on_upstream(Flow& f);
     // Rules send the flow to an upstream: a SOCKS5 UDP association, or the
-    // flow drops its datagrams (never direct).
-    void start_association(Flow& f, const Decision& d);
+    // flow drops its datagrams (never direct). False: no flow yet (the
+    // container's socket stock is being refilled): the datagram is dropped.
+    bool start_association(Flow& f, const Decision& d);
     void on_control(Flow& f);
     // The flow stops relaying now; it is freed by retire() or the sweep.
     void end_flow(Flow& f);
     // Closes and unlists a flow; freed after the current batch of events.
     void retire(const std::string& key);
-    bool file_conn6(const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val);
+    bool file_conn6(const RelaySock& rs, const SockAddr& app, const ktp_udp_key& key, ktp_udp_flow& val);
     // A datagram of a flow to port 53: false when the forwarder answered or
     // dropped it itself instead of forwarding it.
     bool dns_query(Flow& f, std::string_view query);
     void send_to_app(Flow& f, const char* data, size_t len);
-    // Thread-safe: a reply to the app from its token (IPv4) or the IPv6 relay socket.
+    // Thread-safe: a reply to the app from its token (IPv4) or the IPv6 relay socket `out`.
     static bool send_reply(int out, const SockAddr& app, uint32_t token, bool v6, const char* data, size_t len);
     void sweep(std::chrono::steady_clock::time_point now);
     void close_flow(Flow& f);
@@ -79,7 +97,8 @@ private:
     const RouterSlot& router_;
     NameMemory* names_;
     DnsForwarder& dns_;
-    UniqueFd sock4_, sock6_, epoll_, wake_;
+    std::shared_ptr<RelaySock> host4_, host6_;
+    UniqueFd epoll_, wake_, cmd_;
     uint16_t port_ = 0;
     int flows_fd_ = -1, conn6_fd_ = -1;
     std::atomic<size_t> live_{0};
@@ -88,6 +107,12 @@ private:
     // (IPv4) the datagram went to; text form keeps it simple and exact.
     std::unordered_map<std::string, std::unique_ptr<Flow>> flows_;
     std::vector<std::unique_ptr<Flow>> retired_;
+    std::vector<std::shared_ptr<RelaySock>> retired_socks_;  // removed in this batch of events
+    // Containers' relay sockets, by namespace cookie (the thread's own).
+    std::unordered_map<uint64_t, std::vector<std::shared_ptr<RelaySock>>> netns_;
+    // add_netns / remove_netns, for the thread (cmd_ says there are some).
+    std::mutex cmd_mu_;
+    std::vector<std::pair<uint64_t, std::vector<std::shared_ptr<RelaySock>>>> cmds_;
 };
 
 }  // namespace ktp

@@ -4,9 +4,10 @@
 # netns behind a Linux bridge with NAT, a cgroup of their own). ktproxy
 # opens a listener inside each such namespace; connects there are redirected
 # to it, and the upstream connection leaves from the container's namespace
-# (or ktproxy's with --egress host). A container's UDP is not intercepted
-# (the UDP relay serves ktproxy's namespace only, UDP on by default there):
-# it goes out from the container unharmed, and the log says so.
+# (or ktproxy's with --egress host). A container's UDP and DNS go through
+# ktproxy too: a UDP relay socket in its namespace, the DNS forwarder, direct
+# flows leaving from the container (dnsmasq, dante and an echo server on the
+# server host).
 #
 #   ktproxy's host = $KTP_CLI: bridge kb$ID 172.31.0.1/24, MASQUERADE toward
 #   the server host ($KTP_SRV, nginx and an echo server).
@@ -20,7 +21,32 @@ skip_unless_root
 ktp_topo_up
 start_nginx
 start_echo 9000
-ktp_bg in_srv /usr/bin/python3 "$(cd "$(dirname "$0")" && pwd)/udp_tools.py" echo "$KTP_SRV4" 7000
+TOOLS="$(cd "$(dirname "$0")" && pwd)/udp_tools.py"
+ktp_bg in_srv /usr/bin/python3 "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV4" 7003 "$KTP_SRV6" 7000
+# The resolver the containers ask (it logs each query and whom from), and
+# dante (SOCKS5 with UDP ASSOCIATE) for proxied names and datagrams.
+command -v dnsmasq >/dev/null || ktp_die "dnsmasq not installed (dnsmasq-base; scripts/setup installs it)"
+DNSMASQ_LOG="$KTP_TMP/dnsmasq.log"
+: > "$DNSMASQ_LOG"
+ktp_bg in_srv dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+    --listen-address="$KTP_SRV4" --port=53 --user=root --log-queries=extra --log-facility="$DNSMASQ_LOG" \
+    --pid-file="$KTP_TMP/dnsmasq.pid" --host-record="web.test,$KTP_SRV4" --host-record="secret.test,$KTP_SRV4" \
+    --host-record="blocked.test,$KTP_SRV4" --host-record="late.test,$KTP_SRV4" --host-record="hidden.test,$KTP_SRV4"
+DANTE_DIR="$KTP_TMP/dante"
+ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081
+# dante is given the name (ATYP 3) of a connection whose process asked for
+# it: it resolves it from its own hosts file, asking no resolver.
+printf '127.0.0.1 localhost\n%s secret.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts.dante"
+ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
+    mount --bind '$KTP_TMP/hosts.dante' /etc/hosts &&
+    exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
+ktp_wait_port "$KTP_SRV" 1081
+for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
+DANTE="dante=socks5://ktpuser:s3cret@$KTP_SRV4:1081"
+# What a container's processes that resolve by name see (a mount namespace
+# of their own binds these over /etc): the server host's dnsmasq.
+printf 'nameserver %s\noptions attempts:1 timeout:5\n' "$KTP_SRV4" > "$KTP_TMP/resolv.ctr.conf"
+printf '127.0.0.1 localhost\n' > "$KTP_TMP/hosts.ctr"
 BR="kb${KTP_ID}"
 CTRS=()  # names of the containers made, for cleanup
 
@@ -163,22 +189,234 @@ test_container_in_the_cgroup_is_proxied_in_its_own_namespace() {
     ctr_stop n
 }
 
-test_container_udp_goes_out_untouched_and_the_log_says_so() {
-    # UDP is intercepted by default in ktproxy's own namespace; a
-    # container's is not (no relay socket in its namespace): its datagrams
-    # must still get out and back, skipped by the hooks, and the line that
-    # announces the container says its UDP and DNS are not intercepted.
-    ctr_and_ktproxy u 4 ".*; its UDP and DNS are not intercepted"
-    local before_skip out
-    before_skip=$(ktp_counter skipped_netns)
-    out=$(in_ctr u /usr/bin/python3 -c "
+# veth_capture NAME FILE: tcpdump of port 53 and dante's port on container
+# NAME's veth (the bridge side) into FILE, started and given time to
+# listen; its pid in $CAP_PID.
+veth_capture() {
+    nsenter --net="/run/netns/$KTP_CLI" tcpdump -i "kc${KTP_ID}$1" -n -U --immediate-mode -w "$2" \
+        "port 53 or port 1081" 2>"$2.err" &
+    CAP_PID=$!
+    KTP_PIDS+=("$CAP_PID")
+    for _ in $(seq 40); do [ -s "$2" ] && break; sleep 0.05; done
+    sleep 0.3
+}
+# capture_count FILE [FILTER]: the capture stopped, its packets (port 53, or
+# FILTER) counted.
+capture_count() {
+    sleep 0.3
+    kill "$CAP_PID" 2>/dev/null
+    wait "$CAP_PID" 2>/dev/null
+    tcpdump -r "$1" -n "${2:-port 53}" 2>/dev/null | wc -l
+}
+
+test_container_dns_goes_through_the_forwarder_and_leaves_from_the_container() {
+    # A direct name: dig inside the container asks dnsmasq; ktproxy's
+    # forwarder sees the query (logged), the query leaves from the
+    # container's own namespace (its veth sees it) and the answer comes from
+    # the resolver's address. status shows the namespace's UDP relay.
+    trap "stop_ktproxy; ctr_stop u" EXIT
+    ctr_start u 4 in
+    start_ktproxy --log-level debug || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "container namespace [0-9]+ \(cgroup [^)]*/u\): listening on .* UDP relay on 127.0.0.1:[0-9]+" ||
+        { cat "$KTP_LOG" >&2; fail "no UDP relay announced in container u"; }
+    local cap="$KTP_TMP/u.pcap" out n
+    veth_capture u "$cap"
+    out=$(in_ctr u dig +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "web\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    expect_match "$out" "SERVER: $KTP_SRV4#53" "dig's server"
+    ! grep -q "unexpected source" <<<"$out" || fail "dig: a reply from an unexpected source: $out"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] web\.test type 1 to $KTP_SRV4:53: direct" ||
+        { tail -5 "$KTP_LOG" >&2; fail "ktproxy's forwarder did not see the container's query"; }
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] web.test from $KTP_CLI4" "dnsmasq log"
+    n=$(capture_count "$cap")
+    [ "$n" -ge 2 ] || cat "$cap.err" >&2
+    [ "$n" -ge 2 ] || fail "the direct query did not leave from the container's namespace ($n port-53 packets on its veth)"
+    local cookie t
+    cookie=$(sed -nE 's/.*container namespace ([0-9]+) \(cgroup [^)]*\/u\): listening.*/\1/p' "$KTP_LOG" | head -1)
+    t=$("$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock") || fail "status failed"
+    expect_match "$t" "container netns $cookie cgroup .*/app/u listening 127.0.0.1:[0-9]+ udp relay 127.0.0.1:[0-9]+" \
+        "the container's UDP relay in status"
+    t=$("$KTPROXY" status --control "/run/ktproxy/ktp-test-${KTP_ID}_app.sock" --json) || fail "status --json failed"
+    expect_match "$(jq -r --arg c "$cookie" '.netns_listeners[] | select(.netns == ($c | tonumber)) | .udp' <<<"$t" | sort -u)" \
+        "^127\.0\.0\.1:[0-9]+$" "the container's UDP relay in status --json"
+    # The relay socket is inside the container's namespace.
+    local port
+    port=$(sed -nE 's/.*\/u\): listening .* UDP relay on 127.0.0.1:([0-9]+).*/\1/p' "$KTP_LOG" | head -1)
+    nsenter --net="/run/netns/$(ctr_ns u)" ss -Huan "sport = :$port" | grep -q . ||
+        fail "no UDP relay socket on port $port inside the container's namespace"
+}
+
+test_container_dns_proxied_name_never_leaves_the_container_and_blocked_is_refused() {
+    # A name routed to dante: asked of dnsmasq through dante (dnsmasq sees
+    # dante's side), no port-53 packet on the container's veth; the answer
+    # is remembered: the container's curl to that name goes through dante
+    # by the domain rule. A blocked name is refused, dnsmasq never asked.
+    trap "stop_ktproxy; ctr_stop v" EXIT
+    ctr_start v 5 in
+    start_ktproxy --log-level debug --upstream "$DANTE" --rule 'domain=secret.test proxy=dante' \
+        --rule 'domain=blocked.test block' || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/v\): listening on .* UDP relay on" || fail "no UDP relay in container v"
+    local cap="$KTP_TMP/v.pcap" out
+    veth_capture v "$cap"
+    out=$(in_ctr v dig +time=5 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || fail "dig failed: $out"
+    expect_match "$out" "secret\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    out=$(in_ctr v dig +time=3 +tries=1 @"$KTP_SRV4" blocked.test A 2>&1)
+    expect_match "$out" "status: REFUSED" "dig of a blocked name"
+    expect_eq "$(capture_count "$cap")" 0 "port-53 packets on the container's veth"
+    # The query reached dante from the container (egress container), as
+    # its connections do.
+    [ "$(capture_count "$cap" "tcp port 1081")" -gt 0 ] ||
+        fail "the proxied query did not reach dante from the container's namespace"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] secret.test from $KTP_SRV4" "dnsmasq log (query via dante)"
+    expect_no_file_match "$DNSMASQ_LOG" "secret.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+    expect_no_file_match "$DNSMASQ_LOG" "blocked.test" "dnsmasq log (a blocked name asked)"
+    # Name memory: the address curl resolved (itself, through the
+    # forwarder) carries the name; the domain rule sends it to dante.
+    out=$(in_ctr v unshare -m sh -c "mount --bind '$KTP_TMP/resolv.ctr.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.ctr' /etc/hosts && exec curl -sS --max-time 5 http://secret.test/" 2>&1) ||
+        { grep -E "secret|conn |warn|error" "$KTP_LOG" >&2; fail "curl by name from the container failed: $out"; }
+    expect_eq "$out" "hello from the server host" "curl by name"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*route=dante .*domain=secret.test" ||
+        { grep "orig=$KTP_SRV4:80" "$KTP_LOG" >&2; fail "the container's connection to secret.test did not go through dante"; }
+}
+
+test_container_ipv6_udp_connected_and_unconnected() {
+    # IPv6 inside a container: the relay socket on its [::1], flows named
+    # by the app's port in that namespace (a connected socket's filed
+    # through the container's own socket table); the bridge gets an IPv6
+    # subnet with NAT66 toward the server host, inside the test's namespaces.
+    trap "stop_ktproxy; ctr_stop x" EXIT
+    ctr_start x 11 in
+    local ns out
+    ns=$(ctr_ns x)
+    ip -n "$KTP_CLI" addr add fd31::1/64 dev "$BR" nodad 2>/dev/null
+    in_cli sysctl -qw net.ipv6.conf.all.forwarding=1
+    in_cli ip6tables -t nat -C POSTROUTING -s fd31::/64 ! -o "$BR" -j MASQUERADE 2>/dev/null ||
+        in_cli ip6tables -t nat -A POSTROUTING -s fd31::/64 ! -o "$BR" -j MASQUERADE || fail "ip6tables MASQUERADE"
+    ip -n "$ns" addr add fd31::11/64 dev eth0 nodad
+    ip -n "$ns" -6 route add default via fd31::1
+    out=$(in_ctr x /usr/bin/python3 "$TOOLS" client "$KTP_SRV6" 7000 3 unconnected) ||
+        fail "the container does not reach the server over IPv6 without ktproxy: $out"
+    start_ktproxy --log-level info || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/x\): listening on .* UDP relay on 127.0.0.1:[0-9]+ and \[::1\]:[0-9]+" ||
+        { grep "container namespace" "$KTP_LOG" >&2; fail "no IPv6 UDP relay in container x"; }
+    out=$(in_ctr x /usr/bin/python3 "$TOOLS" client "$KTP_SRV6" 7000 1000 unconnected) || fail "unconnected: $out"
+    expect_match "$out" "ok=1000 lost=0 bad=0 badsrc=0" "IPv6 unconnected echo from the container"
+    out=$(in_ctr x /usr/bin/python3 "$TOOLS" client "$KTP_SRV6" 7000 1000 connected) || fail "connected: $out"
+    expect_match "$out" "ok=1000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV6:7000" "IPv6 connected echo from the container"
+    [ "$(grep -c "udp python3\[[0-9]*\] .* -> \[$KTP_SRV6\]:7000 via direct: 1000 datagrams out, 1000 in" "$KTP_LOG")" = 2 ] ||
+        wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> \[$KTP_SRV6\]:7000 via direct: 1000 datagrams out, 1000 in" 10 ||
+        fail "ktproxy did not relay the container's IPv6 datagrams"
+}
+
+test_container_dns_over_tcp_goes_through_the_forwarder() {
+    # dig +tcp from a container: the forwarder reads the query (direct: the
+    # exchange leaves from the container's veth; proxied: through dante, no
+    # port-53 packet on the veth, dnsmasq asked from dante's side).
+    trap "stop_ktproxy; ctr_stop t" EXIT
+    ctr_start t 13 in
+    start_ktproxy --log-level debug --upstream "$DANTE" --rule 'domain=hidden.test proxy=dante' ||
+        fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/t\): listening on .* UDP relay on" || fail "no UDP relay in container t"
+    local cap="$KTP_TMP/t.pcap" out n
+    veth_capture t "$cap"
+    out=$(in_ctr t dig +tcp +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig +tcp: $out"
+    expect_match "$out" "web\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp's answer"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] web\.test type 1 to $KTP_SRV4:53: direct" ||
+        fail "ktproxy's forwarder did not read the container's query over TCP"
+    n=$(capture_count "$cap")
+    [ "$n" -gt 0 ] || fail "the direct exchange over TCP did not leave from the container's namespace"
+    veth_capture t "$cap"
+    out=$(in_ctr t dig +tcp +time=5 +tries=1 @"$KTP_SRV4" hidden.test A 2>&1) || fail "dig +tcp of a proxied name: $out"
+    expect_match "$out" "hidden\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig +tcp's answer"
+    expect_eq "$(capture_count "$cap")" 0 "port-53 packets on the container's veth (proxied name over TCP)"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] hidden.test from $KTP_SRV4" "dnsmasq log (query via dante)"
+    expect_no_file_match "$DNSMASQ_LOG" "hidden.test from $KTP_CLI4" "dnsmasq log (a direct query leaked)"
+}
+
+test_container_fake_mode_name_reaches_the_upstream_by_name() {
+    # --dns-mode fake: the container's query for a proxied name is answered
+    # with a fake address (dnsmasq never asked), and its curl to that name
+    # goes through dante, which is given the name.
+    trap "stop_ktproxy; ctr_stop k" EXIT
+    ctr_start k 12 in
+    start_ktproxy --log-level debug --dns-mode fake --upstream "$DANTE" --rule 'domain=secret.test proxy=dante' ||
+        fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/k\): listening on .* UDP relay on" || fail "no UDP relay in container k"
+    local before out
+    before=$(grep -c "secret.test" "$DNSMASQ_LOG")
+    out=$(in_ctr k dig +short +time=3 +tries=1 @"$KTP_SRV4" secret.test A 2>&1) || fail "dig: $out"
+    expect_match "$out" "^198\.1[89]\." "the fake answer"
+    out=$(in_ctr k unshare -m sh -c "mount --bind '$KTP_TMP/resolv.ctr.conf' /etc/resolv.conf &&
+        mount --bind '$KTP_TMP/hosts.ctr' /etc/hosts && exec curl -sS --max-time 5 http://secret.test/" 2>&1) ||
+        fail "curl by a fake address from the container: $out"
+    expect_eq "$out" "hello from the server host" "curl by name (fake mode)"
+    wait_log "$KTP_LOG" "orig=198\.1[89]\.[0-9.]+:80 .*route=dante .*domain=secret.test" ||
+        fail "the container's connection to the fake address did not go through dante by name"
+    expect_eq "$(grep -c "secret.test" "$DNSMASQ_LOG")" "$before" "queries for secret.test that reached dnsmasq"
+}
+
+test_container_loopback_resolver_goes_through_the_forwarder() {
+    # Docker's embedded resolver: 127.0.0.11 in the container's namespace,
+    # served by dockerd (outside the container's cgroup), which asks the
+    # host's servers. A dnsmasq stands in for it. A name routed direct is
+    # handed to it from inside the container's namespace; a proxied name
+    # goes through dante to --dns-resolver and never reaches it.
+    trap "stop_ktproxy; ctr_stop r" EXIT
+    ctr_start r 10 in
+    local ns cdns="$KTP_TMP/ctrdns.log" out
+    ns=$(ctr_ns r)
+    ip -n "$ns" addr add 127.0.0.11/8 dev lo
+    : > "$cdns"
+    ktp_bg nsenter --net="/run/netns/$ns" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+        --listen-address=127.0.0.11 --port=53 --user=root --server="$KTP_SRV4" --log-queries \
+        --log-facility="$cdns" --pid-file="$KTP_TMP/ctrdns.pid"
+    for _ in $(seq 50); do grep -q "started" "$cdns" && break; sleep 0.1; done
+    start_ktproxy --log-level debug --upstream "$DANTE" --rule 'domain=hidden.test proxy=dante' \
+        --dns-resolver "$KTP_SRV4" || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/r\): listening on .* UDP relay on" || fail "no UDP relay in container r"
+    out=$(in_ctr r dig +time=3 +tries=1 @127.0.0.11 web.test A 2>&1) || fail "dig of the loopback resolver: $out"
+    expect_match "$out" "web\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    ! grep -q "unexpected source" <<<"$out" || fail "dig: a reply from an unexpected source: $out"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] web\.test type 1 to 127.0.0.11:53: direct" ||
+        fail "ktproxy's forwarder did not see the query to the container's loopback resolver"
+    expect_file_match "$cdns" "query\[A\] web.test from 127\." "the container's resolver's log"
+    out=$(in_ctr r dig +time=5 +tries=1 @127.0.0.11 hidden.test A 2>&1) || fail "dig of a proxied name: $out"
+    expect_match "$out" "hidden\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    expect_file_match "$DNSMASQ_LOG" "query\[A\] hidden.test from $KTP_SRV4" "dnsmasq log (query via dante)"
+    expect_no_file_match "$cdns" "hidden.test" "the container's resolver's log (a proxied name leaked to it)"
+}
+
+test_container_udp_echo_direct_and_through_dante() {
+    # Datagrams from the container: direct (from its namespace: the server
+    # sees the bridge's NAT, the client host), and through dante's UDP
+    # ASSOCIATE (the server sees dante's address); checksums, none lost.
+    trap "stop_ktproxy; ctr_stop w" EXIT
+    ctr_start w 6 in
+    start_ktproxy --log-level info --upstream "$DANTE" --rule 'port=7003 proxy=dante' || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/w\): listening on .* UDP relay on" || fail "no UDP relay in container w"
+    local out before
+    before=$(ktp_counter udp_redirected)
+    out=$(in_ctr w /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7000 2000 connected) || fail "direct echo: $out"
+    expect_match "$out" "ok=2000 lost=0 bad=0 badsrc=0 peer=$KTP_SRV4:7000" "direct echo from the container"
+    local cap="$KTP_TMP/w.pcap"
+    veth_capture w "$cap"
+    out=$(in_ctr w /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7003 2000 unconnected) || fail "echo through dante: $out"
+    # The association (its control connection) left from the container.
+    [ "$(capture_count "$cap" "tcp port 1081")" -gt 0 ] ||
+        fail "the UDP association did not reach dante from the container's namespace"
+    expect_match "$out" "ok=2000 lost=0 bad=0 badsrc=0" "echo through dante from the container"
+    [ "$(ktp_counter udp_redirected)" -gt "$before" ] || fail "the container's datagrams were not redirected"
+    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7003 via proxy=dante: 2000 datagrams out, 2000 in" 30 ||
+        fail "no closing log line of the flow through dante"
+    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7000 via direct: 2000 datagrams out, 2000 in" 30 ||
+        fail "no closing log line of the direct flow"
+    # What the echo server saw, one datagram each way.
+    out=$(in_ctr w /usr/bin/python3 -c "
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-s.sendto(b'hi', ('$KTP_SRV4', 7000)); print(s.recvfrom(200)[0].decode())") || fail "UDP from the container: $out"
-    # Out through the bridge's NAT, from the client host's address.
-    expect_match "$out" "^hi\|from=$KTP_CLI4:[0-9]+$" "what the server saw"
-    expect_eq "$(ktp_counter udp_redirected)" 0 "udp_redirected"
-    [ "$(ktp_counter skipped_netns)" -gt "$before_skip" ] || fail "the hooks did not skip the container's datagram"
+s.sendto(b'hi', ('$KTP_SRV4', 7003)); print(s.recvfrom(200)[0].decode())") || fail "one datagram through dante: $out"
+    expect_match "$out" "^hi\|from=$KTP_SRV4:[0-9]+$" "what the server saw through dante"
 }
 
 test_container_outside_the_cgroup_is_not_proxied() {
@@ -271,6 +509,55 @@ print('connected', s.recv(4096).decode(errors='replace').splitlines()[0])" "$KTP
             fail "container $name's first connect went direct (not in ktproxy's log)" ;;
         *) fail "first connect of $name: $first" ;;
     esac
+}
+
+# first_datagram_never_direct NAME: the container's very first process joins
+# its cgroup and sends a DNS query at once (before ktproxy can have met its
+# namespace): it must be refused or relayed (the forwarder logs it), never
+# passed; then dig from it gets through ktproxy.
+first_datagram_never_direct() {
+    local name=$1 first before
+    before=$(grep -c "query\[A\] late.test" "$DNSMASQ_LOG")
+    first=$(nsenter --net="/run/netns/$(ctr_ns "$name")" python3 -c "
+import os, socket, struct, sys
+open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()))
+q = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + b'\x04late\x04test\x00' + struct.pack('>HH', 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+try:
+    s.sendto(q, ('$KTP_SRV4', 53))
+except ConnectionRefusedError:
+    print('refused'); sys.exit(0)
+try:
+    print('answered', os.getpid(), s.recvfrom(512)[1][0])
+except socket.timeout:
+    print('timeout')" "$KTP_CG/$name") || fail "first datagram of $name"
+    ktp_log "container $name: first process's datagram: $first"
+    case "$first" in
+        refused) ;;
+        answered*) wait_log "$KTP_LOG" "dns python3\[$(cut -d' ' -f2 <<<"$first")\] late.test type 1" 3 ||
+            fail "container $name's first datagram went direct (not in ktproxy's log)" ;;
+        timeout) expect_eq "$(grep -c "query\[A\] late.test" "$DNSMASQ_LOG")" "$before" "queries that reached dnsmasq" ;;
+        *) fail "first datagram of $name: $first" ;;
+    esac
+    in_ctr "$name" sh -c 'for i in $(seq 50); do dig +time=2 +tries=1 +short @"$0" late.test A | grep -q . && exit 0;
+        sleep 0.05; done; exit 1' "$KTP_SRV4" || fail "container $name's dig never got an answer"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] late.test type 1 to $KTP_SRV4:53: direct" 3 ||
+        fail "container $name's dig was not seen by the forwarder"
+}
+
+test_first_datagram_of_a_new_container_is_relayed_or_refused_never_passed() {
+    trap 'stop_ktproxy; ctr_stop d' EXIT
+    start_ktproxy --log-level debug || fail "ktproxy did not start"
+    ctr_start_no_init d 5
+    first_datagram_never_direct d
+}
+
+test_first_datagram_of_a_new_container_with_fail_closed() {
+    trap 'stop_ktproxy; rm -rf /sys/fs/bpf/ktproxy/"ktp-test-${KTP_ID}"_*; ctr_stop d' EXIT
+    start_ktproxy --log-level debug --fail-closed || fail "ktproxy did not start"
+    ctr_start_no_init d 5
+    first_datagram_never_direct d
 }
 
 test_first_connect_of_a_new_container_is_refused_not_passed_with_fail_closed() {
@@ -388,6 +675,11 @@ test_root_relay_serves_a_container_itself() {
     out=$(in_ctr a curl -sS --max-time 5 "http://$KTP_SRV4/") || fail "curl from container a failed"
     expect_eq "$out" "hello from the server host" "curl through a root relay"
     wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the root relay did not relay container a's curl"
+    # Its UDP relay socket and flows' sockets too.
+    out=$(in_ctr a /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7000 200 unconnected) || fail "UDP echo: $out"
+    expect_match "$out" "ok=200 lost=0 bad=0 badsrc=0" "UDP echo through a root relay"
+    wait_log "$KTP_LOG" "udp python3\[[0-9]+\] .* -> $KTP_SRV4:7000 via direct: 200 datagrams out, 200 in" 10 ||
+        fail "the root relay did not relay container a's datagrams"
     expect_eq "$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")" 0 "the root relay's uid"
 }
 
@@ -465,7 +757,7 @@ test_stopped_containers_leave_no_listener_fd_or_map_entry() {
     trap 'stop_ktproxy; ctr_stop e' EXIT
     local cycles=${KTP_CTR_CYCLES:-20} i fds0=0 fds1 ents
     [ "$cycles" -ge 3 ] || cycles=3
-    start_ktproxy --log-level info --workers 2 || fail "ktproxy did not start"
+    start_ktproxy --log-level debug --workers 2 || fail "ktproxy did not start"
     for i in $(seq "$cycles"); do
         ctr_start e 6 in
         for _ in $(seq 100); do
@@ -475,6 +767,7 @@ test_stopped_containers_leave_no_listener_fd_or_map_entry() {
         [ "$(grep -c "container namespace [0-9]* (cgroup [^)]*): listening" "$KTP_LOG")" -ge "$i" ] ||
             fail "cycle $i: no listener"
         in_ctr e curl -sS --max-time 5 -o /dev/null "http://$KTP_SRV4/" || fail "cycle $i: curl failed"
+        in_ctr e dig +time=3 +tries=1 +short @"$KTP_SRV4" web.test A | grep -q "$KTP_SRV4" || fail "cycle $i: dig failed"
         ctr_stop e
         CTRS=("${CTRS[@]/e:in}")
         for _ in $(seq 60); do
@@ -492,6 +785,10 @@ test_stopped_containers_leave_no_listener_fd_or_map_entry() {
     done
     ents=$(netns_map_entries)
     expect_eq "$ents" 0 "ktp_netns_listeners entries after $cycles start/stop cycles"
+    expect_eq "$(grep -c "dns [^ ]*\[[0-9]*\] web.test type 1 to $KTP_SRV4:53: direct" "$KTP_LOG")" "$cycles" \
+        "the containers' queries the forwarder saw"
+    for _ in $(seq 40); do [ "$(ktp_counter udp_flows)" = 0 ] && break; sleep 0.1; done
+    expect_eq "$(ktp_counter udp_flows)" 0 "UDP flows (ktp_udp_flows entries) after $cycles start/stop cycles"
     # The closed listeners leave the workers at their next sweep.
     for _ in $(seq 100); do
         fds1=$(ls "/proc/$KTP_PID/fd" | wc -l)
@@ -519,6 +816,23 @@ test_egress_host_lets_a_loopback_only_container_out_through_ktproxy_alone() {
     wait_log "$NGINX_LOG" "^$KTP_CLI4 " || fail "nginx did not see ktproxy's host address: $(tail -1 "$NGINX_LOG")"
     out=$(echo hi | in_ctr f socat -T3 - "TCP:$KTP_SRV4:9000" 2>&1) && fail "a blocked port was reachable: $out"
     expect_match "$out" "Operation not permitted" "connect to a blocked port"
+}
+
+test_egress_host_loopback_only_container_resolves_through_ktproxy() {
+    trap 'stop_ktproxy; ctr_stop h' EXIT
+    ctr_start h 8 in lo
+    in_ctr h dig +time=1 +tries=1 @"$KTP_SRV4" web.test A >/dev/null 2>&1 &&
+        fail "a loopback-only container reached the resolver without ktproxy"
+    start_ktproxy --log-level debug --egress host || fail "ktproxy did not start"
+    wait_log "$KTP_LOG" "\(cgroup [^)]*/h\): listening on .* egress host; UDP relay on" ||
+        { cat "$KTP_LOG" >&2; fail "no UDP relay in the loopback-only container"; }
+    local out
+    out=$(in_ctr h dig +time=3 +tries=1 @"$KTP_SRV4" web.test A 2>&1) || fail "dig through ktproxy (egress host): $out"
+    expect_match "$out" "web\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+$KTP_SRV4" "dig's answer"
+    wait_log "$KTP_LOG" "dns [^ ]+\[[0-9]+\] web\.test type 1 to $KTP_SRV4:53: direct" ||
+        fail "ktproxy's forwarder did not see the query"
+    out=$(in_ctr h /usr/bin/python3 "$TOOLS" client "$KTP_SRV4" 7000 200 unconnected) || fail "echo (egress host): $out"
+    expect_match "$out" "ok=200 lost=0 bad=0 badsrc=0" "UDP echo (egress host)"
 }
 
 test_cgroup_match_intercepts_matching_cgroups_existing_and_future_only() {
@@ -579,7 +893,7 @@ start_dockerd() {
     local r="$KTP_TMP/dk/rootfs"
     mkdir -p "$r/bin" "$r/tmp"
     cp "$(command -v busybox)" "$r/bin/busybox"
-    for a in sh sleep wget cat echo; do ln -sf busybox "$r/bin/$a"; done
+    for a in sh sleep wget cat echo nslookup; do ln -sf busybox "$r/bin/$a"; done
     tar -C "$r" -c . | docker_t import - "ktp-test-$KTP_ID:busybox" >/dev/null ||
         { echo "docker import failed"; return 1; }
 }
@@ -606,6 +920,11 @@ test_real_docker_container_is_proxied_by_its_cgroup_and_another_is_not() {
     local uid
     uid=$(awk '/^Uid:/ {print $2}' "/proc/$KTP_PID/status")
     [ -n "$uid" ] && [ "$uid" != 0 ] || fail "the relay serving a Docker container runs as uid '$uid'"
+    # Its DNS too: busybox nslookup asks dnsmasq through ktproxy's forwarder.
+    out=$(docker_t exec "$a" nslookup -type=a web.test "$KTP_SRV4" 2>&1) || fail "nslookup in container a failed: $out"
+    expect_match "$out" "Address:? *(1: )?$KTP_SRV4$" "nslookup's answer in the proxied Docker container"
+    wait_log "$KTP_LOG" "udp nslookup\[[0-9]+\] .* -> $KTP_SRV4:53 via direct" ||
+        fail "ktproxy did not relay container a's DNS query"
     out=$(docker_t exec "$b" wget -qO- "http://$KTP_SRV4/") || fail "wget in container b failed"
     expect_eq "$out" "hello from the server host" "wget in the other Docker container"
     sleep 0.3
