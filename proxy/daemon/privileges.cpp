@@ -312,6 +312,15 @@ void netns_self_test(NetnsSockets& maker)
         } catch (const Error& e) {
             log::info("netns self-test: a socket in namespace {}: {}", cookie, e.what());
         }
+        // A listener on a port of the relay's choosing (a container's
+        // service's port): the helper picks ports itself.
+        for (auto kind : {NetnsSocketKind::listen4, NetnsSocketKind::udp6})
+            try {
+                maker.make(cookie, kind, 8081, 1);
+                log::info("netns self-test: port 8081 in namespace {}: ALLOWED", cookie);
+            } catch (const Error& e) {
+                log::info("netns self-test: port 8081 in namespace {}: {}", cookie, e.what());
+            }
         if (end == v)
             break;
     }

@@ -151,12 +151,22 @@ std::vector<NetnsFound> NetnsBroker::scan()
 std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count)
 {
     std::lock_guard lock(mu_);
-    const Entry* e = nullptr;
+    Entry* e = nullptr;
     for (auto& [ino, k] : known_)
         if (k.cookie == cookie)
             e = &k;
     if (!e)
         fail("network namespace {} is not one of the intercepted cgroup's (refused)", cookie);
+    // The helper picks a namespace's ports: IPv4 from the free ones, IPv6
+    // only on the port its IPv4 twin got. A relay taken over could
+    // otherwise bind a port a container's own service is about to take
+    // (its sockets are made inside the container).
+    const bool v4_listener = kind == NetnsSocketKind::listen4 || kind == NetnsSocketKind::udp4;
+    const bool v6_listener = kind == NetnsSocketKind::listen6 || kind == NetnsSocketKind::udp6;
+    if (v4_listener && port != 0)
+        fail("a listener on port {} in network namespace {}: the helper picks the port (refused)", port, cookie);
+    if (v6_listener && !e->ports.count({kind == NetnsSocketKind::listen6, port}))
+        fail("an IPv6 listener on port {} in network namespace {}: not its IPv4 listener's (refused)", port, cookie);
     std::vector<UniqueFd> out;
     NetnsEnter in(e->fd.get());
     switch (kind) {
@@ -164,6 +174,8 @@ std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, u
     case NetnsSocketKind::listen6: {
         auto addr = SockAddr::parse_ip(kind == NetnsSocketKind::listen4 ? "127.0.0.1" : "::1", port);
         out.push_back(listen_tcp(*addr, "container listener", false, false, cfg_.mark).fd);
+        if (v4_listener)
+            e->ports.insert({true, SockAddr::local_of(out.back().get()).port()});
         break;
     }
     case NetnsSocketKind::udp4:
@@ -172,6 +184,8 @@ std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, u
         out.push_back(udp_relay_socket(*addr, cfg_.mark));
         if (!out.back())
             fail_errno("bind the UDP relay socket to {} in network namespace {}", *addr, cookie);
+        if (v4_listener)
+            e->ports.insert({false, SockAddr::local_of(out.back().get()).port()});
         break;
     }
     case NetnsSocketKind::egress4:

@@ -16,6 +16,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ktp {
@@ -94,6 +95,7 @@ private:
         uint64_t cookie = 0;
         std::string cgroup;
         int misses = 0;
+        std::set<std::pair<bool, uint16_t>> ports;  // (tcp, port) of the IPv4 listeners made here
     };
 
     NetnsBrokerConfig cfg_;

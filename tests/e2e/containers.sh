@@ -703,6 +703,11 @@ test_helper_refuses_a_namespace_outside_the_cgroup() {
     grep "netns self-test:" "$KTP_LOG" | sed 's/^/    /'
     expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $cookie: .*not one of the intercepted cgroup's \(refused\)" "the helper's answer for n"
     expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $mine: ALLOWED" "the helper's answer for a"
+    # Ports are the helper's to pick: a listener on one the relay names
+    # (a container service's) is refused, IPv4 and IPv6, TCP and UDP.
+    expect_file_match "$KTP_LOG" "netns self-test: port 8081 in namespace $mine: a listener on port 8081 .*the helper picks the port \(refused\)" "a chosen IPv4 port"
+    expect_file_match "$KTP_LOG" "netns self-test: port 8081 in namespace $mine: an IPv6 listener on port 8081 .*not its IPv4 listener's \(refused\)" "a chosen IPv6 port"
+    expect_no_file_match "$KTP_LOG" "netns self-test: port 8081 .*ALLOWED" "a listener on a chosen port"
 }
 
 test_status_shows_a_container_connection_and_listener_namespace() {
