@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -104,6 +105,12 @@ std::set<std::string> cgroup_tree_dirs(const std::string& root)
 std::vector<NetnsFound> NetnsBroker::scan()
 {
     std::lock_guard lock(mu_);
+    return scan_locked();
+}
+
+std::vector<NetnsFound> NetnsBroker::scan_locked()
+{
+    const auto now = std::chrono::steady_clock::now();
     if (cfg_.on_tree)
         cfg_.on_tree(cgroup_tree_dirs(cfg_.cgroup_path));
     std::set<uint64_t> seen;
@@ -113,6 +120,7 @@ std::vector<NetnsFound> NetnsBroker::scan()
             continue;
         if (auto it = known_.find(ino); it != known_.end()) {
             it->second.misses = 0;
+            it->second.seen = now;
             continue;
         }
         UniqueFd fd = open_netns_of_pid(pid);
@@ -128,6 +136,7 @@ std::vector<NetnsFound> NetnsBroker::scan()
             e.cookie = cookie_in(fd.get());
             e.fd = std::move(fd);
             e.cgroup = dir;
+            e.seen = now;
             known_.emplace(ino, std::move(e));
         } catch (const Error&) {
             seen.erase(ino);  // gone meanwhile; met again at the next scan if not
@@ -151,10 +160,22 @@ std::vector<NetnsFound> NetnsBroker::scan()
 std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, uint16_t port, unsigned count)
 {
     std::lock_guard lock(mu_);
-    Entry* e = nullptr;
-    for (auto& [ino, k] : known_)
-        if (k.cookie == cookie)
-            e = &k;
+    auto find = [&]() -> Entry* {
+        for (auto& [ino, k] : known_)
+            if (k.cookie == cookie)
+                return &k;
+        return nullptr;
+    };
+    Entry* e = find();
+    // Scans are the relay's to ask for: one that stopped asking (taken
+    // over) must not keep getting sockets in a namespace the cgroup left
+    // long ago. A namespace not seen for kStale is looked for again here.
+    if (e && std::chrono::steady_clock::now() - e->seen > kStale) {
+        scan_locked();
+        e = find();
+        if (e && std::chrono::steady_clock::now() - e->seen > kStale)
+            e = nullptr;
+    }
     if (!e)
         fail("network namespace {} is not one of the intercepted cgroup's (refused)", cookie);
     // The helper picks a namespace's ports: IPv4 from the free ones, IPv6

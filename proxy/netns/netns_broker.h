@@ -9,6 +9,7 @@
 
 #include "base/unique_fd.h"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -96,7 +97,11 @@ private:
         std::string cgroup;
         int misses = 0;
         std::set<std::pair<bool, uint16_t>> ports;  // (tcp, port) of the IPv4 listeners made here
+        std::chrono::steady_clock::time_point seen;  // the last scan that found a process in it
     };
+    static constexpr std::chrono::seconds kStale{2};
+
+    std::vector<NetnsFound> scan_locked();
 
     NetnsBrokerConfig cfg_;
     uint64_t host_inode_ = 0;
