@@ -45,6 +45,16 @@ socks pass {
 CONF
 }
 
+# ktp_dante_run DIR [HOSTS]: runs the dante ktp_dante_setup wrote in DIR on
+# the server host (ktp_bg: stopped with the suite), with DIR's passwd and
+# shadow (its user) and, given HOSTS, that file as its /etc/hosts: bound in
+# a mount namespace of its own, so the host's files are never touched.
+ktp_dante_run() {
+    local d="$1" hosts="${2:-}"
+    ktp_bg unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
+        ${hosts:+mount --bind '$hosts' /etc/hosts &&} exec nsenter --net=/run/netns/$KTP_SRV danted -f '$d/danted.conf' -N 1"
+}
+
 # ktp_tinyproxy_setup DIR ADDR PORT ALLOW "CONNECTPORT..." [LOGLEVEL]: writes
 # DIR/tinyproxy.conf for an HTTP CONNECT proxy on ADDR:PORT with Basic auth
 # (ktpuser/s3cret) that serves clients from ALLOW (a subnet) and CONNECTs only

@@ -37,9 +37,7 @@ ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081
 # dante is given the name (ATYP 3) of a connection whose process asked for
 # it: it resolves it from its own hosts file, asking no resolver.
 printf '127.0.0.1 localhost\n%s secret.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts.dante"
-ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
-    mount --bind '$KTP_TMP/hosts.dante' /etc/hosts &&
-    exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
+ktp_dante_run "$DANTE_DIR" "$KTP_TMP/hosts.dante"
 ktp_wait_port "$KTP_SRV" 1081
 for _ in $(seq 50); do grep -q "started" "$DNSMASQ_LOG" && break; sleep 0.1; done
 DANTE="dante=socks5://ktpuser:s3cret@$KTP_SRV4:1081"

@@ -62,9 +62,7 @@ ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1082
 # it itself) from its own hosts file: no resolver outside the test is ever
 # asked.
 printf '127.0.0.1 localhost\n%s story.test\n' "$KTP_SRV4" > "$KTP_TMP/hosts.dante"
-ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
-    mount --bind '$KTP_TMP/hosts.dante' /etc/hosts &&
-    exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
+ktp_dante_run "$DANTE_DIR" "$KTP_TMP/hosts.dante"
 # The web server fake mode's curl reaches (by name, through microsocks).
 mkdir -p "$KTP_TMP/www"
 printf 'fake page\n' > "$KTP_TMP/www/fake.txt"

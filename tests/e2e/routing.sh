@@ -23,8 +23,7 @@ start_dante() {
     # mount namespace, so the host's files are never touched.
     ktp_dante_setup "$d" "$KTP_SRV4" 1080
     printf '127.0.0.1 localhost\n%s a.test b.test c.test\n' "$KTP_SRV4" > "$d/hosts"
-    ktp_bg unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
-        mount --bind '$d/hosts' /etc/hosts && exec nsenter --net=/run/netns/$KTP_SRV danted -f '$d/danted.conf' -N 1"
+    ktp_dante_run "$d" "$d/hosts"
     ktp_wait_port "$KTP_SRV" 1080
     DANTE_LOG="$d/danted.log"
 }

@@ -29,8 +29,7 @@ ktp_bg in_srv "$PY" "$TOOLS" echo "$KTP_SRV4" 7000 "$KTP_SRV6" 7000 "$KTP_SRV4" 
 DANTE_DIR="$KTP_TMP/dante"
 # Control connection over IPv4; dante sends to IPv6 targets from KTP_SRV6.
 ktp_dante_setup "$DANTE_DIR" "$KTP_SRV4" 1081 "" "$KTP_SRV6"
-ktp_bg unshare -m sh -c "mount --bind '$DANTE_DIR/passwd' /etc/passwd && mount --bind '$DANTE_DIR/shadow' /etc/shadow &&
-    exec nsenter --net=/run/netns/$KTP_SRV danted -f '$DANTE_DIR/danted.conf' -N 1"
+ktp_dante_run "$DANTE_DIR"
 ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1090 hostile > "$KTP_TMP/hostile.log" 2>&1
 ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1091 refuse > "$KTP_TMP/refuse.log" 2>&1
 ktp_bg in_srv "$PY" "$TOOLS" socks5udp "$KTP_SRV4" 1092 close > "$KTP_TMP/close.log" 2>&1

@@ -21,8 +21,7 @@ start_dante() {
     from: 0.0.0.0/0 to: 0.0.0.0/0 port = 9105
     log: connect error
 }"
-    ktp_bg unshare -m sh -c "mount --bind '$d/passwd' /etc/passwd && mount --bind '$d/shadow' /etc/shadow &&
-        exec nsenter --net=/run/netns/$KTP_SRV danted -f '$d/danted.conf' -N 1"
+    ktp_dante_run "$d"
     ktp_wait_port "$KTP_SRV" 1080
     DANTE_LOG="$d/danted.log"
 }
