@@ -1,9 +1,10 @@
 /* --cgroup-match: the connect hooks sit on a parent cgroup, and only the
  * cgroups below it that match a pattern are intercepted. Map ktp_cgroups:
- * key = cgroup id (__u64, the cgroup2 directory's inode), value = __u8 1.
- * Owner: the daemon (CgroupMatch::sync(), proxy/daemon/cgroup_match.cpp)
- * adds a matching cgroup (and each one below it) when its scan of the tree
- * sees it, and deletes the entry when the directory is gone. */
+ * key = cgroup id (__u64, the cgroup2 directory's inode), value = __u8 1
+ * (intercepted: a match or below one) or 0 (not). Owner: the daemon
+ * (CgroupMatch::sync(), proxy/daemon/cgroup_match.cpp) writes every cgroup
+ * of the tree when its scan sees it, and deletes the entry when the
+ * directory is gone. A cgroup born since the last scan has no entry yet. */
 #ifndef KTPROXY_SOCK_CGMATCH_H
 #define KTPROXY_SOCK_CGMATCH_H
 
@@ -16,15 +17,23 @@ struct {
 	__type(value, __u8);
 } ktp_cgroups SEC(".maps");
 
-/* Is the connecting process's cgroup left out by --cgroup-match? */
+/* Is the connecting process's cgroup left out by --cgroup-match? One with
+ * no entry yet (created since the last scan: a container starting) is left
+ * out without --fail-closed, and intercepted with it (ktp_netns_refuse):
+ * nothing may leave past the rules in that mode, and the scan that follows
+ * within milliseconds says which it is. */
 static __always_inline int ktp_cgroup_unmatched(void)
 {
+	__u8 *in;
 	__u64 id;
 
 	if (!ktp_cgroup_filter)
 		return 0;
 	id = bpf_get_current_cgroup_id();
-	return !bpf_map_lookup_elem(&ktp_cgroups, &id);
+	in = bpf_map_lookup_elem(&ktp_cgroups, &id);
+	if (!in)
+		return !ktp_netns_refuse;
+	return !*in;
 }
 
 #endif

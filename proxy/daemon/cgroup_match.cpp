@@ -39,25 +39,23 @@ bool CgroupMatch::wanted(const std::string& dir) const
 
 void CgroupMatch::sync(const std::set<std::string>& dirs)
 {
-    std::set<uint64_t> now;
+    std::map<uint64_t, uint8_t> now;
     for (const auto& d : dirs) {
-        if (!wanted(d))
-            continue;
         struct stat st {};
         if (::stat(d.c_str(), &st) != 0)
             continue;  // removed meanwhile
         const uint64_t id = st.st_ino;  // a cgroup2 directory's inode is its id
-        now.insert(id);
-        if (ids_.count(id))
+        const uint8_t in = wanted(d) ? 1 : 0;
+        now[id] = in;
+        if (auto it = ids_.find(id); it != ids_.end() && it->second == in)
             continue;
-        uint8_t one = 1;
-        if (bpf_map_update_elem(map_fd_, &id, &one, BPF_ANY) != 0)
-            log::warn("--cgroup-match: cannot add {} to ktp_cgroups: {}; its connects go direct", d,
+        if (bpf_map_update_elem(map_fd_, &id, &in, BPF_ANY) != 0)
+            log::warn("--cgroup-match: cannot write {} to ktp_cgroups: {}; it is treated as not yet seen", d,
                       errno_text(errno));
-        else
+        else if (in)
             log::info("--cgroup-match: intercepting {}", d);
     }
-    for (uint64_t id : ids_)
+    for (const auto& [id, in] : ids_)
         if (!now.count(id))
             bpf_map_delete_elem(map_fd_, &id);
     ids_ = std::move(now);

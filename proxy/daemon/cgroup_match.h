@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,15 +20,17 @@ public:
     // Is this cgroup directory (absolute) intercepted: it or an ancestor
     // matches?
     bool wanted(const std::string& dir) const;
-    // dirs: every cgroup directory of the tree, as just walked. Adds the
-    // ids of the wanted ones to the map, deletes those no longer there.
+    // dirs: every cgroup directory of the tree, as just walked. Writes each
+    // one's id to the map (1: wanted, 0: not), deletes those no longer
+    // there. A cgroup with no entry is one the hooks have not been told
+    // about: left alone, or intercepted with --fail-closed.
     void sync(const std::set<std::string>& dirs);
 
 private:
     std::string mount_;
     std::vector<std::string> globs_;
     int map_fd_;
-    std::set<uint64_t> ids_;
+    std::map<uint64_t, uint8_t> ids_;  // what the map holds: id -> wanted
 };
 
 }  // namespace ktp

@@ -160,6 +160,9 @@ int run_instance(const Options& o, int argc, const char* const* argv)
             auto match = std::make_shared<CgroupMatch>(mount, o.cgroup_match, kernel.sock()->cgroups_fd());
             broker_cfg->wanted = [match](const std::string& d) { return match->wanted(d); };
             broker_cfg->on_tree = [match](const std::set<std::string>& dirs) { match->sync(dirs); };
+            // Every cgroup of the tree classified before the hooks attach:
+            // with --fail-closed an unclassified one is intercepted.
+            broker_cfg->on_tree(cgroup_tree_dirs(cgroups.app->path));
         }
     }
     std::unique_ptr<NetnsBroker> local_broker;
