@@ -126,7 +126,12 @@ void NetnsListeners::run()
         if ((!known_.empty() || std::chrono::steady_clock::now() < busy_until) &&
             std::chrono::steady_clock::now() >= next_scan) {
             scan();
-            next_scan = std::chrono::steady_clock::now() + std::chrono::milliseconds(kScanMs);
+            // Every 100 ms for a second after an event (a container
+            // starting or stopping shows in cgroup.events, a new namespace
+            // in the hooks' ring); else once a second, for what announces
+            // itself nowhere (a namespace left while its cgroup stays).
+            const auto now = std::chrono::steady_clock::now();
+            next_scan = now + std::chrono::milliseconds(now < busy_until ? kScanMs : kIdleScanMs);
         }
     }
 }

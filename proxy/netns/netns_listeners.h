@@ -2,8 +2,8 @@
 // cgroup's processes (containers): 127.0.0.1 there is the container's own
 // loopback, so a connect from it is redirected to a listener opened in that
 // same namespace (bpf/sock_netns.h). A dedicated thread meets the
-// namespaces (a scan of the cgroup tree, every 100 ms and at once on an
-// inotify event of the tree: a new cgroup, a cgroup's first process; and
+// namespaces (a scan of the cgroup tree, at once on an inotify event of the
+// tree: a new cgroup, a cgroup's first process or its last; and
 // the hooks' ring buffer events for a connect from an unknown one), has
 // their listeners made (proxy/netns/netns_broker.h: by the privileged
 // helper, the relay cannot enter a namespace), hands them to the workers,
@@ -63,9 +63,12 @@ public:
     // served before "ready"), then starts the thread.
     void start();
 
-    // How often the cgroup tree is scanned: a namespace whose processes all
-    // left is dropped after two scans without one.
+    // How often the cgroup tree is scanned while a container namespace is
+    // known: every kScanMs for a second after an event of the tree or the
+    // hooks, else every kIdleScanMs. A namespace whose processes all left
+    // is dropped after two scans without one.
     static constexpr int kScanMs = 100;
+    static constexpr int kIdleScanMs = 1000;
 
 private:
     struct Entry {
