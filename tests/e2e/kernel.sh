@@ -100,6 +100,26 @@ except OSError as e:
 PY
 }
 
+# bound_tcp HOST DEV: a TCP echo over IPv4 (HOST) and IPv6 (fd00:201::2) on
+# port 9000 from sockets bound to DEV; per family the reply, or the errno
+# name of a connect that failed.
+bound_tcp() {
+    in_app timeout 10 "$PY" - "$@" <<'PY'
+import errno, socket, sys
+host, dev = sys.argv[1], sys.argv[2]
+for fam, addr in ((socket.AF_INET, host), (socket.AF_INET6, "fd00:201::2")):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+    s.settimeout(5)
+    try:
+        s.connect((addr, 9000))
+        s.sendall(b"bound\n")
+        print(s.recv(64).decode().strip(), end=" ")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)), end=" ")
+PY
+}
+
 # Without --fail-closed (fail-open), a device-bound socket whose destination
 # the rules proxy goes out directly (ktproxy's loopback listener is not
 # reachable through the device), counted skipped_bound: TCP and UDP.
@@ -107,18 +127,7 @@ test_device_bound_sockets_connect_directly() {
     local out before
     before=$(ktp_counter skipped_bound)
     expect_eq "$(bound_udp "$KTP_SRV4" 7000 "$IF_CLI")" "bound-udp" "UDP echo on a device-bound socket"
-    out=$(in_app timeout 10 "$PY" - "$KTP_SRV4" "$IF_CLI" <<'PY'
-import socket, sys
-host, dev = sys.argv[1], sys.argv[2]
-for fam, addr in ((socket.AF_INET, host), (socket.AF_INET6, "fd00:201::2")):
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
-    s.settimeout(5)
-    s.connect((addr, 9000))
-    s.sendall(b"bound\n")
-    print(s.recv(64).decode().strip(), end=" ")
-PY
-    ) || fail "a device-bound client failed: $out"
+    out=$(bound_tcp "$KTP_SRV4" "$IF_CLI") || fail "a device-bound client failed: $out"
     expect_eq "$out" "bound bound " "echo replies over IPv4 and IPv6 on device-bound sockets"
     # curl's --interface if!NAME is SO_BINDTODEVICE, as VRF-aware apps do.
     out=$(in_app timeout 10 curl -sS --max-time 5 --interface "if!$IF_CLI" -o /dev/null -w '%{http_code}' \
@@ -329,20 +338,7 @@ test_device_bound_sockets_are_refused_with_fail_closed() {
     KTP_E2E_ARGS="" start_ktproxy --fail-closed --rule "cidr=$KTP_SRV4 port=80 direct" ||
         fail "ktproxy --fail-closed did not start"
     before=$(ktp_counter refused_bound)
-    out=$(in_app timeout 10 "$PY" - "$KTP_SRV4" "$IF_CLI" <<'PY'
-import errno, socket, sys
-host, dev = sys.argv[1], sys.argv[2]
-for fam, addr in ((socket.AF_INET, host), (socket.AF_INET6, "fd00:201::2")):
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
-    s.settimeout(5)
-    try:
-        s.connect((addr, 9000))
-        print("connected", end=" ")
-    except OSError as e:
-        print(errno.errorcode.get(e.errno, str(e.errno)), end=" ")
-PY
-    ) || fail "the device-bound client failed: $out"
+    out=$(bound_tcp "$KTP_SRV4" "$IF_CLI") || fail "the device-bound client failed: $out"
     expect_eq "$out" "EPERM EPERM " "connects of device-bound sockets to a proxied destination, IPv4 and IPv6"
     expect_eq "$(bound_udp "$KTP_SRV4" 7000 "$IF_CLI")" "EPERM" "a device-bound socket's datagram to a proxied destination"
     # A direct rule is unchanged: the bound socket goes out to it.
