@@ -46,13 +46,19 @@ void CgroupMatch::sync(const std::set<std::string>& dirs)
             continue;  // removed meanwhile
         const uint64_t id = st.st_ino;  // a cgroup2 directory's inode is its id
         const uint8_t in = wanted(d) ? 1 : 0;
-        now[id] = in;
-        if (auto it = ids_.find(id); it != ids_.end() && it->second == in)
+        if (auto it = ids_.find(id); it != ids_.end() && it->second == in) {
+            now[id] = in;
             continue;
-        if (bpf_map_update_elem(map_fd_, &id, &in, BPF_ANY) != 0)
+        }
+        // Only what the map took is remembered: a failed write (the map
+        // full) is tried again at the next scan.
+        if (bpf_map_update_elem(map_fd_, &id, &in, BPF_ANY) != 0) {
             log::warn("--cgroup-match: cannot write {} to ktp_cgroups: {}; it is treated as not yet seen", d,
                       errno_text(errno));
-        else if (in)
+            continue;
+        }
+        now[id] = in;
+        if (in)
             log::info("--cgroup-match: intercepting {}", d);
     }
     for (const auto& [id, in] : ids_)

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sched.h>
@@ -289,11 +290,18 @@ std::string privilege_self_test()
         r_mark = outcome(setsockopt(s, SOL_SOCKET, SO_MARK, &other, sizeof(other)));
         ::close(s);
     }
+    // A child would be a pid of its own, out of the guard's sight.
+    pid_t child = ::fork();
+    if (child == 0)
+        _exit(0);
+    if (child > 0)
+        waitpid(child, nullptr, 0);
+    std::string r_fork = outcome(child);
     std::string line = fmt::format("privilege self-test: io_uring_setup={} bpf_prog_load={} raw_socket={} setuid0={} "
                                    "unshare_user={} setns_net={} signal_peer={} signal_self={} cgroups_map_write={} "
-                                   "ip_transparent={} other_mark={}",
+                                   "ip_transparent={} other_mark={} fork={}",
                                    r_ring, r_prog, r_raw, r_uid, r_ns, r_setns, r_peer, r_self, r_cgroups,
-                                   r_transparent, r_mark);
+                                   r_transparent, r_mark, r_fork);
     log::info("{}", line);
     return line;
 }

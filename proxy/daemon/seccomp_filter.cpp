@@ -134,12 +134,24 @@ void install_seccomp(SeccompProfile profile)
             b.when_eq(SOCK_PACKET, kDeny);
             b.ret(kAllow);
         });
+        // clone: threads only (CLONE_THREAD), without namespace flags. The
+        // relay forks nothing after the drop (run's command and the helper
+        // are forked before): a child would have its own pid, out of the
+        // setsockopt guard's sight (ktp_relay_guard), with CAP_NET_RAW.
         p.on_syscall(__NR_clone, [](Program& b) {
             b.load_arg(0);
             b.jump(BPF_JMP | BPF_JSET | BPF_K, kNewNamespaces, 0, 1);
             b.ret(kDeny);
+            b.jump(BPF_JMP | BPF_JSET | BPF_K, CLONE_THREAD, 0, 1);
             b.ret(kAllow);
+            b.ret(kDeny);
         });
+#ifdef __NR_fork
+        p.when_eq(__NR_fork, kDeny);
+#endif
+#ifdef __NR_vfork
+        p.when_eq(__NR_vfork, kDeny);
+#endif
         // clone3's flags sit behind a pointer seccomp cannot read: ENOSYS
         // makes glibc create threads with clone, which is checked above.
         p.when_eq(__NR_clone3, kNoSys);

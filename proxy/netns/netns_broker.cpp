@@ -105,10 +105,10 @@ std::set<std::string> cgroup_tree_dirs(const std::string& root)
 std::vector<NetnsFound> NetnsBroker::scan()
 {
     std::lock_guard lock(mu_);
-    return scan_locked();
+    return scan_locked(true);
 }
 
-std::vector<NetnsFound> NetnsBroker::scan_locked()
+std::vector<NetnsFound> NetnsBroker::scan_locked(bool count_misses)
 {
     const auto now = std::chrono::steady_clock::now();
     if (cfg_.on_tree)
@@ -146,7 +146,7 @@ std::vector<NetnsFound> NetnsBroker::scan_locked()
     for (auto it = known_.begin(); it != known_.end();) {
         // Two scans in a row without a process of the tree in it: the
         // container stopped (the relay drops its listener after as many).
-        if (!seen.count(it->first) && ++it->second.misses >= 2) {
+        if (!seen.count(it->first) && count_misses && ++it->second.misses >= 2) {
             it = known_.erase(it);
             continue;
         }
@@ -171,7 +171,7 @@ std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, u
     // over) must not keep getting sockets in a namespace the cgroup left
     // long ago. A namespace not seen for kStale is looked for again here.
     if (e && std::chrono::steady_clock::now() - e->seen > kStale) {
-        scan_locked();
+        scan_locked(false);  // not one of the relay's scans: no misses counted
         e = find();
         if (e && std::chrono::steady_clock::now() - e->seen > kStale)
             e = nullptr;

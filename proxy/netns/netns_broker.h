@@ -101,7 +101,9 @@ private:
     };
     static constexpr std::chrono::seconds kStale{2};
 
-    std::vector<NetnsFound> scan_locked();
+    // count_misses: a namespace not found counts toward its drop (the
+    // relay's scans); a look made for make() does not.
+    std::vector<NetnsFound> scan_locked(bool count_misses);
 
     NetnsBrokerConfig cfg_;
     uint64_t host_inode_ = 0;

@@ -276,7 +276,7 @@ void NetnsListeners::open_in(const NetnsFound& f)
               cfg_.egress_host ? "host" : "container",
               v.udp_port ? fmt::format("UDP relay on {}{}", ns->udp_relay,
                                         (v.flags & KTP_NL_UDP6) ? fmt::format(" and [::1]:{}", ns->udp_relay.port()) : "")
-              : cfg_.give_udp ? std::string("no UDP relay (its datagrams to relay are refused)")
+              : cfg_.give_udp ? std::string("no UDP relay (its datagrams to relay are refused; without --fail-closed passed after 3 s)")
                               : std::string("UDP not intercepted (--no-udp)"));
 }
 
@@ -296,7 +296,7 @@ void NetnsListeners::open_udp_in(const std::shared_ptr<Netns>& ns, ktp_netns_lis
             ns->prime(AF_INET, false, 4);  // an association's control connection
         (void)ns->diag_lookup(IPPROTO_UDP, SockAddr::local_of(fd4.get()), SockAddr::local_of(fd4.get()));
     } catch (const Error& e) {
-        log::warn("container namespace {}: no UDP relay socket there ({}); its datagrams to relay are refused",
+        log::warn("container namespace {}: no UDP relay socket there ({}); its datagrams to relay are refused (without --fail-closed, passed after 3 s)",
                   ns->cookie, e.what());
         return;
     }

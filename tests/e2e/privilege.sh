@@ -96,7 +96,7 @@ test_relay_cannot_set_up_io_uring_load_bpf_or_open_raw_sockets() {
     KTPROXY_PRIV_SELFTEST=1 start_ktproxy || fail "ktproxy did not start"
     wait_log "$KTP_LOG" "privilege self-test:" || fail "no self-test line"
     grep "privilege self-test:" "$KTP_LOG" | sed 's/^/    /'
-    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM setns_net=EPERM signal_peer=none signal_self=ALLOWED cgroups_map_write=EPERM ip_transparent=EPERM other_mark=EPERM" "self-test"
+    expect_file_match "$KTP_LOG" "io_uring_setup=EPERM bpf_prog_load=EPERM raw_socket=EPERM setuid0=EPERM unshare_user=EPERM setns_net=EPERM signal_peer=none signal_self=ALLOWED cgroups_map_write=EPERM ip_transparent=EPERM other_mark=EPERM fork=EPERM" "self-test"
     # Each worker ring refuses an opcode outside proxy/loop/uring_ops.h.
     wait_log "$KTP_LOG" "ring self-test:" || fail "no ring self-test line"
     grep "ring self-test:" "$KTP_LOG" | sed 's/^/    /'
