@@ -46,6 +46,7 @@ enum ktp_counter {
 	KTP_CTR_UDP_MAP_FULL,       /* UDP: no room for the flow's entry, sent direct */
 	KTP_CTR_FOREIGN_MARK,       /* socket carries the proxy's SO_MARK but the caller is not ktproxy: intercepted */
 	KTP_CTR_REFUSED_BOUND,      /* --fail-closed: a device-bound socket's connect/datagram to proxy refused (EPERM) */
+	KTP_CTR_REFUSED_UNSCANNED,  /* --fail-closed --cgroup-match: to proxy from a cgroup no scan classified yet: refused */
 	KTP_CTR_MAX,
 };
 

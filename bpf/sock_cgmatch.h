@@ -19,9 +19,11 @@ struct {
 
 /* Is the connecting process's cgroup left out by --cgroup-match? One with
  * no entry yet (created since the last scan: a container starting) is left
- * out without --fail-closed, and intercepted with it (ktp_netns_refuse):
- * nothing may leave past the rules in that mode, and the scan that follows
- * within milliseconds says which it is. */
+ * out without --fail-closed; with it (ktp_netns_refuse) the rules apply and
+ * what they would send to ktproxy is refused (ktp_cgroup_unscanned): nothing
+ * may leave past the rules in that mode, nor may a relay that stopped
+ * asking for scans be handed every new cgroup's traffic. The scan that
+ * follows within milliseconds says which it is. */
 static __always_inline int ktp_cgroup_unmatched(void)
 {
 	__u8 *in;
@@ -34,6 +36,23 @@ static __always_inline int ktp_cgroup_unmatched(void)
 	if (!in)
 		return !ktp_netns_refuse;
 	return !*in;
+}
+
+/* A connect or datagram about to go to ktproxy from a cgroup no scan has
+ * classified (--fail-closed only: else it never gets this far): refused as
+ * a dead proxy's would be (ECONNREFUSED), counted. 1 = refused. */
+static __always_inline int ktp_cgroup_unscanned(void)
+{
+	__u64 id;
+
+	if (!ktp_cgroup_filter || !ktp_netns_refuse)
+		return 0;
+	id = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&ktp_cgroups, &id))
+		return 0;
+	ktp_count(KTP_CTR_REFUSED_UNSCANNED);
+	bpf_set_retval(-KTP_ECONNREFUSED);
+	return 1;
 }
 
 #endif

@@ -160,6 +160,8 @@ static __always_inline int ktp_redirect(struct bpf_sock_addr *ctx, struct bpf_so
 	bound = ktp_sock_bound(sk);
 	if (bound >= 0)
 		return bound;
+	if (ktp_cgroup_unscanned())
+		return 0;
 	/* 127.0.0.1 in a container is the container's own loopback: the
 	 * connect goes to ktproxy's listener in that namespace. */
 	cookie = bpf_get_netns_cookie(ctx);

@@ -382,6 +382,8 @@ static __always_inline int ktp_udp_hook(struct bpf_sock_addr *ctx, struct bpf_so
 	verdict = ktp_sock_bound(sk);
 	if (verdict >= 0)
 		return verdict;
+	if (ktp_cgroup_unscanned())
+		return 0;
 	if (v4) {
 		r = ktp_udp_to_relay4(ctx, &rl, dst, port, flags);
 		if (r <= 1)

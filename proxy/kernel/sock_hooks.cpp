@@ -405,14 +405,14 @@ std::string format_counters(const Counters& c, const MapOccupancy& m)
         "orig_dst_answered={} orig_dst_missed={} map_full={} bypassed={} blocked={} gw_assigned={} gw_no_listener={} "
         "no_listener={} skipped_bound={} dry_run_redirect={} dry_run_block={} dry_run_pass={} dry_run_refuse={} "
         "dry_run_events_lost={} live_tuples={} udp_redirected={} udp_no_relay={} udp_map_full={} udp_flows={} "
-        "foreign_mark={} refused_bound={}",
+        "foreign_mark={} refused_bound={} refused_unscanned={}",
         c[KTP_CTR_REDIRECTED], c[KTP_CTR_SKIPPED_MARK], c[KTP_CTR_SKIPPED_NETNS],
         c[KTP_CTR_SKIPPED_LOCAL], c[KTP_CTR_ORIG_DST_ANSWERED], c[KTP_CTR_ORIG_DST_MISSED],
         c[KTP_CTR_MAP_FULL], c[KTP_CTR_BYPASSED], c[KTP_CTR_BLOCKED], c[KTP_CTR_GW_ASSIGNED],
         c[KTP_CTR_GW_NO_LISTENER], c[KTP_CTR_NO_LISTENER], c[KTP_CTR_SKIPPED_BOUND], c[KTP_CTR_DRY_REDIRECT],
         c[KTP_CTR_DRY_BLOCK], c[KTP_CTR_DRY_PASS], c[KTP_CTR_DRY_REFUSE], c[KTP_CTR_DRY_EVENTS_LOST], m.tuples,
         c[KTP_CTR_UDP_REDIRECTED], c[KTP_CTR_UDP_NO_RELAY], c[KTP_CTR_UDP_MAP_FULL], m.udp_flows,
-        c[KTP_CTR_FOREIGN_MARK], c[KTP_CTR_REFUSED_BOUND]);
+        c[KTP_CTR_FOREIGN_MARK], c[KTP_CTR_REFUSED_BOUND], c[KTP_CTR_REFUSED_UNSCANNED]);
 }
 
 }  // namespace ktp

@@ -21,6 +21,7 @@ const char* kernel_counter_name(int idx)
         "orig_dst_missed", "map_full", "bypassed", "blocked", "gw_assigned", "gw_no_listener",
         "no_listener", "skipped_bound", "dry_run_redirect", "dry_run_block", "dry_run_pass", "dry_run_refuse",
         "dry_run_events_lost", "udp_redirected", "udp_no_relay", "udp_map_full", "foreign_mark", "refused_bound",
+        "refused_unscanned",
     };
     static_assert(std::size(names) == KTP_CTR_MAX, "every enum ktp_counter needs a name here");
     return idx >= 0 && idx < KTP_CTR_MAX ? names[idx] : "?";

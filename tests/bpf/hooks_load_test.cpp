@@ -61,10 +61,11 @@ TEST_CASE("counters print with stable names")
     c[KTP_CTR_DRY_EVENTS_LOST] = 7;
     c[KTP_CTR_FOREIGN_MARK] = 8;
     c[KTP_CTR_REFUSED_BOUND] = 9;
+    c[KTP_CTR_REFUSED_UNSCANNED] = 10;
     auto s = format_counters(c, MapOccupancy{2});
     CHECK(s.find("redirected=3 ") != std::string::npos);
     CHECK(s.find("no_listener=4 skipped_bound=5 ") != std::string::npos);
     CHECK(s.find(" dry_run_block=6 ") != std::string::npos);
     CHECK(s.find(" dry_run_events_lost=7 live_tuples=2") != std::string::npos);
-    CHECK(s.find(" foreign_mark=8 refused_bound=9") != std::string::npos);
+    CHECK(s.find(" foreign_mark=8 refused_bound=9 refused_unscanned=10") != std::string::npos);
 }

@@ -583,36 +583,42 @@ s.sendto(b'u', ('$KTP_SRV4', 7000)); print(s.recvfrom(200)[0].decode().split('|'
 test_fail_closed_cgroup_match_keeps_a_cgroup_born_before_its_scan_behind_ktproxy() {
     # --cgroup-match classifies the tree's cgroups at each scan; a cgroup
     # born since the last one (a container starting) is unknown to the
-    # hooks. With --fail-closed its connects must not go direct: they are
-    # intercepted until the scan says. The scans run in the privileged
+    # hooks. With --fail-closed its connects must neither go direct nor be
+    # handed to the relay before the scan says (a relay taken over could
+    # stop asking for scans): refused. The scans run in the privileged
     # helper: stopped here, the new cgroup stays unknown for as long as the
     # test needs (less than the relay's 15 s patience with the helper).
     trap 'kill -CONT "$CGM_HELPER" 2>/dev/null || true; kill_left_instances; rmdir "$KTP_CG/m0" "$KTP_CG/m9" "$KTP_CG/g9" 2>/dev/null || true' EXIT
     CGM_HELPER=""
-    local out n
+    local out n before
     mkdir -p "$KTP_CG/m0"
     start_ktproxy --fail-closed --log-level info --cgroup-match "ktp-test-$KTP_ID/app/m*" ||
         fail "ktproxy --fail-closed --cgroup-match did not start"
     wait_log "$KTP_LOG" "cgroup-match: intercepting .*/app/m0" || fail "m0 not followed"
     CGM_HELPER=$(pgrep -P "$KTP_PID" -x ktproxy-priv | head -1)
     [ -n "$CGM_HELPER" ] || fail "no privileged helper under $KTP_PID"
+    before=$(ktp_counter refused_unscanned)
+    n=$(grep -c "^$KTP_CLI4 " "$NGINX_LOG" || true)
     kill -STOP "$CGM_HELPER"
     mkdir "$KTP_CG/m9" "$KTP_CG/g9"
     # Namespace first, then the cgroup, as docker exec does.
-    out=$(nsenter --net="/run/netns/$KTP_CLI" sh -c 'echo $$ > "$1/cgroup.procs" && exec curl -sS --max-time 5 -o /dev/null -w "%{http_code} %{local_port}" "$2"' \
-        sh "$KTP_CG/m9" "http://$KTP_SRV4/") || { kill -CONT "$CGM_HELPER"; fail "curl from the unscanned m9: $out"; }
+    out=$(nsenter --net="/run/netns/$KTP_CLI" sh -c 'echo $$ > "$1/cgroup.procs" && exec curl -sS --max-time 5 -o /dev/null -w "%{http_code}" "$2"' \
+        sh "$KTP_CG/m9" "http://$KTP_SRV4/" 2>&1) && { kill -CONT "$CGM_HELPER"; fail "a connect from the unscanned m9 got through: $out"; }
     kill -CONT "$CGM_HELPER"
-    expect_eq "${out%% *}" 200 "curl from the unscanned m9"
-    wait_log "$KTP_LOG" "conn client=[^ ]+:${out##* } orig=$KTP_SRV4:80 " ||
-        fail "a connect from a cgroup born before its scan went direct under --fail-closed"
-    # Once scanned, a cgroup that does not match is left alone again.
+    expect_match "$out" "Failed to connect" "curl from the unscanned m9"
+    expect_eq "$(( $(ktp_counter refused_unscanned) - before ))" 1 "refused_unscanned"
+    expect_eq "$(grep -c "^$KTP_CLI4 " "$NGINX_LOG" || true)" "$n" "requests at the server while m9 was unscanned"
+    expect_no_file_match "$KTP_LOG" "orig=$KTP_SRV4:80 " "relayed connections while m9 was unscanned"
+    # Once scanned: m9 (matching) is relayed, g9 (not) left alone.
     wait_log "$KTP_LOG" "cgroup-match: intercepting .*/app/m9" || fail "m9 not followed after the helper resumed"
-    n=$(grep -c "orig=$KTP_SRV4:80 " "$KTP_LOG")
+    out=$(nsenter --net="/run/netns/$KTP_CLI" sh -c 'echo $$ > "$1/cgroup.procs" && exec curl -sS --max-time 5 -o /dev/null -w "%{http_code}" "$2"' \
+        sh "$KTP_CG/m9" "http://$KTP_SRV4/") || fail "curl from the scanned m9: $out"
+    wait_log "$KTP_LOG" "orig=$KTP_SRV4:80 .*comm=curl" || fail "the scanned, matching m9 was not relayed"
     out=$(nsenter --net="/run/netns/$KTP_CLI" sh -c 'echo $$ > "$1/cgroup.procs" && exec curl -sS --max-time 5 -o /dev/null -w "%{http_code}" "$2"' \
         sh "$KTP_CG/g9" "http://$KTP_SRV4/") || fail "curl from g9: $out"
     expect_eq "$out" 200 "curl from the scanned, unmatched g9"
     sleep 0.3
-    expect_eq "$(grep -c "orig=$KTP_SRV4:80 " "$KTP_LOG")" "$n" "relayed connections after g9's (not matching, scanned)"
+    expect_eq "$(grep -c "orig=$KTP_SRV4:80 " "$KTP_LOG")" 1 "relayed connections after g9's (not matching, scanned)"
     stop_ktproxy || true
     out=$(in_cli "$KTPROXY" cleanup --cgroup "$KTP_CG" 2>&1) || fail "cleanup: $out"
 }
