@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <linux/netlink.h>
 #include <sys/socket.h>
@@ -310,6 +311,13 @@ std::unique_ptr<PrivHelper> PrivHelper::start(Held held)
     return std::unique_ptr<PrivHelper>(new PrivHelper(std::move(mine), pid, std::move(pidfd)));
 }
 
+PrivHelper::PrivHelper(UniqueFd sock, pid_t pid, UniqueFd pidfd)
+    : sock_(std::move(sock)), pid_(pid), pidfd_(std::move(pidfd)), lost_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))
+{
+    if (!lost_fd_)
+        fail_errno("privileged helper: eventfd");
+}
+
 PrivHelper::~PrivHelper()
 {
     sock_.reset();
@@ -329,6 +337,8 @@ std::string PrivHelper::call(PrivRequest r, Args a, std::vector<UniqueFd>* fds)
     // every later request.
     auto lost = [&] {
         sock_.reset();
+        uint64_t one = 1;
+        (void)!::write(lost_fd_.get(), &one, sizeof(one));
         fail("privileged helper (pid {}) did not answer; no further requests go to it", pid_);
     };
     if (!sock_)

@@ -76,9 +76,12 @@ public:
     // Readable once the helper is gone (a pidfd: the socket is read by the
     // namespace thread and workers too, so its readability says nothing).
     int fd() const { return pidfd_.get(); }
+    // Readable once a request went unanswered (the helper hangs): the relay
+    // has given up on it and stops as on its death.
+    int lost_fd() const { return lost_fd_.get(); }
 
 private:
-    PrivHelper(UniqueFd sock, pid_t pid, UniqueFd pidfd) : sock_(std::move(sock)), pid_(pid), pidfd_(std::move(pidfd)) {}
+    PrivHelper(UniqueFd sock, pid_t pid, UniqueFd pidfd);
     struct Args {  // value-initialised: all 0
         int32_t arg;
         uint64_t cookie;
@@ -94,6 +97,7 @@ private:
     UniqueFd sock_;
     pid_t pid_;
     UniqueFd pidfd_;
+    UniqueFd lost_fd_;  // eventfd
     bool reaped_ = false;
 };
 

@@ -157,29 +157,32 @@ int Supervisor::run()
         }
     }
     while (stop_sig_ == 0) {
-        pollfd pfds[7] = {{p_.signals.fd(), POLLIN, 0},
+        pollfd pfds[8] = {{p_.signals.fd(), POLLIN, 0},
                           {control_.fd(), POLLIN, 0},
                           {metrics_.get(), POLLIN, 0},
                           {child_ ? child_->pidfd() : -1, POLLIN, 0},
                           {follower_ ? follower_->fd() : -1, POLLIN, 0},
                           {dry_events_ ? dry_events_->fd() : -1, POLLIN, 0},
-                          {helper_ && !helper_lost_ ? helper_->fd() : -1, POLLIN, 0}};
+                          {helper_ && !helper_lost_ ? helper_->fd() : -1, POLLIN, 0},
+                          {helper_ && !helper_lost_ ? helper_->lost_fd() : -1, POLLIN, 0}};
         // inotify wakes the loop at once; the timeout is the fallback that
         // catches what it cannot see. A dry-run log with lines held back by
         // its rate limit needs a wake-up to say so.
         int timeout = follower_ ? follower_->poll_timeout_ms() : -1;
         if (dry_log_.pending())
             timeout = timeout < 0 ? 1000 : std::min(timeout, 1000);
-        int ready = poll(pfds, 7, timeout);
+        int ready = poll(pfds, 8, timeout);
         if (ready < 0 && errno != EINTR)
             fail_errno("poll");
-        if (pfds[6].revents != 0) {
-            // Killed (OOM, a stray kill): reattaching a recreated cgroup,
-            // rereading a root-only config and undoing setup all went with
-            // it. A daemon stops so that its unit restarts it whole; `run`
-            // keeps relaying for its command, which the relay cannot stop.
+        if (pfds[6].revents != 0 || pfds[7].revents != 0) {
+            // Killed (OOM, a stray kill), or hung (a request unanswered):
+            // reattaching a recreated cgroup, rereading a root-only config
+            // and undoing setup all went with it. A daemon stops so that
+            // its unit restarts it whole; `run` keeps relaying for its
+            // command, which the relay cannot stop.
             helper_lost_ = true;
-            log::error("privileged helper (pid {}) died: {}", helper_->pid(),
+            log::error("privileged helper (pid {}) {}: {}", helper_->pid(),
+                       pfds[6].revents != 0 ? "died" : "stopped answering",
                        child_ ? "no reattach, reload or cleanup until the command exits"
                               : "stopping (no reattach, reload or cleanup without it)");
             if (!child_)

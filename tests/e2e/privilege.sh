@@ -277,11 +277,11 @@ test_relay_stops_when_the_helper_dies() {
 test_a_helper_that_answered_too_late_gets_no_further_requests() {
     # A stalled helper (stopped here) lets the relay's request time out
     # (15 s); its late reply must never be read as the answer to a later
-    # request. The relay gives up on it (closes its end); the helper, once
-    # it runs again, finds the relay gone and ends, and the relay stops as
-    # it does when its helper dies (the unit restarts it). Here the late
-    # reply is the config of the first SIGHUP (port 80 direct); the second
-    # SIGHUP's file blocks port 80 again: nothing may apply the first.
+    # request. The relay gives up on it (closes its end) and stops as it
+    # does when its helper dies (the unit restarts it); the helper, once it
+    # runs again, finds the relay gone and ends. Here the late reply is the
+    # config of the first SIGHUP (port 80 direct); the second SIGHUP's file
+    # blocks port 80 again: nothing may apply the first.
     STALLED_HELPER=""
     trap 'kill -CONT "$STALLED_HELPER" 2>/dev/null; stop_ktproxy' EXIT
     config_dir_with_block
@@ -305,7 +305,7 @@ test_a_helper_that_answered_too_late_gets_no_further_requests() {
     local rc=0
     stop_ktproxy || rc=$?
     expect_eq "$rc" 1 "the relay's exit status"
-    expect_file_match "$KTP_LOG" "privileged helper .pid $helper. died" "log"
+    expect_file_match "$KTP_LOG" "privileged helper .pid $helper. stopped answering" "log"
 }
 
 test_proxy_user_root_keeps_every_privilege() {
