@@ -1,7 +1,9 @@
 // Matching cgroup paths against --cgroup-match patterns.
 #include "config/cgroup_glob.h"
 
+#include <cctype>
 #include <string>
+#include <utility>
 
 namespace ktp {
 namespace {
@@ -27,11 +29,35 @@ struct Tok {
     enum Kind { lit, any, cls, star } kind = lit;
     char c = 0;
     bool negate = false;
-    std::string set;  // cls: pairs lo,hi
+    std::string set;                 // cls: pairs lo,hi
+    std::vector<int (*)(int)> named;  // cls: [:alpha:] and the like
 };
 
+// The POSIX character classes fnmatch knows inside brackets.
+int (*named_class(std::string_view name))(int)
+{
+    static const std::pair<std::string_view, int (*)(int)> table[] = {
+        {"alnum", ::isalnum}, {"alpha", ::isalpha}, {"blank", ::isblank}, {"cntrl", ::iscntrl},
+        {"digit", ::isdigit}, {"graph", ::isgraph}, {"lower", ::islower}, {"print", ::isprint},
+        {"punct", ::ispunct}, {"space", ::isspace}, {"upper", ::isupper}, {"xdigit", ::isxdigit},
+    };
+    for (const auto& [n, f] : table)
+        if (n == name)
+            return f;
+    return nullptr;
+}
+
+// One member of a bracket at p[j]: a `\`-escaped byte or a plain one.
+char class_byte(std::string_view p, size_t& j)
+{
+    if (p[j] == '\\' && j + 1 < p.size())
+        ++j;
+    return p[j];
+}
+
 // "[...]" at p[i] (fnmatch's syntax: ! or ^ negates, ] first is literal,
-// a-z ranges); false when it never closes, so the [ is a literal.
+// a-z ranges, [:digit:] classes, \ escapes); false when it never closes
+// or names an unknown class, so the [ is a literal.
 bool read_class(std::string_view p, size_t& i, Tok& out)
 {
     size_t j = i + 1;
@@ -43,15 +69,26 @@ bool read_class(std::string_view p, size_t& i, Tok& out)
     }
     bool first = true;
     while (j < p.size() && (p[j] != ']' || first)) {
-        char lo = p[j], hi = lo;
+        first = false;
+        if (p[j] == '[' && j + 1 < p.size() && p[j + 1] == ':') {
+            size_t end = p.find(":]", j + 2);
+            if (end == std::string_view::npos)
+                return false;
+            auto f = named_class(p.substr(j + 2, end - j - 2));
+            if (!f)
+                return false;
+            t.named.push_back(f);
+            j = end + 2;
+            continue;
+        }
+        char lo = class_byte(p, j), hi = lo;
         if (j + 2 < p.size() && p[j + 1] == '-' && p[j + 2] != ']') {
-            hi = p[j + 2];
             j += 2;
+            hi = class_byte(p, j);
         }
         t.set += lo;
         t.set += hi;
         ++j;
-        first = false;
     }
     if (j >= p.size())
         return false;
@@ -93,6 +130,8 @@ bool one(const Tok& t, char c)
     for (size_t k = 0; k + 1 < t.set.size(); k += 2)
         in = in || (static_cast<unsigned char>(c) >= static_cast<unsigned char>(t.set[k]) &&
                     static_cast<unsigned char>(c) <= static_cast<unsigned char>(t.set[k + 1]));
+    for (auto f : t.named)
+        in = in || f(static_cast<unsigned char>(c));
     return in != t.negate;
 }
 

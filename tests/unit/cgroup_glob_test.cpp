@@ -67,5 +67,14 @@ TEST_CASE("cgroup globs: ? and bracket classes within one level")
     CHECK_FALSE(cgroup_glob_match("a[b", "ab"));   // an unclosed [ is a literal, as fnmatch has it
     CHECK(cgroup_glob_match("a[b", "a[b"));
     CHECK(cgroup_glob_match("*.scope", ".scope"));
+    // POSIX classes and escapes inside brackets, as fnmatch has them.
+    CHECK(cgroup_glob_match("pod-[[:digit:]][[:digit:]]", "pod-42"));
+    CHECK_FALSE(cgroup_glob_match("pod-[[:digit:]]", "pod-x"));
+    CHECK(cgroup_glob_match("docker-[[:xdigit:]]*.scope", "docker-ab12.scope"));
+    CHECK_FALSE(cgroup_glob_match("docker-[[:xdigit:]]*.scope", "docker-zz.scope"));
+    CHECK(cgroup_glob_match("a[![:upper:]]", "ab"));
+    CHECK_FALSE(cgroup_glob_match("a[![:upper:]]", "aB"));
+    CHECK(cgroup_glob_match("a[\\]]b", "a]b"));
+    CHECK_FALSE(cgroup_glob_match("a[[:nosuch:]]", "an"));  // an unknown class matches nothing there
     CHECK(cgroup_glob_match("docker-*", "docker-"));
 }
