@@ -154,7 +154,7 @@ int run_instance(const Options& o, int argc, const char* const* argv)
         std::string mount = cgroup2_mount();
         while (mount.size() > 1 && mount.back() == '/')
             mount.pop_back();
-        broker_cfg = NetnsBrokerConfig{cgroups.app->path, mount, o.mark, nullptr, nullptr};
+        broker_cfg = NetnsBrokerConfig{cgroups.app->path, mount, o.mark, o.egress == "host", nullptr, nullptr};
         if (!o.cgroup_match.empty()) {
             // Kept by the broker's scans: in the helper when the relay drops.
             auto match = std::make_shared<CgroupMatch>(mount, o.cgroup_match, kernel.sock()->cgroups_fd());

@@ -182,6 +182,9 @@ std::vector<UniqueFd> NetnsBroker::make(uint64_t cookie, NetnsSocketKind kind, u
     // only on the port its IPv4 twin got. A relay taken over could
     // otherwise bind a port a container's own service is about to take
     // (its sockets are made inside the container).
+    if (cfg_.egress_host && (kind == NetnsSocketKind::egress4 || kind == NetnsSocketKind::egress6))
+        fail("a TCP socket in network namespace {}: with --egress host nothing leaves from a container (refused)",
+             cookie);
     const bool v4_listener = kind == NetnsSocketKind::listen4 || kind == NetnsSocketKind::udp4;
     const bool v6_listener = kind == NetnsSocketKind::listen6 || kind == NetnsSocketKind::udp6;
     if (v4_listener && port != 0)

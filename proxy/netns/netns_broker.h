@@ -64,6 +64,10 @@ struct NetnsBrokerConfig {
     std::string cgroup_path;  // the intercepted cgroup (its whole subtree)
     std::string mount;        // the cgroup2 mount (to read /proc/PID/cgroup against)
     uint32_t mark = 0;        // SO_MARK of the listeners
+    // --egress host: connections leave from ktproxy's namespace, so no TCP
+    // socket is made in a container's (UDP ones still are: the direct
+    // exchange with a container's own loopback resolver).
+    bool egress_host = false;
     // --cgroup-match: which cgroup directories are intercepted (null: all);
     // and, at each scan, every directory of the tree, to keep the hooks'
     // set of intercepted cgroups (daemon/cgroup_match.h). The set is

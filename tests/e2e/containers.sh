@@ -706,6 +706,12 @@ test_helper_refuses_a_namespace_outside_the_cgroup() {
     expect_file_match "$KTP_LOG" "netns self-test: port 8081 in namespace $mine: a listener on port 8081 .*the helper picks the port \(refused\)" "a chosen IPv4 port"
     expect_file_match "$KTP_LOG" "netns self-test: port 8081 in namespace $mine: an IPv6 listener on port 8081 .*not its IPv4 listener's \(refused\)" "a chosen IPv6 port"
     expect_no_file_match "$KTP_LOG" "netns self-test: port 8081 .*ALLOWED" "a listener on a chosen port"
+    # With --egress host nothing leaves from a container: no TCP socket
+    # there for the relay.
+    stop_ktproxy
+    KTPROXY_PRIV_SELFTEST_NETNS=$mine start_ktproxy --log-level info --egress host || fail "ktproxy --egress host did not start"
+    wait_log "$KTP_LOG" "netns self-test: a socket in namespace $mine" || fail "no netns self-test line (--egress host)"
+    expect_file_match "$KTP_LOG" "netns self-test: a socket in namespace $mine: .*with --egress host nothing leaves from a container \(refused\)" "a TCP socket in a container under --egress host"
 }
 
 test_status_shows_a_container_connection_and_listener_namespace() {

@@ -37,7 +37,7 @@ TEST_CASE("a namespace the broker's scan did not find gets no socket")
     std::set<std::string> tree;
     REQUIRE(mkdir((std::string(tmpl) + "/a").c_str(), 0700) == 0);
     REQUIRE(mkdir((std::string(tmpl) + "/a/b").c_str(), 0700) == 0);
-    NetnsBroker b({tmpl, "/sys/fs/cgroup", 0, nullptr, [&](const std::set<std::string>& d) { tree = d; }});
+    NetnsBroker b({tmpl, "/sys/fs/cgroup", 0, false, nullptr, [&](const std::set<std::string>& d) { tree = d; }});
     CHECK(b.scan().empty());
     // --cgroup-match's set is kept from the broker's own walk of the tree
     // (in the helper, when the relay drops), not from the relay's.
