@@ -360,7 +360,8 @@ test_container_loopback_resolver_goes_through_the_forwarder() {
     # host's servers. A dnsmasq stands in for it. A name routed direct is
     # handed to it from inside the container's namespace; a proxied name
     # goes through dante to --dns-resolver and never reaches it.
-    trap "stop_ktproxy; ctr_stop r" EXIT
+    CTRDNS_PID=""
+    trap 'stop_ktproxy; [ -z "$CTRDNS_PID" ] || kill "$CTRDNS_PID" 2>/dev/null; ctr_stop r' EXIT
     ctr_start r 10 in
     local ns cdns="$KTP_TMP/ctrdns.log" out
     ns=$(ctr_ns r)
@@ -369,6 +370,9 @@ test_container_loopback_resolver_goes_through_the_forwarder() {
     ktp_bg nsenter --net="/run/netns/$ns" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
         --listen-address=127.0.0.11 --port=53 --user=root --server="$KTP_SRV4" --log-queries \
         --log-facility="$cdns" --pid-file="$KTP_TMP/ctrdns.pid"
+    # This test's own background process: the suite's cleanup never sees
+    # pids a test's subshell started.
+    CTRDNS_PID=${KTP_PIDS[-1]}
     for _ in $(seq 50); do grep -q "started" "$cdns" && break; sleep 0.1; done
     start_ktproxy --log-level debug --upstream "$DANTE" --rule 'domain=hidden.test proxy=dante' \
         --dns-resolver "$KTP_SRV4" || fail "ktproxy did not start"
